@@ -1,0 +1,497 @@
+// Drivers of the CPU ops: ISA dispatch, OpenMP threading, tiling, heaps, sorting.
+// Compiled without ISA flags; all SIMD work goes through the active KernelTable.
+#include "ops.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <utility>
+
+#include "kernels.h"
+#include "scalar_helpers.h"
+
+namespace fastspline {
+
+// ------------------------------------------------------------------ dispatch
+
+namespace {
+
+bool cpu_has_avx512() {
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_cpu_init();
+  return avx512_table() != nullptr && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("popcnt");
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_avx2() {
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_cpu_init();
+  return avx2_table() != nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+         __builtin_cpu_supports("popcnt");
+#else
+  return false;
+#endif
+}
+
+const KernelTable* table_for(const std::string& name) {
+  if (name == "scalar") return scalar_table();
+  if (name == "avx2" && cpu_has_avx2()) return avx2_table();
+  if (name == "avx512" && cpu_has_avx512()) return avx512_table();
+  return nullptr;
+}
+
+const KernelTable* best_table() {
+  if (cpu_has_avx512()) return avx512_table();
+  if (cpu_has_avx2()) return avx2_table();
+  return scalar_table();
+}
+
+const KernelTable* g_table = best_table();
+
+inline const KernelTable& kt() { return *g_table; }
+
+}  // namespace
+
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> out{"scalar"};
+  if (cpu_has_avx2()) out.push_back("avx2");
+  if (cpu_has_avx512()) out.push_back("avx512");
+  return out;
+}
+
+std::string active_isa() { return kt().name; }
+
+void set_isa(const std::string& name) {
+  const KernelTable* t = table_for(name);
+  if (t == nullptr) throw std::invalid_argument("isa '" + name + "' is unknown or not supported by this CPU");
+  g_table = t;
+}
+
+// ------------------------------------------------------------------ helpers
+
+namespace {
+
+constexpr int64_t kParallelMin = 1 << 14;  // below this many words, threads cost more than they save
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The largest float32 <= t: for float32 values x, (x > t) == (x > thr32), exactly.
+float round_down_to_float(double t) {
+  if (std::isnan(t)) return (float)t;
+  float f = (float)t;
+  if ((double)f > t) f = std::nextafter(f, -INFINITY);
+  return f;
+}
+
+int element_size(int dtype) {
+  switch (dtype) {
+    case kFloat32: return 4;
+    case kFloat64: return 8;
+    case kFloat16:
+    case kBFloat16: return 2;
+    default: throw std::invalid_argument("pack_signs: unknown dtype code " + std::to_string(dtype));
+  }
+}
+
+// 64x64 bit transpose in place: bit c of a[r] <-> bit r of a[c]. Recursive block
+// swaps (32x32 blocks, then 16x16, ...): 6 rounds of 32 masked swaps.
+void transpose64(uint64_t* a) {
+  uint64_t m = 0x00000000FFFFFFFFULL;
+  for (int j = 32; j != 0; j >>= 1, m ^= (m << j)) {
+    for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
+      uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
+      a[k] ^= t << j;
+      a[k | j] ^= t;
+    }
+  }
+}
+
+// Leading (non-packed) dims of a strided view, with size-1 dims dropped and
+// neighbours merged where memory allows; row-major order of rows is kept.
+struct Dims {
+  std::vector<int64_t> sizes, strides;
+};
+
+Dims coalesce(const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides) {
+  Dims d;
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    if (sizes[k] == 1) continue;
+    if (!d.sizes.empty() && d.strides.back() == strides[k] * sizes[k]) {
+      d.sizes.back() *= sizes[k];
+      d.strides.back() = strides[k];
+    } else {
+      d.sizes.push_back(sizes[k]);
+      d.strides.push_back(strides[k]);
+    }
+  }
+  return d;
+}
+
+// Element offset of row `row` (row-major over d).
+inline int64_t row_offset(const Dims& d, int64_t row) {
+  int64_t offset = 0;
+  for (size_t k = d.sizes.size(); k-- > 0;) {
+    offset += (row % d.sizes[k]) * d.strides[k];
+    row /= d.sizes[k];
+  }
+  return offset;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ pack / unpack
+
+void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
+                double threshold, uint64_t* out, int threads) {
+  if (sizes.empty() || sizes.size() != strides.size())
+    throw std::invalid_argument("pack_signs: sizes and strides must be non-empty and of equal length");
+  const int64_t es = element_size(dtype);
+  const int64_t n = sizes.back(), stride_n = strides.back(), w = ceil_div(n, 64);
+  const Dims lead = coalesce(std::vector<int64_t>(sizes.begin(), sizes.end() - 1),
+                             std::vector<int64_t>(strides.begin(), strides.end() - 1));
+  int64_t rows = 1;
+  for (int64_t s : lead.sizes) rows *= s;
+  if (rows == 0 || n == 0) return;
+  const float thr32 = round_down_to_float(threshold);
+  const KernelTable& t = kt();
+  const char* base = static_cast<const char*>(x);
+
+  if (stride_n == 1 || n == 1) {  // each row is contiguous
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * w > kParallelMin / 8)
+    for (int64_t r = 0; r < rows; ++r)
+      t.pack_contiguous(base + row_offset(lead, r) * es, dtype, n, thr32, threshold, out + r * w);
+    return;
+  }
+
+  // Strided packed dim. If the innermost leading dim is contiguous, read along it
+  // (64 elements -> one word per packed index j), then transpose 64x64 bit blocks.
+  const int64_t inner = lead.sizes.empty() ? 1 : lead.sizes.back();
+  if (!lead.sizes.empty() && lead.strides.back() == 1 && inner >= 8) {
+    const int64_t groups = rows / inner, i_blocks = ceil_div(inner, 64);
+    Dims outer = lead;
+    outer.sizes.pop_back();
+    outer.strides.pop_back();
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t task = 0; task < groups * i_blocks; ++task) {
+      const int64_t g = task / i_blocks, i0 = (task % i_blocks) * 64;
+      const int64_t count = std::min<int64_t>(64, inner - i0);
+      const char* plane = base + (row_offset(outer, g) + i0) * es;
+      uint64_t block[64];
+      for (int64_t j0 = 0; j0 < n; j0 += 64) {
+        const int64_t jn = std::min<int64_t>(64, n - j0);
+        for (int64_t j = 0; j < jn; ++j)
+          t.pack_contiguous(plane + (j0 + j) * stride_n * es, dtype, count, thr32, threshold, &block[j]);
+        for (int64_t j = jn; j < 64; ++j) block[j] = 0;
+        transpose64(block);
+        uint64_t* dst = out + (g * inner + i0) * w + j0 / 64;
+        for (int64_t i = 0; i < count; ++i) dst[i * w] = block[i];
+      }
+    }
+    return;
+  }
+
+  // General strides: element by element.
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * n > kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const char* row = base + row_offset(lead, r) * es;
+    for (int64_t k = 0; k < w; ++k) {
+      uint64_t word = 0;
+      for (int64_t j = k * 64; j < std::min<int64_t>(n, k * 64 + 64); ++j)
+        word |= (uint64_t)element_greater(row + j * stride_n * es, dtype, 0, thr32, threshold) << (j - k * 64);
+      out[r * w + k] = word;
+    }
+  }
+}
+
+void unpack_bits(const uint64_t* words, int64_t rows, int64_t w, int64_t n_bits, bool* out, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * w > kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    bool* dst = out + r * n_bits;
+    for (int64_t k = 0; k < w; ++k) {
+      const uint64_t word = words[r * w + k];
+      const int64_t jn = std::min<int64_t>(64, n_bits - k * 64);
+      for (int64_t j = 0; j < jn; ++j) dst[k * 64 + j] = (word >> j) & 1;
+    }
+  }
+}
+
+// ------------------------------------------------------------------ row-wise
+
+void popcount(const uint64_t* words, int64_t rows, int64_t w, int64_t* out, int threads) {
+  const KernelTable& t = kt();
+  const int64_t chunk = std::max<int64_t>(1, kParallelMin / std::max<int64_t>(w, 1));
+  const int64_t chunks = ceil_div(rows, chunk);
+#pragma omp parallel for num_threads(threads) schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t r0 = c * chunk, rn = std::min(chunk, rows - r0);
+    t.popcount_rows(words + r0 * w, rn, w, out + r0);
+  }
+}
+
+void hamming(const uint64_t* a, const uint64_t* b, int64_t rows, int64_t w, int64_t* out, int threads) {
+  const KernelTable& t = kt();
+  const int64_t chunk = std::max<int64_t>(1, kParallelMin / std::max<int64_t>(w, 1));
+  const int64_t chunks = ceil_div(rows, chunk);
+#pragma omp parallel for num_threads(threads) schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t r0 = c * chunk, rn = std::min(chunk, rows - r0);
+    t.hamming_rows(a + r0 * w, b + r0 * w, rn, w, out + r0);
+  }
+}
+
+uint64_t hamming_total(const uint64_t* a, const uint64_t* b, int64_t n_words, int threads) {
+  const KernelTable& t = kt();
+  const int64_t chunks = ceil_div(n_words, kParallelMin * 4);
+  uint64_t total = 0;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t k0 = c * kParallelMin * 4;
+    total += t.hamming_sum(a + k0, b + k0, std::min<int64_t>(kParallelMin * 4, n_words - k0));
+  }
+  return total;
+}
+
+// ------------------------------------------------------------------ all-pairs
+
+namespace {
+
+// B in the active table's interleaved layout (see KernelTable::lanes).
+struct PackedB {
+  std::vector<uint64_t> storage;
+  const uint64_t* data;
+  int64_t ldb;  // words between blocks of `lanes` rows
+  int lanes;
+};
+
+PackedB pack_b(const KernelTable& t, const uint64_t* b, int64_t m, int64_t w, int threads) {
+  PackedB p;
+  p.lanes = t.lanes;
+  if (t.lanes == 1) {  // the row-major layout already is the packed one
+    p.data = b;
+    p.ldb = w;
+    return p;
+  }
+  const int64_t lanes = t.lanes, blocks = ceil_div(m, lanes);
+  p.ldb = w * lanes;
+  p.storage.assign(blocks * p.ldb, 0);
+  uint64_t* dst = p.storage.data();
+#pragma omp parallel for num_threads(threads) schedule(static) if (m * w > kParallelMin)
+  for (int64_t blk = 0; blk < blocks; ++blk)
+    for (int64_t l = 0; l < lanes && blk * lanes + l < m; ++l) {
+      const uint64_t* src = b + (blk * lanes + l) * w;
+      for (int64_t k = 0; k < w; ++k) dst[blk * p.ldb + k * lanes + l] = src[k];
+    }
+  p.data = dst;
+  return p;
+}
+
+// Tiling: a tile is kTileA rows of A x tile_b(w) rows of B; long codes are cut
+// into blocks of kWordBlock words so a tile's share of B stays in L1/L2.
+constexpr int64_t kTileA = 64;
+constexpr int64_t kWordBlock = 512;
+
+int64_t tile_b(int64_t w) {
+  const int64_t kw = std::max<int64_t>(1, std::min(w, kWordBlock));
+  return std::max<int64_t>(64, std::min<int64_t>(1024, (32768 / (kw * 8)) / 32 * 32));
+}
+
+// dist[i * ld + j] = d(a_{i0+i}, b_{j0+j}) for i < na, j < nb.
+void compute_tile(const KernelTable& t, const uint64_t* a, int64_t i0, int64_t na, const PackedB& pb, int64_t j0,
+                  int64_t nb, int64_t w, int32_t* dist, int64_t ld) {
+  if (w == 0) {
+    for (int64_t i = 0; i < na; ++i) std::fill(dist + i * ld, dist + i * ld + nb, 0);
+    return;
+  }
+  const uint64_t* bblock = pb.data + (j0 / pb.lanes) * pb.ldb;
+  for (int64_t k0 = 0; k0 < w; k0 += kWordBlock) {
+    const int64_t kw = std::min(kWordBlock, w - k0);
+    t.cdist_tile(a + i0 * w + k0, w, na, bblock + k0 * pb.lanes, pb.ldb, nb, kw, dist, ld, k0 > 0);
+  }
+}
+
+}  // namespace
+
+void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out, int threads) {
+  const KernelTable& t = kt();
+  const PackedB pb = pack_b(t, b, m, w, threads);
+  const int64_t tb = tile_b(w), a_tiles = ceil_div(n, kTileA), b_tiles = ceil_div(m, tb);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) collapse(2) if (n * m * std::max<int64_t>(w, 1) > kParallelMin)
+  for (int64_t ia = 0; ia < a_tiles; ++ia)
+    for (int64_t jb = 0; jb < b_tiles; ++jb) {
+      const int64_t i0 = ia * kTileA, j0 = jb * tb;
+      compute_tile(t, a, i0, std::min(kTileA, n - i0), pb, j0, std::min(tb, m - j0), w, out + i0 * m + j0, m);
+    }
+}
+
+namespace {
+
+// For each block of kTileA rows of A (one task each, in parallel), a visitor made
+// per thread sees begin(i0, na), then row(i, local, dist_row, j0, nb) for every
+// row over the tiles of B in increasing j, then end(i0, na).
+template <class MakeVisitor>
+void scan_rows(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int threads,
+               MakeVisitor make_visitor) {
+  const KernelTable& t = kt();
+  const PackedB pb = pack_b(t, b, m, w, threads);
+  const int64_t tb = tile_b(w), a_tiles = ceil_div(n, kTileA);
+#pragma omp parallel num_threads(threads) if (n * m * std::max<int64_t>(w, 1) > kParallelMin)
+  {
+    auto visitor = make_visitor();
+    std::vector<int32_t> dist(kTileA * tb);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t ia = 0; ia < a_tiles; ++ia) {
+      const int64_t i0 = ia * kTileA, na = std::min(kTileA, n - i0);
+      visitor.begin(i0, na);
+      for (int64_t j0 = 0; j0 < m; j0 += tb) {
+        const int64_t nb = std::min(tb, m - j0);
+        compute_tile(t, a, i0, na, pb, j0, nb, w, dist.data(), tb);
+        for (int64_t i = 0; i < na; ++i) visitor.row(i0 + i, i, dist.data() + i * tb, j0, nb);
+      }
+      visitor.end(i0, na);
+    }
+  }
+}
+
+// Bounded max-heap of (distance, index) per row: it keeps the k smallest pairs.
+// Candidates arrive in increasing index, so an equal distance never displaces
+// an earlier index: ties go to the lower index.
+struct TopkVisitor {
+  using Entry = std::pair<int32_t, int64_t>;
+  int64_t k;
+  int32_t* dist;
+  int64_t* index;
+  std::vector<Entry> heap;
+  std::vector<int64_t> size;
+
+  void begin(int64_t, int64_t na) {
+    heap.resize(na * k);
+    size.assign(na, 0);
+  }
+  void row(int64_t, int64_t local, const int32_t* d, int64_t j0, int64_t nb) {
+    Entry* h = heap.data() + local * k;
+    int64_t& s = size[local];
+    int64_t j = 0;
+    for (; j < nb && s < k; ++j) {
+      h[s++] = Entry(d[j], j0 + j);
+      std::push_heap(h, h + s);
+    }
+    for (; j < nb; ++j)
+      if (d[j] < h[0].first) {
+        std::pop_heap(h, h + k);
+        h[k - 1] = Entry(d[j], j0 + j);
+        std::push_heap(h, h + k);
+      }
+  }
+  void end(int64_t i0, int64_t na) {
+    for (int64_t local = 0; local < na; ++local) {
+      Entry* h = heap.data() + local * k;
+      std::sort_heap(h, h + k);
+      for (int64_t q = 0; q < k; ++q) {
+        dist[(i0 + local) * k + q] = h[q].first;
+        index[(i0 + local) * k + q] = h[q].second;
+      }
+    }
+  }
+};
+
+struct RadiusCountVisitor {
+  int64_t r;
+  int64_t* counts;
+  void begin(int64_t, int64_t) {}
+  void row(int64_t i, int64_t, const int32_t* d, int64_t, int64_t nb) {
+    int64_t c = 0;
+    for (int64_t j = 0; j < nb; ++j) c += d[j] <= r;
+    counts[i] += c;
+  }
+  void end(int64_t, int64_t) {}
+};
+
+struct RadiusFillVisitor {
+  int64_t r;
+  const int64_t* offsets;
+  int64_t *i_out, *j_out;
+  int32_t* d_out;
+  std::vector<int64_t> cursor;
+  void begin(int64_t i0, int64_t na) { cursor.assign(offsets + i0, offsets + i0 + na); }
+  void row(int64_t i, int64_t local, const int32_t* d, int64_t j0, int64_t nb) {
+    int64_t& p = cursor[local];
+    for (int64_t j = 0; j < nb; ++j)
+      if (d[j] <= r) {
+        i_out[p] = i;
+        j_out[p] = j0 + j;
+        d_out[p] = d[j];
+        ++p;
+      }
+  }
+  void end(int64_t, int64_t) {}
+};
+
+}  // namespace
+
+void hamming_topk(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int64_t k, int32_t* dist,
+                  int64_t* index, int threads) {
+  if (k < 1 || k > m) throw std::out_of_range("hamming_topk: k must be in [1, m]");
+  scan_rows(a, n, b, m, w, threads, [&] { return TopkVisitor{k, dist, index, {}, {}}; });
+}
+
+void hamming_radius_count(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int64_t r,
+                          int64_t* counts, int threads) {
+  std::fill(counts, counts + n, 0);
+  scan_rows(a, n, b, m, w, threads, [&] { return RadiusCountVisitor{r, counts}; });
+}
+
+void hamming_radius_fill(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int64_t r,
+                         const int64_t* offsets, int64_t* i_out, int64_t* j_out, int32_t* d_out, int threads) {
+  scan_rows(a, n, b, m, w, threads, [&] { return RadiusFillVisitor{r, offsets, i_out, j_out, d_out, {}}; });
+}
+
+// ------------------------------------------------------------------ transpose, regions
+
+void bit_transpose(const uint64_t* words, int64_t n, int64_t w, int64_t n_bits, uint64_t* out, int threads) {
+  const int64_t row_blocks = ceil_div(n, 64), out_w = row_blocks;
+#pragma omp parallel for num_threads(threads) schedule(static) if (n * w > kParallelMin)
+  for (int64_t task = 0; task < row_blocks * w; ++task) {
+    const int64_t rb = task / w, k = task % w;
+    const int64_t rows = std::min<int64_t>(64, n - rb * 64), bits = std::min<int64_t>(64, n_bits - k * 64);
+    uint64_t block[64];
+    for (int64_t r = 0; r < rows; ++r) block[r] = words[(rb * 64 + r) * w + k];
+    for (int64_t r = rows; r < 64; ++r) block[r] = 0;
+    transpose64(block);
+    for (int64_t c = 0; c < bits; ++c) out[(k * 64 + c) * out_w + rb] = block[c];
+  }
+}
+
+int64_t count_regions(const uint64_t* codes, int64_t n, int64_t w, int64_t* inverse, int64_t* first, int64_t* counts) {
+  // Rows ordered lexicographically by words read as signed int64, as torch.unique(dim=0).
+  auto less = [&](int64_t x, int64_t y) {
+    const int64_t* rx = reinterpret_cast<const int64_t*>(codes + x * w);
+    const int64_t* ry = reinterpret_cast<const int64_t*>(codes + y * w);
+    for (int64_t k = 0; k < w; ++k)
+      if (rx[k] != ry[k]) return rx[k] < ry[k];
+    return x < y;  // equal rows stay in index order: first[u] is the first occurrence
+  };
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), less);
+  int64_t u = -1;
+  for (int64_t q = 0; q < n; ++q) {
+    const int64_t row = order[q];
+    if (q == 0 || std::memcmp(codes + row * w, codes + order[q - 1] * w, w * sizeof(uint64_t)) != 0) {
+      ++u;
+      first[u] = row;
+      counts[u] = 0;
+    }
+    inverse[row] = u;
+    ++counts[u];
+  }
+  return u + 1;
+}
+
+}  // namespace fastspline

@@ -1,0 +1,85 @@
+"""Backend registry: one place that knows which kernel implementations exist.
+
+A backend is a module exposing the op functions of :mod:`fastspline.backends.reference`
+with the same signatures, plus ``NAME`` and ``DEVICE_TYPES`` (a tuple of
+torch device types it runs on, or ``None`` for any). Backends are imported
+lazily, only when first used, and an import failure is remembered with its
+reason so that it is reported once and clearly. Only :mod:`fastspline.ops`
+calls into backends.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import warnings
+from types import ModuleType
+
+logger = logging.getLogger("fastspline")
+
+# name -> module path; order is the preference order within a device type.
+_MODULES: dict[str, str] = {
+    "cpu": "fastspline.backends.cpu",
+    "reference": "fastspline.backends.reference",
+}
+# device type -> the backend tried first for it (others fall back to the reference).
+_DEVICE_DEFAULT: dict[str, str] = {"cpu": "cpu"}
+_loaded: dict[str, ModuleType] = {}
+_failed: dict[str, str] = {}
+_warned: set[str] = set()
+
+
+def names() -> list[str]:
+    """Every backend fastspline knows, available or not."""
+    return list(_MODULES)
+
+
+def load(name: str) -> ModuleType:
+    """The backend module ``name``; raises RuntimeError saying why it cannot load."""
+    if name not in _MODULES:
+        raise ValueError(f"backend must be one of {names()}, got {name!r}")
+    if name in _loaded:
+        return _loaded[name]
+    if name in _failed:
+        raise RuntimeError(f"fastspline backend {name!r} is not available: {_failed[name]}")
+    try:
+        module = importlib.import_module(_MODULES[name])
+    except ImportError as exc:  # the compiled extension is missing or unloadable
+        _failed[name] = f"{type(exc).__name__}: {exc}"
+        raise RuntimeError(f"fastspline backend {name!r} is not available: {_failed[name]}") from exc
+    _loaded[name] = module
+    return module
+
+
+def available() -> dict[str, str | None]:
+    """Map each backend to None when it loads, else to the reason it does not."""
+    out: dict[str, str | None] = {}
+    for name in _MODULES:
+        try:
+            load(name)
+            out[name] = None
+        except RuntimeError:
+            out[name] = _failed[name]
+    return out
+
+
+def supports(module: ModuleType, device_type: str) -> bool:
+    return module.DEVICE_TYPES is None or device_type in module.DEVICE_TYPES
+
+
+def select(device_type: str) -> str:
+    """The backend used for tensors on ``device_type`` when the caller names none."""
+    preferred = _DEVICE_DEFAULT.get(device_type)
+    if preferred is not None:
+        try:
+            load(preferred)
+            return preferred
+        except RuntimeError:
+            if preferred not in _warned:
+                _warned.add(preferred)
+                message = (
+                    f"fastspline: backend {preferred!r} is not available ({_failed[preferred]}); "
+                    f"using the pure-torch 'reference' backend for {device_type} tensors (correct, slow)"
+                )
+                logger.warning(message)
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return "reference"

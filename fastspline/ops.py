@@ -1,0 +1,393 @@
+"""Kernel ops on bit-packed spline codes: the only entry point to the kernels.
+
+Bit layout (one convention everywhere in fastspline)
+----------------------------------------------------
+Codes are ``torch.int64`` words whose bits are read as unsigned. Bit ``j`` of
+word ``w`` is bit (unit, sample, ...) number ``64*w + j``, least-significant
+first; pad bits past ``n_bits`` are zero. A code of ``n_bits`` bits has shape
+``[..., W]`` with ``W = ceil(n_bits / 64)``. The little-endian byte view of the
+words equals ``numpy.packbits(bits, bitorder="little")``.
+
+- sample-major codes ``[N, W_units]``: a row is one input's region code;
+- unit-major (node) codes ``[n_units, W_samples]``: a row is one unit's on/off
+  pattern over the probe inputs. :func:`bit_transpose` converts between them.
+
+Every op validates its inputs (a ``TypeError``/``ValueError`` naming the
+argument), picks a backend (``backend=`` or by device: CPU tensors use the
+C++ ``cpu`` backend, or the pure-torch ``reference`` with one warning when the
+extension is missing), and returns results that are identical on every
+backend. Each op is a ``torch.library`` custom op ``fastspline::<name>`` with
+a fake kernel, so it works under ``torch.compile``. Sizes and indices are
+64-bit: rows over 2**31 bits and outputs over 2**31 elements work.
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from fastspline import backends
+
+__all__ = [
+    "pack_signs",
+    "unpack_bits",
+    "popcount",
+    "hamming",
+    "hamming_total",
+    "hamming_cdist",
+    "hamming_topk",
+    "hamming_radius",
+    "bit_transpose",
+    "count_regions",
+]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# hamming_cdist/topk/radius return int32 distances: a code may have at most this many bits.
+MAX_INT32_BITS = 2**31 - 1
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+def _require_tensor(op: str, name: str, value: object) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def _require_words(op: str, name: str, value: object, ndim: int | None = None) -> torch.Tensor:
+    t = _require_tensor(op, name, value)
+    if t.dtype != torch.int64:
+        raise TypeError(f"{op}: {name} must be packed codes of dtype torch.int64, got {t.dtype}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D [rows, words], got shape {tuple(t.shape)}")
+    if t.dim() < 1:
+        raise ValueError(f"{op}: {name} must have a words dimension, got a 0-d tensor")
+    return t
+
+
+def _require_same_device(op: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.device != b.device:
+        raise ValueError(f"{op}: a and b must be on the same device, got {a.device} and {b.device}")
+
+
+def _require_same_words(op: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(
+            f"{op}: a and b must have the same number of words per code, "
+            f"got {a.shape[-1]} and {b.shape[-1]}"
+        )
+
+
+def _require_int(op: str, name: str, value: object, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{op}: {name} must be {bound}, got {value}")
+    return value
+
+
+def _require_n_bits(op: str, n_bits: object, words: torch.Tensor) -> int:
+    n_bits = _require_int(op, "n_bits", n_bits, 0)
+    n_words = words.shape[-1]
+    if (n_bits + 63) // 64 != n_words:
+        raise ValueError(
+            f"{op}: n_bits={n_bits} needs ceil(n_bits/64)={(n_bits + 63) // 64} words, "
+            f"but words has {n_words} per code (shape {tuple(words.shape)})"
+        )
+    return n_bits
+
+
+def _backend_for(op: str, backend: str | None, *tensors: torch.Tensor) -> str:
+    device_type = tensors[0].device.type
+    if backend is None:
+        return backends.select(device_type)
+    if not isinstance(backend, str):
+        raise TypeError(f"{op}: backend must be a str or None, got {type(backend).__name__}")
+    if backend not in backends.names():
+        raise ValueError(f"{op}: backend must be one of {backends.names()} or None, got {backend!r}")
+    module = backends.load(backend)
+    if not backends.supports(module, device_type):
+        raise ValueError(
+            f"{op}: backend {backend!r} runs on {module.DEVICE_TYPES} tensors, got a {device_type} tensor"
+        )
+    return backend
+
+
+def _impl(backend: str):
+    return backends.load(backend)
+
+
+# ---------------------------------------------------------------- custom ops
+# Each op is defined once here; the implementation forwards to the chosen
+# backend, the fake kernel gives shapes for torch.compile / meta tensors.
+
+
+@torch.library.custom_op("fastspline::pack_signs", mutates_args=())
+def _pack_signs_op(x: torch.Tensor, threshold: float, backend: str) -> torch.Tensor:
+    return _impl(backend).pack_signs(x, threshold)
+
+
+@_pack_signs_op.register_fake
+def _(x, threshold, backend):
+    return x.new_empty((*x.shape[:-1], (x.shape[-1] + 63) // 64), dtype=torch.int64)
+
+
+@torch.library.custom_op("fastspline::unpack_bits", mutates_args=())
+def _unpack_bits_op(words: torch.Tensor, n_bits: int, backend: str) -> torch.Tensor:
+    return _impl(backend).unpack_bits(words, n_bits)
+
+
+@_unpack_bits_op.register_fake
+def _(words, n_bits, backend):
+    return words.new_empty((*words.shape[:-1], n_bits), dtype=torch.bool)
+
+
+@torch.library.custom_op("fastspline::popcount", mutates_args=())
+def _popcount_op(words: torch.Tensor, backend: str) -> torch.Tensor:
+    return _impl(backend).popcount(words)
+
+
+@_popcount_op.register_fake
+def _(words, backend):
+    return words.new_empty(words.shape[:-1], dtype=torch.int64)
+
+
+@torch.library.custom_op("fastspline::hamming", mutates_args=())
+def _hamming_op(a: torch.Tensor, b: torch.Tensor, backend: str) -> torch.Tensor:
+    return _impl(backend).hamming(a, b)
+
+
+@_hamming_op.register_fake
+def _(a, b, backend):
+    return a.new_empty(a.shape[:-1], dtype=torch.int64)
+
+
+@torch.library.custom_op("fastspline::hamming_total", mutates_args=())
+def _hamming_total_op(a: torch.Tensor, b: torch.Tensor, backend: str) -> torch.Tensor:
+    return _impl(backend).hamming_total(a, b)
+
+
+@_hamming_total_op.register_fake
+def _(a, b, backend):
+    return a.new_empty((), dtype=torch.int64)
+
+
+@torch.library.custom_op("fastspline::hamming_cdist", mutates_args=())
+def _hamming_cdist_op(a: torch.Tensor, b: torch.Tensor, backend: str) -> torch.Tensor:
+    return _impl(backend).hamming_cdist(a, b)
+
+
+@_hamming_cdist_op.register_fake
+def _(a, b, backend):
+    return a.new_empty((a.shape[0], b.shape[0]), dtype=torch.int32)
+
+
+@torch.library.custom_op("fastspline::hamming_topk", mutates_args=())
+def _hamming_topk_op(a: torch.Tensor, b: torch.Tensor, k: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _impl(backend).hamming_topk(a, b, k)
+
+
+@_hamming_topk_op.register_fake
+def _(a, b, k, backend):
+    return (
+        a.new_empty((a.shape[0], k), dtype=torch.int32),
+        a.new_empty((a.shape[0], k), dtype=torch.int64),
+    )
+
+
+@torch.library.custom_op("fastspline::hamming_radius", mutates_args=())
+def _hamming_radius_op(
+    a: torch.Tensor, b: torch.Tensor, r: int, backend: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _impl(backend).hamming_radius(a, b, r)
+
+
+@_hamming_radius_op.register_fake
+def _(a, b, r, backend):
+    n_pairs = torch.library.get_ctx().new_dynamic_size()
+    return (
+        a.new_empty((n_pairs,), dtype=torch.int64),
+        a.new_empty((n_pairs,), dtype=torch.int64),
+        a.new_empty((n_pairs,), dtype=torch.int32),
+    )
+
+
+@torch.library.custom_op("fastspline::bit_transpose", mutates_args=())
+def _bit_transpose_op(words: torch.Tensor, n_bits: int, backend: str) -> torch.Tensor:
+    return _impl(backend).bit_transpose(words, n_bits)
+
+
+@_bit_transpose_op.register_fake
+def _(words, n_bits, backend):
+    return words.new_empty((n_bits, (words.shape[0] + 63) // 64), dtype=torch.int64)
+
+
+@torch.library.custom_op("fastspline::count_regions", mutates_args=())
+def _count_regions_op(codes: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _impl(backend).count_regions(codes)
+
+
+@_count_regions_op.register_fake
+def _(codes, backend):
+    n_unique = torch.library.get_ctx().new_dynamic_size()
+    return (
+        codes.new_empty((n_unique, codes.shape[1]), dtype=torch.int64),
+        codes.new_empty((codes.shape[0],), dtype=torch.int64),
+        codes.new_empty((n_unique,), dtype=torch.int64),
+    )
+
+
+# ---------------------------------------------------------------- public ops
+
+
+def pack_signs(x: torch.Tensor, dim: int = -1, threshold: float = 0.0, *, backend: str | None = None) -> torch.Tensor:
+    """Pack the bits ``x > threshold`` along ``dim`` into int64 words.
+
+    Args:
+        x: float16/bfloat16/float32/float64 tensor ``[..., n, ...]``, any strides
+            (read in place: no transposed float copy is made).
+        dim: the dimension to pack; it becomes the last (words) dimension.
+        threshold: a real number; the comparison is exact (``x`` and
+            ``threshold`` compared as real numbers, not after rounding the
+            threshold to ``x.dtype``). NaN entries pack as 0.
+
+    Returns:
+        int64 ``[..., ceil(n/64)]``: the other dims in their order, then words.
+    """
+    op = "pack_signs"
+    x = _require_tensor(op, "x", x)
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: x must be a floating tensor of dtype {[str(d) for d in FLOAT_DTYPES]}, got {x.dtype}")
+    if x.dim() == 0:
+        raise ValueError(f"{op}: x must have at least one dimension, got a 0-d tensor")
+    dim = _require_int(op, "dim", dim, -x.dim(), x.dim() - 1)
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"{op}: threshold must be a real number, got {type(threshold).__name__} {threshold!r}")
+    name = _backend_for(op, backend, x)
+    return _pack_signs_op(x.movedim(dim, -1), float(threshold), name)
+
+
+def unpack_bits(words: torch.Tensor, n_bits: int, *, backend: str | None = None) -> torch.Tensor:
+    """Inverse of :func:`pack_signs`: int64 ``[..., ceil(n_bits/64)]`` -> bool ``[..., n_bits]``."""
+    op = "unpack_bits"
+    words = _require_words(op, "words", words)
+    n_bits = _require_n_bits(op, n_bits, words)
+    return _unpack_bits_op(words, n_bits, _backend_for(op, backend, words))
+
+
+def popcount(words: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+    """Set bits per code: int64 ``[..., W]`` -> int64 ``[...]``."""
+    op = "popcount"
+    words = _require_words(op, "words", words)
+    return _popcount_op(words, _backend_for(op, backend, words))
+
+
+def _check_pair(op: str, a: object, b: object, ndim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    a = _require_words(op, "a", a, ndim)
+    b = _require_words(op, "b", b, ndim)
+    _require_same_device(op, a, b)
+    _require_same_words(op, a, b)
+    return a, b
+
+
+def _check_rowwise(op: str, a: object, b: object) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = _check_pair(op, a, b)
+    if a.shape != b.shape:
+        raise ValueError(f"{op}: a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return a, b
+
+
+def hamming(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+    """Row-wise Hamming distances: int64 ``[..., W]`` twice (same shape) -> int64 ``[...]``."""
+    op = "hamming"
+    a, b = _check_rowwise(op, a, b)
+    return _hamming_op(a, b, _backend_for(op, backend, a))
+
+
+def hamming_total(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+    """Sum of the row-wise Hamming distances of ``a`` and ``b`` (same shape), fused:
+    no per-row buffer. Returns an int64 scalar tensor."""
+    op = "hamming_total"
+    a, b = _check_rowwise(op, a, b)
+    return _hamming_total_op(a, b, _backend_for(op, backend, a))
+
+
+def _check_pairwise(op: str, a: object, b: object) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = _check_pair(op, a, b, ndim=2)
+    if a.shape[1] * 64 > MAX_INT32_BITS:
+        raise ValueError(
+            f"{op}: codes of {a.shape[1]} words may have distances beyond int32; "
+            f"use hamming() on row pairs for codes over {MAX_INT32_BITS} bits"
+        )
+    return a, b
+
+
+def hamming_cdist(a: torch.Tensor, b: torch.Tensor | None = None, *, backend: str | None = None) -> torch.Tensor:
+    """All-pairs Hamming distances: a int64 ``[N, W]``, b int64 ``[M, W]``
+    (``None``: ``a`` against itself) -> int32 ``[N, M]``."""
+    op = "hamming_cdist"
+    a, b = _check_pairwise(op, a, a if b is None else b)
+    return _hamming_cdist_op(a, b, _backend_for(op, backend, a))
+
+
+def hamming_topk(
+    a: torch.Tensor, b: torch.Tensor, k: int, *, backend: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` rows of ``b`` nearest to each row of ``a``, without an N×M buffer.
+
+    a int64 ``[N, W]``, b int64 ``[M, W]``, ``1 <= k <= M``. Returns
+    ``(distances int32 [N, k], indices int64 [N, k])``, nearest first, equal
+    distances ordered by lower index of ``b``.
+    """
+    op = "hamming_topk"
+    a, b = _check_pairwise(op, a, b)
+    if b.shape[0] == 0:
+        raise ValueError(f"{op}: k must be in [1, M] but b has M=0 rows (k={k!r})")
+    k = _require_int(op, "k", k, 1, b.shape[0])
+    return _hamming_topk_op(a, b, k, _backend_for(op, backend, a))
+
+
+def hamming_radius(
+    a: torch.Tensor, b: torch.Tensor, r: int, *, backend: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All pairs with Hamming distance ``<= r``, as sparse index pairs.
+
+    a int64 ``[N, W]``, b int64 ``[M, W]``, ``r >= 0``. Returns
+    ``(i int64 [P], j int64 [P], d int32 [P])`` sorted by ``(i, j)``.
+    """
+    op = "hamming_radius"
+    a, b = _check_pairwise(op, a, b)
+    r = _require_int(op, "r", r, 0)
+    # Beyond the code length every pair matches; clamp so the kernels see an int32 radius.
+    r = min(r, a.shape[1] * 64)
+    return _hamming_radius_op(a, b, r, _backend_for(op, backend, a))
+
+
+def bit_transpose(words: torch.Tensor, n_bits: int, *, backend: str | None = None) -> torch.Tensor:
+    """Transpose a bit matrix: int64 ``[N, ceil(n_bits/64)]`` -> int64 ``[n_bits, ceil(N/64)]``.
+
+    Converts sample-major codes to unit-major (node) codes and back: bit ``u``
+    of row ``s`` of the input is bit ``s`` of row ``u`` of the output.
+    """
+    op = "bit_transpose"
+    words = _require_words(op, "words", words, ndim=2)
+    n_bits = _require_n_bits(op, n_bits, words)
+    return _bit_transpose_op(words, n_bits, _backend_for(op, backend, words))
+
+
+def count_regions(
+    codes: torch.Tensor, *, backend: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Distinct rows of ``codes`` (int64 ``[N, W]``): the number of regions visited.
+
+    Returns ``(unique int64 [U, W], inverse int64 [N], counts int64 [U])``:
+    unique rows sorted lexicographically (words compared as signed int64,
+    word 0 first, as ``torch.unique(dim=0)``), ``unique[inverse] == codes``.
+    """
+    op = "count_regions"
+    codes = _require_words(op, "codes", codes, ndim=2)
+    return _count_regions_op(codes, _backend_for(op, backend, codes))
+
