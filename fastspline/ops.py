@@ -185,6 +185,16 @@ def _(a, b, backend):
     return a.new_empty((a.shape[0], b.shape[0]), dtype=torch.int32)
 
 
+@torch.library.custom_op("fastspline::hamming_cdist_out", mutates_args=("out",))
+def _hamming_cdist_out_op(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, backend: str) -> None:
+    _impl(backend).hamming_cdist(a, b, out)
+
+
+@_hamming_cdist_out_op.register_fake
+def _(a, b, out, backend):
+    return None
+
+
 @torch.library.custom_op("fastspline::hamming_topk", mutates_args=())
 def _hamming_topk_op(a: torch.Tensor, b: torch.Tensor, k: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     return _impl(backend).hamming_topk(a, b, k)
@@ -325,12 +335,34 @@ def _check_pairwise(op: str, a: object, b: object) -> tuple[torch.Tensor, torch.
     return a, b
 
 
-def hamming_cdist(a: torch.Tensor, b: torch.Tensor | None = None, *, backend: str | None = None) -> torch.Tensor:
+def hamming_cdist(
+    a: torch.Tensor,
+    b: torch.Tensor | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
     """All-pairs Hamming distances: a int64 ``[N, W]``, b int64 ``[M, W]``
-    (``None``: ``a`` against itself) -> int32 ``[N, M]``."""
+    (``None``: ``a`` against itself) -> int32 ``[N, M]``.
+
+    ``out``: an optional contiguous int32 ``[N, M]`` tensor on the same device to
+    write into (and return), so repeated calls reuse one buffer instead of paying
+    for fresh memory each time.
+    """
     op = "hamming_cdist"
     a, b = _check_pairwise(op, a, a if b is None else b)
-    return _hamming_cdist_op(a, b, _backend_for(op, backend, a))
+    name = _backend_for(op, backend, a)
+    if out is None:
+        return _hamming_cdist_op(a, b, name)
+    out = _require_tensor(op, "out", out)
+    shape = (a.shape[0], b.shape[0])
+    if out.dtype != torch.int32 or tuple(out.shape) != shape or not out.is_contiguous() or out.device != a.device:
+        raise ValueError(
+            f"{op}: out must be a contiguous torch.int32 tensor of shape {shape} on {a.device}, "
+            f"got {out.dtype} {tuple(out.shape)} on {out.device} (contiguous={out.is_contiguous()})"
+        )
+    _hamming_cdist_out_op(a, b, out, name)
+    return out
 
 
 def hamming_topk(

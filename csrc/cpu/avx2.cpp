@@ -1,5 +1,5 @@
 // AVX2 micro-kernels (AVX2 + F16C + POPCNT), compiled with those flags only here.
-// Overrides pack_contiguous and cdist_tile of the scalar base; the row-wise
+// Overrides pack_rows and cdist_tile of the scalar base; the row-wise
 // popcounts keep the scalar POPCNT loops (bandwidth-bound either way).
 //
 // cdist_tile: B packed 4 rows per ymm; popcount by the nibble lookup table
@@ -131,7 +131,7 @@ KernelTable make_table() {
   KernelTable t = *scalar_table();  // the base: row-wise popcounts stay scalar POPCNT
   t.name = "avx2";
   t.lanes = 4;
-  t.pack_contiguous = pack_contiguous;
+  t.pack_rows = pack_rows_with<pack_contiguous>;
   t.cdist_tile = cdist_tile;
   return t;
 }

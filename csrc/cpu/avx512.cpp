@@ -171,7 +171,7 @@ void cdist_tile(const uint64_t* a, int64_t lda, int64_t na, const uint64_t* bp, 
 }
 
 const KernelTable table = {
-    "avx512", 8, pack_contiguous, popcount_rows, hamming_rows, hamming_sum, cdist_tile,
+    "avx512", 8, pack_rows_with<pack_contiguous>, popcount_rows, hamming_rows, hamming_sum, cdist_tile,
 };
 
 }  // namespace

@@ -26,10 +26,12 @@ struct KernelTable {
   // bp[(block * ldb) + k * lanes + l] = b[block * lanes + l][k] (zero past the last row).
   int lanes;
 
-  // out[0 .. ceil(n/64)) = bits (x[i] > threshold) of n contiguous elements.
+  // For each of `rows` rows of n contiguous elements (row r starts row_stride
+  // elements after row r-1): out[r * ceil(n/64) + k] = bits (x[i] > threshold).
   // Floats of 32 bits or less compare against thr32 (threshold rounded toward
   // -inf to float32, which makes the comparison exact), float64 against thr64.
-  void (*pack_contiguous)(const void* x, int dtype, int64_t n, float thr32, double thr64, uint64_t* out);
+  void (*pack_rows)(const void* x, int dtype, int64_t rows, int64_t row_stride, int64_t n, float thr32, double thr64,
+                    uint64_t* out);
 
   // out[r] = popcount of row r (w words), rows contiguous.
   void (*popcount_rows)(const uint64_t* a, int64_t rows, int64_t w, int64_t* out);

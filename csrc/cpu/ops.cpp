@@ -182,10 +182,22 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
   const KernelTable& t = kt();
   const char* base = static_cast<const char*>(x);
 
-  if (stride_n == 1 || n == 1) {  // each row is contiguous
-#pragma omp parallel for num_threads(threads) schedule(static) if (rows * w > kParallelMin / 8)
-    for (int64_t r = 0; r < rows; ++r)
-      t.pack_contiguous(base + row_offset(lead, r) * es, dtype, n, thr32, threshold, out + r * w);
+  if (stride_n == 1 || n == 1) {  // each row is contiguous: runs of rows along the innermost leading dim
+    Dims outer = lead;
+    const int64_t inner = outer.sizes.empty() ? 1 : outer.sizes.back();
+    const int64_t inner_stride = outer.sizes.empty() ? 0 : outer.strides.back();
+    if (!outer.sizes.empty()) {
+      outer.sizes.pop_back();
+      outer.strides.pop_back();
+    }
+    const int64_t run = std::max<int64_t>(1, std::min(inner, kParallelMin / w));
+    const int64_t runs = ceil_div(inner, run), tasks = (rows / inner) * runs;
+#pragma omp parallel for num_threads(threads) schedule(static) if (tasks > 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t g = task / runs, r0 = (task % runs) * run, rn = std::min(run, inner - r0);
+      t.pack_rows(base + (row_offset(outer, g) + r0 * inner_stride) * es, dtype, rn, inner_stride, n, thr32, threshold,
+                  out + (g * inner + r0) * w);
+    }
     return;
   }
 
@@ -206,7 +218,7 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
       for (int64_t j0 = 0; j0 < n; j0 += 64) {
         const int64_t jn = std::min<int64_t>(64, n - j0);
         for (int64_t j = 0; j < jn; ++j)
-          t.pack_contiguous(plane + (j0 + j) * stride_n * es, dtype, count, thr32, threshold, &block[j]);
+          t.pack_rows(plane + (j0 + j) * stride_n * es, dtype, 1, 0, count, thr32, threshold, &block[j]);
         for (int64_t j = jn; j < 64; ++j) block[j] = 0;
         transpose64(block);
         uint64_t* dst = out + (g * inner + i0) * w + j0 / 64;

@@ -83,7 +83,7 @@ void cdist_tile(const uint64_t* a, int64_t lda, int64_t na, const uint64_t* bp, 
 }
 
 const KernelTable table = {
-    "scalar", 1, pack_contiguous, popcount_rows, hamming_rows, hamming_sum, cdist_tile,
+    "scalar", 1, pack_rows_with<pack_contiguous>, popcount_rows, hamming_rows, hamming_sum, cdist_tile,
 };
 
 }  // namespace

@@ -51,5 +51,14 @@ static inline uint64_t pack_word_scalar(const void* x, int dtype, int64_t begin,
   return word;
 }
 
+// pack_rows of a KernelTable from the file's single-row packer.
+template <void (*PackRow)(const void*, int, int64_t, float, double, uint64_t*)>
+void pack_rows_with(const void* x, int dtype, int64_t rows, int64_t row_stride, int64_t n, float thr32, double thr64,
+                    uint64_t* out) {
+  const int64_t bytes = dtype == kFloat64 ? 8 : dtype == kFloat32 ? 4 : 2, w = (n + 63) / 64;
+  const char* p = static_cast<const char*>(x);
+  for (int64_t r = 0; r < rows; ++r) PackRow(p + r * row_stride * bytes, dtype, n, thr32, thr64, out + r * w);
+}
+
 }  // namespace
 }  // namespace fastspline

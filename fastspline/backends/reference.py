@@ -69,9 +69,10 @@ def _row_chunks(n_rows: int, m: int, w: int):
         yield start, min(n_rows, start + step)
 
 
-def hamming_cdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def hamming_cdist(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     n, m, w = a.shape[0], b.shape[0], a.shape[1]
-    out = torch.empty(n, m, dtype=torch.int32, device=a.device)
+    if out is None:
+        out = torch.empty(n, m, dtype=torch.int32, device=a.device)
     for lo, hi in _row_chunks(n, m, w):
         out[lo:hi] = popcount(a[lo:hi, None, :] ^ b[None, :, :]).to(torch.int32)
     return out
