@@ -22,7 +22,10 @@ a fake kernel, so it works under ``torch.compile``. Sizes and indices are
 """
 from __future__ import annotations
 
+import math
 import numbers
+import sys
+from fractions import Fraction
 
 import torch
 
@@ -98,6 +101,25 @@ def _require_n_bits(op: str, n_bits: object, words: torch.Tensor) -> int:
             f"but words has {n_words} per code (shape {tuple(words.shape)})"
         )
     return n_bits
+
+
+def _float64_floor(op: str, threshold: object) -> float:
+    """The largest float64 <= threshold: for float64 x, x > threshold (as real
+    numbers) exactly when x > this float, for any real threshold (ints past 2**53,
+    Fractions, values beyond the float64 range)."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"{op}: threshold must be a real number, got {type(threshold).__name__} {threshold!r}")
+    if isinstance(threshold, float):
+        return threshold
+    value = float(threshold) if not isinstance(threshold, numbers.Rational) else None
+    if value is not None:  # other real types (numpy floats): their float() is exact
+        return value
+    exact = Fraction(threshold)
+    try:
+        value = float(exact)
+    except OverflowError:
+        return sys.float_info.max if exact > 0 else -math.inf
+    return math.nextafter(value, -math.inf) if Fraction(value) > exact else value
 
 
 def _backend_for(op: str, backend: str | None, *tensors: torch.Tensor) -> str:
@@ -274,10 +296,9 @@ def pack_signs(x: torch.Tensor, dim: int = -1, threshold: float = 0.0, *, backen
     if x.dim() == 0:
         raise ValueError(f"{op}: x must have at least one dimension, got a 0-d tensor")
     dim = _require_int(op, "dim", dim, -x.dim(), x.dim() - 1)
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"{op}: threshold must be a real number, got {type(threshold).__name__} {threshold!r}")
+    threshold = _float64_floor(op, threshold)
     name = _backend_for(op, backend, x)
-    return _pack_signs_op(x.movedim(dim, -1), float(threshold), name)
+    return _pack_signs_op(x.movedim(dim, -1), threshold, name)
 
 
 def unpack_bits(words: torch.Tensor, n_bits: int, *, backend: str | None = None) -> torch.Tensor:

@@ -81,5 +81,5 @@ def select(device_type: str) -> str:
                     f"using the pure-torch 'reference' backend for {device_type} tensors (correct, slow)"
                 )
                 logger.warning(message)
-                warnings.warn(message, RuntimeWarning, stacklevel=3)
+                warnings.warn(message, RuntimeWarning, stacklevel=4)  # the user's call
     return "reference"
