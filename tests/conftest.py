@@ -65,6 +65,15 @@ def _impl_params() -> list:
             )
             continue
         module = backends.load(name)
+        if not backends.supports(module, "cpu"):
+            # The matrix runs on CPU tensors; GPU backends are checked by tests/test_gpu.py.
+            params.append(
+                pytest.param(
+                    Impl(name, None), id=name,
+                    marks=pytest.mark.skip(reason=f"backend {name!r} runs on {module.DEVICE_TYPES} tensors only"),
+                )
+            )
+            continue
         if not hasattr(module, "supported_isas"):
             params.append(pytest.param(Impl(name, None), id=name))
             continue
@@ -104,4 +113,7 @@ def backend(request) -> str:
     reason = backends.available()[request.param]
     if reason is not None:
         pytest.skip(f"backend {request.param!r} unavailable: {reason}")
+    module = backends.load(request.param)
+    if not backends.supports(module, "cpu"):
+        pytest.skip(f"backend {request.param!r} runs on {module.DEVICE_TYPES} tensors only")
     return request.param

@@ -1,28 +1,77 @@
 // pybind11 module fastspline._cuda: CUDA ops on raw device pointers and the
-// caller's stream (torch.cuda.current_stream().cuda_stream). No libtorch.
+// caller's stream (torch.cuda.current_stream().cuda_stream). No libtorch;
+// fastspline/backends/cuda.py allocates outputs and passes data_ptr()s.
+// Launches are asynchronous on that stream; the GIL is released meanwhile.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "../cuda/ops.h"
 
 namespace py = pybind11;
 
+namespace {
+
+template <class T>
+T* ptr(std::uintptr_t address, int64_t count, const char* what) {
+  if (count < 0) throw std::invalid_argument(std::string(what) + ": negative size " + std::to_string(count));
+  if (address == 0 && count > 0) throw std::invalid_argument(std::string(what) + ": null pointer for non-empty data");
+  return reinterpret_cast<T*>(address);
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "fastspline CUDA kernels";
   using namespace fastspline::cuda;
+  using gil = py::call_guard<py::gil_scoped_release>;
   m.def("build_info", [] { return runtime_info(); });
   m.def("device_count", &device_count);
   m.def(
+      "pack_signs",
+      [](std::uintptr_t x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
+         double threshold, std::uintptr_t out, std::uintptr_t stream) {
+        pack_signs(ptr<const void>(x, 1, "x"), dtype, sizes, strides, threshold, ptr<uint64_t>(out, 1, "out"), stream);
+      },
+      gil());
+  m.def(
+      "unpack_bits",
+      [](std::uintptr_t words, int64_t rows, int64_t w, int64_t n_bits, std::uintptr_t out, std::uintptr_t stream) {
+        unpack_bits(ptr<const uint64_t>(words, rows * w, "words"), rows, w, n_bits, ptr<bool>(out, rows * n_bits, "out"),
+                    stream);
+      },
+      gil());
+  m.def(
       "hamming_rows",
       [](std::uintptr_t a, std::uintptr_t b, int64_t rows, int64_t w, std::uintptr_t out, std::uintptr_t stream) {
-        if (rows < 0 || w < 0) throw std::invalid_argument("hamming_rows: negative size");
-        if (rows > 0 && (a == 0 || out == 0)) throw std::invalid_argument("hamming_rows: null pointer");
-        hamming_rows(reinterpret_cast<const uint64_t*>(a), reinterpret_cast<const uint64_t*>(b), rows, w,
-                     reinterpret_cast<int64_t*>(out), stream);
+        hamming_rows(ptr<const uint64_t>(a, rows * w, "a"), reinterpret_cast<const uint64_t*>(b), rows, w,
+                     ptr<int64_t>(out, rows, "out"), stream);
       },
-      py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("w"), py::arg("out"), py::arg("stream") = 0,
-      py::call_guard<py::gil_scoped_release>());
+      py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("w"), py::arg("out"), py::arg("stream") = 0, gil());
+  m.def(
+      "hamming_total",
+      [](std::uintptr_t a, std::uintptr_t b, int64_t n, std::uintptr_t total, std::uintptr_t stream) {
+        hamming_total(ptr<const uint64_t>(a, n, "a"), ptr<const uint64_t>(b, n, "b"), n,
+                      ptr<int64_t>(total, 1, "total"), stream);
+      },
+      gil());
+  m.def(
+      "hamming_cdist",
+      [](std::uintptr_t a, int64_t n, std::uintptr_t b, int64_t mm, int64_t w, std::uintptr_t out, int64_t ldo,
+         std::uintptr_t stream) {
+        hamming_cdist(ptr<const uint64_t>(a, n * w, "a"), n, ptr<const uint64_t>(b, mm * w, "b"), mm, w,
+                      ptr<int32_t>(out, n * mm, "out"), ldo, stream);
+      },
+      gil());
+  m.def(
+      "bit_transpose",
+      [](std::uintptr_t words, int64_t n, int64_t w, int64_t n_bits, std::uintptr_t out, std::uintptr_t stream) {
+        bit_transpose(ptr<const uint64_t>(words, n * w, "words"), n, w, n_bits,
+                      ptr<uint64_t>(out, n_bits * ((n + 63) / 64), "out"), stream);
+      },
+      gil());
 }

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "../threshold.h"
 #include "kernels.h"
 #include "scalar_helpers.h"
 
@@ -84,14 +85,6 @@ namespace {
 constexpr int64_t kParallelMin = 1 << 14;  // below this many words, threads cost more than they save
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// The largest float32 <= t: for float32 values x, (x > t) == (x > thr32), exactly.
-float round_down_to_float(double t) {
-  if (std::isnan(t)) return (float)t;
-  float f = (float)t;
-  if ((double)f > t) f = std::nextafter(f, -INFINITY);
-  return f;
-}
 
 int element_size(int dtype) {
   switch (dtype) {

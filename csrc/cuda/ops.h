@@ -1,19 +1,37 @@
 // fastspline CUDA ops, host side: launchers on raw device pointers and a stream.
-// Bit layout: see csrc/cpu/kernels.h. Each launcher throws std::runtime_error
-// naming the CUDA call that failed (pybind11 turns it into RuntimeError).
+// Bit layout: see csrc/cpu/kernels.h (64-bit words, bit j of word w = bit 64*w+j,
+// least-significant first, pad bits zero). All sizes and indices are int64.
+// Each launcher throws std::runtime_error naming the CUDA call that failed
+// (pybind11 turns it into RuntimeError). Outputs are written, never read first,
+// except hamming_total's accumulator, which the caller zeroes.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace fastspline {
 namespace cuda {
 
-std::string runtime_info();  // compiled CUDA version and architectures
+std::string runtime_info();  // compiled CUDA version
 int device_count();          // throws when there is no usable driver
 
+// Float dtypes numbered as in csrc/cpu/kernels.h: 0 float32, 1 float64, 2 float16, 3 bfloat16.
+// x: element (i_0..i_{d-1}) at x + sum(i_k * strides[k]) elements, d <= 8; the last dim is packed.
+// out: [prod(sizes[:-1]), ceil(sizes[-1]/64)] words.
+void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
+                double threshold, uint64_t* out, std::uintptr_t stream);
+// out: bool [rows, n_bits].
+void unpack_bits(const uint64_t* words, int64_t rows, int64_t w, int64_t n_bits, bool* out, std::uintptr_t stream);
 // out[r] = popcount(a[r]) (b == nullptr) or popcount(a[r] ^ b[r]) over w words; rows contiguous.
 void hamming_rows(const uint64_t* a, const uint64_t* b, int64_t rows, int64_t w, int64_t* out, std::uintptr_t stream);
+// *total += popcount(a ^ b) over n words (total: one int64 on the device, zeroed by the caller).
+void hamming_total(const uint64_t* a, const uint64_t* b, int64_t n, int64_t* total, std::uintptr_t stream);
+// out[i * ldo + j] = popcount(a_i ^ b_j) for i < n, j < m; a [n, w], b [m, w] contiguous.
+void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out, int64_t ldo,
+                   std::uintptr_t stream);
+// words [n, w] holding n_bits bits per row -> out [n_bits, ceil(n/64)].
+void bit_transpose(const uint64_t* words, int64_t n, int64_t w, int64_t n_bits, uint64_t* out, std::uintptr_t stream);
 
 }  // namespace cuda
 }  // namespace fastspline

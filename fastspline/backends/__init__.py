@@ -19,10 +19,11 @@ logger = logging.getLogger("fastspline")
 # name -> module path; order is the preference order within a device type.
 _MODULES: dict[str, str] = {
     "cpu": "fastspline.backends.cpu",
+    "cuda": "fastspline.backends.cuda",
     "reference": "fastspline.backends.reference",
 }
 # device type -> the backend tried first for it (others fall back to the reference).
-_DEVICE_DEFAULT: dict[str, str] = {"cpu": "cpu"}
+_DEVICE_DEFAULT: dict[str, str] = {"cpu": "cpu", "cuda": "cuda"}
 _loaded: dict[str, ModuleType] = {}
 _failed: dict[str, str] = {}
 _warned: set[str] = set()

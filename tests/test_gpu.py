@@ -1,0 +1,80 @@
+"""GPU backends bit-exact against the reference (on CPU copies), over the edge shapes.
+
+Skipped without a CUDA device; benchmarks/gpu_check.sh runs it on a GPU machine.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastspline as fs
+from fastspline import backends
+from cases import make_gen, random_words
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+GPU_BACKENDS = [
+    pytest.param(name, marks=pytest.mark.skipif(backends.available().get(name) is not None, reason=f"{name} unavailable"))
+    for name in ("cuda", "triton")
+    if name in backends.names()
+]
+N_BITS = [1, 63, 64, 65, 129, 1000]
+SHAPES = [(0, 5), (1, 1), (37, 45), (300, 131)]
+
+
+def same(got, want) -> None:
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    for g, w in zip(got, want, strict=True):
+        assert g.device.type == "cuda"
+        assert g.dtype == w.dtype and g.shape == w.shape
+        assert torch.equal(g.cpu(), w)
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("n_bits", N_BITS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_word_ops(backend, n_bits, shape):
+    n, m = shape
+    gen = make_gen("gpu", backend, n_bits, shape)
+    a, b = random_words(n, n_bits, gen), random_words(m, n_bits, gen)
+    if m:
+        b[::3] = b[0]  # ties for topk
+    ga, gb = a.cuda(), b.cuda()
+    same(fs.popcount(ga, backend=backend), fs.popcount(a, backend="reference"))
+    same(fs.hamming(ga, ga.flip(0), backend=backend), fs.hamming(a, a.flip(0), backend="reference"))
+    same(fs.hamming_total(ga, ga.flip(0), backend=backend), fs.hamming_total(a, a.flip(0), backend="reference"))
+    same(fs.hamming_cdist(ga, gb, backend=backend), fs.hamming_cdist(a, b, backend="reference"))
+    same(fs.hamming_cdist(ga.t().contiguous().t(), backend=backend), fs.hamming_cdist(a, backend="reference"))
+    if m:
+        for k in (1, m):
+            same(fs.hamming_topk(ga, gb, k, backend=backend), fs.hamming_topk(a, b, k, backend="reference"))
+    for r in (0, n_bits // 2, n_bits):
+        same(fs.hamming_radius(ga, gb, r, backend=backend), fs.hamming_radius(a, b, r, backend="reference"))
+    same(fs.unpack_bits(ga, n_bits, backend=backend), fs.unpack_bits(a, n_bits, backend="reference"))
+    same(fs.bit_transpose(ga, n_bits, backend=backend), fs.bit_transpose(a, n_bits, backend="reference"))
+    dup = torch.cat([a, a[: n // 2]])
+    same(fs.count_regions(dup.cuda(), backend=backend), fs.count_regions(dup, backend="reference"))
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("threshold", [0.0, 0.1, -0.7])
+def test_pack_signs(backend, dtype, threshold):
+    gen = make_gen("gpu-pack", backend, dtype, threshold)
+    x = torch.randn(5, 67, 3, 90, generator=gen).to(dtype)
+    x[0, 0, 0, :5] = float("nan")
+    x[1, 2, 1, :3] = 0.0
+    x[2, 3, 2, :2] = float("inf")
+    gx = x.cuda()
+    for dim in range(4):
+        for view, gview in ((x, gx), (x.permute(3, 1, 0, 2), gx.permute(3, 1, 0, 2)), (x[:, ::2], gx[:, ::2])):
+            same(fs.pack_signs(gview, dim, threshold, backend=backend), fs.pack_signs(view, dim, threshold, backend="reference"))
+
+
+def test_default_backend_for_cuda_tensors_is_cuda():
+    if backends.available().get("cuda") is not None:
+        pytest.skip("cuda backend unavailable")
+    a = torch.zeros(2, 1, dtype=torch.int64, device="cuda")
+    assert fs.hamming_cdist(a).device.type == "cuda"
+    assert backends.select("cuda") == "cuda"
