@@ -15,12 +15,16 @@ from fastspline.ops import (
     unpack_bits,
 )
 from fastspline._info import build_info
+from fastspline.codes import LayerCodes, RegionCodes, codes, register_activation
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LayerCodes",
+    "RegionCodes",
     "bit_transpose",
     "build_info",
+    "codes",
     "count_regions",
     "hamming",
     "hamming_cdist",
@@ -29,5 +33,6 @@ __all__ = [
     "hamming_total",
     "pack_signs",
     "popcount",
+    "register_activation",
     "unpack_bits",
 ]

@@ -1,0 +1,724 @@
+"""Region codes of every piecewise-linear layer of a network: ``fastspline.codes``.
+
+For each input, the on/off pattern of a layer's units (the sign of each
+unit's pre-activation) names the linear region of the network the input
+falls in. :func:`codes` streams data through a model, packs those signs on
+the fly with :func:`fastspline.ops.pack_signs` (only packed words are kept,
+never float activations: 32x less memory than float32 activations) and
+returns a :class:`RegionCodes`.
+
+Layers are found three ways:
+
+- activation modules (``nn.ReLU``, ``ReLU6``, ``LeakyReLU``, ``PReLU``,
+  ``Hardtanh`` and classes given to :func:`register_activation`): the code is
+  the sign of the module's *input*; a module instance called twice in one
+  forward (one ``nn.ReLU`` reused in a block) is one layer per call, the
+  second named ``"<name>#1"``;
+- functional calls in ``forward`` (``torch.relu``, ``F.relu``, ``x.relu()``,
+  their in-place forms, ``F.leaky_relu``, ``F.relu6``, ``F.hardtanh``,
+  ``F.prelu``) are intercepted with a ``TorchFunctionMode`` while the model
+  runs, so networks like ResNets that never build an ``nn.ReLU`` are covered
+  whatever their control flow; such a layer is named
+  ``"<module path>:relu[k]"`` (the k-th functional call inside that module's
+  own forward; ``":relu[k]"`` for the top-level module). Only calls on
+  batched tensors (first dim = the batch) count. The interception is
+  installed for the first batch only and kept when it found a call, so
+  models without functional calls pay nothing for it afterwards;
+- ``layers=``: module names or modules whose *outputs* are the
+  pre-activations (e.g. the BatchNorm layers, as the paper's code does).
+
+Bit layout: that of :mod:`fastspline.ops`. A layer's sample-major words are
+int64 ``[N, ceil(n_units/64)]``; unit ``u`` is element ``u`` of the
+activation flattened in C order (for a conv layer ``(c, h, w)`` ->
+``(c*H + h)*W + w``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from fastspline import ops
+
+__all__ = ["LayerCodes", "RegionCodes", "codes", "register_activation", "ACTIVATIONS"]
+
+ACTIVATIONS: list[type[nn.Module]] = [nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.Hardtanh]
+
+_FUNCTIONAL = frozenset(
+    {
+        torch.relu,
+        torch.relu_,
+        torch.nn.functional.relu,
+        torch.nn.functional.relu_,
+        torch.Tensor.relu,
+        torch.Tensor.relu_,
+        torch.nn.functional.leaky_relu,
+        torch.nn.functional.leaky_relu_,
+        torch.nn.functional.relu6,
+        torch.nn.functional.hardtanh,
+        torch.nn.functional.hardtanh_,
+        torch.nn.functional.prelu,
+        torch.prelu,
+    }
+)
+
+_FILE_FORMAT = "fastspline.RegionCodes"
+_FILE_VERSION = 1
+# torch.save writes a zip archive; anything else is not ours (checked before unpickling).
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def register_activation(cls: type[nn.Module]) -> type[nn.Module]:
+    """Treat ``cls`` as a piecewise-linear activation (its input's sign is a code).
+
+    Usable as a class decorator; returns ``cls``.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_activation: cls must be an nn.Module subclass, got {cls!r}")
+    if cls not in ACTIVATIONS:
+        ACTIVATIONS.append(cls)
+    return cls
+
+
+# ---------------------------------------------------------------- containers
+
+
+@dataclass(eq=False)
+class LayerCodes:
+    """Packed codes of one layer.
+
+    words: int64 ``[N, ceil(n_units/64)]`` sample-major codes (bit layout of
+    :mod:`fastspline.ops`); unit ``u`` of the flattened ``unit_shape`` is bit ``u``.
+    n_units: ``prod(unit_shape)``.
+    unit_shape: the activation's shape without the batch dim, e.g. ``(C, H, W)``.
+    """
+
+    words: torch.Tensor
+    n_units: int
+    unit_shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        self.unit_shape = tuple(int(s) for s in self.unit_shape)
+        self.n_units = int(self.n_units)
+        if self.n_units != math.prod(self.unit_shape):
+            raise ValueError(f"LayerCodes: n_units={self.n_units} but unit_shape {self.unit_shape} has {math.prod(self.unit_shape)}")
+        w = self.words
+        if not isinstance(w, torch.Tensor) or w.dtype != torch.int64 or w.dim() != 2:
+            got = f"{w.dtype} {tuple(w.shape)}" if isinstance(w, torch.Tensor) else type(w).__name__
+            raise ValueError(f"LayerCodes: words must be int64 [N, W], got {got}")
+        if w.shape[1] != (self.n_units + 63) // 64:
+            raise ValueError(
+                f"LayerCodes: {self.n_units} units need {(self.n_units + 63) // 64} words per code, "
+                f"words has shape {tuple(w.shape)}"
+            )
+
+    @property
+    def n_samples(self) -> int:
+        return self.words.shape[0]
+
+
+class RegionCodes:
+    """Codes of several layers over the same N inputs, in forward order.
+
+    ``codes[name]`` is a :class:`LayerCodes`; ``codes.names`` the layer names.
+    ``meta`` holds how they were made (``where``, ``n_samples``, the model's class, versions).
+    """
+
+    def __init__(self, layers: dict[str, LayerCodes], meta: dict[str, Any] | None = None) -> None:
+        for name, layer in layers.items():
+            if not isinstance(layer, LayerCodes):
+                raise TypeError(f"RegionCodes: layer {name!r} must be LayerCodes, got {type(layer).__name__}")
+        counts = {layer.n_samples for layer in layers.values()}
+        if len(counts) > 1:
+            raise ValueError(f"RegionCodes: every layer must have the same number of samples, got {sorted(counts)}")
+        self._layers = dict(layers)
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    # -- mapping
+    @property
+    def names(self) -> list[str]:
+        return list(self._layers)
+
+    def __getitem__(self, name: str) -> LayerCodes:
+        if name not in self._layers:
+            raise KeyError(f"RegionCodes: no layer {name!r}; layers are {self.names}")
+        return self._layers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._layers
+
+    def items(self) -> Iterable[tuple[str, LayerCodes]]:
+        return self._layers.items()
+
+    @property
+    def n_samples(self) -> int:
+        return next(iter(self._layers.values())).n_samples if self._layers else 0
+
+    @property
+    def n_units(self) -> int:
+        """Units of all layers together (bits of a whole-network code)."""
+        return sum(layer.n_units for layer in self._layers.values())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the packed words of all layers."""
+        return sum(layer.words.numel() * layer.words.element_size() for layer in self._layers.values())
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{name!r}: {tuple(layer.unit_shape)}" for name, layer in self._layers.items())
+        return f"RegionCodes(n_samples={self.n_samples}, layers={{{shapes}}}, nbytes={self.nbytes})"
+
+    def to(self, device: torch.device | str) -> RegionCodes:
+        """A copy with every layer's words on ``device``."""
+        return RegionCodes(
+            {n: LayerCodes(l.words.to(device), l.n_units, l.unit_shape) for n, l in self._layers.items()}, self.meta
+        )
+
+    # -- views
+    def unit_major(self, name: str, per_channel: bool = True, *, backend: str | None = None) -> torch.Tensor:
+        """Node codes of layer ``name``: one row per unit over the samples.
+
+        ``per_channel=False``: int64 ``[n_units, ceil(N/64)]``, one row per unit
+        (neuron, or (channel, h, w) position). ``per_channel=True`` on a layer with
+        spatial dims ``(C, *S)``: int64 ``[C, P * ceil(N/64)]``, channel ``c``'s code
+        over samples x positions (P = prod(S)), ordered by position then sample,
+        with zero pad bits after each position's N samples (so Hamming distances
+        count real bits only); its code length is ``N * P`` bits. On a layer
+        without spatial dims both forms are the same.
+        """
+        layer = self[name]
+        units = ops.bit_transpose(layer.words, layer.n_units, backend=backend)  # [n_units, ceil(N/64)]
+        if not per_channel or len(layer.unit_shape) < 2:
+            return units
+        # Unit u = c * P + p, so channel c's rows are contiguous: a view, no copy.
+        return units.reshape(layer.unit_shape[0], -1)
+
+    def concatenated(self) -> torch.Tensor:
+        """Words of all layers side by side: int64 ``[N, sum of W]`` (whole-network codes;
+        each layer's pad bits stay zero, so rows compare as the concatenated bit codes do)."""
+        if not self._layers:
+            raise ValueError("RegionCodes: no layers")
+        return torch.cat([layer.words for layer in self._layers.values()], dim=1)
+
+    def region_ids(self, *, backend: str | None = None) -> torch.Tensor:
+        """int64 ``[N]``: the id of each input's region of the whole network
+        (ids index the sorted distinct codes, see :func:`fastspline.ops.count_regions`)."""
+        return ops.count_regions(self.concatenated(), backend=backend)[1]
+
+    def count_regions(self, *, backend: str | None = None) -> int:
+        """Number of distinct regions of the whole network visited by the inputs."""
+        if not self.n_samples:
+            return 0
+        return int(ops.count_regions(self.concatenated(), backend=backend)[2].numel())
+
+    def distance(
+        self, other: RegionCodes, reduce: str = "mean", *, backend: str | None = None
+    ) -> float | dict[str, float]:
+        """Normalised Hamming distance to ``other`` (same layers, inputs and shapes).
+
+        Per layer: the fraction of (input, unit) bits that differ (a conv unit is
+        one (channel, position)). ``reduce="mean"`` returns the mean over layers
+        (the partition distance of the paper); ``"none"`` a dict layer name -> distance.
+        """
+        if reduce not in ("mean", "none"):
+            raise ValueError(f"distance: reduce must be 'mean' or 'none', got {reduce!r}")
+        if not isinstance(other, RegionCodes):
+            raise TypeError(f"distance: other must be RegionCodes, got {type(other).__name__}")
+        if self.names != other.names:
+            raise ValueError(f"distance: the layers differ: {self.names} vs {other.names}")
+        per_layer: dict[str, float] = {}
+        for name, layer in self._layers.items():
+            theirs = other[name]
+            if layer.words.shape != theirs.words.shape or layer.unit_shape != theirs.unit_shape:
+                raise ValueError(
+                    f"distance: layer {name!r} has codes {tuple(layer.words.shape)} of units {layer.unit_shape} "
+                    f"vs {tuple(theirs.words.shape)} of units {theirs.unit_shape}"
+                )
+            bits = layer.n_samples * layer.n_units
+            differing = int(ops.hamming_total(layer.words, theirs.words.to(layer.words.device), backend=backend))
+            per_layer[name] = differing / bits if bits else 0.0
+        if reduce == "none":
+            return per_layer
+        return sum(per_layer.values()) / len(per_layer) if per_layer else 0.0
+
+    # -- files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to ``path`` atomically (a temporary file renamed over it), with ``meta``
+        (which must hold only str, int, float, bool, None, lists and str-keyed dicts,
+        so that :meth:`load` can read it without unpickling arbitrary objects)."""
+        _check_meta(self.meta, "meta")
+        payload = {
+            "format": _FILE_FORMAT,
+            "version": _FILE_VERSION,
+            "meta": self.meta,
+            "layers": [
+                {"name": n, "words": l.words.cpu(), "n_units": l.n_units, "unit_shape": list(l.unit_shape)}
+                for n, l in self._layers.items()
+            ],
+        }
+        atomic_torch_save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RegionCodes:
+        """Read a file written by :meth:`save` (words on the CPU).
+
+        FileNotFoundError when ``path`` is missing; ValueError on a truncated,
+        corrupt or foreign file.
+        """
+        with open(path, "rb") as f:
+            magic = f.read(len(_ZIP_MAGIC))
+        if magic != _ZIP_MAGIC:
+            raise ValueError(f"RegionCodes.load: {os.fspath(path)!r} is not a fastspline codes file (not a torch.save archive)")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+            raise ValueError(f"RegionCodes.load: {os.fspath(path)!r} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(payload, dict) or payload.get("format") != _FILE_FORMAT:
+            raise ValueError(f"RegionCodes.load: {os.fspath(path)!r} is a torch file but not a fastspline RegionCodes file")
+        if payload.get("version") != _FILE_VERSION:
+            raise ValueError(
+                f"RegionCodes.load: {os.fspath(path)!r} has format version {payload.get('version')!r}, "
+                f"this fastspline reads version {_FILE_VERSION}"
+            )
+        entries, meta = payload.get("layers"), payload.get("meta")
+        if not isinstance(entries, list) or not isinstance(meta, dict):
+            raise ValueError(f"RegionCodes.load: {os.fspath(path)!r} is malformed (layers or meta missing)")
+        layers = {}
+        for i, entry in enumerate(entries):
+            try:
+                name = entry["name"]
+                layers[name] = LayerCodes(entry["words"], entry["n_units"], tuple(entry["unit_shape"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"RegionCodes.load: layer {i} of {os.fspath(path)!r} is malformed ({exc})") from exc
+        return cls(layers, meta)
+
+
+def _check_meta(value: object, where: str) -> None:
+    if type(value) in (str, int, float, bool, type(None)):
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_meta(item, f"{where}[{i}]")
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(f"RegionCodes.save: {where} keys must be str, got {type(key).__name__} {key!r}")
+            _check_meta(item, f"{where}[{key!r}]")
+        return
+    raise TypeError(
+        f"RegionCodes.save: {where} is a {type(value).__name__}; meta may hold only str, int, float, bool, None, "
+        "lists and dicts"
+    )
+
+
+def _umask() -> int | None:
+    """The process umask, read without changing it (os.umask would, racing other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return None
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the target folder, fsync, then rename:
+    a crash or a full disk never leaves a half-written ``path``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        umask = _umask()
+        if umask is not None:  # mkstemp makes the file 0600; give it the mode open() would
+            os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------- capture
+
+
+def _batches(data: Any, batch_size: int, max_samples: int | None) -> tuple[Iterable[Any], int | None]:
+    """The batches of ``data`` and how many there are (None when unknown)."""
+    if isinstance(data, torch.Tensor):
+        if data.dim() == 0:
+            raise ValueError("codes: data must have a batch dimension, got a 0-d tensor")
+        if max_samples is not None:
+            data = data[:max_samples]
+        return data.split(batch_size), math.ceil(data.shape[0] / batch_size)
+    if isinstance(data, (str, bytes, dict)) or not isinstance(data, Iterable):
+        raise TypeError(
+            "codes: data must be a DataLoader, an iterable of batches (tensors, (x, y) tuples or "
+            f"dicts with 'x'/'input') or a tensor, got {type(data).__name__}"
+        )
+    try:
+        total = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    return data, total
+
+
+def _inputs_of(batch: Any) -> torch.Tensor:
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    if isinstance(batch, dict):
+        for key in ("x", "input", "inputs"):
+            if key in batch and isinstance(batch[key], torch.Tensor):
+                return batch[key]
+        raise ValueError(f"codes: a dict batch needs an 'x' or 'input' tensor, got keys {sorted(map(str, batch))}")
+    raise TypeError(
+        f"codes: each batch must be a tensor, an (x, y) tuple/list or a dict with 'x'/'input', got {type(batch).__name__}"
+    )
+
+
+class _Recorder:
+    """Packs the signs of each observed pre-activation and keeps the words per layer."""
+
+    def __init__(self, backend: str | None, keep_on: str) -> None:
+        self.backend = backend
+        self.keep_on = keep_on
+        self.words: dict[str, list[torch.Tensor]] = {}
+        self.unit_shape: dict[str, tuple[int, ...]] = {}
+        self.calls: dict[str, int] = {}  # calls of each layer in the current batch
+        self.pending: list[tuple[str, torch.Tensor]] = []  # this batch's words, in forward order
+        self.rows = 0
+
+    def start_batch(self, rows: int) -> None:
+        self.calls.clear()
+        self.pending.clear()
+        self.rows = rows
+
+    def is_batched(self, value: object) -> bool:
+        return isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == self.rows
+
+    def record(self, name: str, value: object) -> None:
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"codes: layer {name!r} produced {type(value).__name__}, not a tensor")
+        if not self.is_batched(value):
+            raise ValueError(
+                f"codes: layer {name!r} saw a tensor of shape {tuple(value.shape)} whose first dim is not the "
+                f"batch of {self.rows} inputs; choose the layers to code with layers="
+            )
+        if not value.is_floating_point():
+            raise TypeError(f"codes: layer {name!r} produced a {value.dtype} tensor, expected floating point")
+        # A module (or functional call site) reached twice in one forward, e.g. one
+        # nn.ReLU instance reused in a block, is one layer per call: "name#1", ...
+        k = self.calls.get(name, 0)
+        self.calls[name] = k + 1
+        if k:
+            name = f"{name}#{k}"
+        shape = tuple(value.shape[1:])
+        if self.unit_shape.setdefault(name, shape) != shape:
+            raise ValueError(f"codes: layer {name!r} changed shape between batches: {self.unit_shape[name]} vs {shape}")
+        # Packed now, while this batch's activation is alive: floats are never kept.
+        # reshape is a view for the usual contiguous activations; pack_signs reads any strides.
+        self.pending.append((name, ops.pack_signs(value.reshape(value.shape[0], -1), backend=self.backend)))
+
+    def end_batch(self) -> None:
+        pending = self.pending
+        devices = {words.device for _, words in pending}
+        if self.keep_on == "cpu" and devices and devices != {torch.device("cpu")}:
+            if len(devices) == 1:
+                # One device-to-host copy per batch instead of one synchronising copy per layer.
+                host = torch.cat([words.reshape(-1) for _, words in pending]).cpu()
+                parts = host.split([words.numel() for _, words in pending])
+                pending = [(name, part.view(words.shape)) for (name, words), part in zip(pending, parts)]
+            else:  # a model split over devices
+                pending = [(name, words.cpu()) for name, words in pending]
+        for name, words in pending:
+            self.words.setdefault(name, []).append(words)
+        self.pending = []
+
+
+class _ModuleStack:
+    """Which module's forward is running, so functional calls get a module's name.
+
+    ``frames``: ``[name, functional calls so far]`` of each module being run, innermost last.
+    """
+
+    def __init__(self) -> None:
+        self.frames: list[list[Any]] = []
+        self.handles: list[Any] = []
+
+    def install(self, model: nn.Module) -> None:
+        for name, module in model.named_modules():
+            self.handles.append(module.register_forward_pre_hook(lambda m, args, name=name: self._enter(name)))
+            self.handles.append(
+                module.register_forward_hook(lambda m, args, out, name=name: self._leave(name), always_call=True)
+            )
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        self.frames.clear()
+
+    def _enter(self, name: str) -> None:
+        self.frames.append([name, 0])
+
+    def _leave(self, name: str) -> None:
+        if self.frames and self.frames[-1][0] == name:
+            self.frames.pop()
+
+
+class _FunctionalCalls(TorchFunctionMode):
+    """Records every functional piecewise-linear call made by a module's forward."""
+
+    def __init__(self, recorder: _Recorder, stack: _ModuleStack, hooked: set[str], where: str) -> None:
+        super().__init__()
+        self.recorder = recorder
+        self.stack = stack
+        self.hooked = hooked
+        self.where = where
+        self.recorded = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func not in _FUNCTIONAL or not self.stack.frames:
+            return func(*args, **kwargs)
+        frame = self.stack.frames[-1]
+        x = args[0] if args else kwargs.get("input")
+        # Calls inside a hooked activation module's own forward are that module's layer.
+        if frame[0] in self.hooked or not self.recorder.is_batched(x):
+            return func(*args, **kwargs)
+        owner, k = frame
+        frame[1] = k + 1
+        name = f"{owner}:relu[{k}]"
+        self.recorded += 1
+        if self.where == "pre":
+            self.recorder.record(name, x)  # before an in-place call overwrites x
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        self.recorder.record(name, out)
+        return out
+
+
+def _resolve_layers(model: nn.Module, layers: Sequence[str | nn.Module] | None) -> dict[str, nn.Module]:
+    named = dict(model.named_modules())
+    if layers is None:
+        return {name: m for name, m in named.items() if isinstance(m, tuple(ACTIVATIONS))}
+    if isinstance(layers, (str, nn.Module)):
+        layers = [layers]
+    if not isinstance(layers, Iterable):
+        raise TypeError(f"codes: layers must be None, a module name, a module or a sequence of them, got {type(layers).__name__}")
+    by_id = {id(m): name for name, m in named.items()}
+    chosen: dict[str, nn.Module] = {}
+    for item in layers:
+        if isinstance(item, str):
+            if item not in named:
+                near = [n for n in named if n and (item in n or n in item)][:5]
+                hint = f"; similar names: {near}" if near else ""
+                raise ValueError(f"codes: layers names {item!r}, which is not a module of the model{hint}")
+            chosen[item] = named[item]
+        elif isinstance(item, nn.Module):
+            if id(item) not in by_id:
+                raise ValueError(f"codes: layers holds a {type(item).__name__} that is not part of the model")
+            chosen[by_id[id(item)]] = item
+        else:
+            raise TypeError(f"codes: layers must hold module names or modules, got {type(item).__name__} {item!r}")
+    if not chosen:
+        raise ValueError("codes: layers is empty; pass None to find the activations")
+    return chosen
+
+
+def _check_count(name: str, value: object, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"codes: {name} must be an int{' or None' if allow_none else ''}, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"codes: {name} must be >= 1, got {value}")
+
+
+def codes(
+    model: nn.Module,
+    data: Any,
+    layers: Sequence[str | nn.Module] | None = None,
+    *,
+    device: torch.device | str | None = None,
+    max_samples: int | None = None,
+    where: str = "pre",
+    backend: str | None = None,
+    progress: bool = True,
+    batch_size: int = 256,
+    keep_on: str = "cpu",
+) -> RegionCodes:
+    """Packed region codes of every piecewise-linear layer of ``model`` over ``data``.
+
+    Args:
+        model: any ``nn.Module``; run in eval mode under ``no_grad``; the train/eval
+            mode of each submodule is restored and every hook removed afterwards,
+            also when forward raises.
+        data: a DataLoader or iterable of batches (tensors, ``(x, y)`` tuples/lists or
+            dicts with ``"x"``/``"input"``), or one tensor (split into ``batch_size``).
+        layers: ``None`` finds activation modules and functional calls (see the
+            module doc); otherwise module names or modules whose *outputs* are
+            the pre-activations (e.g. BatchNorm layers).
+        device: where the inputs are sent (default: where the model's first
+            parameter or buffer is, else CPU); the model is not moved.
+        max_samples: stop after this many inputs.
+        where: ``"pre"`` codes the sign of the activation's input (the spline
+            code); ``"post"`` the sign of its output. For ``layers=`` modules the
+            hooked output is the pre-activation, so both mean that output.
+        backend: ``pack_signs`` backend (default: the fastest for the device).
+        progress: show a tqdm bar over batches.
+        batch_size: rows per batch when ``data`` is a tensor.
+        keep_on: ``"cpu"`` moves each batch's words to the CPU (one copy per
+            batch); ``"device"`` keeps them where they were packed.
+
+    Returns:
+        :class:`RegionCodes`, layers in the order the forward pass reached them.
+
+    Raises:
+        TypeError/ValueError on bad arguments, when no layer is found (naming what
+        was searched), when the data yields no samples, or when a layer is not
+        reached by every input (data-dependent control flow).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"codes: model must be an nn.Module, got {type(model).__name__}")
+    if where not in ("pre", "post"):
+        raise ValueError(f"codes: where must be 'pre' or 'post', got {where!r}")
+    if keep_on not in ("cpu", "device"):
+        raise ValueError(f"codes: keep_on must be 'cpu' or 'device', got {keep_on!r}")
+    _check_count("batch_size", batch_size, allow_none=False)
+    _check_count("max_samples", max_samples, allow_none=True)
+    if device is None:
+        first = next(model.parameters(), None)
+        first = first if first is not None else next(model.buffers(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    elif not isinstance(device, (str, torch.device)):
+        raise TypeError(f"codes: device must be a torch.device, a str or None, got {type(device).__name__}")
+    device = torch.device(device)
+    batches, total = _batches(data, batch_size, max_samples)
+    hooked = _resolve_layers(model, layers)
+    find_functional = layers is None
+
+    recorder = _Recorder(backend, keep_on)
+    stack = _ModuleStack()
+    mode = _FunctionalCalls(recorder, stack, set(hooked), where) if find_functional else None
+    handles: list[Any] = []
+    modes = [(module, module.training) for module in model.modules()]
+    n_seen = 0
+    bar = None
+    try:
+        for name, module in hooked.items():
+            if layers is None and where == "pre":
+                handles.append(
+                    module.register_forward_pre_hook(
+                        lambda m, args, kwargs, name=name: recorder.record(name, args[0] if args else kwargs.get("input")),
+                        with_kwargs=True,
+                    )
+                )
+            else:
+                handles.append(module.register_forward_hook(lambda m, args, out, name=name: recorder.record(name, out)))
+        if mode is not None:
+            stack.install(model)
+        model.eval()
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc="codes", unit="batch", leave=False)
+        with torch.no_grad():
+            for batch in batches:
+                x = _inputs_of(batch)
+                if x.dim() == 0:
+                    raise ValueError("codes: a batch must have a batch dimension, got a 0-d tensor")
+                if max_samples is not None:
+                    x = x[: max_samples - n_seen]
+                if x.shape[0] == 0:
+                    continue
+                recorder.start_batch(x.shape[0])
+                x = x.to(device, non_blocking=True)
+                if mode is not None:
+                    with mode:
+                        model(x)
+                    stack.frames.clear()
+                else:
+                    model(x)
+                recorder.end_batch()
+                if n_seen == 0:
+                    if not recorder.words:
+                        raise ValueError(_nothing_found(model, hooked, layers))
+                    if mode is not None and mode.recorded == 0:
+                        # No functional calls in this model: drop the per-op interception.
+                        stack.remove()
+                        mode = None
+                n_seen += x.shape[0]
+                if bar is not None:
+                    bar.update(1)
+                if max_samples is not None and n_seen >= max_samples:
+                    break
+    finally:
+        for handle in handles:
+            handle.remove()
+        stack.remove()
+        for module, training in modes:
+            module.training = training
+        if bar is not None:
+            bar.close()
+
+    if n_seen == 0:
+        raise ValueError(f"codes: data ({type(data).__name__}) yielded no samples")
+    result = {}
+    for name in list(recorder.words):
+        chunks = recorder.words.pop(name)  # freed layer by layer: the peak is the codes plus one layer
+        words = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+        del chunks
+        if words.shape[0] != n_seen:
+            raise ValueError(
+                f"codes: layer {name!r} was reached for {words.shape[0]} of {n_seen} inputs "
+                "(control flow that depends on the data?); choose layers every input reaches with layers="
+            )
+        shape = recorder.unit_shape[name]
+        result[name] = LayerCodes(words, math.prod(shape), shape)
+    import fastspline
+
+    meta = {
+        "where": where,
+        "n_samples": n_seen,
+        "model": type(model).__name__,
+        "layers": "found" if layers is None else "given",
+        "fastspline_version": fastspline.__version__,
+        "torch_version": str(torch.__version__),
+    }
+    return RegionCodes(result, meta)
+
+
+def _nothing_found(model: nn.Module, hooked: dict[str, nn.Module], layers: object) -> str:
+    if layers is not None:
+        return f"codes: the modules {sorted(hooked)} given in layers= were not called by the forward pass of {type(model).__name__}"
+    searched = ", ".join(t.__name__ for t in ACTIVATIONS)
+    return (
+        f"codes: found no piecewise-linear layer in {type(model).__name__}: searched for activation modules "
+        f"({searched}; add others with register_activation) and functional calls "
+        "(torch.relu, F.relu, x.relu(), F.leaky_relu, F.relu6, F.hardtanh, F.prelu); "
+        "pass layers= to code the outputs of chosen modules (e.g. BatchNorm layers)"
+    )

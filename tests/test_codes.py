@@ -1,0 +1,771 @@
+"""``fastspline.codes`` and ``RegionCodes`` against an independent oracle.
+
+The oracle never uses fastspline: each test model has a ``preacts(x)`` method
+that recomputes every pre-activation by calling its submodules step by step
+(no hooks), and the signs are packed with ``numpy.packbits(bitorder="little")``
+padded to whole 8-byte words and viewed as int64 (the layout documented in
+``fastspline/ops.py``). Codes are compared with ``torch.equal``, never a
+tolerance. Models mix unit counts that are and are not multiples of 64, so pad
+bits and multi-word codes are exercised.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fastspline as fs
+from fastspline.codes import ACTIVATIONS, LayerCodes, RegionCodes
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The models here are tiny: one thread runs them fastest and keeps a shared,
+    loaded machine from stalling OpenMP barriers (the ops' threading is tested elsewhere)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- oracle
+
+
+def np_pack(bits: np.ndarray) -> np.ndarray:
+    """bool [N, n] -> int64 [N, ceil(n/64)], bit j of word w = unit 64*w + j."""
+    bits = np.asarray(bits, dtype=bool)
+    n_bytes = -(-bits.shape[1] // 64) * 8
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    padded = np.zeros((bits.shape[0], n_bytes), dtype=np.uint8)
+    padded[:, : packed.shape[1]] = packed
+    return padded.view("<i8")
+
+
+def sign_bits(z: torch.Tensor) -> np.ndarray:
+    """bool [N, units]: z > 0 over the C-order flattening of each sample."""
+    return (z.detach().reshape(z.shape[0], -1) > 0).numpy()
+
+
+def expected_codes(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    model_was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        pre = model.preacts(x)
+    model.train(model_was_training)
+    return {name: torch.from_numpy(np_pack(sign_bits(z))) for name, z in pre.items()}
+
+
+def assert_codes_equal(rc: RegionCodes, expected: dict[str, torch.Tensor], n: int) -> None:
+    assert rc.names == list(expected)
+    assert rc.n_samples == n
+    for name, words in expected.items():
+        got = rc[name].words
+        assert got.dtype == torch.int64 and got.device.type == "cpu"
+        assert torch.equal(got, words), f"layer {name!r} differs"
+
+
+# ---------------------------------------------------------------- models
+# Each model's preacts(x) recomputes the inputs of its activations by hand.
+
+
+def _scramble_bn(bn: nn.BatchNorm2d | nn.BatchNorm1d, gen: torch.Generator) -> None:
+    """Non-trivial eval-mode statistics, so BN's affine really moves the signs."""
+    c = bn.num_features
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
+        bn.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+        bn.weight.copy_(torch.randn(c, generator=gen))
+        bn.bias.copy_(torch.randn(c, generator=gen) * 0.3)
+
+
+class MLP(nn.Sequential):
+    """70 and 65 units: one full word plus a partial one."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Linear(10, 70), nn.ReLU(), nn.Linear(70, 65), nn.LeakyReLU(0.1), nn.Linear(65, 3))
+
+    def preacts(self, x):
+        z1 = self[0](x)
+        z2 = self[2](torch.relu(z1))
+        return {"1": z1, "3": z2}
+
+
+class AllActivations(nn.Sequential):
+    """ReLU6, Hardtanh, PReLU: the code is the sign of their input."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            nn.Linear(5, 9), nn.ReLU6(), nn.Linear(9, 130), nn.Hardtanh(), nn.Linear(130, 9), nn.PReLU(), nn.Linear(9, 2)
+        )
+
+    def preacts(self, x):
+        z1 = self[0](x)
+        z2 = self[2](self[1](z1))
+        z3 = self[4](self[3](z2))
+        return {"1": z1, "3": z2, "5": z3}
+
+
+class CNN(nn.Sequential):
+    """Conv-BN-ReLU(inplace) twice: 8*8*8 = 512 and 16*4*4 = 256 units."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+            nn.Flatten(), nn.Linear(16 * 4 * 4, 5),
+        )
+        gen = torch.Generator().manual_seed(seed)
+        _scramble_bn(self[1], gen)
+        _scramble_bn(self[5], gen)
+
+    def preacts(self, x):
+        z1 = self[1](self[0](x))
+        z2 = self[5](self[4](F.max_pool2d(torch.relu(z1), 2)))
+        return {"2": z1, "6": z2}
+
+
+class Block(nn.Module):
+    """A residual block that builds only one nn.ReLU and uses it twice, plus
+    F.relu, torch.relu and an in-place x.relu_() in its forward."""
+
+    def __init__(self, c: int, gen: torch.Generator) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv3, self.bn3 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.act = nn.ReLU(inplace=True)
+        for bn in (self.bn1, self.bn2, self.bn3):
+            _scramble_bn(bn, gen)
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))  # :relu[0]
+        h = self.act(self.bn2(self.conv2(h)))  # act
+        h = self.act(self.bn3(self.conv3(h)) + x)  # act#1
+        e = torch.relu(h * 2 - 1)  # :relu[1]
+        return (e - 0.5).relu_()  # :relu[2]
+
+    def preacts(self, x, prefix: str):
+        a = self.bn1(self.conv1(x))
+        b = self.bn2(self.conv2(torch.clamp(a, min=0)))
+        c = self.bn3(self.conv3(torch.clamp(b, min=0))) + x
+        d = torch.clamp(c, min=0) * 2 - 1
+        e = torch.clamp(d, min=0) - 0.5
+        return {
+            f"{prefix}:relu[0]": a, f"{prefix}.act": b, f"{prefix}.act#1": c,
+            f"{prefix}:relu[1]": d, f"{prefix}:relu[2]": e,
+        }, torch.clamp(e, min=0)
+
+
+class ResNetish(nn.Module):
+    """No nn.ReLU outside the blocks: the stem's F.relu is a top-level functional call."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.blocks = nn.Sequential(Block(6, gen), Block(6, gen))
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        h = self.blocks(F.relu(self.stem(x)))
+        return self.fc(h.mean(dim=(2, 3)))
+
+    def preacts(self, x):
+        z = self.stem(x)
+        out = {":relu[0]": z}
+        h = torch.clamp(z, min=0)
+        for i, block in enumerate(self.blocks):
+            pre, h = block.preacts(h, f"blocks.{i}")
+            out.update(pre)
+        return out
+
+
+def make_inputs(model_name: str, n: int, seed: int = 1) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    shape = {"mlp": (10,), "all": (5,), "cnn": (3, 8, 8), "resnet": (3, 5, 5)}[model_name]
+    return torch.randn(n, *shape, generator=gen) * 2
+
+
+def make_model(model_name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = {"mlp": MLP, "all": AllActivations, "cnn": lambda: CNN(seed), "resnet": lambda: ResNetish(seed)}[model_name]()
+    return model
+
+
+MODELS = ["mlp", "all", "cnn", "resnet"]
+
+
+def fresh_state(model: nn.Module) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_clean(model: nn.Module) -> None:
+    """No hook of any kind left on any module, and no TorchFunctionMode left active."""
+    for name, module in model.named_modules():
+        for attr in (
+            "_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
+            "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
+        ):
+            assert not getattr(module, attr), f"{name or 'model'}.{attr} = {getattr(module, attr)}"
+    assert torch._C._len_torch_function_stack() == 0
+
+
+# ---------------------------------------------------------------- codes == oracle
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_codes_match_independent_oracle(model_name):
+    model = make_model(model_name)
+    x = make_inputs(model_name, 50)
+    rc = fs.codes(model, x, progress=False, batch_size=16)
+    assert_codes_equal(rc, expected_codes(model, x), 50)
+    for name, layer in rc.items():
+        assert layer.n_units == math.prod(layer.unit_shape)
+        assert layer.words.shape == (50, (layer.n_units + 63) // 64)
+    assert_clean(model)
+
+
+def test_layer_names_and_shapes_of_resnet():
+    rc = fs.codes(make_model("resnet"), make_inputs("resnet", 3), progress=False)
+    block = ["{}:relu[0]", "{}.act", "{}.act#1", "{}:relu[1]", "{}:relu[2]"]
+    assert rc.names == [":relu[0]"] + [n.format(f"blocks.{i}") for i in range(2) for n in block]
+    assert all(rc[n].unit_shape == (6, 5, 5) for n in rc)
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_codes_identical_on_every_backend(impl, model_name):
+    model = make_model(model_name)
+    x = make_inputs(model_name, 70)
+    rc = fs.codes(model, x, progress=False, batch_size=32, backend=impl.backend)
+    assert_codes_equal(rc, expected_codes(model, x), 70)
+
+
+def test_layers_given_as_batchnorm_outputs():
+    model = make_model("cnn")
+    x = make_inputs("cnn", 40)
+    rc = fs.codes(model, x, layers=["1", model[5]], progress=False, batch_size=9)
+    with torch.no_grad():
+        model.eval()
+        bn1 = model[1](model[0](x))
+        bn2 = model[5](model[4](model[3](model[2](bn1.clone()))))
+    assert rc.names == ["1", "5"]
+    assert torch.equal(rc["1"].words, torch.from_numpy(np_pack(sign_bits(bn1))))
+    assert torch.equal(rc["5"].words, torch.from_numpy(np_pack(sign_bits(bn2))))
+    assert rc["5"].unit_shape == (16, 4, 4)
+    assert_clean(model)
+
+
+def test_layers_given_in_a_resnet_and_a_single_name():
+    model = make_model("resnet")
+    x = make_inputs("resnet", 12)
+    pre = expected_codes(model, x)
+    rc = fs.codes(model, x, layers=["blocks.0.bn2", "blocks.1.bn1"], progress=False)
+    # bn2's output is act's input; bn1's output is the first F.relu's input.
+    assert torch.equal(rc["blocks.0.bn2"].words, pre["blocks.0.act"])
+    assert torch.equal(rc["blocks.1.bn1"].words, pre["blocks.1:relu[0]"])
+    single = fs.codes(model, x, layers="blocks.0.bn2", progress=False)
+    assert single.names == ["blocks.0.bn2"]
+
+
+def test_where_post_codes_the_output():
+    class Shift(nn.Module):  # a registered activation whose output sign differs from its input's
+        def forward(self, x):
+            return x - 1.0
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 6)
+            self.shift = Shift()
+
+        def forward(self, x):
+            z = self.lin(x)
+            return F.hardtanh(self.shift(z), 0.5, 1.0)  # output always > 0
+
+    model, x = Net(), torch.randn(30, 4) * 3
+    original = list(ACTIVATIONS)
+    try:
+        fs.register_activation(Shift)
+        pre = fs.codes(model, x, progress=False)
+        post = fs.codes(model, x, progress=False, where="post")
+    finally:
+        ACTIVATIONS[:] = original
+    with torch.no_grad():
+        z = model.lin(x)
+    assert pre.names == post.names == ["shift", ":relu[0]"]
+    assert torch.equal(pre["shift"].words, torch.from_numpy(np_pack(sign_bits(z))))
+    assert torch.equal(post["shift"].words, torch.from_numpy(np_pack(sign_bits(z - 1))))
+    assert torch.equal(pre[":relu[0]"].words, torch.from_numpy(np_pack(sign_bits(z - 1))))
+    assert torch.equal(post[":relu[0]"].words, torch.from_numpy(np_pack(np.ones((30, 6), dtype=bool))))
+    assert pre.meta["where"] == "pre" and post.meta["where"] == "post"
+
+
+def test_registered_activation_calling_relu_inside_is_one_layer():
+    class MyAct(nn.Module):
+        def forward(self, x):
+            return F.relu(x) + 0.0
+
+    model = nn.Sequential(nn.Linear(3, 5), MyAct(), nn.Linear(5, 2))
+    x = torch.randn(20, 3)
+    original = list(ACTIVATIONS)
+    try:
+        assert fs.register_activation(MyAct) is MyAct
+        rc = fs.codes(model, x, progress=False)
+    finally:
+        ACTIVATIONS[:] = original
+    assert rc.names == ["1"]
+    with torch.no_grad():
+        assert torch.equal(rc["1"].words, torch.from_numpy(np_pack(sign_bits(model[0](x)))))
+    with pytest.raises(TypeError, match="nn.Module subclass"):
+        fs.register_activation(int)
+
+
+def test_functional_calls_on_non_batch_tensors_are_ignored():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(5, 3))
+
+        def forward(self, x):
+            return F.relu(x @ torch.relu(self.w).t())  # relu of a [5, 3] weight: not a layer
+
+    model, x = Net(), torch.randn(8, 3)
+    rc = fs.codes(model, x, progress=False)
+    assert rc.names == [":relu[0]"]  # ignored calls are not counted
+    with torch.no_grad():
+        z = x @ torch.relu(model.w).t()
+    assert torch.equal(rc[":relu[0]"].words, torch.from_numpy(np_pack(sign_bits(z))))
+
+
+def test_model_without_functional_calls_drops_the_interception_after_one_batch():
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(torch._C._len_torch_function_stack())
+            return x
+
+    model = nn.Sequential(nn.Linear(4, 4), Probe(), nn.ReLU())
+    fs.codes(model, torch.randn(10, 4), progress=False, batch_size=3)
+    assert seen == [1, 0, 0, 0]
+    assert_clean(model)
+
+
+# ---------------------------------------------------------------- streaming and data forms
+
+
+@pytest.mark.parametrize("model_name", ["cnn", "resnet"])
+def test_same_codes_for_every_batch_size(model_name):
+    model = make_model(model_name)
+    x = make_inputs(model_name, 100)
+    expected = expected_codes(model, x)
+    for batch_size in (1, 7, 64, 100):
+        rc = fs.codes(model, x, progress=False, batch_size=batch_size)
+        assert_codes_equal(rc, expected, 100)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(100)), batch_size=7)
+    assert_codes_equal(fs.codes(model, loader, progress=False), expected, 100)
+
+
+def test_batch_forms():
+    model = make_model("mlp")
+    x = make_inputs("mlp", 30)
+    y = torch.arange(30)
+    expected = expected_codes(model, x)
+    forms = {
+        "tensors": list(x.split(8)),
+        "tuples": list(zip(x.split(8), y.split(8))),
+        "lists": [[a, b] for a, b in zip(x.split(8), y.split(8))],
+        "dict x": [{"x": a, "y": b} for a, b in zip(x.split(8), y.split(8))],
+        "dict input": [{"input": a, "label": b} for a, b in zip(x.split(8), y.split(8))],
+        "generator": (a for a in x.split(11)),
+        "tensor": x,
+    }
+    for label, data in forms.items():
+        rc = fs.codes(model, data, progress=False)
+        assert_codes_equal(rc, expected, 30)
+    # progress bar on, keep_on="device" on a CPU model: the same codes
+    assert_codes_equal(fs.codes(model, x, progress=True, keep_on="device", device="cpu"), expected, 30)
+
+
+def test_max_samples_stops_early():
+    model = make_model("cnn")
+    x = make_inputs("cnn", 100)
+    full = expected_codes(model, x)
+    consumed = []
+
+    def batches():
+        for i, chunk in enumerate(x.split(7)):
+            consumed.append(i)
+            yield chunk, torch.zeros(len(chunk))
+
+    rc = fs.codes(model, batches(), max_samples=23, progress=False)
+    assert rc.n_samples == 23 and rc.meta["n_samples"] == 23
+    assert consumed == [0, 1, 2, 3]  # 4 batches of 7 cover 23 inputs; the 5th is never read
+    assert_codes_equal(rc, {n: w[:23] for n, w in full.items()}, 23)
+    assert fs.codes(model, x, max_samples=64, batch_size=64, progress=False).n_samples == 64
+    assert fs.codes(model, x, max_samples=500, progress=False).n_samples == 100
+
+
+def test_data_dependent_layers_are_an_error():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 3)
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            z = self.lin(x)
+            return self.act(z) if x[0, 0] > 0 else z
+
+    x = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [1.0, 1.0]])
+    with pytest.raises(ValueError, match="reached for 2 of 3 inputs"):
+        fs.codes(Branchy(), x, batch_size=1, progress=False)
+
+
+# ---------------------------------------------------------------- state restored
+
+
+class Boom(nn.Module):
+    """Raises on its ``fail_on``-th call (1-based)."""
+
+    def __init__(self, fail_on: int):
+        super().__init__()
+        self.fail_on, self.calls = fail_on, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise RuntimeError("boom")
+        return x
+
+
+@pytest.mark.parametrize("fail_on", [1, 3])
+@pytest.mark.parametrize("layers", [None, ["bn"]])
+def test_state_restored_when_forward_raises(fail_on, layers):
+    model = nn.Sequential()
+    model.add_module("lin", nn.Linear(4, 6))
+    model.add_module("bn", nn.BatchNorm1d(6))
+    model.add_module("act", nn.ReLU())
+    model.add_module("boom", Boom(fail_on))
+    model.add_module("out", nn.Linear(6, 2))
+    model.train()
+    model.bn.eval()  # a mixed mode, as when fine-tuning with frozen BN: must come back as it was
+    model.out.weight.requires_grad_(False)
+    before = fresh_state(model)
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
+    with pytest.raises(RuntimeError, match="boom"):
+        fs.codes(model, torch.randn(20, 4), layers=layers, batch_size=5, progress=False)
+    assert model.training and model.lin.training and not model.bn.training and model.out.training
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == grads
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert_clean(model)
+
+
+def test_state_restored_when_the_loader_or_a_batch_fails():
+    model = make_model("resnet")
+    model.train()
+    before = fresh_state(model)
+
+    def failing():
+        yield make_inputs("resnet", 4)
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        fs.codes(model, failing(), progress=False)
+    with pytest.raises(TypeError, match="each batch must be"):
+        fs.codes(model, [make_inputs("resnet", 4), "not a batch"], progress=False)
+    with pytest.raises(ValueError, match="'x' or 'input'"):
+        fs.codes(model, [{"image": make_inputs("resnet", 4)}], progress=False)
+    assert all(m.training for m in model.modules())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics untouched
+    assert_clean(model)
+
+
+def test_codes_run_in_eval_mode_and_leave_bn_statistics_alone():
+    model = make_model("cnn")
+    model.train()
+    x = make_inputs("cnn", 20)
+    before = fresh_state(model)
+    rc = fs.codes(model, x, progress=False)
+    assert_codes_equal(rc, expected_codes(model, x), 20)  # expected_codes uses eval mode
+    assert model.training
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert_clean(model)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_empty_data_is_an_error():
+    model = make_model("mlp")
+    empty_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(0, 10)), batch_size=4)
+    for data in ([], iter([]), empty_loader, torch.zeros(0, 10), [torch.zeros(0, 10)]):
+        with pytest.raises(ValueError, match="yielded no samples"):
+            fs.codes(model, data, progress=False)
+    assert model.training
+    assert_clean(model)
+
+
+def test_model_without_layers_is_an_error():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"no piecewise-linear layer in Sequential.*ReLU.*functional.*layers="):
+        fs.codes(model, torch.randn(5, 3), progress=False)
+    assert_clean(model)
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.spare = nn.Linear(3, 3), nn.BatchNorm1d(3)  # spare: never called
+
+        def forward(self, x):
+            return self.lin(x)
+
+    unused = Unused()
+    with pytest.raises(ValueError, match="not called by the forward pass"):
+        fs.codes(unused, torch.randn(5, 3), layers=["spare"], progress=False)
+    assert_clean(unused)
+
+
+BAD_ARGUMENTS = [
+    (dict(model="not a model"), TypeError, "model must be an nn.Module"),
+    (dict(data=5), TypeError, "data must be"),
+    (dict(data="inputs"), TypeError, "data must be"),
+    (dict(data={"x": torch.zeros(2, 10)}), TypeError, "data must be"),
+    (dict(data=torch.tensor(1.0)), ValueError, "batch dimension"),
+    (dict(where="mid"), ValueError, "where must be 'pre' or 'post', got 'mid'"),
+    (dict(keep_on="gpu"), ValueError, "keep_on must be 'cpu' or 'device', got 'gpu'"),
+    (dict(batch_size=0), ValueError, "batch_size must be >= 1, got 0"),
+    (dict(batch_size=2.0), TypeError, "batch_size must be an int"),
+    (dict(batch_size=True), TypeError, "batch_size must be an int"),
+    (dict(max_samples=0), ValueError, "max_samples must be >= 1, got 0"),
+    (dict(max_samples=-3), ValueError, "max_samples must be >= 1, got -3"),
+    (dict(max_samples=2.5), TypeError, "max_samples must be an int or None"),
+    (dict(layers=["nope"]), ValueError, "'nope', which is not a module of the model"),
+    (dict(layers=["0", nn.ReLU()]), ValueError, "ReLU that is not part of the model"),
+    (dict(layers=[3]), TypeError, "module names or modules"),
+    (dict(layers=[]), ValueError, "layers is empty"),
+    (dict(layers=5), TypeError, "layers must be None"),
+    (dict(device=3), TypeError, "device must be"),
+    (dict(backend="nope"), ValueError, "backend must be one of"),
+    (dict(data=[torch.zeros(4, 10, dtype=torch.int64)]), RuntimeError, "dtype"),  # Linear rejects int input
+]
+
+
+@pytest.mark.parametrize("kwargs, error, message", BAD_ARGUMENTS, ids=[str(list(a[0])) + str(i) for i, a in enumerate(BAD_ARGUMENTS)])
+def test_bad_arguments(kwargs, error, message):
+    model = make_model("mlp")
+    args = dict(model=model, data=make_inputs("mlp", 6), progress=False) | kwargs
+    with pytest.raises(error, match=message.replace("(", r"\(").replace("[", r"\[")):
+        fs.codes(**args)
+    assert model.training
+    assert_clean(model)
+
+
+def test_integer_activations_are_rejected():
+    class IntAct(nn.Module):
+        def forward(self, x):
+            return x.long()
+
+    model = nn.Sequential(nn.Linear(3, 3), IntAct())
+    with pytest.raises(TypeError, match="expected floating point"):
+        fs.codes(model, torch.randn(4, 3), layers=["1"], progress=False)
+    assert_clean(model)
+
+
+# ---------------------------------------------------------------- RegionCodes views
+
+
+@pytest.fixture(scope="module")
+def cnn_codes():
+    model = make_model("cnn")
+    x = make_inputs("cnn", 100)  # 100 samples: two words per unit, the second partial
+    return model, x, fs.codes(model, x, progress=False, batch_size=33)
+
+
+def test_unit_major_shapes_and_content(cnn_codes, impl):
+    model, x, rc = cnn_codes
+    with torch.no_grad():
+        model.eval()
+        pre = model.preacts(x)
+    for name, z in pre.items():
+        n, c = z.shape[:2]
+        positions = math.prod(z.shape[2:])
+        bits = sign_bits(z)  # [N, C*P]
+        per_unit = rc.unit_major(name, per_channel=False, backend=impl.backend)
+        assert per_unit.shape == (c * positions, 2)
+        assert torch.equal(per_unit, torch.from_numpy(np_pack(bits.T)))
+        per_channel = rc.unit_major(name, backend=impl.backend)
+        assert per_channel.shape == (c, positions * 2)
+        by_channel = bits.reshape(n, c, positions)
+        expected = np.stack(
+            [np.concatenate([np_pack(by_channel[:, ch, p][None])[0] for p in range(positions)]) for ch in range(c)]
+        )
+        assert torch.equal(per_channel, torch.from_numpy(expected))
+
+
+def test_unit_major_of_a_dense_layer():
+    model, x = make_model("mlp"), make_inputs("mlp", 65)
+    rc = fs.codes(model, x, progress=False)
+    with torch.no_grad():
+        z = model.preacts(x)["3"]
+    assert rc.unit_major("3").shape == (65, 2)
+    assert torch.equal(rc.unit_major("3"), rc.unit_major("3", per_channel=False))
+    assert torch.equal(rc.unit_major("3"), torch.from_numpy(np_pack(sign_bits(z).T)))
+    with pytest.raises(KeyError, match="no layer 'nope'"):
+        rc.unit_major("nope")
+
+
+def perturbed(model: nn.Module, scale: float, seed: int = 5) -> nn.Module:
+    other = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    return other
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "resnet"])
+def test_distance(model_name, impl):
+    model = make_model(model_name)
+    x = make_inputs(model_name, 90)
+    other = perturbed(model, 0.05)
+    a = fs.codes(model, x, progress=False)
+    b = fs.codes(other, x, progress=False)
+    assert a.distance(a, backend=impl.backend) == 0.0
+    assert all(d == 0.0 for d in a.distance(a, reduce="none").values())
+    with torch.no_grad():
+        model.eval(), other.eval()
+        pa, pb = model.preacts(x), other.preacts(x)
+    expected = {}
+    for name in pa:
+        differ = sign_bits(pa[name]) != sign_bits(pb[name])
+        expected[name] = int(differ.sum()) / differ.size
+    per_layer = a.distance(b, reduce="none", backend=impl.backend)
+    assert per_layer == expected  # the same count / bits: exact
+    assert a.distance(b, backend=impl.backend) == pytest.approx(sum(expected.values()) / len(expected), rel=1e-15)
+    assert 0 < a.distance(b) < 0.5
+    assert b.distance(a) == a.distance(b)
+
+
+def test_distance_errors():
+    model, x = make_model("mlp"), make_inputs("mlp", 10)
+    a = fs.codes(model, x, progress=False)
+    with pytest.raises(ValueError, match="reduce must be 'mean' or 'none', got 'sum'"):
+        a.distance(a, reduce="sum")
+    with pytest.raises(TypeError, match="other must be RegionCodes"):
+        a.distance(a["1"].words)
+    with pytest.raises(ValueError, match="the layers differ"):
+        a.distance(fs.codes(model, x, layers=["0"], progress=False))
+    with pytest.raises(ValueError, match="layer '1' has codes"):
+        a.distance(fs.codes(model, x[:5], progress=False))
+
+
+def test_region_counts_against_numpy_unique(impl):
+    # 2-D inputs and few units: many inputs share a region; duplicates guarantee it.
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
+    x = torch.randn(150, 2)
+    x = torch.cat([x, x[:50]])
+    rc = fs.codes(model, x, progress=False, batch_size=64)
+    with torch.no_grad():
+        z1 = model[0](x)
+        z2 = model[2](torch.relu(z1))
+    bits = np.concatenate([sign_bits(z1), sign_bits(z2)], axis=1)
+    unique_rows, inverse = np.unique(bits, axis=0, return_inverse=True)
+    assert 1 < len(unique_rows) < 150
+    assert rc.count_regions(backend=impl.backend) == len(unique_rows)
+    ids = rc.region_ids(backend=impl.backend).numpy()
+    assert ids.shape == (200,) and ids.min() == 0 and ids.max() == len(unique_rows) - 1
+    # the same partition of the inputs as numpy's (ids may be numbered differently)
+    pairs = set(zip(ids.tolist(), inverse.ravel().tolist()))
+    assert len(pairs) == len(unique_rows)
+    assert torch.equal(rc.concatenated(), torch.from_numpy(np.concatenate([np_pack(sign_bits(z1)), np_pack(sign_bits(z2))], 1)))
+
+
+def test_region_codes_container(cnn_codes, tmp_path):
+    _, _, rc = cnn_codes
+    assert len(rc) == 2 and list(rc) == rc.names and "2" in rc and "x" not in rc
+    assert rc.nbytes == 100 * (8 + 4) * 8  # 512 units = 8 words, 256 units = 4 words
+    assert rc.n_units == 512 + 256
+    assert "n_samples=100" in repr(rc)
+    moved = rc.to("cpu")
+    assert moved.names == rc.names and all(torch.equal(moved[n].words, rc[n].words) for n in rc)
+    with pytest.raises(ValueError, match="same number of samples"):
+        RegionCodes({"a": LayerCodes(torch.zeros(2, 1, dtype=torch.int64), 3, (3,)),
+                     "b": LayerCodes(torch.zeros(3, 1, dtype=torch.int64), 3, (3,))})
+    with pytest.raises(ValueError, match="need 1 words"):
+        LayerCodes(torch.zeros(2, 2, dtype=torch.int64), 3, (3,))
+    with pytest.raises(ValueError, match="n_units=4"):
+        LayerCodes(torch.zeros(2, 1, dtype=torch.int64), 4, (3,))
+    assert RegionCodes({}).count_regions() == 0
+
+
+# ---------------------------------------------------------------- files
+
+
+def test_save_load_round_trip(cnn_codes, tmp_path):
+    _, _, rc = cnn_codes
+    path = tmp_path / "codes.pt"
+    rc.save(path)
+    assert os.listdir(tmp_path) == ["codes.pt"]  # no temporary file left behind
+    if os.path.exists("/proc/self/status"):  # the mode open() would give, not mkstemp's 0600
+        umask = os.umask(0o022)
+        os.umask(umask)
+        assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+    loaded = RegionCodes.load(path)
+    assert loaded.names == rc.names
+    for name in rc:
+        assert torch.equal(loaded[name].words, rc[name].words)
+        assert loaded[name].unit_shape == rc[name].unit_shape and loaded[name].n_units == rc[name].n_units
+    assert loaded.meta == rc.meta
+    assert rc.meta["model"] == "CNN" and rc.meta["where"] == "pre" and rc.meta["n_samples"] == 100
+    assert loaded.distance(rc) == 0.0
+    rc.save(str(path))  # overwrite, str path
+    assert RegionCodes.load(str(path)).names == rc.names
+
+
+def test_load_rejects_truncated_and_foreign_files(cnn_codes, tmp_path):
+    _, _, rc = cnn_codes
+    good = tmp_path / "good.pt"
+    rc.save(good)
+    data = good.read_bytes()
+    cases = {
+        "half.pt": data[: len(data) // 2],
+        "tiny.pt": data[:2],
+        "empty.pt": b"",
+        "text.txt": b"hello, these are not codes\n",
+        "pickle.pkl": pickle.dumps({"format": "fastspline.RegionCodes"}),
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match="not a fastspline codes file|truncated or corrupt"):
+            RegionCodes.load(tmp_path / name)
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="not a fastspline RegionCodes file"):
+        RegionCodes.load(tmp_path / "model.pt")
+    torch.save({"format": "fastspline.RegionCodes", "version": 99, "meta": {}, "layers": []}, tmp_path / "future.pt")
+    with pytest.raises(ValueError, match="format version 99"):
+        RegionCodes.load(tmp_path / "future.pt")
+    bad_layer = {"name": "a", "words": torch.zeros(2, 3, dtype=torch.int64), "n_units": 5, "unit_shape": [5]}
+    torch.save({"format": "fastspline.RegionCodes", "version": 1, "meta": {}, "layers": [bad_layer]}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="layer 0 of .* is malformed"):
+        RegionCodes.load(tmp_path / "bad.pt")
+    with pytest.raises(FileNotFoundError):
+        RegionCodes.load(tmp_path / "missing.pt")
+
+
+def test_save_rejects_meta_that_load_could_not_read(cnn_codes, tmp_path):
+    _, _, rc = cnn_codes
+    odd = RegionCodes(dict(rc.items()), {**rc.meta, "model_object": nn.ReLU()})
+    with pytest.raises(TypeError, match=r"meta\['model_object'\] is a ReLU"):
+        odd.save(tmp_path / "odd.pt")
+    assert os.listdir(tmp_path) == []
