@@ -1,0 +1,134 @@
+"""What every fastspline model shares: a width list that rebuilds it, a config
+that recreates it, and the weight initialisation of the paper's official code.
+
+A *width* is the number of units of one prunable layer (a conv's channels, a
+hidden linear layer's neurons, the channels a PreResNet block reads from its
+input). ``model.widths()`` lists them in forward order, ``model.width_layers()``
+names the modules of each one, and ``model.rebuild(widths)`` returns a freshly
+initialised dense model of the same architecture with those widths: the
+pruning step copies the kept units' weights into it.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+__all__ = ["SplineModel", "WidthLayer", "init_weights", "check_widths", "spatial_size"]
+
+
+@dataclass(frozen=True)
+class WidthLayer:
+    """The modules behind one entry of ``model.widths()``.
+
+    activation: name of the ``nn.ReLU`` whose input these units are (the layer
+        name :func:`fastspline.codes.codes` gives them).
+    norm: name of the BatchNorm producing that input, or None (no BN).
+    producer: name of the conv/linear whose output channels these are, or None
+        when the units are a selection of a residual stream (PreResNet's
+        ``select``, whose kept indices live in a buffer).
+    select: name of the :class:`~fastspline.models.preresnet.ChannelSelect` that
+        picks these channels out of ``norm``'s output, or None.
+    """
+
+    activation: str
+    norm: str | None
+    producer: str | None
+    select: str | None = None
+
+
+class SplineModel(nn.Module):
+    """Base of the cfg-driven models: subclasses set ``arch`` and implement
+    :meth:`widths`, :meth:`width_layers`, :meth:`config` and :meth:`_with_widths`."""
+
+    arch: str = ""
+
+    def widths(self) -> list[int]:
+        """Units of each prunable layer, in forward order."""
+        raise NotImplementedError
+
+    def width_layers(self) -> list[WidthLayer]:
+        """The modules behind each entry of :meth:`widths` (same order)."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able arguments that rebuild this architecture with
+        :func:`fastspline.models.build` (weights not included)."""
+        raise NotImplementedError
+
+    def rebuild(self, widths: Sequence[int]) -> SplineModel:
+        """A new dense model of this architecture with ``widths`` (freshly initialised).
+
+        Raises ValueError when ``widths`` has the wrong length or a width < 1.
+        """
+        check_widths(widths, len(self.widths()), type(self).__name__)
+        return self._with_widths([operator.index(w) for w in widths])
+
+    def _with_widths(self, widths: list[int]) -> SplineModel:
+        raise NotImplementedError
+
+
+def check_widths(widths: object, expected: int, where: str) -> None:
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise TypeError(f"{where}.rebuild: widths must be a sequence of ints, got {type(widths).__name__}")
+    if len(widths) != expected:
+        raise ValueError(f"{where}.rebuild: widths must have {expected} entries, got {len(widths)}")
+    for i, w in enumerate(widths):
+        # operator.index accepts numpy and 0-d torch integers too, but not floats or bools.
+        if isinstance(w, bool) or not hasattr(type(w), "__index__"):
+            raise TypeError(f"{where}.rebuild: widths[{i}] must be an int, got {type(w).__name__} {w!r}")
+        if operator.index(w) < 1:
+            raise ValueError(f"{where}.rebuild: widths[{i}] must be >= 1, got {w}")
+
+
+def init_weights(model: nn.Module) -> None:
+    """Initialise as the network-slimming / EB / Spline-EB code does.
+
+    conv (1-D and 2-D) and hidden linear layers: normal(0, sqrt(2 / (k * out)))
+    (Kaiming normal, fan-out); BatchNorm: weight 0.5, bias 0; the classifier
+    (a linear layer named ``classifier``): normal(0, 0.01), bias 0.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+            fan_out = math.prod(module.kernel_size) * module.out_channels
+            nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+            nn.init.constant_(module.weight, 0.5)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            if name.split(".")[-1] == "classifier":
+                nn.init.normal_(module.weight, 0.0, 0.01)
+            else:
+                # A hidden linear layer followed by ReLU is a 1x1 conv: same rule as the convs.
+                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / module.out_features))
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+def spatial_size(input_size: object, ndim: int, where: str) -> tuple[int, ...]:
+    """``input_size`` (an int or a tuple of ``ndim`` ints) as a tuple."""
+    if isinstance(input_size, bool):
+        raise TypeError(f"{where}: input_size must be an int or a tuple of ints, got {input_size!r}")
+    if isinstance(input_size, int):
+        size = (input_size,) * ndim
+    elif isinstance(input_size, (tuple, list)) and all(isinstance(s, int) and not isinstance(s, bool) for s in input_size):
+        size = tuple(input_size)
+    else:
+        raise TypeError(f"{where}: input_size must be an int or a tuple of ints, got {input_size!r}")
+    if len(size) != ndim or min(size) < 1:
+        raise ValueError(f"{where}: input_size must be {ndim} positive sizes, got {input_size!r}")
+    return size
+
+
+def check_positive_int(value: object, name: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{where}: {name} must be >= 1, got {value}")
+    return value

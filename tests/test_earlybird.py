@@ -1,0 +1,184 @@
+"""fastspline.earlybird: the spline EB fires on a converging run and not on one
+whose codes keep changing; the window/threshold rule exactly; the mask EB on
+hand-built masks; state round trips."""
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fastspline import data, models, train
+from fastspline.earlybird import MaskEarlyBird, SplineEarlyBird, bn_mask
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models on a shared 2-core machine: OpenMP barriers cost more than the work.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    split = data.toy_x(400)
+    # The canvas of the X task: the plane through (-5, 5) and (5, 5) covers [-5, 5] x [0, 10].
+    probe = data.canvas(torch.tensor([-5.0, 5.0]), torch.tensor([5.0, 5.0]), 16)
+    return split, probe
+
+
+def test_fires_on_a_converging_run(toy) -> None:
+    split, probe = toy
+    train.seed_everything(0)
+    model = models.mlp([2, 16, 16, 2])
+    eb = SplineEarlyBird(probe, report_thresholds=(0.05, 0.0))
+    history = train.fit(model, split.train, split.test, 12, batch_size=32, progress=False, callbacks=[eb])
+    assert eb.found and 4 <= eb.epoch <= 12
+    assert eb.distances[eb.epoch] < 0.16 <= eb.distances.get(eb.epoch - 1, 1.0)
+    assert eb.fired[0.05] is None or eb.fired[0.05] >= eb.epoch  # a lower threshold fires no earlier
+    assert eb.fired[0.0] is None  # strict: nothing is below 0
+    assert history[eb.epoch - 1]["spline_found"] and history[eb.epoch - 1]["spline_distance"] == eb.distances[eb.epoch]
+    assert history[0]["spline_distance"] is None  # no full window yet
+    assert set(eb.layer_history) == {"layers.relu0", "layers.relu1"}
+    assert eb.probe_flops == train.count_flops(model, probe)
+
+
+def test_does_not_fire_when_codes_keep_changing(toy) -> None:
+    _, probe = toy
+    torch.manual_seed(0)
+    model = models.mlp([2, 16, 16, 2])
+    eb = SplineEarlyBird(probe, report_thresholds=(0.3,))
+    for epoch in range(1, 11):
+        models.init_weights(model)  # re-randomised weights: a new partition every epoch
+        eb.step(model, epoch)
+    assert not eb.found and eb.fired[0.3] is None
+    assert min(eb.distances.values()) > 0.3
+
+
+def test_window_rule_and_history_matrix() -> None:
+    torch.manual_seed(0)
+    model = models.mlp([3, 8, 2])
+    probe = torch.randn(50, 3)
+    eb = SplineEarlyBird(probe, threshold=0.5, window=3)
+    fired = [eb.step(model, epoch) for epoch in range(1, 6)]
+    # The same model every epoch: distance 0, found as soon as the window is full (the 4th step).
+    assert fired == [False, False, False, True, True] and eb.epoch == 4
+    assert eb.distances == {4: 0.0, 5: 0.0}
+    matrix = eb.history
+    assert matrix.shape == (6, 6) and torch.isnan(matrix[0]).all()
+    assert matrix[5, 2] == 0.0 and torch.isnan(matrix[5, 1])  # only the window band is computed
+    assert eb.nbytes == 3 * eb.codes_of(model).nbytes  # only `window` codes are kept
+
+    # A 0 threshold never fires (strictly below); a changed model is seen at distance > 0.
+    strict = SplineEarlyBird(probe, threshold=0.0, window=1)
+    strict.step(model, 0)
+    strict.step(model, 1)
+    assert not strict.found and strict.distances[1] == 0.0
+    models.init_weights(model)
+    strict.step(model, 2)
+    assert strict.distances[2] > 0
+
+
+def test_history_depth_gives_a_wider_heatmap() -> None:
+    torch.manual_seed(0)
+    model = models.mlp([3, 8, 2])
+    eb = SplineEarlyBird(torch.randn(20, 3), window=1, history_depth=10)
+    for epoch in range(1, 6):
+        models.init_weights(model)
+        eb.step(model, epoch)
+    assert not torch.isnan(eb.history[1:, 1:]).any()
+    assert eb.distances[5] == eb.history[5, 4].item()  # the criterion still uses window=1
+
+
+def test_state_dict_round_trip() -> None:
+    torch.manual_seed(0)
+    model = models.mlp([3, 8, 2])
+    probe = torch.randn(20, 3)
+    eb = SplineEarlyBird(probe, window=2)
+    for epoch in (1, 2):
+        models.init_weights(model)
+        eb.step(model, epoch)
+    buffer = io.BytesIO()
+    torch.save(eb.state_dict(), buffer)
+    buffer.seek(0)
+    copy = SplineEarlyBird(probe, window=2)
+    copy.load_state_dict(torch.load(buffer, weights_only=True))
+    models.init_weights(model)
+    assert copy.step(model, 3) == eb.step(model, 3)
+    assert copy.distances == eb.distances and copy.layer_names == eb.layer_names
+    torch.testing.assert_close(copy.history, eb.history, equal_nan=True)
+
+
+def _masks(bits: str) -> torch.Tensor:
+    return torch.tensor([b == "1" for b in bits])
+
+
+def test_mask_earlybird_on_hand_built_masks() -> None:
+    eb = MaskEarlyBird(ratio=0.5, threshold=0.1, window=5)
+    sequence = [
+        "1111100000",
+        "0111110000",  # 2 of 10 differ from the first
+        "0011111000",
+        "0011111000",
+        "0011111000",  # FIFO full: distances to the newest 0.4, 0.2, 0, 0 -> not yet
+        "0011111000",  # 0.2, 0, 0, 0 -> not yet
+        "0011110100",  # 0.2 from each earlier one -> not yet
+        "0011110100",  # 0.2, 0.2, 0.2, 0 -> not yet
+        "0011110100",
+        "0011110100",  # 0.2 from the oldest kept -> not yet
+        "0011110110",  # 0.1 from each: <= 0.1 fires (inclusive)
+    ]
+    results = [eb.step_mask(_masks(bits), epoch) for epoch, bits in enumerate(sequence, start=1)]
+    assert results.index(True) == 10 and eb.epoch == 11
+    assert eb.distances[5] == pytest.approx(0.4) and eb.distances[11] == pytest.approx(0.1)
+    assert 1 not in eb.distances and 4 not in eb.distances  # 5 masks are needed
+    assert eb.history[11, 7].item() == pytest.approx(0.1) and math.isnan(eb.history[11, 6].item())
+
+
+def test_bn_mask_global_threshold() -> None:
+    model = nn.Sequential(nn.BatchNorm1d(4), nn.ReLU(), nn.BatchNorm1d(2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([0.1, -0.5, 0.3, 0.9]))
+        model[2].weight.copy_(torch.tensor([0.2, 0.05]))
+    # |gamma| sorted: .05 .1 .2 .3 .5 .9; ratio 0.5 -> the value at position 3 (0.3) is the cut.
+    assert bn_mask(model, 0.5).tolist() == [False, True, False, True, False, False]
+    assert bn_mask(model, 0.0).sum() == 5
+    # As the official code, the channel at the cut position is pruned too: of two channels, p = 0.5 keeps none.
+    assert bn_mask(model, 0.5, layers=["2"]).tolist() == [False, False]
+    assert bn_mask(model, 0.0, layers=[model[2]]).tolist() == [True, False]
+    detector = MaskEarlyBird(0.5, window=2)
+    detector.step(model, 1)
+    assert detector.step(model, 2) and detector.distances[2] == 0.0
+
+
+def test_argument_checks() -> None:
+    probe = torch.randn(8, 3)
+    with pytest.raises(TypeError, match="probe must be a tensor"):
+        SplineEarlyBird([[0.0]])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="threshold must be"):
+        SplineEarlyBird(probe, threshold=1.5)
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        SplineEarlyBird(probe, window=0)
+    with pytest.raises(ValueError, match="history_depth"):
+        SplineEarlyBird(probe, window=3, history_depth=2)
+    with pytest.raises(ValueError, match="ratio"):
+        MaskEarlyBird(1.0)
+    eb = SplineEarlyBird(probe)
+    model = models.mlp([3, 4, 2])
+    eb.step(model, 2)
+    with pytest.raises(ValueError, match="epochs must increase"):
+        eb.step(model, 2)
+    with pytest.raises(TypeError, match="epoch must be an int"):
+        eb.step(model, 3.0)  # type: ignore[arg-type]
+    mask = MaskEarlyBird(0.5)
+    with pytest.raises(TypeError, match="1-D bool"):
+        mask.step_mask(torch.ones(4), 1)
+    mask.step_mask(torch.ones(4, dtype=torch.bool), 1)
+    with pytest.raises(ValueError, match="entries"):
+        mask.step_mask(torch.ones(5, dtype=torch.bool), 2)
+    with pytest.raises(ValueError, match="no affine BatchNorm"):
+        bn_mask(nn.Linear(2, 2), 0.5)
