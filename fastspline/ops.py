@@ -28,6 +28,7 @@ import sys
 from fractions import Fraction
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 
 from fastspline import backends
 
@@ -140,6 +141,22 @@ def _backend_for(op: str, backend: str | None, *tensors: torch.Tensor) -> str:
 
 def _impl(backend: str):
     return backends.load(backend)
+
+
+def _use_custom_op(*args: object) -> bool:
+    """Go through the torch.library op while torch.compile/export traces, or on
+    meta tensors (its fake kernel gives their shapes). Plain eager calls go to the
+    backend directly: same result, without the dispatcher's ~8 us per call and the
+    ~1 s import of torch._dynamo that a custom op's first call costs."""
+    if torch.compiler.is_compiling():
+        return True
+    return any(isinstance(t, torch.Tensor) and (t.is_meta or isinstance(t, FakeTensor)) for t in args)
+
+
+def _run(custom_op, name: str, backend: str, *args: object):
+    if _use_custom_op(*args):
+        return custom_op(*args, backend)
+    return getattr(_impl(backend), name)(*args)
 
 
 # ---------------------------------------------------------------- custom ops
@@ -298,7 +315,7 @@ def pack_signs(x: torch.Tensor, dim: int = -1, threshold: float = 0.0, *, backen
     dim = _require_int(op, "dim", dim, -x.dim(), x.dim() - 1)
     threshold = _float64_floor(op, threshold)
     name = _backend_for(op, backend, x)
-    return _pack_signs_op(x.movedim(dim, -1), threshold, name)
+    return _run(_pack_signs_op, "pack_signs", name, x.movedim(dim, -1), threshold)
 
 
 def unpack_bits(words: torch.Tensor, n_bits: int, *, backend: str | None = None) -> torch.Tensor:
@@ -306,14 +323,14 @@ def unpack_bits(words: torch.Tensor, n_bits: int, *, backend: str | None = None)
     op = "unpack_bits"
     words = _require_words(op, "words", words)
     n_bits = _require_n_bits(op, n_bits, words)
-    return _unpack_bits_op(words, n_bits, _backend_for(op, backend, words))
+    return _run(_unpack_bits_op, "unpack_bits", _backend_for(op, backend, words), words, n_bits)
 
 
 def popcount(words: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
     """Set bits per code: int64 ``[..., W]`` -> int64 ``[...]``."""
     op = "popcount"
     words = _require_words(op, "words", words)
-    return _popcount_op(words, _backend_for(op, backend, words))
+    return _run(_popcount_op, "popcount", _backend_for(op, backend, words), words)
 
 
 def _check_pair(op: str, a: object, b: object, ndim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,7 +352,7 @@ def hamming(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = None) -> 
     """Row-wise Hamming distances: int64 ``[..., W]`` twice (same shape) -> int64 ``[...]``."""
     op = "hamming"
     a, b = _check_rowwise(op, a, b)
-    return _hamming_op(a, b, _backend_for(op, backend, a))
+    return _run(_hamming_op, "hamming", _backend_for(op, backend, a), a, b)
 
 
 def hamming_total(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
@@ -343,7 +360,7 @@ def hamming_total(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = Non
     no per-row buffer. Returns an int64 scalar tensor."""
     op = "hamming_total"
     a, b = _check_rowwise(op, a, b)
-    return _hamming_total_op(a, b, _backend_for(op, backend, a))
+    return _run(_hamming_total_op, "hamming_total", _backend_for(op, backend, a), a, b)
 
 
 def _check_pairwise(op: str, a: object, b: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -374,7 +391,7 @@ def hamming_cdist(
     a, b = _check_pairwise(op, a, a if b is None else b)
     name = _backend_for(op, backend, a)
     if out is None:
-        return _hamming_cdist_op(a, b, name)
+        return _run(_hamming_cdist_op, "hamming_cdist", name, a, b)
     out = _require_tensor(op, "out", out)
     shape = (a.shape[0], b.shape[0])
     if out.dtype != torch.int32 or tuple(out.shape) != shape or not out.is_contiguous() or out.device != a.device:
@@ -382,7 +399,10 @@ def hamming_cdist(
             f"{op}: out must be a contiguous torch.int32 tensor of shape {shape} on {a.device}, "
             f"got {out.dtype} {tuple(out.shape)} on {out.device} (contiguous={out.is_contiguous()})"
         )
-    _hamming_cdist_out_op(a, b, out, name)
+    if _use_custom_op(a, b, out):
+        _hamming_cdist_out_op(a, b, out, name)
+    else:
+        _impl(name).hamming_cdist(a, b, out)
     return out
 
 
@@ -400,7 +420,7 @@ def hamming_topk(
     if b.shape[0] == 0:
         raise ValueError(f"{op}: k must be in [1, M] but b has M=0 rows (k={k!r})")
     k = _require_int(op, "k", k, 1, b.shape[0])
-    return _hamming_topk_op(a, b, k, _backend_for(op, backend, a))
+    return _run(_hamming_topk_op, "hamming_topk", _backend_for(op, backend, a), a, b, k)
 
 
 def hamming_radius(
@@ -416,7 +436,7 @@ def hamming_radius(
     r = _require_int(op, "r", r, 0)
     # Beyond the code length every pair matches; clamp so the kernels see an int32 radius.
     r = min(r, a.shape[1] * 64)
-    return _hamming_radius_op(a, b, r, _backend_for(op, backend, a))
+    return _run(_hamming_radius_op, "hamming_radius", _backend_for(op, backend, a), a, b, r)
 
 
 def bit_transpose(words: torch.Tensor, n_bits: int, *, backend: str | None = None) -> torch.Tensor:
@@ -428,7 +448,7 @@ def bit_transpose(words: torch.Tensor, n_bits: int, *, backend: str | None = Non
     op = "bit_transpose"
     words = _require_words(op, "words", words, ndim=2)
     n_bits = _require_n_bits(op, n_bits, words)
-    return _bit_transpose_op(words, n_bits, _backend_for(op, backend, words))
+    return _run(_bit_transpose_op, "bit_transpose", _backend_for(op, backend, words), words, n_bits)
 
 
 def count_regions(
@@ -442,5 +462,5 @@ def count_regions(
     """
     op = "count_regions"
     codes = _require_words(op, "codes", codes, ndim=2)
-    return _count_regions_op(codes, _backend_for(op, backend, codes))
+    return _run(_count_regions_op, "count_regions", _backend_for(op, backend, codes), codes)
 
