@@ -1,5 +1,7 @@
 // Drivers of the CPU ops: ISA dispatch, OpenMP threading, tiling, heaps, sorting.
 // Compiled without ISA flags; all SIMD work goes through the active KernelTable.
+// Loops use dynamic schedules: on a shared machine a thread that loses its core
+// would otherwise hold a static half of the work (and everyone at the barrier).
 #include "ops.h"
 
 #include <omp.h>
@@ -185,7 +187,7 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
     }
     const int64_t run = std::max<int64_t>(1, std::min(inner, kParallelMin / w));
     const int64_t runs = ceil_div(inner, run), tasks = (rows / inner) * runs;
-#pragma omp parallel for num_threads(threads) schedule(static) if (tasks > 1)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (tasks > 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t g = task / runs, r0 = (task % runs) * run, rn = std::min(run, inner - r0);
       t.pack_rows(base + (row_offset(outer, g) + r0 * inner_stride) * es, dtype, rn, inner_stride, n, thr32, threshold,
@@ -236,7 +238,7 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
 
 void unpack_bits(const uint64_t* words, int64_t rows, int64_t w, int64_t n_bits, bool* out, int threads) {
   prefer_huge_pages(out, rows * n_bits);
-#pragma omp parallel for num_threads(threads) schedule(static) if (rows * w > kParallelMin)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 64) if (rows * w > kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     bool* dst = out + r * n_bits;
     for (int64_t k = 0; k < w; ++k) {
@@ -253,7 +255,7 @@ void popcount(const uint64_t* words, int64_t rows, int64_t w, int64_t* out, int 
   const KernelTable& t = kt();
   const int64_t chunk = std::max<int64_t>(1, kParallelMin / std::max<int64_t>(w, 1));
   const int64_t chunks = ceil_div(rows, chunk);
-#pragma omp parallel for num_threads(threads) schedule(static) if (chunks > 1)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (chunks > 1)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t r0 = c * chunk, rn = std::min(chunk, rows - r0);
     t.popcount_rows(words + r0 * w, rn, w, out + r0);
@@ -264,7 +266,7 @@ void hamming(const uint64_t* a, const uint64_t* b, int64_t rows, int64_t w, int6
   const KernelTable& t = kt();
   const int64_t chunk = std::max<int64_t>(1, kParallelMin / std::max<int64_t>(w, 1));
   const int64_t chunks = ceil_div(rows, chunk);
-#pragma omp parallel for num_threads(threads) schedule(static) if (chunks > 1)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (chunks > 1)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t r0 = c * chunk, rn = std::min(chunk, rows - r0);
     t.hamming_rows(a + r0 * w, b + r0 * w, rn, w, out + r0);
@@ -275,7 +277,7 @@ uint64_t hamming_total(const uint64_t* a, const uint64_t* b, int64_t n_words, in
   const KernelTable& t = kt();
   const int64_t chunks = ceil_div(n_words, kParallelMin * 4);
   uint64_t total = 0;
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total) if (chunks > 1)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(+ : total) if (chunks > 1)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t k0 = c * kParallelMin * 4;
     total += t.hamming_sum(a + k0, b + k0, std::min<int64_t>(kParallelMin * 4, n_words - k0));
@@ -307,7 +309,7 @@ PackedB pack_b(const KernelTable& t, const uint64_t* b, int64_t m, int64_t w, in
   p.ldb = w * lanes;
   p.storage.assign(blocks * p.ldb, 0);
   uint64_t* dst = p.storage.data();
-#pragma omp parallel for num_threads(threads) schedule(static) if (m * w > kParallelMin)
+#pragma omp parallel for num_threads(threads) schedule(static) if (m * w > (int64_t(1) << 22))  // a copy: threads pay off only for large B
   for (int64_t blk = 0; blk < blocks; ++blk)
     for (int64_t l = 0; l < lanes && blk * lanes + l < m; ++l) {
       const uint64_t* src = b + (blk * lanes + l) * w;
@@ -483,7 +485,7 @@ void hamming_radius_fill(const uint64_t* a, int64_t n, const uint64_t* b, int64_
 void bit_transpose(const uint64_t* words, int64_t n, int64_t w, int64_t n_bits, uint64_t* out, int threads) {
   const int64_t row_blocks = ceil_div(n, 64), out_w = row_blocks;
   prefer_huge_pages(out, n_bits * out_w * (int64_t)sizeof(uint64_t));
-#pragma omp parallel for num_threads(threads) schedule(static) if (n * w > kParallelMin)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 256) if (n * w > kParallelMin)
   for (int64_t task = 0; task < row_blocks * w; ++task) {
     const int64_t rb = task / w, k = task % w;
     const int64_t rows = std::min<int64_t>(64, n - rb * 64), bits = std::min<int64_t>(64, n_bits - k * 64);
