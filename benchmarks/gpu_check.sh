@@ -14,5 +14,6 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=c
 # The image has torch, pybind11, cmake and ninja: build against them, fetch nothing.
 FASTSPLINE_CUDA=1 python3 -m pip install --no-build-isolation --no-deps -e . -q
 python3 -c "import fastspline, pprint; pprint.pprint(fastspline.build_info())"
-python3 -m pytest tests/test_gpu.py tests/test_cuda_module.py -q -p no:cacheprovider 2>&1 | tee "$out_dir/gpu-tests.log"
-python3 benchmarks/bench_gpu.py --out-dir "$out_dir"
+# Compiled Triton on the GPU, not the interpreter the CPU tests use.
+TRITON_INTERPRET=0 python3 -m pytest tests/test_gpu.py tests/test_cuda_module.py tests/test_triton.py -q -p no:cacheprovider 2>&1 | tee "$out_dir/gpu-tests.log"
+TRITON_INTERPRET=0 python3 benchmarks/bench_gpu.py --out-dir "$out_dir"

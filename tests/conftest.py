@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 # Before anything imports triton: a Triton backend must run (interpreted) without a GPU.
-os.environ["TRITON_INTERPRET"] = "1"
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from collections.abc import Iterator
 from typing import NamedTuple

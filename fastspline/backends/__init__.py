@@ -21,6 +21,7 @@ _MODULES: dict[str, str] = {
     "cpu": "fastspline.backends.cpu",
     "cuda": "fastspline.backends.cuda",
     "reference": "fastspline.backends.reference",
+    "triton": "fastspline.backends.triton",
 }
 # device type -> the backend tried first for it (others fall back to the reference).
 _DEVICE_DEFAULT: dict[str, str] = {"cpu": "cpu", "cuda": "cuda"}

@@ -1,0 +1,183 @@
+"""Triton backend specifics; the shared matrix (test_ops.py, test_properties.py, ...)
+already runs every op on "triton" through the ``impl`` fixture.
+
+Here: tilings with many small programs (the interpreter otherwise picks blocks
+that cover a test's data in one program), the top-k paths the matrix does not
+reach (several programs per row, the large-k fallback in several chunks), deep
+strided pack_signs inputs, the float32 threshold rounding, the registry
+contract, and a cross-compile of the GPU code path (libdevice popcount,
+autotune configs) for sm_80/sm_90 without a GPU.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fastspline as fs
+from fastspline import backends
+from cases import make_gen, near_copies, random_floats, random_words
+
+REASON = backends.available().get("triton")
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"triton backend unavailable: {REASON}")
+
+if REASON is None:
+    from fastspline.backends import triton as triton_backend
+    from fastspline.kernels import common, layout, search
+
+    INTERPRETED = common.INTERPRETED
+else:
+    INTERPRETED = True
+# Interpreted (conftest sets TRITON_INTERPRET=1): CPU tensors. Compiled (a run without
+# TRITON_INTERPRET on a GPU machine): CUDA tensors.
+DEVICE = torch.device("cpu" if INTERPRETED else "cuda")
+needs_device = pytest.mark.skipif(
+    not INTERPRETED and not torch.cuda.is_available(), reason="compiled Triton kernels need a CUDA device"
+)
+interpreter_only = pytest.mark.skipif(not INTERPRETED, reason="sizes the interpreter's tiles")
+
+
+def _same(got, want) -> None:
+    """``got`` (on DEVICE) equals the reference's ``want`` (on the CPU), bit for bit."""
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.device.type == DEVICE.type
+        assert g.dtype == w.dtype and g.shape == w.shape and torch.equal(g.cpu(), w)
+
+
+def _run(op, *args):
+    """``op`` on the triton backend with the tensors moved to DEVICE."""
+    moved = [arg.to(DEVICE) if isinstance(arg, torch.Tensor) else arg for arg in args]
+    return op(*moved, backend="triton")
+
+
+def _pairs(n: int, m: int, n_bits: int, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows around a small pool: duplicates and near neighbours (ties, radius hits)."""
+    gen = make_gen(key, n, m, n_bits)
+    pool = random_words(5, n_bits, gen)
+    a = near_copies(pool, n, n_bits, gen, max_flips=2)
+    b = near_copies(pool, m, n_bits, gen, max_flips=2)
+    b[::5] = random_words(b[::5].shape[0], n_bits, gen)
+    return a, b
+
+
+def test_registered_and_never_default_for_cpu():
+    assert "triton" in backends.names()
+    if INTERPRETED:
+        assert triton_backend.DEVICE_TYPES == ("cuda", "cpu") and not common.USE_LIBDEVICE
+    else:
+        assert triton_backend.DEVICE_TYPES == ("cuda",) and common.USE_LIBDEVICE
+    assert backends.select("cpu") != "triton"
+
+
+@interpreter_only
+@pytest.mark.parametrize("n_bits", [65, 700])
+def test_many_small_tiles(monkeypatch, n_bits):
+    """Tiny interpreter tiles: every op runs as many programs with tails in every
+    dim - cdist's grouped tile order, top-k merging across tiles of b, radius
+    slots across tiles, atomics from many programs, transposes over many blocks."""
+    monkeypatch.setattr(common, "INTERPRETER_TILE_ELEMENTS", 1024)
+    a, b = _pairs(45, 70, n_bits, "tiles")
+    x = random_floats((3, 37, 2 * n_bits + 3), torch.float32, 0.2, make_gen("tiles-x", n_bits)).transpose(0, 1)
+    for op, args in [
+        (fs.pack_signs, (x, -1, 0.2)),
+        (fs.pack_signs, (x, 0, 0.2)),
+        (fs.unpack_bits, (a, n_bits)),
+        (fs.popcount, (a,)),
+        (fs.hamming, (a, a.flip(0))),
+        (fs.hamming_total, (a, a.flip(0))),
+        (fs.hamming_cdist, (a, b)),
+        (fs.hamming_topk, (a, b, 1)),
+        (fs.hamming_topk, (a, b, 20)),
+        (fs.hamming_topk, (a, b, 70)),
+        (fs.hamming_radius, (a, b, n_bits // 3)),
+        (fs.bit_transpose, (a, n_bits)),
+        (fs.count_regions, (torch.cat([a, a[::3]]),)),
+    ]:
+        _same(_run(op, *args), op(*args, backend="reference"))
+
+
+@needs_device
+@pytest.mark.parametrize("splits", [2, 3, 8])
+@pytest.mark.parametrize("k", [1, 5, 16, 17])
+def test_topk_split_rows_merge(splits, k):
+    """Several programs per row of a, each searching a slice of b, then the exact
+    merge of their keys (the GPU path when a has few rows); ties to the lower index."""
+    a, b = _pairs(23, 61, 129, "splits")
+    dist = torch.empty(23, k, dtype=torch.int32, device=DEVICE)
+    index = torch.empty(23, k, dtype=torch.int64, device=DEVICE)
+    search.topk(a.to(DEVICE), b.to(DEVICE), k, dist, index, splits=splits)
+    _same((dist, index), fs.hamming_topk(a, b, k, backend="reference"))
+
+
+@needs_device
+def test_topk_large_k_in_chunks(monkeypatch):
+    """k past the register list: distance rows in several chunks and a stable sort."""
+    monkeypatch.setattr(triton_backend, "_TOPK_CHUNK_ELEMENTS", 3 * 1100)
+    a, b = _pairs(10, 1100, 65, "large-k")
+    k = search.MAX_TOPK_LIST + 1
+    _same(_run(fs.hamming_topk, a, b, k), fs.hamming_topk(a, b, k, backend="reference"))
+
+
+@needs_device
+def test_pack_signs_deep_strided():
+    """Leading dims that do not merge into four: one launch per outer index."""
+    base = random_floats((3, 4, 5, 6, 7, 130), torch.float16, 0.0, make_gen("deep"))
+    x = base.permute(4, 2, 0, 3, 1, 5)[:, ::2]  # 5 leading dims, none mergeable
+    x_device = base.to(DEVICE).permute(4, 2, 0, 3, 1, 5)[:, ::2]  # the same view of a copy
+    for dim in (-1, 0, 2):
+        _same(fs.pack_signs(x_device, dim, backend="triton"), fs.pack_signs(x, dim, backend="reference"))
+
+
+@pytest.mark.parametrize(
+    "threshold", [0.1, -0.1, 1e39, -1e39, 5e-324, -5e-324, 0.0, -0.0, math.inf, -math.inf, 3.4028235677973366e38]
+)
+def test_float32_floor(threshold):
+    """The largest float32 <= threshold."""
+    got = layout.float32_floor(threshold)
+    assert got <= threshold
+    assert np.float32(got) == got  # representable
+    with np.errstate(over="ignore"):
+        above = float(np.nextafter(np.float32(got), np.float32(np.inf)))
+    assert above > threshold or got == math.inf
+
+
+def test_float32_floor_nan():
+    assert math.isnan(layout.float32_floor(math.nan))
+
+
+def test_missing_triton_marks_backend_unavailable(monkeypatch):
+    """Without triton, importing the backend raises ImportError and the registry
+    reports it as the reason (no crash, no silent fallback)."""
+    monkeypatch.setattr(backends, "_loaded", {k: v for k, v in backends._loaded.items() if k != "triton"})
+    monkeypatch.setattr(backends, "_failed", dict(backends._failed))
+    monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` raises ImportError
+    monkeypatch.setattr(fs, "kernels", fs.kernels)  # the re-import below rebinds it; restore it after
+    for name in [m for m in sys.modules if m.startswith("fastspline.kernels") or m == "fastspline.backends.triton"]:
+        monkeypatch.delitem(sys.modules, name)
+    reason = backends.available()["triton"]  # "ModuleNotFoundError: import of triton halted; ..."
+    assert reason is not None and reason.split(":")[0] in ("ImportError", "ModuleNotFoundError") and "triton" in reason
+    with pytest.raises(RuntimeError, match="fastspline backend 'triton' is not available: .*triton"):
+        fs.popcount(torch.zeros(2, 1, dtype=torch.int64), backend="triton")
+
+
+def test_cross_compile_for_gpus():
+    """The compiled code path (libdevice popc, autotune configs, constexpr variants)
+    builds PTX and cubins for sm_80 and sm_90 with triton's own ptxas; about 15 s
+    the first time, then from triton's cache. Full sweep of every config:
+    ``python -m fastspline.kernels.cross_compile --ptxas-stats`` (minutes)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-m", "fastspline.kernels.cross_compile", "--quick", "--arch", "80", "--arch", "90"],
+        env=env, cwd=Path(__file__).parent, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("sm_90 ") >= 15, result.stdout
