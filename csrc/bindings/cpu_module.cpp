@@ -108,12 +108,14 @@ PYBIND11_MODULE(_C, m) {
       gil());
   m.def(
       "hamming_cdist",
-      [](std::uintptr_t a, int64_t n, std::uintptr_t b, int64_t mm, int64_t w, std::uintptr_t out, int threads) {
+      [](std::uintptr_t a, int64_t n, std::uintptr_t b, int64_t mm, int64_t w, std::uintptr_t out, int threads,
+         bool fresh_out) {
         check_sizes("hamming_cdist", {n, mm, w});
         hamming_cdist(ptr<const uint64_t>(a, n * w, "a"), n, ptr<const uint64_t>(b, mm * w, "b"), mm, w,
-                      ptr<int32_t>(out, n * mm, "out"), threads_of(threads));
+                      ptr<int32_t>(out, n * mm, "out"), threads_of(threads), fresh_out);
       },
-      gil());
+      py::arg("a"), py::arg("n"), py::arg("b"), py::arg("m"), py::arg("w"), py::arg("out"), py::arg("threads"),
+      py::arg("fresh_out") = false, gil());
   m.def(
       "hamming_topk",
       [](std::uintptr_t a, int64_t n, std::uintptr_t b, int64_t mm, int64_t w, int64_t k, std::uintptr_t dist,

@@ -132,6 +132,13 @@ void prefer_huge_pages(void* data, int64_t bytes) {
 // faulting at once). Other threads may be writing results meanwhile, so the touch
 // is an atomic add of 0: it faults the page in for writing and changes no value.
 void prefault(int32_t* data, int64_t count) {
+#if defined(__linux__)
+  // One call faults the range in for writing without touching its contents (Linux >= 5.14).
+  constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE
+  const uintptr_t page = 4096, begin = (uintptr_t)data & ~(page - 1);
+  const uintptr_t end = ((uintptr_t)(data + count) + page - 1) & ~(page - 1);
+  if (madvise((void*)begin, end - begin, kPopulateWrite) == 0) return;
+#endif
   for (int64_t i = 0; i < count; i += 4096 / sizeof(int32_t)) __atomic_fetch_add(data + i, 0, __ATOMIC_RELAXED);
 }
 
@@ -353,15 +360,16 @@ void compute_tile(const KernelTable& t, const uint64_t* a, int64_t i0, int64_t n
 
 }  // namespace
 
-void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out, int threads) {
+void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out, int threads,
+                   bool fresh_out) {
   const KernelTable& t = kt();
-  prefer_huge_pages(out, n * m * (int64_t)sizeof(int32_t));
+  if (fresh_out) prefer_huge_pages(out, n * m * (int64_t)sizeof(int32_t));
   const PackedB pb = pack_b(t, b, m, w, threads);
   const int64_t tb = tile_b(w), a_tiles = ceil_div(n, kTileA), b_tiles = ceil_div(m, tb);
   // A large fresh output: thread 0 first touches its pages, ahead of the tiles
   // (which run in row order), while the other threads compute; then it joins them.
   const int64_t out_bytes = n * m * (int64_t)sizeof(int32_t);
-  const bool touch_ahead = threads > 1 && out_bytes >= (int64_t)(8 << 20);
+  const bool touch_ahead = fresh_out && threads > 1 && out_bytes >= (int64_t)(8 << 20);
 #pragma omp parallel num_threads(threads) if (n * m * std::max<int64_t>(w, 1) > kParallelMin)
   {
     if (touch_ahead && omp_get_thread_num() == 0) prefault(out, n * m);

@@ -24,7 +24,9 @@ void unpack_bits(const uint64_t* words, int64_t rows, int64_t w, int64_t n_bits,
 void popcount(const uint64_t* words, int64_t rows, int64_t w, int64_t* out, int threads);
 void hamming(const uint64_t* a, const uint64_t* b, int64_t rows, int64_t w, int64_t* out, int threads);
 uint64_t hamming_total(const uint64_t* a, const uint64_t* b, int64_t n_words, int threads);
-void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out, int threads);
+// fresh_out: out was just allocated (untouched), so its pages are faulted in ahead of the tiles.
+void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out, int threads,
+                   bool fresh_out);
 void hamming_topk(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int64_t k, int32_t* dist,
                   int64_t* index, int threads);
 void hamming_radius_count(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int64_t r,

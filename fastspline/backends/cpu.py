@@ -107,10 +107,13 @@ def hamming_total(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def hamming_cdist(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     a, b = _words(a), _words(b)
-    if out is None:
+    fresh = out is None
+    if fresh:
         out = torch.empty(a.shape[0], b.shape[0], dtype=torch.int32)
     if out.numel() > 0:
-        _C.hamming_cdist(a.data_ptr(), a.shape[0], b.data_ptr(), b.shape[0], a.shape[1], out.data_ptr(), _threads())
+        _C.hamming_cdist(
+            a.data_ptr(), a.shape[0], b.data_ptr(), b.shape[0], a.shape[1], out.data_ptr(), _threads(), fresh
+        )
     return out
 
 
