@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +46,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from fastspline import ops
+from fastspline._files import atomic_torch_save
 
 __all__ = ["LayerCodes", "RegionCodes", "codes", "register_activation", "ACTIVATIONS"]
 
@@ -324,41 +324,6 @@ def _check_meta(value: object, where: str) -> None:
         f"RegionCodes.save: {where} is a {type(value).__name__}; meta may hold only str, int, float, bool, None, "
         "lists and dicts"
     )
-
-
-def _umask() -> int | None:
-    """The process umask, read without changing it (os.umask would, racing other threads)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return None
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the target folder, fsync, then rename:
-    a crash or a full disk never leaves a half-written ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        umask = _umask()
-        if umask is not None:  # mkstemp makes the file 0600; give it the mode open() would
-            os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # ---------------------------------------------------------------- capture

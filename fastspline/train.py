@@ -23,7 +23,6 @@ import copy
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
+
+from fastspline._files import atomic_torch_save as atomic_save
 
 __all__ = [
     "Callback",
@@ -188,32 +189,6 @@ def evaluate(model: nn.Module, data: object, *, batch_size: int = 1024, device: 
     finally:
         model.train(was_training)
     return loss_sum / x.shape[0], 100.0 * correct / x.shape[0]
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace``:
-    a crash never leaves a half-written ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        _usual_mode(temp)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-
-
-def _usual_mode(path: str) -> None:
-    """mkstemp makes files 0600; give the final file the mode open() would (0666 minus umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
 from fastspline import backends
@@ -117,3 +118,13 @@ def backend(request) -> str:
     if not backends.supports(module, "cpu"):
         pytest.skip(f"backend {request.param!r} runs on {module.DEVICE_TYPES} tensors only")
     return request.param
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for a module of tiny models: on a shared 2-core machine
+    OpenMP barriers cost more than the work (the ops' threading is tested elsewhere)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

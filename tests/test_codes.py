@@ -25,14 +25,7 @@ import fastspline as fs
 from fastspline.codes import ACTIVATIONS, LayerCodes, RegionCodes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: one thread runs them fastest and keeps a shared,
-    loaded machine from stalling OpenMP barriers (the ops' threading is tested elsewhere)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- oracle

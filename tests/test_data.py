@@ -12,13 +12,7 @@ import torch
 from fastspline import data
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: OpenMP barriers cost more than the work.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_digits_split_shapes_and_normalisation() -> None:

@@ -14,13 +14,7 @@ from fastspline import data, models, train
 from fastspline.earlybird import MaskEarlyBird, SplineEarlyBird, bn_mask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: OpenMP barriers cost more than the work.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,7 @@ from fastspline import models
 from fastspline.codes import codes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: OpenMP barriers cost more than the work.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # (factory, input shape of one sample); widths kept small so the suite stays fast.
 CASES = {

@@ -13,13 +13,7 @@ from fastspline import data, models, train
 from fastspline.earlybird import MaskEarlyBird, SplineEarlyBird
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: OpenMP barriers cost more than the work.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_flops_of_a_linear_layer_match_the_closed_form() -> None:
