@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 import fastspline as fs
