@@ -202,11 +202,27 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
     }
     const int64_t run = std::max<int64_t>(1, std::min(inner, kParallelMin / w));
     const int64_t runs = ceil_div(inner, run), tasks = (rows / inner) * runs;
+    // Short rows stored back to back (n < 64, one word each): pack the run as one bit
+    // stream at full SIMD width, then cut each row's n bits out of it.
+    const bool stream = n < 64 && inner_stride == n;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (tasks > 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t g = task / runs, r0 = (task % runs) * run, rn = std::min(run, inner - r0);
-      t.pack_rows(base + (row_offset(outer, g) + r0 * inner_stride) * es, dtype, rn, inner_stride, n, thr32, threshold,
-                  out + (g * inner + r0) * w);
+      const char* first = base + (row_offset(outer, g) + r0 * inner_stride) * es;
+      uint64_t* dst = out + (g * inner + r0) * w;
+      if (!stream) {
+        t.pack_rows(first, dtype, rn, inner_stride, n, thr32, threshold, dst);
+        continue;
+      }
+      std::vector<uint64_t> bits(ceil_div(rn * n, 64) + 1, 0);
+      t.pack_rows(first, dtype, 1, 0, rn * n, thr32, threshold, bits.data());
+      const uint64_t mask = (uint64_t(1) << n) - 1;
+      for (int64_t r = 0; r < rn; ++r) {
+        const int64_t offset = r * n, q = offset / 64, s = offset % 64;
+        uint64_t v = bits[q] >> s;
+        if (s + n > 64) v |= bits[q + 1] << (64 - s);
+        dst[r] = v & mask;
+      }
     }
     return;
   }
