@@ -3,6 +3,7 @@
 Environment switches:
   FASTSPLINE_CUDA=1|0   force / skip the CUDA module (default: built when nvcc is found)
   DEBUG=1               -O0 -g build
+  FASTSPLINE_SANITIZE=1 build fastspline._C with ASan + UBSan (see tests/sanitize.sh)
   CMAKE_BUILD_PARALLEL_LEVEL  parallel compile jobs (default: all cores)
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ class CMakeBuild(build_ext):
             f"-DCMAKE_BUILD_TYPE={'Debug' if debug else 'Release'}",
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DFASTSPLINE_CUDA={cuda}",
+            f"-DFASTSPLINE_SANITIZE={'ON' if os.environ.get('FASTSPLINE_SANITIZE') == '1' else 'OFF'}",
         ]
         if "CMAKE_ARGS" in os.environ:
             cmake_args += [arg for arg in os.environ["CMAKE_ARGS"].split(" ") if arg]
