@@ -49,7 +49,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +63,7 @@ except ImportError:
     # Not installed: benchmark the checkout this script sits in.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import fastspline
+from fastspline._files import atomic_write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 METHODS = ("forward", "codes", "float")
@@ -393,23 +393,6 @@ def print_report(results: dict[str, dict[str, Any]], summary: dict[str, Any], ar
         print(f"goal: {name}: {goal['value']:.3f} (goal {goal['goal']}) {'MET' if goal['met'] else 'NOT MET'}")
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temp file beside ``path`` and rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_name, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(temp_name, path)
-    finally:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -460,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": results,
         "wall_s": time.perf_counter() - start,
     }
-    write_json_atomic(path, payload)
+    atomic_write_json(path, payload)
     print(f"\nwrote {path} ({payload['wall_s']:.0f} s)")
     if not summary["distances_agree"]:
         print("error: codes().distance and the float masks count different bits", file=sys.stderr)

@@ -30,12 +30,10 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -52,6 +50,7 @@ except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import fastspline
 from fastspline import data, models, ops, train
+from fastspline._files import atomic_write_json
 from fastspline.codes import codes
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -144,23 +143,6 @@ def cpu_model() -> str:
     except FileNotFoundError:
         pass
     return platform.processor() or "unknown"
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temp file beside ``path`` and rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_name, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(temp_name, path)
-    finally:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
 
 
 def perturb(model: nn.Module, generator: torch.Generator, scale: float = 0.05) -> None:
@@ -388,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         "distances": {"fastspline": ours_d, "authors": theirs_d},
         "goals": goals,
     }
-    write_json_atomic(args.out, payload)
+    atomic_write_json(args.out, payload)
     print(f"\nwrote {args.out}")
     return 0
 

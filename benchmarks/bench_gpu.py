@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
 import statistics
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import torch
 
 import fastspline as fs
 from fastspline import backends
+from fastspline._files import atomic_write_json
 
 
 def cuda_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> list[float]:
@@ -130,13 +128,8 @@ def main() -> None:
         "benchmark": "bench_gpu", "card": card, "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
         "torch": torch.__version__, "build_info": fs.build_info(), "copy_gbps": copy_gbps, "results": results,
     }
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"gpu-{card.replace(' ', '_')}.json"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1, default=str)
-    os.replace(tmp, path)
+    path = Path(args.out_dir) / f"gpu-{card.replace(' ', '_')}.json"
+    atomic_write_json(path, payload)
     print(f"wrote {path}")
 
 

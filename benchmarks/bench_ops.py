@@ -26,13 +26,11 @@ import contextlib
 import dataclasses
 import datetime
 import gc
-import json
 import math
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -50,6 +48,7 @@ except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import fastspline
 from fastspline import backends
+from fastspline._files import atomic_write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SECTIONS = ("cdist", "topk", "radius", "pack_signs", "rowwise", "bit_transpose", "count_regions")
@@ -663,23 +662,6 @@ def measurement_json(bench: Bench, row: Measurement) -> dict[str, Any]:
     }
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temp file beside ``path`` and rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_name, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(temp_name, path)
-    finally:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -776,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         "measurements": [measurement_json(bench, row) for row in bench.measurements],
         "goals": goals,
     }
-    write_json_atomic(args.out, payload)
+    atomic_write_json(args.out, payload)
     print(f"\nwrote {args.out} ({elapsed:.1f} s of benchmarking)")
     mismatches = [row for row in bench.measurements if row.matches is False]
     if mismatches:
