@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -40,9 +41,12 @@ def cuda_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> list[f
 
 
 def float_trick(a_bits: torch.Tensor, b_bits: torch.Tensor, n_bits: int, dtype: torch.dtype) -> torch.Tensor:
-    """The torch peer: +-1 matrices (from unpacked bits), one GEMM, d = (n - dot) / 2."""
+    """The torch peer: +-1 matrices (from unpacked bits), one GEMM, d = (n - dot) / 2.
+    int8: ``torch._int_mm`` (int8 tensor cores, exact int32 dot; needs > 16 rows)."""
     sa = a_bits.to(dtype) * 2 - 1
     sb = b_bits.to(dtype) * 2 - 1
+    if dtype == torch.int8:
+        return ((n_bits - torch._int_mm(sa, sb.t().contiguous())) // 2).to(torch.int32)
     return ((n_bits - sa @ sb.t()) / 2).round().to(torch.int32)
 
 
@@ -77,44 +81,135 @@ def main() -> None:
 
     # pack_signs of a 1 GiB float32 activation.
     x = big.view(1 << 14, -1).normal_(generator=gen)
-    want = fs.pack_signs(x[:64].cpu(), backend="reference")
-    for name in names:
-        assert torch.equal(fs.pack_signs(x[:64], backend=name).cpu(), want), f"{name} pack_signs differs"
-        times = cuda_time(lambda: fs.pack_signs(x, backend=name), args.repeats)
-        gbps = (x.nbytes + x.nbytes // 32) / statistics.median(times) / 1e9
-        record("pack_signs", "[16384, 16384] f32", name, times, gbps=gbps, fraction_of_copy=gbps / copy_gbps)
-    del big, x
+    pack_impls = [(n, None) for n in names]
+    if "cuda" in names:
+        pack_impls += [("cuda", k) for k in ("ballot", "rows", "vec4", "columns")]
 
-    # hamming_cdist rows x rows x 1024 bits, in row blocks of the output.
-    a = torch.randint(-(2**63), 2**63 - 1, (rows, n_bits // 64), generator=gen, device=device)
-    block = min(rows, 8192)
-    out = torch.empty(block, rows, dtype=torch.int32, device=device)
-    want = fs.hamming_cdist(a[:64].cpu(), a[:256].cpu(), backend="reference")
-    pairs = rows * rows * (n_bits // 64)
-    for name in names:
-        assert torch.equal(fs.hamming_cdist(a[:64], a[:256], backend=name).cpu(), want), f"{name} cdist differs"
+    def time_pack(label: str, view: torch.Tensor, dim: int, want: torch.Tensor) -> None:
+        for name, kernel in pack_impls:
+            if kernel is not None:
+                os.environ["FASTSPLINE_CUDA_PACK"] = kernel
+            try:
+                try:
+                    got = fs.pack_signs(view[:2], dim, backend=name).cpu()
+                except ValueError:
+                    continue  # this kernel does not take the layout
+                assert torch.equal(got, want), f"{name} {kernel} pack_signs differs"
+                times = cuda_time(lambda: fs.pack_signs(view, dim, backend=name), args.repeats)
+            finally:
+                os.environ.pop("FASTSPLINE_CUDA_PACK", None)
+            gbps = (view.nbytes + view.nbytes // 32) / statistics.median(times) / 1e9
+            impl = name if kernel is None else f"{name} {kernel}"
+            record("pack_signs", label, impl, times, gbps=gbps, fraction_of_copy=gbps / copy_gbps)
 
-        def run(name: str = name) -> None:
-            for lo in range(0, rows, block):
-                fs.hamming_cdist(a[lo:lo + block], a, out=out[: min(block, rows - lo)], backend=name)
+    time_pack("[16384, 16384] f32", x, -1, fs.pack_signs(x[:2].cpu(), backend="reference"))
+    xh = x.view(1 << 14, -1)[:, : 1 << 13].to(torch.bfloat16)
+    time_pack("[16384, 8192] bf16", xh, -1, fs.pack_signs(xh[:2].cpu(), backend="reference"))
+    del xh
+    # Channels of NCHW activations (the packed dim strided, its neighbour contiguous).
+    x4 = big.view(256, 1024, 32, 32)
+    time_pack("[256, 1024, 32, 32] f32 dim=1", x4, 1, fs.pack_signs(x4[:2].cpu(), 1, backend="reference"))
+    del big, x, x4
 
-        times = cuda_time(run, max(1, args.repeats // 2), warmup=1)
-        record("hamming_cdist", f"{rows}x{rows}x{n_bits}b", name, times, tera_word_pairs_per_s=pairs / statistics.median(times) / 1e12)
-    bits = fs.unpack_bits(a[:block], n_bits)
-    for dtype in (torch.float16, torch.bfloat16):
-        trick = float_trick(bits[:64], bits[:256], n_bits, dtype)
-        assert torch.equal(trick.cpu(), want), "float trick differs"
+    # Peak rates of this card, measured: XOR+popc on the CUDA cores and b1 MMA on
+    # the tensor cores (register-only loops), the compute rooflines of hamming_cdist.
+    peaks: dict[str, float] = {}
+    if "cuda" in names:
+        from fastspline import _cuda
 
-        def run_trick(dtype: torch.dtype = dtype) -> None:
-            all_bits = fs.unpack_bits(a, n_bits)
-            for lo in range(0, rows, block):
-                out[: min(block, rows - lo)] = float_trick(all_bits[lo:lo + block], all_bits, n_bits, dtype)
+        sink = torch.zeros(1, dtype=torch.int32, device=device)
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        blocks, stream = sms * 8, torch.cuda.current_stream().cuda_stream
+        for kind, label, iters, per_iter in (
+            (0, "popc", 1 << 14, blocks * 256 * 8 * 32),  # bit pairs: 8 popc of 32 bits per thread
+            (1, "b1 mma xor", 1 << 12, blocks * 8 * 4 * 16 * 8 * 256),  # 4 m16n8k256 per warp
+            (2, "b1 mma and", 1 << 12, blocks * 8 * 4 * 16 * 8 * 256),
+        ):
+            times = cuda_time(lambda: _cuda.peak(kind, iters, blocks, sink.data_ptr(), stream), args.repeats)
+            peaks[label] = per_iter * iters / statistics.median(times)
+            record("peak", label, "register loop", times, tera_bit_pairs_per_s=peaks[label] / 1e12)
+    binary_peak = max(peaks.values(), default=float("nan"))
 
-        times = cuda_time(run_trick, max(1, args.repeats // 2), warmup=1)
-        record("hamming_cdist", f"{rows}x{rows}x{n_bits}b", f"torch float trick {dtype}", times,
-               tera_word_pairs_per_s=pairs / statistics.median(times) / 1e12)
+    # hamming_cdist rows x rows x bits, in row blocks of the output.
+    from fastspline.backends import cuda as cuda_backend
+
+    impls: list[tuple[str, str, str | None]] = []  # (label, backend, kernel forced by its variable)
+    if "cuda" in names:
+        impls += [(f"cuda {m}", "cuda", m) for m in ("popc", "mma-xor", "mma-and")] + [("cuda auto", "cuda", None)]
+    if "triton" in names:
+        impls += [(f"triton {m}", "triton", m) for m in ("popc", "dot")] + [("triton auto", "triton", None)]
+    method_variable = {"cuda": "FASTSPLINE_CUDA_CDIST", "triton": "FASTSPLINE_TRITON_CDIST"}
+    for rows_n, k_bits in ((rows, 1024), (rows // 4, 8192)):
+        a = torch.randint(-(2**63), 2**63 - 1, (rows_n, k_bits // 64), generator=gen, device=device)
+        block = min(rows_n, 8192)
+        out = torch.empty(block, rows_n, dtype=torch.int32, device=device)
+        want = fs.hamming_cdist(a[:300].cpu(), a[:704].cpu(), backend="reference")
+        bit_pairs = rows_n * rows_n * k_bits
+        out_bytes = rows_n * rows_n * 4
+        size = f"{rows_n}x{rows_n}x{k_bits}b"
+        # The roofline: the slower of the binary compute at the best measured rate and
+        # writing the int32 output at copy bandwidth (half of copy_gbps counts reads).
+        roof_s = max(bit_pairs / binary_peak, out_bytes / (copy_gbps / 2 * 1e9))
+        best: dict[str, float] = {}
+        for label, name, method in impls:
+            if method is not None:
+                os.environ[method_variable[name]] = method
+            try:
+                try:
+                    got = fs.hamming_cdist(a[:300], a[:704], backend=name).cpu()
+                except RuntimeError as exc:  # e.g. the tensor-core kernel failed its self-check
+                    print(f"{label}: {exc}")
+                    results.append({"op": "hamming_cdist", "size": size, "implementation": label, "error": str(exc)})
+                    continue
+                if not torch.equal(got, want):
+                    print(f"{label}: hamming_cdist DIFFERS from the reference, not timed")
+                    results.append({"op": "hamming_cdist", "size": size, "implementation": label, "error": "differs"})
+                    continue
+
+                def run(name: str = name) -> None:
+                    for lo in range(0, rows_n, block):
+                        fs.hamming_cdist(a[lo:lo + block], a, out=out[: min(block, rows_n - lo)], backend=name)
+
+                times = cuda_time(run, max(2, args.repeats // 2), warmup=1)
+            finally:
+                os.environ.pop(method_variable[name], None)
+            med = statistics.median(times)
+            best[label] = med
+            record("hamming_cdist", size, label, times, tera_bit_pairs_per_s=bit_pairs / med / 1e12,
+                   fraction_of_binary_peak=bit_pairs / med / binary_peak, fraction_of_roofline=roof_s / med,
+                   output_gbps=out_bytes / med / 1e9)
+        bits = fs.unpack_bits(a, k_bits)
+        small = fs.unpack_bits(a[:704], k_bits)
+        peers = [(f"torch float trick {d}".replace("torch.", ""), d) for d in (torch.float16, torch.bfloat16)]
+        peers.append(("torch int8 _int_mm trick", torch.int8))
+        for label, dtype in peers:
+            trick = float_trick(small[:300], small, k_bits, dtype)
+            if not torch.equal(trick.cpu(), want):
+                print(f"{label}: differs from the reference (exactness lost), timed anyway")
+
+            def run_trick(dtype: torch.dtype = dtype) -> None:
+                all_bits = fs.unpack_bits(a, k_bits)  # the peer unpacks the codes it is given
+                for lo in range(0, rows_n, block):
+                    out[: min(block, rows_n - lo)] = float_trick(all_bits[lo:lo + block], all_bits, k_bits, dtype)
+
+            times = cuda_time(run_trick, max(2, args.repeats // 2), warmup=1)
+            med = statistics.median(times)
+            best[label] = med
+            record("hamming_cdist", size, label, times, tera_bit_pairs_per_s=bit_pairs / med / 1e12)
+        del bits
+        fastest_peer = min(v for k, v in best.items() if k.startswith("torch"))
+        for label in [k for k in best if not k.startswith("torch")]:
+            ratios = {"vs_best_torch_trick": fastest_peer / best[label]}
+            cuda_best = [v for k, v in best.items() if k.startswith("cuda")]
+            if cuda_best and label.startswith("triton"):
+                ratios["vs_best_cuda"] = min(cuda_best) / best[label]
+            print(f"  {size} {label}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+            results.append({"op": "hamming_cdist", "size": size, "implementation": label, "ratios": ratios})
+        print(f"  {size}: auto method = {cuda_backend.cdist_method(rows_n, rows_n, device) if 'cuda' in names else '-'}")
+        del a, out
 
     # Bandwidth-bound word ops.
+    a = torch.randint(-(2**63), 2**63 - 1, (rows, n_bits // 64), generator=gen, device=device)
     for name in names:
         for op, fn in (
             ("hamming_total", lambda: fs.hamming_total(a, a.flip(0), backend=name)),
@@ -126,7 +221,7 @@ def main() -> None:
 
     payload = {
         "benchmark": "bench_gpu", "card": card, "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
-        "torch": torch.__version__, "build_info": fs.build_info(), "copy_gbps": copy_gbps, "results": results,
+        "torch": torch.__version__, "build_info": fs.build_info(), "copy_gbps": copy_gbps, "peaks_bit_pairs_per_s": peaks, "results": results,
     }
     path = Path(args.out_dir) / f"gpu-{card.replace(' ', '_')}.json"
     atomic_write_json(path, payload)

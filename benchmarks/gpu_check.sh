@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
 # GPU check, for a lent GPU machine (see README "GPU check"): build the CUDA module,
-# run the GPU backends bit-exact against the reference, then time the ops at
-# huge-layer sizes. Under 8 minutes on an H100/H200. Results go to $OUT (or
-# benchmarks/results/) as gpu-<card>.json.
+# run the GPU backends bit-exact against the reference, time the ops at huge-layer
+# sizes, then run the whole CPU test matrix on the GPU backends through proxies.
+# About 6 minutes on an H100/H200. Results go to $OUT (or benchmarks/results/):
+# gpu-<card>.json, gpu-tests.log, gpu-bench.log, gpu-matrix.log.
 #   device run:  bash benchmarks/gpu_check.sh
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 out_dir=${OUT:-benchmarks/results}
 mkdir -p "$out_dir"
-python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())"
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv || true
+status=0
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version --format=csv || true
 # The image has torch, pybind11, cmake and ninja: build against them, fetch nothing.
-FASTSPLINE_CUDA=1 python3 -m pip install --no-build-isolation --no-deps -e . -q
-python3 -c "import fastspline, pprint; pprint.pprint(fastspline.build_info())"
+start=$(date +%s)
+FASTSPLINE_CUDA=1 python3 -m pip install --no-build-isolation --no-deps -e . -q 2>&1 | tail -20
+echo "build: $(( $(date +%s) - start )) s"
+python3 -c "import fastspline, pprint; pprint.pprint(fastspline.build_info())" || exit 1
 # Compiled Triton on the GPU, not the interpreter the CPU tests use.
-TRITON_INTERPRET=0 python3 -m pytest tests/test_gpu.py tests/test_cuda_module.py tests/test_triton.py -q -p no:cacheprovider 2>&1 | tee "$out_dir/gpu-tests.log"
-TRITON_INTERPRET=0 python3 benchmarks/bench_gpu.py --out-dir "$out_dir"
+export TRITON_INTERPRET=0
+FASTSPLINE_TRITON_AUTOTUNE=0 timeout 180 python3 -m pytest tests/test_gpu.py tests/test_cuda_module.py -q -p no:cacheprovider -rfE 2>&1 \
+  | tee "$out_dir/gpu-tests.log" | tail -25 || status=1
+timeout 240 python3 benchmarks/bench_gpu.py --out-dir "$out_dir" 2>&1 | tee "$out_dir/gpu-bench.log" || status=1
+# The shared op matrix and properties on cuda@gpu / triton@gpu (tests/gpu_proxy.py);
+# one autotune config so the many shapes do not each start a tuning run.
+workers=$(( $(nproc) > 8 ? 8 : $(nproc) ))
+FASTSPLINE_TEST_GPU=1 FASTSPLINE_TRITON_AUTOTUNE=0 timeout ${MATRIX_TIMEOUT:-200} python3 -m pytest \
+  tests/test_ops.py tests/test_properties.py -q -p no:cacheprovider -k gpu -n "$workers" -rfE 2>&1 \
+  | tee "$out_dir/gpu-matrix.log" | tail -30 || status=1
+exit $status

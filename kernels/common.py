@@ -16,6 +16,7 @@ Two ways to run every kernel, fixed when this module is imported:
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -106,12 +107,23 @@ def distance_tile(
 def autotune_on_gpu(configs: Sequence[triton.Config], key: list[str], **kwargs: Any) -> Callable:
     """``triton.autotune`` for compiled kernels; under the interpreter the kernel
     is left as is and the launcher passes the block sizes itself (autotuning
-    there would only time numpy)."""
+    there would only time numpy). ``FASTSPLINE_TRITON_AUTOTUNE=0`` keeps the first
+    config only (no timing runs): the GPU test matrix, with its many shapes, uses it."""
 
     def decorate(kernel):
         if INTERPRETED:
             return kernel
-        return triton.autotune(configs=list(configs), key=key, **kwargs)(kernel)
+        options = dict(kwargs)
+        chosen = list(configs)
+        if os.environ.get("FASTSPLINE_TRITON_AUTOTUNE", "1") == "0":
+            prune = dict(options.get("prune_configs_by") or {})
+            early = prune.get("early_config_prune")
+            if early is None:
+                chosen = chosen[:1]
+            else:  # the first config the kernel's own pruning allows for these arguments
+                prune["early_config_prune"] = lambda cfgs, named_args, **kw: early(cfgs, named_args, **kw)[:1]
+                options["prune_configs_by"] = prune
+        return triton.autotune(configs=chosen, key=key, **options)(kernel)
 
     return decorate
 

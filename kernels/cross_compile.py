@@ -74,6 +74,11 @@ def cases(quick: bool) -> Iterator[Case]:
         (words, words, torch.zeros(100, 100, dtype=torch.int32), 100, 100, 3, *strides, 100),
         {"USE_LIBDEVICE": True}, True,
     )
+    signs = torch.zeros(100, 192, dtype=torch.int8)
+    yield Case(
+        "cdist_dot", distance._cdist_dot_kernel,
+        (signs, signs, torch.zeros(100, 100, dtype=torch.int32), 100, 100, 192, 100), {}, False,
+    )
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         x = torch.zeros(4, 130, dtype=dtype)
         is_fp64, is_bf16 = dtype == torch.float64, dtype == torch.bfloat16

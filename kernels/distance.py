@@ -187,3 +187,82 @@ def cdist(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
             a, b, out, n, m, w, a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0),
             USE_LIBDEVICE=USE_LIBDEVICE, **blocks, **LAUNCH_OPTIONS,
         )
+
+
+# ---------------------------------------------------------------- all pairs on tensor cores
+
+# Tiling: as _cdist_kernel, over codes expanded to +-1 int8 (one byte per bit, pad bits
+# -1 in both operands): one int8 tensor-core GEMM per tile with int32 accumulators, and
+# d = (K - dot) / 2 in the epilogue, K = 64 * words (pad bits agree, so they add 1 to
+# dot each). Exact: the dot is an integer in [-K, K]. The expansion costs 8x the
+# codes' memory, so callers use it for tiles large enough to feed the tensor cores.
+@autotune_on_gpu(
+    configs=[
+        triton.Config({"BLOCK_N": 128, "BLOCK_M": 128, "BLOCK_K": 128, "GROUP_N": 8}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_N": 128, "BLOCK_M": 256, "BLOCK_K": 128, "GROUP_N": 8}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_N": 256, "BLOCK_M": 128, "BLOCK_K": 128, "GROUP_N": 8}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_N": 128, "BLOCK_M": 128, "BLOCK_K": 256, "GROUP_N": 8}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_N": 128, "BLOCK_M": 128, "BLOCK_K": 64, "GROUP_N": 8}, num_warps=4, num_stages=4),
+    ],
+    key=["K"],
+)
+@triton.jit
+def _cdist_dot_kernel(
+    sa_ptr,  # int8 [N, K] contiguous, +-1
+    sb_ptr,  # int8 [M, K] contiguous, +-1
+    out_ptr,  # int32 [N, M], row stride stride_out_row, column stride 1
+    N,  # rows of a
+    M,  # rows of b
+    K,  # bits per code, a multiple of 64
+    stride_out_row,  # elements between rows of out
+    BLOCK_N: tl.constexpr,  # rows of a per tile
+    BLOCK_M: tl.constexpr,  # rows of b per tile
+    BLOCK_K: tl.constexpr,  # bits per step
+    GROUP_N: tl.constexpr,  # tile rows per L2 group
+):
+    pid = tl.program_id(0).to(tl.int64)
+    tile_n, tile_m = tile_coordinates(pid, N, M, BLOCK_N, BLOCK_M, GROUP_N)
+    rows_a = tile_n * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
+    rows_b = tile_m * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+    cols = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + cols
+        x = tl.load(sa_ptr + rows_a[:, None] * K + k[None, :], mask=(rows_a[:, None] < N) & (k[None, :] < K), other=0)
+        y = tl.load(sb_ptr + rows_b[:, None] * K + k[None, :], mask=(rows_b[:, None] < M) & (k[None, :] < K), other=0)
+        acc = tl.dot(x, tl.trans(y), acc, out_dtype=tl.int32)
+    d = (K - acc) // 2
+    mask = (rows_a[:, None] < N) & (rows_b[None, :] < M)
+    tl.store(out_ptr + rows_a[:, None] * stride_out_row + rows_b[None, :], d, mask=mask)
+
+
+def signs_int8(words: torch.Tensor) -> torch.Tensor:
+    """Codes [R, W] as +-1 int8 [R, 64 W] (bit 1 -> +1, bit 0 and pad bits -> -1)."""
+    from .layout import unpack_bits
+
+    bits = torch.empty(words.shape[0], words.shape[1] * 64, dtype=torch.bool, device=words.device)
+    unpack_bits(words, bits.shape[1], bits)
+    return bits.view(torch.int8).mul_(2).sub_(1)
+
+
+def cdist_dot(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    """:func:`cdist` on int8 tensor cores (via +-1 expansion); same result."""
+    n, w = a.shape
+    m = b.shape[0]
+    if n == 0 or m == 0:
+        return
+    if w == 0:
+        out.zero_()
+        return
+    sa = signs_int8(a)
+    sb = sa if b is a else signs_int8(b)
+    blocks = {}
+    if INTERPRETED:
+        blocks = {"BLOCK_N": min(64, next_power_of_2(n)), "BLOCK_M": min(64, next_power_of_2(m)), "BLOCK_K": 64, "GROUP_N": 8}
+        blocks = {k: max(v, 16) if k in ("BLOCK_N", "BLOCK_M") else v for k, v in blocks.items()}
+
+    def grid(meta):
+        return (triton.cdiv(n, meta["BLOCK_N"]) * triton.cdiv(m, meta["BLOCK_M"]),)
+
+    with on_device(a):
+        _cdist_dot_kernel[grid](sa, sb, out, n, m, 64 * w, out.stride(0), **blocks, **LAUNCH_OPTIONS)

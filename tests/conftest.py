@@ -15,6 +15,8 @@ import os
 # Before anything imports triton: a Triton backend must run (interpreted) without a GPU.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import json
+from collections import Counter
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -36,10 +38,73 @@ _COMMON = dict(
 )
 settings.register_profile("dev", max_examples=50, **_COMMON)
 settings.register_profile("ci", max_examples=400, **_COMMON)
+# The fuzz step (tests/fuzz.sh): the same examples on every run (derandomize, no
+# database), so CI is stable; tests/test_fuzz.py sets the example counts per test.
+settings.register_profile("fuzz", max_examples=400, derandomize=True, database=None, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+# ---------------------------------------------------------------- opt-in markers
+
+# Tests too long (fuzz) or too big (huge) for the normal run: they run only when the
+# -m expression names their marker (tests/fuzz.sh: -m "fuzz or huge").
+OPT_IN_MARKERS = {
+    "fuzz": "many hypothesis examples of every op on every backend (tests/fuzz.sh)",
+    "huge": "sizes past 2**31 bits or pairs, GiBs of memory (tests/fuzz.sh)",
+}
+FUZZ_COUNTS = pytest.StashKey[Counter]()
+
+
+def pytest_configure(config) -> None:
+    for name, what in OPT_IN_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {what}")
+    config.stash[FUZZ_COUNTS] = Counter()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    selected = config.getoption("markexpr") or ""
+    for name in OPT_IN_MARKERS:
+        if name in selected:
+            continue
+        skip = pytest.mark.skip(reason=f"opt-in: run with -m {name} (tests/fuzz.sh)")
+        for item in items:
+            if name in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def fuzz_counts(request) -> Counter:
+    """Examples run per (op, implementation), summed over the session and reported at its end."""
+    return request.config.stash[FUZZ_COUNTS]
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    counts = config.stash.get(FUZZ_COUNTS, None)
+    if not counts:
+        return
+    per_impl: Counter = Counter()
+    for (op, impl), n in counts.items():
+        per_impl[impl] += n
+    terminalreporter.write_sep("-", "fuzz examples run")
+    for impl, n in sorted(per_impl.items()):
+        terminalreporter.write_line(f"{impl:16s} {n:7d}")
+    terminalreporter.write_line(f"{'total':16s} {sum(counts.values()):7d}")
+    path = os.environ.get("FASTSPLINE_FUZZ_COUNTS")
+    if path:  # tests/fuzz.sh checks the total from this file
+        with open(path, "w") as f:
+            json.dump({f"{op}/{impl}": n for (op, impl), n in sorted(counts.items())}, f, indent=1)
+
+
 # ---------------------------------------------------------------- backend x ISA matrix
+
+# FASTSPLINE_TEST_GPU=1 on a CUDA machine: the matrix also runs the GPU backends
+# through CPU-tensor proxies (tests/gpu_proxy.py).
+if os.environ.get("FASTSPLINE_TEST_GPU") == "1" and torch.cuda.is_available():
+    import gpu_proxy
+
+    for _name in ("cuda", "triton"):
+        if backends.available().get(_name) is None:
+            gpu_proxy.register(_name)
 
 # Instruction sets a backend may offer; the ones this CPU lacks show up as skips.
 KNOWN_ISAS = ("scalar", "avx2", "avx512")

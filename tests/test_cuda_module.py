@@ -48,3 +48,27 @@ def test_cuda_bindings_reject_null_pointers():
         _cuda.hamming_cdist(0, 4, 0, 4, 2, 0, 4, 0)
     with pytest.raises(ValueError, match="negative size"):
         _cuda.unpack_bits(1, -1, 1, 1, 1, 0)
+
+
+@needs_nvcc
+@no_gpu
+def test_cuda_tensor_core_entry_points_fail_clearly_without_gpu():
+    from fastspline import _cuda
+
+    with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):
+        _cuda.compute_capability()
+    with pytest.raises(ValueError, match="null pointer"):
+        _cuda.hamming_cdist_mma(0, 4, 0, 4, 2, 0, 4, True, 0)
+    with pytest.raises(ValueError, match="iters and blocks must be >= 1"):
+        _cuda.peak(0, 0, 1, 8, 0)
+
+
+@needs_nvcc
+def test_cdist_method_env_is_validated(monkeypatch):
+    from fastspline.backends import cuda
+
+    monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "fast")
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_CDIST must be one of \('auto', 'popc', 'mma-xor', 'mma-and'\), got 'fast'"):
+        cuda.cdist_method(256, 256, torch.device("cuda", 0))
+    monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "popc")
+    assert cuda.cdist_method(256, 256, torch.device("cuda", 0)) == "popc"

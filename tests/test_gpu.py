@@ -39,7 +39,7 @@ def test_word_ops(backend, n_bits, shape):
     gen = make_gen("gpu", backend, n_bits, shape)
     a, b = random_words(n, n_bits, gen), random_words(m, n_bits, gen)
     if m:
-        b[::3] = b[0]  # ties for topk
+        b[::3] = b[0].clone()  # ties for topk
     ga, gb = a.cuda(), b.cuda()
     same(fs.popcount(ga, backend=backend), fs.popcount(a, backend="reference"))
     same(fs.hamming(ga, ga.flip(0), backend=backend), fs.hamming(a, a.flip(0), backend="reference"))
@@ -70,6 +70,92 @@ def test_pack_signs(backend, dtype, threshold):
     for dim in range(4):
         for view, gview in ((x, gx), (x.permute(3, 1, 0, 2), gx.permute(3, 1, 0, 2)), (x[:, ::2], gx[:, ::2])):
             same(fs.pack_signs(gview, dim, threshold, backend=backend), fs.pack_signs(view, dim, threshold, backend="reference"))
+
+
+needs_cuda_backend = pytest.mark.skipif(
+    "cuda" not in backends.names() or backends.available().get("cuda") is not None, reason="cuda backend unavailable"
+)
+
+
+@needs_cuda_backend
+@pytest.mark.parametrize("kernel", ["ballot", "rows", "vec4", "columns"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_pack_kernels(monkeypatch, kernel, dtype):
+    """Each CUDA pack kernel, forced, on the layouts it takes (others must refuse)."""
+    monkeypatch.setenv("FASTSPLINE_CUDA_PACK", kernel)
+    gen = make_gen("gpu-pack-kernels", kernel, dtype)
+    x = torch.randn(3, 70, 5, 260, generator=gen).to(dtype)
+    x[0, 0, 0, :7] = float("nan")
+    x[1, 1, 1, :9] = 0.0
+    gx = x.cuda()
+    cases = [
+        (x, gx, -1), (x, gx, 1), (x, gx, 0), (x[:, :, :, :256], gx[:, :, :, :256], -1),
+        (x[:, 3:, :, 4:], gx[:, 3:, :, 4:], -1), (x[..., :1], gx[..., :1], -1), (x[:, :1], gx[:, :1], 1),
+        (x.permute(0, 2, 3, 1), gx.permute(0, 2, 3, 1), 3), (x[:, ::2], gx[:, ::2], 1),
+    ]
+    ran = 0
+    for view, gview, dim in cases:
+        want = fs.pack_signs(view, dim, 0.25, backend="reference")
+        try:
+            got = fs.pack_signs(gview, dim, 0.25, backend="cuda")
+        except ValueError as exc:
+            assert "does not apply to this input" in str(exc)
+            continue
+        same(got, want)
+        ran += 1
+    expected = {"vec4": 3 if dtype == torch.float32 else 0, "columns": 5}.get(kernel, len(cases))
+    assert ran == expected
+
+
+@needs_cuda_backend
+@pytest.mark.parametrize("method", ["popc", "mma-xor", "mma-and"])
+@pytest.mark.parametrize("w", [1, 3, 4, 5, 8, 17])
+@pytest.mark.parametrize("shape", [(1, 1), (127, 129), (128, 128), (300, 517), (1000, 64)])
+def test_cdist_kernels(monkeypatch, method, w, shape):
+    """Each cdist kernel (CUDA cores, both tensor-core variants) on ragged tiles and K."""
+    from fastspline.backends import cuda
+
+    if method != "popc" and cuda.mma_status(torch.device("cuda")) is not None:
+        pytest.fail(f"binary tensor cores unusable: {cuda.mma_status(torch.device('cuda'))}")
+    monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", method)
+    n, m = shape
+    gen = make_gen("gpu-cdist", method, w, shape)
+    a = torch.randint(-(2**63), 2**63 - 1, (n, w), generator=gen, dtype=torch.int64)
+    b = torch.randint(-(2**63), 2**63 - 1, (m, w), generator=gen, dtype=torch.int64)
+    a[: n // 3] = -1  # all-ones rows: distance counts up to 64 w
+    b[: m // 4] = 0
+    want = fs.hamming_cdist(a, b, backend="reference")
+    same(fs.hamming_cdist(a.cuda(), b.cuda(), backend="cuda"), want)
+    out = torch.full((n, m), -7, dtype=torch.int32, device="cuda")
+    fs.hamming_cdist(a.cuda(), b.cuda(), out=out, backend="cuda")
+    same(out, want)
+
+
+@needs_cuda_backend
+def test_cdist_auto_uses_tensor_cores_on_sm80_and_newer():
+    from fastspline.backends import cuda
+
+    major, _ = torch.cuda.get_device_capability()
+    method = cuda.cdist_method(4096, 4096, torch.device("cuda"))
+    assert method == ("mma-and" if major >= 8 else "popc")
+    assert cuda.cdist_method(16, 4096, torch.device("cuda")) == "popc"
+
+
+@pytest.mark.skipif("triton" not in backends.names() or backends.available().get("triton") is not None, reason="triton unavailable")
+@pytest.mark.parametrize("method", ["popc", "dot"])
+@pytest.mark.parametrize("w", [1, 3, 16])
+@pytest.mark.parametrize("shape", [(1, 1), (127, 129), (300, 517)])
+def test_triton_cdist_kernels(monkeypatch, method, w, shape):
+    """Both Triton cdist kernels (XOR + popcount, int8 tensor cores) compiled on the GPU."""
+    monkeypatch.setenv("FASTSPLINE_TRITON_CDIST", method)
+    n, m = shape
+    gen = make_gen("gpu-triton-cdist", method, w, shape)
+    a = torch.randint(-(2**63), 2**63 - 1, (n, w), generator=gen, dtype=torch.int64)
+    b = torch.randint(-(2**63), 2**63 - 1, (m, w), generator=gen, dtype=torch.int64)
+    a[: n // 3] = -1
+    want = fs.hamming_cdist(a, b, backend="reference")
+    same(fs.hamming_cdist(a.cuda(), b.cuda(), backend="triton"), want)
+    same(fs.hamming_cdist(a.cuda()[::2], b.cuda(), backend="triton"), fs.hamming_cdist(a[::2], b, backend="reference"))
 
 
 def test_default_backend_for_cuda_tensors_is_cuda():

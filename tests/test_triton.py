@@ -181,3 +181,30 @@ def test_cross_compile_for_gpus():
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("sm_90 ") >= 15, result.stdout
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (37, 45, 2), (130, 70, 3), (5, 200, 17), (0, 4, 2), (3, 0, 1), (4, 5, 0)])
+def test_cdist_dot_kernel(monkeypatch, shape):
+    """The int8 tensor-core cdist (+-1 expansion, (K - dot) / 2) equals the reference,
+    on plain, strided and self inputs; forced, as auto picks it on GPUs only."""
+    monkeypatch.setenv("FASTSPLINE_TRITON_CDIST", "dot")
+    n, m, w = shape
+    gen = make_gen("triton-dot", shape)
+    a = torch.randint(-(2**63), 2**63 - 1, (n, w), generator=gen, dtype=torch.int64)
+    b = torch.randint(-(2**63), 2**63 - 1, (m, w), generator=gen, dtype=torch.int64)
+    a[: n // 2] = -1  # all ones: the largest distances
+    for x, y in ((a, b), (a[::2], b[1::2]), (a, a)):
+        want = fs.hamming_cdist(x, y, backend="reference")
+        got = fs.hamming_cdist(x.to(DEVICE), y.to(DEVICE), backend="triton").cpu()
+        assert torch.equal(got, want)
+
+
+def test_cdist_method_choice(monkeypatch):
+    monkeypatch.setenv("FASTSPLINE_TRITON_CDIST", "fast")
+    with pytest.raises(ValueError, match=r"FASTSPLINE_TRITON_CDIST must be one of \('auto', 'popc', 'dot'\), got 'fast'"):
+        triton_backend.cdist_method(4, 4, 1, torch.device("cpu"))
+    monkeypatch.delenv("FASTSPLINE_TRITON_CDIST")
+    assert triton_backend.cdist_method(4096, 4096, 16, torch.device("cpu")) == "popc"
+    assert triton_backend.cdist_method(4096, 4096, 16, torch.device("cuda")) == "dot"
+    assert triton_backend.cdist_method(64, 4096, 16, torch.device("cuda")) == "popc"
+    assert triton_backend.cdist_method(1 << 20, 1 << 20, 16, torch.device("cuda")) == "popc"  # expansion > 1 GiB

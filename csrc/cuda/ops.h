@@ -19,8 +19,10 @@ int device_count();          // throws when there is no usable driver
 // Float dtypes numbered as in csrc/cpu/kernels.h: 0 float32, 1 float64, 2 float16, 3 bfloat16.
 // x: element (i_0..i_{d-1}) at x + sum(i_k * strides[k]) elements, d <= 8; the last dim is packed.
 // out: [prod(sizes[:-1]), ceil(sizes[-1]/64)] words.
+// variant: 0 auto; 1 ballot, 2 rows, 3 vec4 (float32, contiguous, aligned, n % 4 == 0),
+// 4 columns (packed dim strided, innermost other dim contiguous); see ops.cu.
 void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
-                double threshold, uint64_t* out, std::uintptr_t stream);
+                double threshold, uint64_t* out, std::uintptr_t stream, int variant = 0);
 // out: bool [rows, n_bits].
 void unpack_bits(const uint64_t* words, int64_t rows, int64_t w, int64_t n_bits, bool* out, std::uintptr_t stream);
 // out[r] = popcount(a[r]) (b == nullptr) or popcount(a[r] ^ b[r]) over w words; rows contiguous.
@@ -30,6 +32,14 @@ void hamming_total(const uint64_t* a, const uint64_t* b, int64_t n, int64_t* tot
 // out[i * ldo + j] = popcount(a_i ^ b_j) for i < n, j < m; a [n, w], b [m, w] contiguous.
 void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out, int64_t ldo,
                    std::uintptr_t stream);
+// The same on binary tensor cores (sm_80+ only: the caller checks compute_capability()):
+// mma.sync b1 with .xor.popc (use_xor) or .and.popc and row popcounts.
+void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
+                       int64_t ldo, bool use_xor, std::uintptr_t stream);
+int compute_capability();  // of the current device, e.g. 90
+// Peak-rate probes for the benchmarks: kind 0 XOR+popc on registers, 1 b1 MMA xor, 2 b1 MMA and;
+// `blocks` blocks of 256 threads, `iters` iterations (popc: 8 per thread; mma: 4 per warp).
+void peak(int kind, int64_t iters, int blocks, int32_t* sink, std::uintptr_t stream);
 // words [n, w] holding n_bits bits per row -> out [n_bits, ceil(n/64)].
 void bit_transpose(const uint64_t* words, int64_t n, int64_t w, int64_t n_bits, uint64_t* out, std::uintptr_t stream);
 

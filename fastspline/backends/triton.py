@@ -15,6 +15,7 @@ ImportError, which the registry reports as the reason the backend is unavailable
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -67,10 +68,33 @@ def hamming_total(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out.view(())
 
 
+CDIST_METHODS = ("auto", "popc", "dot")
+# The int8 tensor-core kernel: tiles big enough to feed it, expansions (1 byte a bit) small enough.
+_DOT_MIN_ROWS = 128
+_DOT_MAX_BYTES = 1 << 30
+
+
+def cdist_method(n: int, m: int, w: int, device: torch.device) -> str:
+    """The kernel ``hamming_cdist`` uses: ``FASTSPLINE_TRITON_CDIST`` when set (popc,
+    dot), else on a GPU the int8 tensor-core kernel for at least 128 x 128 rows whose
+    +-1 expansions fit in 1 GiB, else XOR + popcount."""
+    method = os.environ.get("FASTSPLINE_TRITON_CDIST", "auto")
+    if method not in CDIST_METHODS:
+        raise ValueError(f"FASTSPLINE_TRITON_CDIST must be one of {CDIST_METHODS}, got {method!r}")
+    if method != "auto":
+        return method
+    if device.type == "cuda" and min(n, m) >= _DOT_MIN_ROWS and (n + m) * w * 64 <= _DOT_MAX_BYTES:
+        return "dot"
+    return "popc"
+
+
 def hamming_cdist(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     if out is None:
         out = torch.empty(a.shape[0], b.shape[0], dtype=torch.int32, device=a.device)
-    distance.cdist(a, b, out)
+    if cdist_method(a.shape[0], b.shape[0], a.shape[1], a.device) == "dot":
+        distance.cdist_dot(a, b, out)
+    else:
+        distance.cdist(a, b, out)
     return out
 
 
