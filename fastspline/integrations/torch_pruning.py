@@ -1,0 +1,161 @@
+"""The spline redundancy score as a Torch-Pruning ``Importance``.
+
+Torch-Pruning (``pip install torch-pruning``) traces arbitrary graphs (residual
+adds, concatenations, ...) into *groups* of coupled channels and removes the
+lowest-scoring channels of each group physically. :class:`SplineImportance`
+scores a group's channels the spline way (PAPER.md §4): each channel's node code
+is the sign pattern of its pre-activation over probe inputs x positions — the
+output of every BatchNorm in the group (the paper's hook), or of the group's
+conv/linear layers when it has no BatchNorm; coupled layers' codes are
+concatenated. The closest pair by redundancy distance (``min(d, 1 - d)`` with
+``complement``) loses its less important channel (|gamma| summed over the
+group's BatchNorms, else the filters' L2 norm), repeatedly
+(:func:`fastspline.pruning.spline_order`). A channel's score is the normalised
+distance at which it was removed, plus ``rank / (2 n L)`` so equal distances
+keep the greedy's order; the last channel left scores above every other. Lower
+scores are pruned first, so ``pruning_ratio`` cuts the most redundant channels,
+and with ``global_pruning=True`` the distances compare across groups.
+
+Only the scores come from fastspline: Torch-Pruning removes the channels,
+without merge compensation (use :mod:`fastspline.pruning` for merges on
+:mod:`fastspline.models`); re-estimate BatchNorm statistics afterwards with
+:func:`fastspline.pruning.recalibrate_bn`.
+
+Example::
+
+    imp = SplineImportance(model, probe_x)
+    pruner = tp.pruner.MetaPruner(model, example_inputs=probe_x[:1], importance=imp,
+                                  pruning_ratio=0.5, ignored_layers=[model.fc])
+    pruner.step()
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+try:
+    import torch_pruning as tp
+    from torch_pruning.pruner import function as tp_function
+except ImportError as exc:  # the optional dependency is missing: say how to get it
+    raise ImportError(
+        "fastspline.integrations.torch_pruning needs Torch-Pruning: pip install 'fastspline[prune]' (or torch-pruning)"
+    ) from exc
+
+from fastspline.codes import codes as region_codes
+from fastspline.pruning import _complement, spline_order
+
+__all__ = ["SplineImportance"]
+
+_NORMS = (nn.modules.batchnorm._BatchNorm,)
+_LINEAR = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+class SplineImportance(tp.importance.Importance):
+    """Spline redundancy scores for Torch-Pruning groups (see the module doc).
+
+    Args:
+        model: the model being pruned (the one given to the pruner).
+        probe: probe inputs (a tensor, an ``(x, y)`` pair or a DataLoader, as
+            :func:`fastspline.codes`).
+        complement: treat a channel and its mirror (complement code) as redundant.
+        neighbours: neighbour-list length of the greedy (speed only).
+        batch_size, backend: as :func:`fastspline.codes`.
+
+    Codes of every BatchNorm, conv and linear output are computed in one pass
+    over the probe when first needed and again whenever a layer's shape changed
+    (after a pruning step).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        probe: Any,
+        *,
+        complement: bool = True,
+        neighbours: int = 16,
+        batch_size: int = 256,
+        backend: str | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"SplineImportance: model must be an nn.Module, got {type(model).__name__}")
+        if probe is None:
+            raise ValueError("SplineImportance: probe is None; give probe inputs")
+        if not isinstance(complement, bool):
+            raise TypeError(f"SplineImportance: complement must be a bool, got {type(complement).__name__}")
+        if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 1:
+            raise ValueError(f"SplineImportance: neighbours must be an int >= 1, got {neighbours!r}")
+        self.model = model
+        self.probe = probe
+        self.complement = complement
+        self.neighbours = neighbours
+        self.batch_size = batch_size
+        self.backend = backend
+        self._codes: dict[int, tuple[torch.Tensor, int, int]] = {}
+        self._shapes: tuple | None = None
+
+    def _shape_key(self) -> tuple:
+        return tuple(tuple(p.shape) for p in self.model.parameters())
+
+    def _node_codes(self, module: nn.Module) -> tuple[torch.Tensor, int, int]:
+        """(unit-major codes [C, P * ceil(N/64)], bits N*P, N) of ``module``'s output."""
+        key = self._shape_key()
+        if key != self._shapes:
+            named = {name: m for name, m in self.model.named_modules() if isinstance(m, _NORMS + _LINEAR)}
+            rc = region_codes(self.model, self.probe, layers=list(named), progress=False,
+                              batch_size=self.batch_size, backend=self.backend)  # fmt: skip
+            self._codes = {}
+            for name, m in named.items():
+                if name in rc:
+                    layer = rc[name]
+                    words = rc.unit_major(name, backend=self.backend).cpu().contiguous()
+                    positions = int(np.prod(layer.unit_shape[1:])) if len(layer.unit_shape) > 1 else 1
+                    self._codes[id(m)] = (words, layer.n_samples * positions, layer.n_samples)
+            self._shapes = key
+        if id(module) not in self._codes:
+            raise ValueError(f"SplineImportance: {type(module).__name__} was not reached by the probe's forward pass")
+        return self._codes[id(module)]
+
+    @torch.no_grad()
+    def __call__(self, group: Any, **kwargs: Any) -> torch.Tensor | None:
+        n = len(group[0].idxs)
+        norms, linears = [], []
+        for i, (dep, idxs) in enumerate(group):
+            module, handler = dep.target.module, dep.handler
+            roots = group[i].root_idxs
+            if any(r is None for r in roots) or len(roots) != len(idxs):
+                continue
+            if handler == tp_function.prune_batchnorm_out_channels and isinstance(module, _NORMS):
+                norms.append((module, list(idxs), list(roots)))
+            elif handler in (tp_function.prune_conv_out_channels, tp_function.prune_linear_out_channels) and isinstance(
+                module, _LINEAR
+            ):
+                linears.append((module, list(idxs), list(roots)))
+        sources = norms or linears
+        if not sources:
+            return None  # nothing to code: Torch-Pruning skips the group
+        rows, comps, bits = [], [], 0
+        importance = torch.zeros(n, dtype=torch.float64)
+        for module, idxs, roots in sources:
+            words, n_bits, n_samples = self._node_codes(module)
+            placed = torch.zeros(n, words.shape[1], dtype=torch.int64)
+            placed[roots] = words[idxs]
+            rows.append(placed)
+            comps.append(_complement(placed, n_samples, n_bits // n_samples))
+            bits += n_bits
+            if isinstance(module, _NORMS) and module.weight is not None:
+                importance[roots] += module.weight.detach().abs().cpu().double()[idxs]
+            else:
+                importance[roots] += module.weight.detach().flatten(1).norm(dim=1).cpu().double()[idxs]
+        codes = torch.cat(rows, dim=1).contiguous()
+        complement = torch.cat(comps, dim=1).contiguous()
+        scores = torch.full((n,), 1.0 + 1.0 / bits, dtype=torch.float64)
+        steps = spline_order(
+            codes, bits, importance.numpy(), floor=1, complement=self.complement,
+            neighbours=self.neighbours, complement_codes=complement,
+        )  # fmt: skip
+        for rank, (victim, _, distance, _) in enumerate(steps):
+            scores[victim] = distance / bits + rank / (2.0 * n * bits)
+        return scores
