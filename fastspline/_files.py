@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Callable
 from typing import IO, Any
@@ -23,7 +24,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         if umask is not None:  # mkstemp makes the file 0600; give it the mode open() would
             os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            recorder = _DiskErrors(f)
+            try:
+                write(recorder)
+            except Exception as exc:
+                # torch.save's zip writer turns a failed write (ENOSPC) into an unclear
+                # RuntimeError ("unexpected pos ..."): raise the disk's error instead.
+                if recorder.error is not None and exc is not recorder.error:
+                    raise OSError(recorder.error.errno, recorder.error.strerror, path) from exc
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -31,6 +40,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+class _DiskErrors:
+    """The file handed to a writer: remembers the first OSError of a write."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -42,6 +69,24 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
     """``payload`` as indented JSON (non-JSON values through ``str``), written atomically."""
     text = json.dumps(payload, indent=2, default=str) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+# torch.save writes a zip archive; anything else is not a torch file (checked before unpickling).
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def load_torch_archive(path: str | os.PathLike, where: str, kind: str) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, with a ValueError
+    naming ``path`` when it is not a torch.save archive or is truncated or corrupt
+    (FileNotFoundError when it is missing)."""
+    with open(path, "rb") as f:
+        magic = f.read(len(_ZIP_MAGIC))
+    if magic != _ZIP_MAGIC:
+        raise ValueError(f"{where}: {os.fspath(path)!r} is not a {kind} (not a torch.save archive)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+        raise ValueError(f"{where}: {os.fspath(path)!r} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
 
 
 def _umask() -> int | None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +45,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from fastspline import ops
-from fastspline._files import atomic_torch_save
+from fastspline._files import atomic_torch_save, load_torch_archive
 
 __all__ = ["LayerCodes", "RegionCodes", "codes", "register_activation", "ACTIVATIONS"]
 
@@ -72,8 +71,6 @@ _FUNCTIONAL = frozenset(
 
 _FILE_FORMAT = "fastspline.RegionCodes"
 _FILE_VERSION = 1
-# torch.save writes a zip archive; anything else is not ours (checked before unpickling).
-_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def register_activation(cls: type[nn.Module]) -> type[nn.Module]:
@@ -279,14 +276,7 @@ class RegionCodes:
         FileNotFoundError when ``path`` is missing; ValueError on a truncated,
         corrupt or foreign file.
         """
-        with open(path, "rb") as f:
-            magic = f.read(len(_ZIP_MAGIC))
-        if magic != _ZIP_MAGIC:
-            raise ValueError(f"RegionCodes.load: {os.fspath(path)!r} is not a fastspline codes file (not a torch.save archive)")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
-            raise ValueError(f"RegionCodes.load: {os.fspath(path)!r} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+        payload = load_torch_archive(path, "RegionCodes.load", "fastspline codes file")
         if not isinstance(payload, dict) or payload.get("format") != _FILE_FORMAT:
             raise ValueError(f"RegionCodes.load: {os.fspath(path)!r} is a torch file but not a fastspline RegionCodes file")
         if payload.get("version") != _FILE_VERSION:
@@ -374,12 +364,16 @@ class _Recorder:
         self.unit_shape: dict[str, tuple[int, ...]] = {}
         self.calls: dict[str, int] = {}  # calls of each layer in the current batch
         self.pending: list[tuple[str, torch.Tensor]] = []  # this batch's words, in forward order
+        self.nan_flags: list[tuple[str, torch.Tensor]] = []  # per layer of this batch: any NaN (on the device)
         self.rows = 0
+        self.seen = 0  # inputs before this batch
 
-    def start_batch(self, rows: int) -> None:
+    def start_batch(self, rows: int, seen: int) -> None:
         self.calls.clear()
         self.pending.clear()
+        self.nan_flags.clear()
         self.rows = rows
+        self.seen = seen
 
     def is_batched(self, value: object) -> bool:
         return isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == self.rows
@@ -406,8 +400,18 @@ class _Recorder:
         # Packed now, while this batch's activation is alive: floats are never kept.
         # reshape is a view for the usual contiguous activations; pack_signs reads any strides.
         self.pending.append((name, ops.pack_signs(value.reshape(value.shape[0], -1), backend=self.backend)))
+        # Checked in end_batch: one host sync per batch, not one per layer. amax propagates
+        # NaN and reads the activation once (isnan().any() also writes a bool copy: 3x slower).
+        if value.numel():
+            self.nan_flags.append((name, torch.isnan(value.amax())))
 
     def end_batch(self) -> None:
+        for name, flag in self.nan_flags:
+            if bool(flag):
+                raise ValueError(
+                    f"codes: layer {name!r} has NaN activations for inputs {self.seen}..{self.seen + self.rows - 1}; "
+                    "a NaN has no sign, so its region is undefined (a diverged model, or NaN inputs)"
+                )
         pending = self.pending
         devices = {words.device for _, words in pending}
         if self.keep_on == "cpu" and devices and devices != {torch.device("cpu")}:
@@ -564,8 +568,9 @@ def codes(
 
     Raises:
         TypeError/ValueError on bad arguments, when no layer is found (naming what
-        was searched), when the data yields no samples, or when a layer is not
-        reached by every input (data-dependent control flow).
+        was searched), when the data yields no samples, when a layer is not
+        reached by every input (data-dependent control flow), or when a coded
+        activation holds NaN (its sign is undefined; +-inf are coded by their sign).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"codes: model must be an nn.Module, got {type(model).__name__}")
@@ -581,7 +586,10 @@ def codes(
         device = first.device if first is not None else torch.device("cpu")
     elif not isinstance(device, (str, torch.device)):
         raise TypeError(f"codes: device must be a torch.device, a str or None, got {type(device).__name__}")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"codes: device {device!r} is not a torch device ({exc})") from exc
     batches, total = _batches(data, batch_size, max_samples)
     hooked = _resolve_layers(model, layers)
     find_functional = layers is None
@@ -620,7 +628,7 @@ def codes(
                     x = x[: max_samples - n_seen]
                 if x.shape[0] == 0:
                     continue
-                recorder.start_batch(x.shape[0])
+                recorder.start_batch(x.shape[0], n_seen)
                 x = x.to(device, non_blocking=True)
                 if mode is not None:
                     with mode:

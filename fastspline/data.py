@@ -326,6 +326,8 @@ def canvas_pair(dataset: TensorDataset, seed: int = 0) -> tuple[torch.Tensor, to
     if not isinstance(dataset, TensorDataset) or len(dataset.tensors) < 2:
         raise TypeError("canvas_pair: dataset must be a TensorDataset of (x, y)")
     x, y = dataset.tensors[0], dataset.tensors[1]
+    if len(y) < 2:
+        raise ValueError(f"canvas_pair: dataset must hold at least two samples, got {len(y)}")
     order = np.random.default_rng(_check_seed(seed, "canvas_pair")).permutation(len(y))
     first = int(order[0])
     for index in order[1:]:
@@ -341,6 +343,8 @@ def probe_subset(dataset: TensorDataset, n: int = 512, seed: int = 0) -> torch.T
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"probe_subset: n must be a positive int, got {n!r}")
     x = dataset.tensors[0]
+    if len(x) == 0:
+        raise ValueError("probe_subset: dataset is empty")
     n = min(n, len(x))
     index = np.sort(np.random.default_rng(_check_seed(seed, "probe_subset")).permutation(len(x))[:n])
     return x[torch.from_numpy(index)].clone()

@@ -137,12 +137,31 @@ class _EarlyBird:
             "pairs": [[t, s, d] for (t, s), d in self._pairs.items()],
         }
 
-    def _load_base_state(self, state: dict[str, Any]) -> None:
-        self.epochs = [int(e) for e in state["epochs"]]
-        self.distances = {int(e): float(d) for e, d in state["distances"]}
+    def _parse_base_state(self, state: object) -> dict[str, Any]:
+        """The shared fields of ``state``, parsed without touching ``self``."""
         saved = {float(t): (None if int(e) < 0 else int(e)) for t, e in state["fired"]}
-        self.fired = {t: saved.get(t) for t in self.thresholds}
-        self._pairs = {(int(t), int(s)): float(d) for t, s, d in state["pairs"]}
+        return {
+            "epochs": [int(e) for e in state["epochs"]],
+            "distances": {int(e): float(d) for e, d in state["distances"]},
+            "fired": {t: saved.get(t) for t in self.thresholds},
+            "_pairs": {(int(t), int(s)): float(d) for t, s, d in state["pairs"]},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s output. A malformed state raises
+        ValueError (TypeError for a non-dict) and leaves the detector as it was."""
+        if not isinstance(state, dict):
+            raise TypeError(f"{self._where}.load_state_dict: state must be a dict from state_dict(), got {type(state).__name__}")
+        try:
+            parsed = self._parse_base_state(state)
+            parsed.update(self._parse_state(state))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{self._where}.load_state_dict: malformed state ({type(exc).__name__}: {exc})") from exc
+        for name, value in parsed.items():
+            setattr(self, name, value)
+
+    def _parse_state(self, state: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def __call__(self, model: nn.Module, epoch: int, record: dict[str, Any]) -> bool:
         """As a :func:`fastspline.train.fit` callback: steps, adds
@@ -296,15 +315,17 @@ class SplineEarlyBird(_EarlyBird):
         state["probe_flops"] = -1 if self.probe_flops is None else self.probe_flops
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._load_base_state(state)
-        self._fifo.clear()
+    def _parse_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        fifo: deque[tuple[int, RegionCodes]] = deque(maxlen=self.history_depth)
         for e, layers in state["fifo"]:
-            self._fifo.append(
+            fifo.append(
                 (int(e), RegionCodes({name: LayerCodes(words, n_units, tuple(shape)) for name, words, n_units, shape in layers}))
             )
-        self._layer_pairs = {(int(t), int(s)): {str(n): float(d) for n, d in per} for t, s, per in state["layer_pairs"]}
-        self.probe_flops = None if state["probe_flops"] < 0 else int(state["probe_flops"])
+        return {
+            "_fifo": fifo,
+            "_layer_pairs": {(int(t), int(s)): {str(n): float(d) for n, d in per} for t, s, per in state["layer_pairs"]},
+            "probe_flops": None if state["probe_flops"] < 0 else int(state["probe_flops"]),
+        }
 
     def summary(self) -> dict[str, Any]:
         result = super().summary()
@@ -324,6 +345,8 @@ def bn_mask(model: nn.Module, ratio: float, layers: Sequence[str | nn.Module] | 
         raise ValueError(f"bn_mask: ratio must be in [0, 1), got {ratio!r}")
     norms = _bn_layers(model, layers)
     gammas = torch.cat([m.weight.detach().abs().flatten().cpu() for m in norms])
+    if not torch.isfinite(gammas).all():
+        raise ValueError(f"bn_mask: BatchNorm weights of {type(model).__name__} hold NaN or inf (a diverged model?)")
     ordered = torch.sort(gammas).values
     cut = ordered[min(int(gammas.numel() * ratio), gammas.numel() - 1)]
     return gammas > cut
@@ -409,11 +432,13 @@ class MaskEarlyBird(_EarlyBird):
         state["fifo"] = [[e, m] for e, m in self._fifo]
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._load_base_state(state)
-        self._fifo.clear()
+    def _parse_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        fifo: deque[tuple[int, torch.Tensor]] = deque(maxlen=self.window)
         for e, m in state["fifo"]:
-            self._fifo.append((int(e), m))
+            if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or m.dim() != 1:
+                raise ValueError(f"fifo mask of epoch {e} is not a 1-D bool tensor")
+            fifo.append((int(e), m))
+        return {"_fifo": fifo}
 
     def summary(self) -> dict[str, Any]:
         result = super().summary()

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastspline._files import atomic_torch_save as atomic_save
+from fastspline._files import load_torch_archive
 
 __all__ = [
     "Callback",
@@ -113,6 +114,8 @@ def seed_everything(seed: int) -> None:
 def bn_l1_penalty(model: nn.Module, sparsity: float) -> None:
     """Add ``sparsity * sign(gamma)`` to the gradient of every affine BatchNorm weight
     (the subgradient of ``sparsity * |gamma|_1``; network slimming). Call after backward."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"bn_l1_penalty: model must be an nn.Module, got {type(model).__name__}")
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine and module.weight.grad is not None:
             module.weight.grad.add_(torch.sign(module.weight.detach()), alpha=sparsity)
@@ -123,11 +126,11 @@ def _model_device(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-def _as_tensors(data: object, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _as_tensors(data: object, name: str, where: str = "fit") -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) of a TensorDataset, an (x, y) pair of tensors, or a map-style dataset of pairs."""
     if isinstance(data, TensorDataset):
         if len(data.tensors) < 2:
-            raise ValueError(f"fit: {name} must hold (x, y) tensors, got {len(data.tensors)} tensor(s)")
+            raise ValueError(f"{where}: {name} must hold (x, y) tensors, got {len(data.tensors)} tensor(s)")
         x, y = data.tensors[0], data.tensors[1]
     elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         x, y = data
@@ -138,13 +141,13 @@ def _as_tensors(data: object, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.stack([torch.as_tensor(p[0]) for p in pairs])
         y = torch.as_tensor([int(p[1]) for p in pairs])
     else:
-        raise TypeError(f"fit: {name} must be a TensorDataset, an (x, y) pair of tensors or a Dataset, got {type(data).__name__}")
+        raise TypeError(f"{where}: {name} must be a TensorDataset, an (x, y) pair of tensors or a Dataset, got {type(data).__name__}")
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"fit: {name} has {x.shape[0]} inputs but {y.shape[0]} labels")
+        raise ValueError(f"{where}: {name} has {x.shape[0]} inputs but {y.shape[0]} labels")
     if x.shape[0] == 0:
-        raise ValueError(f"fit: {name} is empty")
+        raise ValueError(f"{where}: {name} is empty")
     if y.dtype != torch.int64:
-        raise TypeError(f"fit: {name} labels must be int64 class indices, got {y.dtype}")
+        raise TypeError(f"{where}: {name} labels must be int64 class indices, got {y.dtype}")
     return x, y
 
 
@@ -174,10 +177,12 @@ def count_flops(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: object, *, batch_size: int = 1024, device: torch.device | str | None = None) -> tuple[float, float]:
     """(mean cross-entropy, accuracy in %) of ``model`` on ``data`` in eval mode
-    (the train/eval mode is restored)."""
-    x, y = _as_tensors(data, "data")
+    (the train/eval mode of every submodule is restored, also when forward raises)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"evaluate: model must be an nn.Module, got {type(model).__name__}")
+    x, y = _as_tensors(data, "data", "evaluate")
     device = _model_device(model) if device is None else torch.device(device)
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]  # each submodule's own mode
     model.eval()
     loss_sum, correct = 0.0, 0
     try:
@@ -187,13 +192,17 @@ def evaluate(model: nn.Module, data: object, *, batch_size: int = 1024, device: 
             loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     return loss_sum / x.shape[0], 100.0 * correct / x.shape[0]
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`fit` (tensors on the CPU; no arbitrary unpickling)."""
-    payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    """Read a checkpoint written by :func:`fit` (tensors on the CPU; no arbitrary unpickling).
+
+    FileNotFoundError when ``path`` is missing; ValueError on a truncated, corrupt or foreign file.
+    """
+    payload = load_torch_archive(path, "load_checkpoint", "fastspline training checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"load_checkpoint: {os.fspath(path)!r} is not a fastspline training checkpoint")
     if payload.get("version") != _CHECKPOINT_VERSION:
@@ -320,17 +329,23 @@ def fit(
 
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        history = History([dict(r) for r in state["history"]], bool(state.get("stopped_early", False)))
-        flops_by_shape = {tuple(shape): int(flops) for shape, flops in state["flops_by_shape"]}
-        saved_states = state.get("callbacks", [])
-        for callback, saved in zip(callbacks, saved_states):
-            if saved is not None and hasattr(callback, "load_state_dict"):
-                callback.load_state_dict(saved)
-        start_epoch = int(state["epoch"]) + 1
+        # A checkpoint of another model (or a damaged one) must not leave this one half loaded.
+        backup = copy.deepcopy(model.state_dict())
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            history = History([dict(r) for r in state["history"]], bool(state.get("stopped_early", False)))
+            flops_by_shape = {tuple(shape): int(flops) for shape, flops in state["flops_by_shape"]}
+            saved_states = state.get("callbacks", [])
+            for callback, saved in zip(callbacks, saved_states):
+                if saved is not None and hasattr(callback, "load_state_dict"):
+                    callback.load_state_dict(saved)
+            start_epoch = int(state["epoch"]) + 1
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            model.load_state_dict(backup)
+            raise ValueError(f"fit: cannot resume from {os.fspath(checkpoint)!r}: {type(exc).__name__}: {exc}") from exc
         if history.stopped_early:
             return history
 
@@ -388,11 +403,17 @@ def fit(
                     logits = model(xb)
                     loss = F.cross_entropy(logits, yb)
                     loss.backward()
+                batch_loss = float(loss.detach())
+                if not math.isfinite(batch_loss):  # stop before the step spreads NaN/inf into the weights
+                    raise FloatingPointError(
+                        f"fit: the training loss is {batch_loss} at epoch {epoch}, batch {start // batch_size}: "
+                        "training diverged (lower lr?) or the inputs hold NaN/inf"
+                    )
                 if sparsity:
                     bn_l1_penalty(model, sparsity)
                 optimizer.step()
                 epoch_flops += flops_by_shape[shape]
-                loss_sum += float(loss.detach()) * xb.shape[0]
+                loss_sum += batch_loss * xb.shape[0]
                 correct += int((logits.detach().argmax(1) == yb).sum())
             scheduler.step()
             cumulative += epoch_flops

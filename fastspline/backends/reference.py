@@ -52,7 +52,10 @@ _BYTE_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=tor
 def popcount(words: torch.Tensor) -> torch.Tensor:
     if words.numel() == 0:  # an empty view may keep a last-dim stride that view(uint8) rejects
         return torch.zeros(words.shape[:-1], dtype=torch.int64, device=words.device)
-    as_bytes = words.contiguous().view(torch.uint8).to(torch.int64)
+    words = words.contiguous()
+    if words.stride(-1) != 1:  # a size-1 last dim may keep any stride, which view(uint8) rejects
+        words = words.clone(memory_format=torch.contiguous_format)
+    as_bytes = words.view(torch.uint8).to(torch.int64)
     table = _BYTE_POPCOUNT.to(words.device)
     return table[as_bytes].sum(dim=-1)
 

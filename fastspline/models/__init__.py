@@ -13,6 +13,7 @@ images, :func:`cnn1d` length-40 sequences (MNIST-1D), :func:`mlp` anything flat.
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,7 +86,13 @@ def create(
     """
     if not isinstance(name, str):
         raise TypeError(f"create: name must be a str, got {type(name).__name__}")
-    shape = tuple(int(s) for s in input_shape)
+    if (
+        isinstance(input_shape, (str, bytes))
+        or not isinstance(input_shape, Sequence)
+        or not all(hasattr(type(s), "__index__") and not isinstance(s, bool) and operator.index(s) >= 1 for s in input_shape)
+    ):
+        raise TypeError(f"create: input_shape must be a sequence of positive ints (one sample's shape), got {input_shape!r}")
+    shape = tuple(operator.index(s) for s in input_shape)
     if name in VGG_CFGS or name.startswith("preresnet"):
         if len(shape) != 3:
             raise ValueError(f"create: {name} needs image inputs (C, H, W), got input_shape {shape}")

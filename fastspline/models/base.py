@@ -92,6 +92,8 @@ def init_weights(model: nn.Module) -> None:
     (Kaiming normal, fan-out); BatchNorm: weight 0.5, bias 0; the classifier
     (a linear layer named ``classifier``): normal(0, 0.01), bias 0.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"init_weights: model must be an nn.Module, got {type(model).__name__}")
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d)):
             fan_out = math.prod(module.kernel_size) * module.out_channels

@@ -106,5 +106,6 @@ def cnn1d(
     cfg = CNN1D_CFG if cfg is None else cfg
     if isinstance(cfg, (str, bytes)) or not isinstance(cfg, Sequence):
         raise TypeError(f"cnn1d: cfg must be a list of widths and 'M', got {type(cfg).__name__}")
-    scaled = [entry if entry == "M" or not isinstance(entry, int) else max(1, round(entry * width)) for entry in cfg]
+    # Only valid widths are scaled: the model's own check reports 0, negatives and non-ints.
+    scaled = [max(1, round(entry * width)) if type(entry) is int and entry >= 1 else entry for entry in cfg]
     return CNN1d(scaled, in_channels, num_classes, length)

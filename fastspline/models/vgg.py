@@ -128,5 +128,6 @@ def vgg(
         cfg = VGG_CFGS[cfg]
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
         raise ValueError(f"vgg: width must be a positive number, got {width!r}")
-    scaled = [entry if entry == "M" or not isinstance(entry, int) else max(1, round(entry * width)) for entry in cfg]
+    # Only valid widths are scaled: the model's own check reports 0, negatives and non-ints.
+    scaled = [max(1, round(entry * width)) if type(entry) is int and entry >= 1 else entry for entry in cfg]
     return VGG(scaled, in_channels, num_classes, input_size)
