@@ -14,6 +14,11 @@ each ``--eb-threshold``) fires, and writes a run folder (``--out``):
 ``history.json`` (arguments, per-epoch records, EB summaries and distance
 matrices), ``checkpoint.pt`` (latest state, for ``--resume``) and
 ``eb-<detector>.pt`` (the model at the EB epoch, with its config).
+
+``fastspline run --model vgg-small --data digits --ratio 0.5 --eb spline [--compare] [--seeds 5]``
+runs early bird -> prune -> retrain (:mod:`fastspline.pipeline`) and prints the
+table of accuracies at each stage, parameters, FLOPs and the saving against dense
+training; ``fastspline demo`` is that comparison on digits, sized for a few minutes.
 """
 from __future__ import annotations
 
@@ -295,9 +300,333 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- run and demo (EB -> prune -> retrain)
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    """Pruning, early-bird, retraining and run flags of ``run``."""
+    group = parser.add_argument_group("pruning")
+    group.add_argument("--ratio", type=float, default=0.5, help="fraction of units removed (default 0.5)")
+    group.add_argument(
+        "--policy", nargs="+", default=None, metavar="POLICY",
+        help="pruning policies, each run (default spline-layerwise; with --compare every policy)",
+    )
+    group.add_argument("--merge", nargs="+", default=["affine"], choices=("affine", "scale", "none"), help="merge modes, each run (default affine)")
+    group.add_argument("--budget", choices=("channels", "flops"), default="channels", help="what --ratio counts (default channels)")
+    group = parser.add_argument_group("early bird and retraining")
+    group.add_argument("--eb", choices=("spline", "mask", "none"), default="spline", help="prune at this EB epoch; none: after full training")
+    group.add_argument("--eb-threshold", type=float, default=0.16, help="spline EB threshold (default 0.16)")
+    group.add_argument("--eb-window", type=int, default=3, help="spline EB window (default 3)")
+    group.add_argument("--mask-threshold", type=float, default=0.1, help="mask EB threshold (default 0.1; its ratio is --ratio)")
+    group.add_argument("--mask-window", type=int, default=5, help="mask EB FIFO length (default 5)")
+    group.add_argument("--probe-size", type=int, default=512, help="training inputs in the probe of EB and pruning (default 512)")
+    group.add_argument("--retrain-epochs", type=int, default=None, help="retraining epochs of every pruned method (default: the remaining epochs)")
+    group.add_argument(
+        "--finetune-epochs", type=int, default=None,
+        help="retraining after pruning a fully trained network (default --retrain-epochs, else epochs/4)",
+    )
+    group.add_argument("--retrain-sparsity", type=float, default=0.0, help="BN-L1 penalty while retraining (default 0)")
+    group.add_argument(
+        "--retrain-lr", type=float, default=None,
+        help="lr of the first retraining epoch (default: the dense schedule's lr at that epoch; later decays as dense)",
+    )
+    group = parser.add_argument_group("runs")
+    group.add_argument("--compare", action="store_true", help="also dense, mask EB + slimming, full training + slimming, every policy")
+    group.add_argument("--seeds", type=int, default=1, help="number of seeds, from --seed on (default 1)")
+    group.add_argument("--workers", type=int, default=1, help="processes running seeds in parallel (default 1)")
+    group.add_argument("--out", default=None, help="run folder")
+    group.add_argument("--save-models", action="store_true", help="also write the EB snapshots and the pruned models")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_run_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="early bird -> prune -> retrain, optionally compared with other methods",
+        description="Dense training with EB detection; at the EB epoch plan, merge and slim; BN re-estimation; "
+        "retraining for the remaining epochs; test accuracy after pruning, after BN re-estimation, after one "
+        "retraining epoch and at the end; training FLOPs (probe passes and pruning included) against dense training. "
+        "--compare adds dense training, mask EB + slimming, full training + slimming and every policy, on the same seeds. "
+        "Each run uses --threads torch threads (default 1 here); --workers runs seeds in parallel processes.",
+    )
+    add_model_arguments(parser)
+    add_data_arguments(parser)
+    add_training_arguments(parser)
+    add_pipeline_arguments(parser)
+    parser.set_defaults(threads=1, func=run_pipeline_command, check=_check_pipeline_args)
+
+
+def add_demo_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="the method comparison on the embedded digits data (a few minutes on 2 cores)",
+        description="fastspline run --compare on scikit-learn's digits: VGG-style CNN (vgg-small), ratio 0.5, "
+        "40 epochs, every pruning policy, 4 seeds in 2 processes; prints the table and writes runs/demo.",
+    )
+    parser.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    parser.add_argument("--seeds", type=int, default=4, help="seeds 0..N-1 (default 4)")
+    parser.add_argument("--workers", type=int, default=2, help="processes (default 2, one per core)")
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_demo_command, check=_check_demo_args)
+
+
+def _check_pipeline_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from fastspline import pruning
+
+    for name in ("seeds", "workers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for policy in args.policy or ():
+        if policy not in pruning.POLICIES:
+            parser.error(f"--policy must be among {', '.join(pruning.POLICIES)}, got {policy!r}")
+    try:
+        _pipeline_config(args).check()
+    except (TypeError, ValueError) as exc:  # the config names the field; say it as the flag
+        message = str(exc).removeprefix("PipelineConfig: ")
+        field = message.split(" ", 1)[0]
+        flag = {"policies": "policy", "merges": "merge"}.get(field, field).replace("_", "-").removesuffix("[]")
+        parser.error(f"--{flag}{message[len(field):]}")
+
+
+def _check_demo_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for name in ("seeds", "workers", "epochs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+
+
+def _pipeline_config(args: argparse.Namespace) -> Any:
+    from fastspline import pipeline, pruning
+
+    policies = args.policy or (pruning.POLICIES if args.compare else ("spline-layerwise",))
+    return pipeline.PipelineConfig(
+        model=args.model, data=args.data, data_root=args.data_root, width=args.width, hidden=tuple(args.hidden),
+        ratio=args.ratio, eb=args.eb, policies=tuple(dict.fromkeys(policies)), merges=tuple(dict.fromkeys(args.merge)),
+        budget=args.budget, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+        weight_decay=args.weight_decay, milestones=None if args.milestones is None else tuple(args.milestones),
+        sparsity=args.sparsity, retrain_epochs=args.retrain_epochs, finetune_epochs=args.finetune_epochs,
+        retrain_sparsity=args.retrain_sparsity, retrain_lr=args.retrain_lr, eb_threshold=args.eb_threshold, eb_window=args.eb_window,
+        mask_threshold=args.mask_threshold, mask_window=args.mask_window, probe_size=args.probe_size,
+        device=args.device, threads=args.threads, save_models=args.save_models,
+    )
+
+
+def _print_results(results: dict[str, Any], out: Path) -> None:
+    from fastspline import pipeline
+
+    print()
+    print(pipeline.markdown(results))
+    print(f"{len(results['runs'])} seed(s) in {results['seconds']:.0f}s; wrote {out / 'results.json'} and {out / 'results.md'}")
+
+
+def run_pipeline_command(args: argparse.Namespace) -> int:
+    from fastspline import pipeline
+
+    config = _pipeline_config(args)
+    kind = "compare" if args.compare else "run"
+    out = Path(args.out or f"runs/{kind}-{config.model}-{config.data}-p{config.ratio:g}")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    methods = pipeline.methods_for(config, compare=args.compare)
+    print(
+        f"fastspline {kind}: {config.model} on {config.data}, ratio {config.ratio:g}, {config.epochs} epochs, "
+        f"{len(methods)} method(s) x {len(seeds)} seed(s), {args.workers} worker(s); run folder {out}",
+        flush=True,
+    )
+    results = pipeline.run_methods(
+        config, methods, seeds, out=out, progress=not args.quiet, workers=args.workers, title=f"fastspline {kind}"
+    )
+    _print_results(results, out)
+    return 0
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from fastspline import pipeline, pruning
+
+    config = pipeline.PipelineConfig(
+        model="vgg-small", data="digits", ratio=0.5, eb="spline", policies=pruning.POLICIES, epochs=args.epochs, threads=1,
+    )
+    out = Path(args.out)
+    seeds = list(range(args.seeds))
+    methods = pipeline.methods_for(config, compare=True)
+    print(
+        f"fastspline demo: EB -> prune -> retrain on digits (vgg-small, ratio 0.5, {config.epochs} epochs), "
+        f"{len(methods)} methods x {len(seeds)} seeds, {args.workers} worker(s); run folder {out}",
+        flush=True,
+    )
+    results = pipeline.run_methods(config, methods, seeds, out=out, progress=not args.quiet, workers=args.workers, title="fastspline demo")
+    _print_results(results, out)
+    return 0
+
+
+# ---------------------------------------------------------------- plot
+
+
+def add_plot_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "plot",
+        help="PNG plots of a run folder or a saved model",
+        description="Plots of a run folder (`fastspline train`, `fastspline run`) or of a model file (.pt with "
+        "'model' and 'model_config'): the 2-D partition, the canvas of a CNN, the early-bird heatmap and "
+        "training curves, the pruning report. PNGs go to --out-dir (default: the run folder).",
+    )
+    kinds = parser.add_subparsers(dest="plot", metavar="kind")
+    kinds.required = True
+
+    def kind(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = kinds.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("source", help="run folder, or a model file (.pt) for partition/canvas, or a history.json for eb")
+        sub.add_argument("--out-dir", default=None, help="folder of the PNGs (default: the run folder / the file's folder)")
+        sub.add_argument("--seed", type=int, default=None, help="seed folder of a `fastspline run` folder (default: its first seed)")
+        sub.set_defaults(func=run_plot, check=_check_plot_args)
+        return sub
+
+    for name, help_text in (
+        ("partition", "2-D input-space partition: regions by code, unit zero sets, decision boundary (partition.png)"),
+        ("canvas", "canvas view of a CNN: channel zero sets over a*img0 + b*img1 and decision regions (canvas.png)"),
+    ):
+        sub = kind(name, help_text)
+        sub.add_argument("--checkpoint", default=None, help="model file inside the run folder (default checkpoint.pt, else eb-spline.pt, ...)")
+        if name == "partition":
+            sub.add_argument("--bounds", type=float, nargs="+", default=[5.0], help="r for [-r, r]^2, or xmin xmax ymin ymax (default 5)")
+            sub.add_argument("--resolution", type=int, default=512, help="grid points per side (default 512)")
+            sub.add_argument("--points", action="store_true", help="scatter the run's test points")
+        else:
+            sub.add_argument("--size", type=int, default=100, help="canvas points per side (default 100)")
+            sub.add_argument("--layers", nargs="+", default=None, help="layer names or indices to draw (default every layer)")
+            sub.add_argument("--channels", type=int, default=4, help="channels drawn per layer (default 4)")
+            sub.add_argument("--data", default=None, help="dataset of the canvas images (default the run's)")
+    kind("eb", "early-bird heatmap (eb-heatmap.png) and accuracy / distance / FLOPs curves (training-curves.png)")
+    sub = kind("pruning", "kept vs removed units per layer of a `fastspline run` method (pruning.png); with --save-models "
+               "files of a 2-D model, its partition at pruning and after retraining")
+    sub.add_argument("--method", default=None, help="method key, e.g. spline.spline-layerwise.affine (default: the first pruning at the run's --eb)")
+
+
+def _check_plot_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not Path(args.source).exists():
+        parser.error(f"source {args.source!r} does not exist")
+    if args.plot == "partition":
+        if len(args.bounds) not in (1, 4):
+            parser.error(f"--bounds takes 1 or 4 numbers, got {len(args.bounds)}")
+        if not 2 <= args.resolution <= 8192:
+            parser.error(f"--resolution must be in [2, 8192], got {args.resolution}")
+    if args.plot == "canvas" and (not 2 <= args.size <= 2048 or args.channels < 1):
+        parser.error(f"--size must be in [2, 2048] and --channels >= 1, got {args.size}, {args.channels}")
+
+
+def _plot_run(source: Path, seed: int | None) -> tuple[Path, Path | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """(folder the files are in, seed folder of a pipeline run or None, history payload or None,
+    data settings {"data", "data_root", "seed"} or None) of a `plot` source."""
+    folder = source if source.is_dir() else source.parent
+    if (folder / "results.json").is_file():  # a `fastspline run` folder: one seed's dense run
+        results = json.loads((folder / "results.json").read_text())
+        seeds = results.get("seeds") or [0]
+        chosen = seeds[0] if seed is None else seed
+        if chosen not in seeds:
+            raise SystemExit(f"fastspline plot: the run has seeds {seeds}, not {chosen}")
+        seed_folder = folder / f"seed-{chosen}"
+        history = json.loads((seed_folder / "dense.json").read_text()) if (seed_folder / "dense.json").is_file() else None
+        config = results.get("config", {})
+        return folder, seed_folder, history, {"data": config.get("data"), "data_root": config.get("data_root"), "seed": chosen}
+    history_path = source if source.is_file() and source.suffix == ".json" else folder / "history.json"
+    if not history_path.is_file():
+        return folder, None, None, None
+    history = json.loads(history_path.read_text())
+    run_args = history.get("args", {})
+    return folder, None, history, {"data": run_args.get("data"), "data_root": run_args.get("data_root"), "seed": run_args.get("seed", 0)}
+
+
+def _plot_model_path(source: Path, folder: Path, seed_folder: Path | None, checkpoint: str | None) -> Path:
+    if source.is_file():
+        return source
+    places = [p for p in (seed_folder, folder) if p is not None]
+    names = [checkpoint] if checkpoint else ["checkpoint.pt", "eb-spline.pt", "eb-mask.pt"]
+    for place in places:
+        for name in names:
+            if (place / name).is_file():
+                return place / name
+    raise SystemExit(
+        f"fastspline plot: no model file ({', '.join(names)}) in {', '.join(str(p) for p in places)}; "
+        "pass a model file, or --checkpoint (`fastspline run` writes models with --save-models)"
+    )
+
+
+def _plot_pruning(source: Path, folder: Path, seed_folder: Path | None, method: str | None, out: Path) -> Path:
+    """pruning.png of one method of a `fastspline run` folder (or of its seed-<s>/<method>.json)."""
+    from fastspline import viz
+
+    if source.is_file() and source.suffix == ".json":
+        method_file = source
+    elif seed_folder is not None:
+        results = json.loads((folder / "results.json").read_text())
+        pruned = [m for m in results.get("methods", []) if m.get("prune_at") != "never"]
+        eb = results.get("config", {}).get("eb")
+        keys = [m["key"] for m in sorted(pruned, key=lambda m: m.get("prune_at") != eb)]  # the run's EB first
+        if method is None and not keys:
+            raise SystemExit(f"fastspline plot pruning: {folder} has no pruned method")
+        key = method or keys[0]
+        if key not in keys:
+            raise SystemExit(f"fastspline plot pruning: --method must be one of {', '.join(keys)}, got {key!r}")
+        method_file = seed_folder / f"{key}.json"
+    else:
+        raise SystemExit(f"fastspline plot pruning: {source} is not a `fastspline run` folder or a method JSON file")
+    detail = json.loads(method_file.read_text())
+    if not isinstance(detail.get("plan"), dict):
+        raise SystemExit(f"fastspline plot pruning: {method_file} has no 'plan'")
+    key = method_file.stem
+    before = method_file.parent / f"eb-{key.split('.')[0]}.pt"
+    after = method_file.parent / f"{key}.pt"
+    model = pruned = None
+    if before.is_file() and after.is_file():  # written by `fastspline run --save-models`
+        model, pruned = viz.load_model(before), viz.load_model(after)
+    path = out / "pruning.png"
+    viz.pruning_report(detail["plan"], model, pruned=pruned, pruned_label="after pruning and retraining", title=detail.get("label"), path=path)
+    return path
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from fastspline import data as datasets
+    from fastspline import viz
+
+    source = Path(args.source)
+    folder, seed_folder, history, data_settings = _plot_run(source, args.seed)
+    out = Path(args.out_dir) if args.out_dir else seed_folder or folder
+    written: list[Path] = []
+    if args.plot == "pruning":
+        written = [_plot_pruning(source, folder, seed_folder, args.method, out)]
+    elif args.plot == "eb":
+        if history is None:
+            raise SystemExit(f"fastspline plot eb: no history.json (or seed-*/dense.json) for {source}")
+        written = viz.write_run_plots(out, history=history)
+    else:
+        model = viz.load_model(_plot_model_path(source, folder, seed_folder, args.checkpoint))
+        name = getattr(args, "data", None) or (data_settings or {}).get("data")
+        split = None
+        if name is not None and (args.plot == "canvas" or args.points):
+            settings = data_settings or {}
+            split = datasets.load(name, root=settings.get("data_root"), seed=settings.get("seed") or 0)
+        if args.plot == "partition":
+            bounds = args.bounds[0] if len(args.bounds) == 1 else args.bounds
+            points = split.test if split is not None else None
+            viz.partition_2d(model, bounds, args.resolution, data=points, path=out / "partition.png")
+            written = [out / "partition.png"]
+        else:
+            if split is None:
+                raise SystemExit("fastspline plot canvas: the canvas images come from a dataset; pass --data NAME")
+            seed = (data_settings or {}).get("seed") or 0
+            img0, img1, labels = viz.labelled_canvas_pair(split.test, seed)
+            layers = None if args.layers is None else [int(v) if v.lstrip("-").isdigit() else v for v in args.layers]
+            viz.canvas_contours(model, img0, img1, layers, n=args.size, channels=args.channels, labels=labels, path=out / "canvas.png")
+            written = [out / "canvas.png"]
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
 COMMANDS: dict[str, Callable[[Any], None]] = {"train": add_train_command}
+COMMANDS.update(run=add_run_command, demo=add_demo_command)
+COMMANDS.update(plot=add_plot_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
