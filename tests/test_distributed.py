@@ -1,0 +1,537 @@
+"""fastspline.distributed: 2 and 3 CPU processes (gloo on localhost, spawned, bounded in
+time) give bit for bit the single-process codes, partition distances, unit-major
+distances, region counts and early-bird epochs, with uneven shards and a rank holding
+no samples; a failure on one rank raises on every rank instead of hanging."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import socket
+import sys
+import time
+import types
+import warnings
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+import fastspline as fs
+from fastspline import data, distributed, models
+from fastspline.earlybird import SplineEarlyBird
+
+SPAWN_TIMEOUT_S = 90.0  # a hung collective fails the test instead of blocking CI
+COLLECTIVE_TIMEOUT = timedelta(seconds=30)
+N_PROBE = 37  # odd: uneven shards over 2 ranks
+
+
+# ---------------------------------------------------------------- shared by parent and workers
+
+
+class Net(nn.Module):
+    """Conv (BN + ReLU module), conv with a functional relu, then linear + ReLU:
+    per-channel and per-unit node codes, module and functional layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(6, 5, 3, padding=1, stride=2)
+        self.fc = nn.Linear(5 * 4 * 4, 20)
+        self.relu3 = nn.ReLU()
+        self.out = nn.Linear(20, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = torch.relu(self.conv2(x))
+        return self.out(self.relu3(self.fc(x.flatten(1))))
+
+
+def make_net(seed: int) -> Net:
+    torch.manual_seed(seed)
+    net = Net()
+    with torch.no_grad():
+        net.bn1.running_mean.uniform_(-0.2, 0.2)
+        net.bn1.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def small_vgg() -> nn.Module:
+    torch.manual_seed(3)
+    return models.vgg("vgg-small", 1, 10, 8, width=0.125).eval()
+
+
+def make_probe() -> torch.Tensor:
+    return torch.randn(N_PROBE, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+
+
+def summarise(
+    rc: fs.RegionCodes, other: fs.RegionCodes, cdist: Callable[..., torch.Tensor], backend: str | None = None
+) -> dict[str, Any]:
+    """Everything compared between the distributed and the single-process runs (on the CPU).
+    ``cdist(a, b=None)``: the (distributed or local) unit-major hamming_cdist."""
+    result: dict[str, Any] = {
+        "words": {name: layer.words.cpu() for name, layer in rc.items()},
+        "distance": rc.distance(other, backend=backend),
+        "layer_distance": rc.distance(other, reduce="none", backend=backend),
+        "regions": rc.count_regions(backend=backend),
+        "region_ids": rc.region_ids(backend=backend).cpu(),
+        "cdist": {},
+    }
+    for name in rc.names:
+        # Per channel (conv layers: samples x positions), per unit, and across the two codings.
+        major = rc.unit_major(name, backend=backend)
+        result["cdist"][name, "channel"] = cdist(major).cpu()
+        result["cdist"][name, "unit"] = cdist(rc.unit_major(name, per_channel=False, backend=backend)).cpu()
+        result["cdist"][name, "cross"] = cdist(major, other.unit_major(name, backend=backend)).cpu()
+    return result
+
+
+def single_process_reference() -> dict[str, Any]:
+    probe = make_probe()
+    rc = fs.codes(make_net(0), probe, progress=False, batch_size=8)
+    other = fs.codes(make_net(1), probe, progress=False, batch_size=8)
+    return summarise(rc, other, lambda a, b=None: fs.hamming_cdist(a, b))
+
+
+# ---------------------------------------------------------------- spawning
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank: int, world: int, port: int, out: str, scenario: Callable[..., Any], args: tuple, backend: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(
+        backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=COLLECTIVE_TIMEOUT
+    )
+    try:
+        result = scenario(rank, world, *args)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    torch.save(result, os.path.join(out, f"rank{rank}.pt"))
+
+
+def run_ranks(world: int, scenario: Callable[..., Any], tmp_path: Path, *args: Any, backend: str = "gloo") -> list[Any]:
+    """Run ``scenario(rank, world, *args)`` in ``world`` spawned processes; their results."""
+    context = mp.start_processes(
+        _entry, args=(world, free_port(), str(tmp_path), scenario, args, backend), nprocs=world, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + SPAWN_TIMEOUT_S
+    # join() raises (with the worker's traceback) as soon as a worker fails.
+    while not context.join(timeout=max(0.1, deadline - time.monotonic())):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                if process.is_alive():
+                    process.kill()
+            pytest.fail(f"{scenario.__name__} on {world} ranks did not finish in {SPAWN_TIMEOUT_S:.0f} s")
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+# ---------------------------------------------------------------- scenarios (run in the workers)
+
+
+def codes_scenario(rank: int, world: int, sizes: list[int]) -> dict[str, Any]:
+    """Codes of this rank's block of the probe (``sizes`` rows per rank), summarised;
+    the same through a DataLoader; error propagation."""
+    probe = make_probe()
+    start = sum(sizes[:rank])
+    local = probe[start : start + sizes[rank]]
+    rc = distributed.codes(make_net(0), local, batch_size=8)
+    other = distributed.codes(make_net(1), local, batch_size=8)
+    result = summarise(rc, other, lambda a, b=None: distributed.hamming_cdist(a, b))
+    result["shard"] = dict(rc.meta["shard"])
+    result["n_samples"] = rc.n_samples
+
+    # A DataLoader over this rank's block (empty on an empty rank) gives the same codes.
+    loader = DataLoader(TensorDataset(local, torch.zeros(len(local))), batch_size=5)
+    via_loader = distributed.codes(make_net(0), loader)
+    result["loader_equal"] = all(torch.equal(via_loader[n].words, rc[n].words) for n in rc.names)
+
+    # Every layer with one reduction.
+    result["unit_cdists"] = rc.unit_cdists()
+    result["unit_cdists_units"] = rc.unit_cdists(rc.names[:2], per_channel=False)
+
+    # Into a preallocated buffer.
+    name = rc.names[0]
+    buffer = torch.full((6, 6), -1, dtype=torch.int32)
+    result["out_is_buffer"] = rc.unit_cdist(name, out=buffer) is buffer
+    result["out"] = buffer
+
+    # A bad argument on the last rank raises there, and a RuntimeError naming it elsewhere.
+    bad = other if rank != world - 1 else fs.RegionCodes({n: other[n] for n in other.names[1:]})
+    try:
+        distributed.distance(rc, bad)
+        result["error"] = None
+    except (ValueError, RuntimeError) as exc:
+        result["error"] = (type(exc).__name__, str(exc))
+    # ...and the group still works afterwards.
+    result["after_error"] = rc.distance(other)
+    # An empty probe shard is an error on every rank at construction, not a hang in step().
+    try:
+        distributed.ShardedSplineEarlyBird(local)
+        result["eb_error"] = None
+    except (ValueError, RuntimeError) as exc:
+        result["eb_error"] = (type(exc).__name__, str(exc))
+    return result
+
+
+def sampler_scenario(rank: int, world: int) -> dict[str, Any]:
+    """DistributedSampler shards (interleaved, not contiguous): order-free results are
+    exact when no input repeats; a padded sampler warns."""
+    probe = make_probe()[: N_PROBE - N_PROBE % world]  # divisible: no padding
+    dataset = TensorDataset(probe, torch.zeros(len(probe)))
+    loader = DataLoader(dataset, batch_size=4, sampler=DistributedSampler(dataset, shuffle=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no padding, no warning
+        rc = distributed.codes(make_net(0), loader)
+    other = distributed.codes(make_net(1), loader)
+    name = rc.names[1]
+    result = {
+        "distance": rc.distance(other),
+        "regions": rc.count_regions(),
+        "cdist": rc.unit_cdist(name),
+        "n": len(probe),
+    }
+    padded = TensorDataset(make_probe(), torch.zeros(N_PROBE))
+    padded_loader = DataLoader(padded, batch_size=4, sampler=DistributedSampler(padded, shuffle=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        distributed.codes(make_net(0), padded_loader)
+    result["warnings"] = [str(w.message) for w in caught]
+    return result
+
+
+@dataclasses.dataclass
+class FakePlan:
+    ratio: float
+    probe_sum: float
+    computed_on: int
+
+
+def plan_scenario(rank: int, world: int) -> dict[str, Any]:
+    """broadcast_plan of a plan-like object; plan() computes once on src and broadcasts:
+    its mechanics with a stand-in pruning.plan, then the real one where it exists."""
+    result: dict[str, Any] = {}
+    mine = FakePlan(0.5, 1.0, rank) if rank == 1 else None
+    result["broadcast"] = distributed.broadcast_plan(mine, src=1)
+
+    calls = []
+
+    def fake_plan(model: nn.Module, probe: torch.Tensor, ratio: float, **kwargs: Any) -> FakePlan:
+        calls.append(type(model).__name__)
+        if not 0 < ratio < 1:
+            raise ValueError(f"plan: ratio must be in (0, 1), got {ratio}")
+        return FakePlan(ratio, float(probe.sum()), dist.get_rank())
+
+    # The stand-in replaces the module and the package attribute ("from fastspline import pruning" reads either).
+    saved = {"module": sys.modules.get("fastspline.pruning"), "attribute": getattr(fs, "pruning", None)}
+    fake = types.SimpleNamespace(plan=fake_plan)
+    sys.modules["fastspline.pruning"] = fake  # type: ignore[assignment]
+    fs.pruning = fake  # type: ignore[attr-defined]
+    try:
+        model = nn.parallel.DistributedDataParallel(make_net(0))
+        probe = make_probe() if rank == 0 else None  # only src needs the probe
+        result["plan"] = distributed.plan(model, probe, 0.25)
+        try:
+            distributed.plan(model, probe, 2.0)
+            result["plan_error"] = None
+        except (ValueError, RuntimeError) as exc:
+            result["plan_error"] = (type(exc).__name__, str(exc))
+    finally:
+        if saved["module"] is None:
+            sys.modules.pop("fastspline.pruning", None)
+        else:
+            sys.modules["fastspline.pruning"] = saved["module"]
+        if saved["attribute"] is None:
+            vars(fs).pop("pruning", None)
+        else:
+            fs.pruning = saved["attribute"]  # type: ignore[attr-defined]
+
+    # The real planner, where fastspline.pruning exists: one plan, every rank slims alike.
+    if importlib.util.find_spec("fastspline.pruning") is not None:
+        from fastspline import pruning
+
+        net = small_vgg()
+        shared = distributed.plan(nn.parallel.DistributedDataParallel(net), make_probe() if rank == 0 else None, 0.5, recalibrate=False)
+        slim = pruning.apply(shared, net)
+        result["real_plan"] = shared.to_dict()
+        result["slim_state"] = slim.state_dict()
+    result["calls"] = calls
+    return result
+
+
+def ddp_scenario(rank: int, world: int, epochs: int, threshold: float) -> dict[str, Any]:
+    """A DDP training loop (gloo) stepping an unchanged SplineEarlyBird on every rank
+    with the DDP model, and a ShardedSplineEarlyBird on this rank's block of the probe."""
+    split = data.toy_x(400)
+    probe = data.canvas(torch.tensor([-5.0, 5.0]), torch.tensor([5.0, 5.0]), 12)
+    torch.manual_seed(0)
+    model = nn.parallel.DistributedDataParallel(models.mlp([2, 16, 16, 2]))
+    sampler = DistributedSampler(split.train, shuffle=True, seed=0)
+    loader = DataLoader(split.train, batch_size=32, sampler=sampler)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    eb = SplineEarlyBird(probe, threshold=threshold)
+    sharded = distributed.ShardedSplineEarlyBird(distributed.shard(probe), threshold=threshold)
+    states = []
+    for epoch in range(1, epochs + 1):
+        sampler.set_epoch(epoch)
+        model.train()
+        for x, y in loader:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        eb.step(model, epoch)
+        sharded.step(model, epoch)
+        states.append({k: v.clone() for k, v in model.module.state_dict().items()})
+    return {
+        "fired": dict(eb.fired),
+        "distances": dict(eb.distances),
+        "history": eb.history,
+        "sharded_fired": dict(sharded.fired),
+        "sharded_distances": dict(sharded.distances),
+        "sharded_history": sharded.history,
+        "states": states,
+    }
+
+
+# ---------------------------------------------------------------- tests
+
+
+def check_against_reference(results: list[dict[str, Any]], sizes: list[int], reference: dict[str, Any]) -> None:
+    world = len(sizes)
+    for rank, got in enumerate(results):
+        assert got["shard"] == {"rank": rank, "world_size": world, "offset": sum(sizes[:rank]), "total_samples": N_PROBE}
+        assert got["n_samples"] == sizes[rank]
+        assert got["distance"] == reference["distance"] and got["distance"] > 0
+        assert got["layer_distance"] == reference["layer_distance"]
+        assert got["regions"] == reference["regions"]
+        assert got["loader_equal"]
+        for key, expected in reference["cdist"].items():
+            assert torch.equal(got["cdist"][key], expected), (rank, key)
+        assert list(got["unit_cdists"]) == list(reference["words"])
+        for name, matrix in got["unit_cdists"].items():
+            assert torch.equal(matrix, reference["cdist"][name, "channel"]), (rank, name)
+        for name, matrix in got["unit_cdists_units"].items():
+            assert torch.equal(matrix, reference["cdist"][name, "unit"]), (rank, name)
+        name = next(iter(reference["words"]))
+        assert torch.equal(got["out"], reference["cdist"][name, "channel"]) and got["out_is_buffer"]
+        assert got["after_error"] == reference["distance"]
+        if rank == world - 1:
+            assert got["error"][0] == "ValueError" and "layers differ" in got["error"][1]
+        else:
+            assert got["error"][0] == "RuntimeError" and f"rank {world - 1} failed: ValueError" in got["error"][1]
+        if 0 not in sizes:
+            assert got["eb_error"] is None
+        elif sizes[rank] == 0:
+            assert got["eb_error"][0] == "ValueError" and "non-empty" in got["eb_error"][1]
+        else:
+            assert got["eb_error"][0] == "RuntimeError" and f"rank {sizes.index(0)} failed" in got["eb_error"][1]
+    for name, words in reference["words"].items():
+        assert torch.equal(torch.cat([got["words"][name] for got in results]), words), name
+    assert torch.equal(torch.cat([got["region_ids"] for got in results]), reference["region_ids"])
+    # Not trivial: the codes differ between inputs and units.
+    assert 1 < reference["regions"] <= N_PROBE
+
+
+def nccl_scenario(rank: int, world: int) -> dict[str, Any]:
+    """One process per GPU with NCCL: codes kept on the GPU, collectives on CUDA tensors.
+    Compared with plain codes() on the same GPU (a GPU forward may round differently from
+    the CPU's, so the CPU codes are no oracle here)."""
+    torch.cuda.set_device(rank)
+    cuda = torch.device("cuda", rank)
+    probe, net, net_later = make_probe(), make_net(0).to(cuda), make_net(1).to(cuda)
+    local = distributed.shard(probe).to(cuda)
+    ref = "reference"  # the ops backend is not what is tested here
+    rc = distributed.codes(net, local, batch_size=8, backend=ref, keep_on="device")
+    other = distributed.codes(net_later, local, batch_size=8, backend=ref, keep_on="device")
+    result = {"distributed": summarise(rc, other, lambda a, b=None: distributed.hamming_cdist(a, b, backend=ref), ref)}
+    whole = fs.codes(net, probe.to(cuda), batch_size=8, backend=ref, keep_on="device", progress=False)
+    whole_other = fs.codes(net_later, probe.to(cuda), batch_size=8, backend=ref, keep_on="device", progress=False)
+    result["plain"] = summarise(whole, whole_other, lambda a, b=None: fs.hamming_cdist(a, b, backend=ref), ref)
+    result["words_device"] = str(rc[rc.names[0]].words.device)
+    result["cpu_distance"] = rc.to("cpu").distance(other.to("cpu"), backend=ref)  # counts go to the GPU to be reduced
+    try:
+        rc.to("cpu").unit_cdist(rc.names[0], backend=ref)
+        result["cpu_cdist_error"] = None
+    except ValueError as exc:
+        result["cpu_cdist_error"] = str(exc)
+    result["plan"] = distributed.broadcast_plan(FakePlan(0.5, 2.0, rank) if rank == 0 else None)
+    return result
+
+
+EPOCHS, THRESHOLD = 5, 0.16
+
+
+def two_rank_scenario(rank: int, world: int) -> dict[str, Any]:
+    """Every 2-rank check in one spawn (starting processes is most of the cost)."""
+    return {
+        "codes": codes_scenario(rank, world, [19, 18]),
+        "sampler": sampler_scenario(rank, world),
+        "plan": plan_scenario(rank, world),
+        "ddp": ddp_scenario(rank, world, EPOCHS, THRESHOLD),
+    }
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, Any]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers: the same forward arithmetic
+    try:
+        return single_process_reference()
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return run_ranks(2, two_rank_scenario, tmp_path_factory.mktemp("two_ranks"))
+
+
+def test_two_ranks_uneven_shards_equal_one_process(two_ranks: list[dict[str, Any]], reference: dict[str, Any]) -> None:
+    check_against_reference([got["codes"] for got in two_ranks], [19, 18], reference)
+
+
+def test_three_ranks_with_an_empty_rank_equal_one_process(tmp_path: Path, reference: dict[str, Any]) -> None:
+    sizes = [25, 0, 12]
+    results = run_ranks(3, codes_scenario, tmp_path, sizes)
+    check_against_reference(results, sizes, reference)
+    for name, words in results[1]["words"].items():
+        assert words.shape == (0, reference["words"][name].shape[1])
+
+
+def test_distributed_sampler_shards(two_ranks: list[dict[str, Any]]) -> None:
+    results = [got["sampler"] for got in two_ranks]
+    probe = make_probe()[: results[0]["n"]]
+    rc, other = fs.codes(make_net(0), probe, progress=False), fs.codes(make_net(1), probe, progress=False)
+    for got in results:
+        assert got["distance"] == rc.distance(other)
+        assert got["regions"] == rc.count_regions()
+        assert torch.equal(got["cdist"], fs.hamming_cdist(rc.unit_major(rc.names[1])))
+        assert len(got["warnings"]) == 1 and "repeats 1 input(s)" in got["warnings"][0]
+
+
+def test_plans_are_computed_once_and_broadcast(two_ranks: list[dict[str, Any]]) -> None:
+    expected = FakePlan(0.25, float(make_probe().sum()), 0)
+    for rank, got in enumerate(got["plan"] for got in two_ranks):
+        assert got["broadcast"] == FakePlan(0.5, 1.0, 1)
+        assert got["plan"] == expected  # computed on rank 0, from its probe
+        if rank == 0:
+            assert got["calls"] == ["Net", "Net"]  # unwrapped from DDP
+            assert got["plan_error"][0] == "ValueError" and "ratio" in got["plan_error"][1]
+        else:
+            assert got["calls"] == []
+            assert got["plan_error"][0] == "RuntimeError" and "failed on rank 0: ValueError" in got["plan_error"][1]
+
+
+def test_real_plan_is_broadcast_and_slims_every_rank_alike(two_ranks: list[dict[str, Any]]) -> None:
+    pruning = pytest.importorskip("fastspline.pruning")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers: the same forward arithmetic
+    try:
+        net = small_vgg()
+        expected = pruning.plan(net, make_probe(), 0.5, recalibrate=False)
+        slim = pruning.apply(expected, net).state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    assert expected.units_after < expected.units_before
+    for got in (got["plan"] for got in two_ranks):
+        assert got["real_plan"] == expected.to_dict()
+        assert got["slim_state"].keys() == slim.keys()
+        assert all(torch.equal(got["slim_state"][k], slim[k]) for k in slim)
+
+
+def test_early_bird_inside_ddp(two_ranks: list[dict[str, Any]]) -> None:
+    first, second = (got["ddp"] for got in two_ranks)
+    assert first["fired"][THRESHOLD] is not None  # it fires within the run...
+    for got in (first, second):  # ...at the same epoch on every rank, with the same distances
+        assert got["fired"] == first["fired"] and got["distances"] == first["distances"]
+        assert torch.equal(torch.nan_to_num(got["history"], -1.0), torch.nan_to_num(first["history"], -1.0))
+        assert got["sharded_fired"] == first["fired"] and got["sharded_distances"] == first["distances"]
+    for a, b in zip(first["states"], second["states"]):  # DDP kept the replicas equal
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # A single process stepping the plain detector over the same weights agrees exactly.
+    probe = data.canvas(torch.tensor([-5.0, 5.0]), torch.tensor([5.0, 5.0]), 12)
+    model = models.mlp([2, 16, 16, 2])
+    eb = SplineEarlyBird(probe, threshold=THRESHOLD)
+    for epoch, state in enumerate(first["states"], start=1):
+        model.load_state_dict(state)
+        eb.step(model, epoch)
+    assert eb.fired == first["fired"] and eb.distances == first["distances"]
+    assert torch.equal(torch.nan_to_num(eb.history, -1.0), torch.nan_to_num(first["sharded_history"], -1.0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not dist.is_nccl_available(), reason="needs a CUDA GPU and NCCL")
+def test_nccl_ranks_on_gpus(tmp_path: Path) -> None:
+    world = torch.cuda.device_count()
+    results = run_ranks(world, nccl_scenario, tmp_path, backend="nccl")
+    for rank, got in enumerate(results):
+        expected, mine = got["plain"], got["distributed"]
+        assert got["words_device"] == f"cuda:{rank}"
+        assert mine["distance"] == expected["distance"] == got["cpu_distance"]
+        assert mine["layer_distance"] == expected["layer_distance"] and mine["regions"] == expected["regions"]
+        for key, matrix in expected["cdist"].items():
+            assert torch.equal(mine["cdist"][key], matrix), key
+        assert "reduces tensors on cuda" in got["cpu_cdist_error"]
+        assert got["plan"] == FakePlan(0.5, 2.0, 0)
+    for name, words in results[0]["plain"]["words"].items():
+        assert torch.equal(torch.cat([got["distributed"]["words"][name] for got in results]), words)
+
+
+# ---------------------------------------------------------------- in-process
+
+
+def test_needs_a_process_group() -> None:
+    assert not dist.is_initialized()
+    with pytest.raises(RuntimeError, match="process group is not initialised"):
+        distributed.codes(make_net(0), make_probe())
+    with pytest.raises(RuntimeError, match="process group is not initialised"):
+        distributed.hamming_cdist(torch.zeros(3, 1, dtype=torch.int64))
+    with pytest.raises(RuntimeError, match="process group is not initialised"):
+        distributed.broadcast_plan(None)
+    with pytest.raises(RuntimeError, match="process group is not initialised"):
+        distributed.shard(make_probe())
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_shard_range_covers_every_input_once(world: int) -> None:
+    for n in range(0, 12):
+        blocks = [distributed.shard_range(n, rank=r, world_size=world) for r in range(world)]
+        assert [i for block in blocks for i in block] == list(range(n))
+        assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+    assert len(distributed.shard_range(2, rank=2, world_size=3)) == 0
+
+
+def test_shard_kinds_and_errors() -> None:
+    x = torch.arange(10)
+    assert torch.equal(distributed.shard(x, rank=1, world_size=3), torch.tensor([4, 5, 6]))
+    assert distributed.shard(list(range(10)), rank=2, world_size=3) == [7, 8, 9]
+    subset = distributed.shard(TensorDataset(x), rank=0, world_size=3)
+    assert [int(subset[i][0]) for i in range(len(subset))] == [0, 1, 2, 3]
+    with pytest.raises(TypeError, match="shard: data must be"):
+        distributed.shard({"x": x}, rank=0, world_size=2)
+    with pytest.raises(ValueError, match=r"rank must be an int in \[0, 2\), got 2"):
+        distributed.shard_range(5, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="n must be an int >= 0"):
+        distributed.shard_range(-1, rank=0, world_size=2)
+
+
+def test_sharded_codes_need_shard_meta() -> None:
+    rc = fs.codes(make_net(0), make_probe(), progress=False)
+    with pytest.raises(ValueError, match=r"meta\['shard'\] must hold"):
+        distributed.ShardedRegionCodes(dict(rc.items()), rc.meta)
