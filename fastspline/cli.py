@@ -27,11 +27,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from fastspline._files import atomic_write
 
 __all__ = ["main", "build_parser", "COMMANDS", "write_json"]
 
@@ -95,25 +96,10 @@ def add_earlybird_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> None:
-    """Write JSON atomically (temp file beside ``path`` + ``os.replace``); NaN/inf become null."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        _usual_mode(temp)
-        with os.fdopen(fd, "w") as f:
-            json.dump(_finite(payload), f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-
-
-def _usual_mode(path: str) -> None:
-    umask = os.umask(0)  # mkstemp makes 0600; use open()'s 0666 minus umask
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    """Write JSON atomically (see :func:`fastspline._files.atomic_write`); NaN/inf become null."""
+    # Serialised first: a payload that is not JSON raises before any file is touched.
+    text = json.dumps(_finite(payload), indent=1, allow_nan=False) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _finite(value: Any) -> Any:
@@ -174,6 +160,46 @@ def _check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--probe-size must be >= 1 and --canvas-size >= 2, got {args.probe_size}, {args.canvas_size}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    if not args.lr > 0 or not math.isfinite(args.lr):
+        parser.error(f"--lr must be a finite number > 0, got {args.lr}")
+    for name in ("momentum", "weight_decay", "sparsity"):
+        value = getattr(args, name)
+        if not value >= 0 or not math.isfinite(value):
+            parser.error(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    if any(m < 1 for m in args.milestones or ()):
+        parser.error(f"--milestones must be >= 1, got {args.milestones}")
+    if args.history_depth is not None and args.history_depth < args.eb_window:
+        parser.error(f"--history-depth must be >= --eb-window ({args.eb_window}), got {args.history_depth}")
+    _check_device(parser, args.device)
+    _check_data_root(parser, args)
+    _check_out_folder(parser, "--out", args.out)
+
+
+def _check_device(parser: argparse.ArgumentParser, name: str) -> None:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        parser.error(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {name!r}: CUDA is not available here")
+
+
+def _check_data_root(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.data in ("cifar10", "cifar100") and args.data_root is None:
+        parser.error(
+            f"--data {args.data} needs --data-root (the folder holding the extracted CIFAR python version; nothing is downloaded)"
+        )
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        parser.error(f"--data-root {args.data_root!r} is not a folder")
+
+
+def _check_out_folder(parser: argparse.ArgumentParser, flag: str, value: str | None) -> None:
+    if value is not None and Path(value).exists() and not Path(value).is_dir():
+        parser.error(f"{flag} {value!r} is a file, not a folder")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -186,11 +212,11 @@ def run_train(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     out = Path(args.out or f"runs/{args.model}-{args.data}-s{args.seed}")
-    out.mkdir(parents=True, exist_ok=True)
     split = datasets.load(args.data, root=args.data_root, seed=args.seed)
     train.seed_everything(args.seed)
     model = models.create(args.model, split.input_shape, split.num_classes, width=args.width, hidden=args.hidden)
     model.to(args.device)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a run that cannot start leaves no empty folder
 
     detectors: list[Any] = []
     if "spline" in args.eb:
@@ -380,6 +406,11 @@ def _check_pipeline_args(parser: argparse.ArgumentParser, args: argparse.Namespa
     for policy in args.policy or ():
         if policy not in pruning.POLICIES:
             parser.error(f"--policy must be among {', '.join(pruning.POLICIES)}, got {policy!r}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    _check_device(parser, args.device)
+    _check_data_root(parser, args)
+    _check_out_folder(parser, "--out", args.out)
     try:
         _pipeline_config(args).check()
     except (TypeError, ValueError) as exc:  # the config names the field; say it as the flag
@@ -393,6 +424,7 @@ def _check_demo_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     for name in ("seeds", "workers", "epochs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    _check_out_folder(parser, "--out", args.out)
 
 
 def _pipeline_config(args: argparse.Namespace) -> Any:
@@ -504,6 +536,7 @@ def add_plot_command(subparsers: Any) -> None:
 def _check_plot_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not Path(args.source).exists():
         parser.error(f"source {args.source!r} does not exist")
+    _check_out_folder(parser, "--out-dir", args.out_dir)
     if args.plot == "partition":
         if len(args.bounds) not in (1, 4):
             parser.error(f"--bounds takes 1 or 4 numbers, got {len(args.bounds)}")
@@ -513,24 +546,46 @@ def _check_plot_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"--size must be in [2, 2048] and --channels >= 1, got {args.size}, {args.channels}")
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object of a run folder; a damaged file ends the command with its name, not a traceback."""
+    if not path.is_file():
+        raise SystemExit(f"fastspline plot: no {path}")
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"fastspline plot: {path} is not valid JSON ({exc})") from exc
+    if not isinstance(payload, dict):
+        raise SystemExit(f"fastspline plot: {path} holds a {type(payload).__name__}, expected a JSON object")
+    return payload
+
+
+def _load_model(path: Path) -> Any:
+    from fastspline import viz
+
+    try:
+        return viz.load_model(path)
+    except ValueError as exc:  # not a model file: say so without a traceback
+        raise SystemExit(f"fastspline plot: {exc}") from exc
+
+
 def _plot_run(source: Path, seed: int | None) -> tuple[Path, Path | None, dict[str, Any] | None, dict[str, Any] | None]:
     """(folder the files are in, seed folder of a pipeline run or None, history payload or None,
     data settings {"data", "data_root", "seed"} or None) of a `plot` source."""
     folder = source if source.is_dir() else source.parent
     if (folder / "results.json").is_file():  # a `fastspline run` folder: one seed's dense run
-        results = json.loads((folder / "results.json").read_text())
+        results = _read_json(folder / "results.json")
         seeds = results.get("seeds") or [0]
         chosen = seeds[0] if seed is None else seed
         if chosen not in seeds:
             raise SystemExit(f"fastspline plot: the run has seeds {seeds}, not {chosen}")
         seed_folder = folder / f"seed-{chosen}"
-        history = json.loads((seed_folder / "dense.json").read_text()) if (seed_folder / "dense.json").is_file() else None
+        history = _read_json(seed_folder / "dense.json") if (seed_folder / "dense.json").is_file() else None
         config = results.get("config", {})
         return folder, seed_folder, history, {"data": config.get("data"), "data_root": config.get("data_root"), "seed": chosen}
     history_path = source if source.is_file() and source.suffix == ".json" else folder / "history.json"
     if not history_path.is_file():
         return folder, None, None, None
-    history = json.loads(history_path.read_text())
+    history = _read_json(history_path)
     run_args = history.get("args", {})
     return folder, None, history, {"data": run_args.get("data"), "data_root": run_args.get("data_root"), "seed": run_args.get("seed", 0)}
 
@@ -557,7 +612,7 @@ def _plot_pruning(source: Path, folder: Path, seed_folder: Path | None, method: 
     if source.is_file() and source.suffix == ".json":
         method_file = source
     elif seed_folder is not None:
-        results = json.loads((folder / "results.json").read_text())
+        results = _read_json(folder / "results.json")
         pruned = [m for m in results.get("methods", []) if m.get("prune_at") != "never"]
         eb = results.get("config", {}).get("eb")
         keys = [m["key"] for m in sorted(pruned, key=lambda m: m.get("prune_at") != eb)]  # the run's EB first
@@ -569,7 +624,7 @@ def _plot_pruning(source: Path, folder: Path, seed_folder: Path | None, method: 
         method_file = seed_folder / f"{key}.json"
     else:
         raise SystemExit(f"fastspline plot pruning: {source} is not a `fastspline run` folder or a method JSON file")
-    detail = json.loads(method_file.read_text())
+    detail = _read_json(method_file)
     if not isinstance(detail.get("plan"), dict):
         raise SystemExit(f"fastspline plot pruning: {method_file} has no 'plan'")
     key = method_file.stem
@@ -577,7 +632,7 @@ def _plot_pruning(source: Path, folder: Path, seed_folder: Path | None, method: 
     after = method_file.parent / f"{key}.pt"
     model = pruned = None
     if before.is_file() and after.is_file():  # written by `fastspline run --save-models`
-        model, pruned = viz.load_model(before), viz.load_model(after)
+        model, pruned = _load_model(before), _load_model(after)
     path = out / "pruning.png"
     viz.pruning_report(detail["plan"], model, pruned=pruned, pruned_label="after pruning and retraining", title=detail.get("label"), path=path)
     return path
@@ -598,7 +653,7 @@ def run_plot(args: argparse.Namespace) -> int:
             raise SystemExit(f"fastspline plot eb: no history.json (or seed-*/dense.json) for {source}")
         written = viz.write_run_plots(out, history=history)
     else:
-        model = viz.load_model(_plot_model_path(source, folder, seed_folder, args.checkpoint))
+        model = _load_model(_plot_model_path(source, folder, seed_folder, args.checkpoint))
         name = getattr(args, "data", None) or (data_settings or {}).get("data")
         split = None
         if name is not None and (args.plot == "canvas" or args.points):

@@ -254,14 +254,14 @@ class ShardedRegionCodes(RegionCodes):
         every rank's shard: as :meth:`RegionCodes.distance` of the whole. Collective."""
         return distance(self, other, reduce, group=self.group, backend=backend)
 
-    def _regions(self, backend: str | None) -> tuple[int, torch.Tensor]:
-        """(distinct regions over all shards, this shard's global region ids)."""
-        rank, world = _ranks("ShardedRegionCodes.count_regions", self.group)
+    def _regions(self, backend: str | None, op: str) -> tuple[int, torch.Tensor]:
+        """(distinct regions over all shards, this shard's global region ids); ``op`` names the caller in errors."""
+        rank, world = _ranks(op, self.group)
         local, error = _run_local(lambda: _local_regions(self, backend))
-        gathered = _exchange("ShardedRegionCodes.count_regions", self.group, world, error, None if local is None else local[0])
+        gathered = _exchange(op, self.group, world, error, None if local is None else local[0])
         widths = {tuple(u.shape[1:]) for u in gathered}
         if len(widths) > 1:
-            raise ValueError(f"ShardedRegionCodes.count_regions: ranks hold codes of different widths {sorted(widths)}")
+            raise ValueError(f"{op}: ranks hold codes of different widths {sorted(widths)}")
         unique, inverse = local
         # count_regions sorts rows as torch.unique does, so global ids match one process's.
         _, merged_inverse, merged_counts = ops.count_regions(torch.cat(gathered), backend=backend)
@@ -271,12 +271,12 @@ class ShardedRegionCodes(RegionCodes):
 
     def count_regions(self, *, backend: str | None = None) -> int:
         """Distinct regions of the whole network visited by all ranks' inputs. Collective."""
-        return self._regions(backend)[0]
+        return self._regions(backend, "ShardedRegionCodes.count_regions")[0]
 
     def region_ids(self, *, backend: str | None = None) -> torch.Tensor:
         """int64 ``[n_samples]``: this shard's region ids in the numbering of the whole
         (equal to rows ``offset ..`` of the single-process :meth:`RegionCodes.region_ids`). Collective."""
-        return self._regions(backend)[1]
+        return self._regions(backend, "ShardedRegionCodes.region_ids")[1]
 
 
 def _local_regions(rc: RegionCodes, backend: str | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -219,6 +219,11 @@ def _check_real(
         raise ValueError(f"{where}: {name} must be in {left}{low:g}, {high:g}{right}, got {value}")
 
 
+def _check_config(config: object, where: str) -> None:
+    if not isinstance(config, PipelineConfig):
+        raise TypeError(f"{where}: config must be a PipelineConfig, got {type(config).__name__} {config!r}")
+
+
 def _check_choices(values: object, allowed: Sequence[str], name: str, where: str) -> None:
     if isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list)) or not values:
         raise ValueError(f"{where}: {name} must be a non-empty tuple of names, got {values!r}")
@@ -265,6 +270,9 @@ def methods_for(config: PipelineConfig, compare: bool = False) -> list[Method]:
     """The methods a run executes. Single run: ``config.eb`` x policies x merges.
     Comparison: dense; mask EB + slimming; ``config.eb`` (spline unless given) x policies;
     full training + slimming (each pruned one with every merge)."""
+    _check_config(config, "methods_for")
+    if not isinstance(compare, bool):
+        raise TypeError(f"methods_for: compare must be a bool, got {type(compare).__name__} {compare!r}")
     prune_at = "end" if config.eb == "none" else config.eb
     chosen = [Method(prune_at, p, m) for p in config.policies for m in config.merges]
     if not compare:
@@ -658,6 +666,7 @@ def run_methods(
     are written (``folder`` = the seed folder or None, ``payload`` = ``results["runs"][str(seed)]``):
     the hook for plots.
     """
+    _check_config(config, "run_methods")
     config.check()
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
         raise ValueError(f"run_methods: seeds must be a non-empty sequence of ints, got {seeds!r}")
@@ -665,12 +674,21 @@ def run_methods(
         _check_int(s, "seeds[]", "run_methods", 0)
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"run_methods: seeds must be distinct, got {list(seeds)}")
+    if isinstance(methods, (str, bytes)) or not isinstance(methods, Sequence):
+        raise TypeError(f"run_methods: methods must be a sequence of Method (see methods_for), got {type(methods).__name__}")
     if not methods:
         raise ValueError("run_methods: methods is empty")
+    for method in methods:
+        if not isinstance(method, Method):
+            raise TypeError(f"run_methods: methods must hold Method objects (see methods_for), got {type(method).__name__} {method!r}")
     _check_int(workers, "workers", "run_methods", 1)
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"run_methods: out must be a path or None, got {type(out).__name__}")
     folder = Path(out) if out is not None else None
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
+    # The folder is made by the first write (after seed 0's dense run), so a run that
+    # fails before it (e.g. on its data) leaves none; a file in its place is refused now.
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise ValueError(f"run_methods: out {os.fspath(folder)!r} is a file, not a run folder")
     methods = list(methods)
     started = time.perf_counter()
     results: dict[str, Any] = {
@@ -766,6 +784,7 @@ def run_pipeline(
     """EB detection (``config.eb``) -> prune (each of ``config.policies`` x ``config.merges``)
     -> retrain -> evaluate, per seed. Dense training stops at the EB epoch; the saving
     is against the dense recipe's full training FLOPs."""
+    _check_config(config, "run_pipeline")
     config.check()
     return run_methods(config, methods_for(config), seeds, out=out, progress=progress, workers=workers, title="fastspline run")
 
@@ -781,6 +800,7 @@ def compare(
     """With the same seeds: dense full training; mask EB + slimming (EB tickets);
     ``config.eb`` EB + each of ``config.policies``; full training + slimming
     (each pruned method with every merge of ``config.merges``)."""
+    _check_config(config, "compare")
     config.check()
     return run_methods(config, methods_for(config, compare=True), seeds, out=out, progress=progress, workers=workers, title="fastspline compare")
 
@@ -839,8 +859,35 @@ def _mean_std(stats: dict[str, Any] | None, digits: int = 2, scale: float = 1.0,
     return text + suffix
 
 
+_RESULT_KEYS = ("title", "config", "seeds", "methods", "runs", "summary")
+_CONFIG_KEYS = ("model", "data", "ratio", "epochs")
+
+
+def _check_results(results: object, where: str) -> None:
+    """The fields markdown reads, so a wrong dict fails here and not with a KeyError."""
+    if not isinstance(results, dict):
+        raise TypeError(
+            f"{where}: results must be the dict of run_pipeline/compare/run_methods (or results.json), got {type(results).__name__}"
+        )
+    missing = [k for k in _RESULT_KEYS if k not in results]
+    if missing:
+        raise ValueError(f"{where}: results lacks {missing}; expected the dict of run_pipeline/compare/run_methods (or results.json)")
+    config = results["config"]
+    if not isinstance(config, dict) or any(k not in config for k in _CONFIG_KEYS):
+        raise ValueError(f"{where}: results['config'] must be a dict with {list(_CONFIG_KEYS)}, got {config!r}")
+    for key in ("runs", "summary"):
+        if not isinstance(results[key], dict):
+            raise ValueError(f"{where}: results[{key!r}] must be a dict, got {type(results[key]).__name__}")
+    for key, entry in results["summary"].items():
+        if not isinstance(entry, dict) or "label" not in entry:
+            raise ValueError(f"{where}: results['summary'][{key!r}] must be a dict with 'label', got {entry!r}")
+    if not isinstance(results["methods"], list) or not all(isinstance(m, dict) and "key" in m for m in results["methods"]):
+        raise ValueError(f"{where}: results['methods'] must be a list of dicts with 'key', got {results['methods']!r}")
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The results as a markdown table (mean ± sample std over seeds)."""
+    _check_results(results, "markdown")
     config = results["config"]
     seeds = results["runs"].keys() if results["runs"] else results["seeds"]
     n = len(seeds)

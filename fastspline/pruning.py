@@ -75,6 +75,7 @@ from fastspline.models.base import WidthLayer
 __all__ = [
     "BUDGETS",
     "MERGES",
+    "PAIR_RULES",
     "POLICIES",
     "LayerPlan",
     "PrunePlan",
@@ -89,6 +90,7 @@ __all__ = [
 POLICIES = ("spline-layerwise", "spline-global", "slimming", "bn-layerwise", "l1", "random")
 MERGES = ("none", "scale", "affine")
 BUDGETS = ("channels", "flops")
+PAIR_RULES = ("importance", "merge-error")
 _SPLINE = ("spline-layerwise", "spline-global")
 _GLOBAL = ("spline-global", "slimming")
 _NORMS = (nn.modules.batchnorm._BatchNorm,)
@@ -179,6 +181,7 @@ class PrunePlan:
     flops_before: int
     flops_after: int
     flops_target: int | None = None
+    pair_rule: str = "importance"
 
     def widths_before(self) -> list[int]:
         return [layer.width_before for layer in self.layers]
@@ -223,6 +226,7 @@ class PrunePlan:
             "recalibrate": self.recalibrate,
             "complement": self.complement,
             "min_keep": self.min_keep,
+            "pair_rule": self.pair_rule,
             "model": self.model,
             "units_before": self.units_before,
             "units_after": self.units_after,
@@ -650,9 +654,60 @@ def spline_order(
     removed ones; a heap holds each unit's current nearest pair. A unit whose
     list runs out gets a new list over the remaining units. Distances yielded
     never decrease (the remaining pairs are a subset of the earlier ones).
+
+    Arguments are checked here, when called, not when the steps are first read.
     """
+    where = "spline_order"
+    if not isinstance(codes, torch.Tensor) or codes.dtype != torch.int64 or codes.dim() != 2:
+        shown = f"{codes.dtype} {tuple(codes.shape)}" if isinstance(codes, torch.Tensor) else type(codes).__name__
+        raise TypeError(f"{where}: codes must be an int64 tensor [n_units, words], got {shown}")
+    if isinstance(n_bits, bool) or not isinstance(n_bits, int) or not 1 <= n_bits <= 64 * codes.shape[1]:
+        raise ValueError(f"{where}: n_bits must be an int in [1, 64 * words = {64 * codes.shape[1]}], got {n_bits!r}")
+    try:
+        importance = np.asarray(importance, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{where}: importance must be a sequence of numbers, one per unit ({exc})") from exc
+    if importance.shape != (codes.shape[0],):
+        raise ValueError(f"{where}: importance must have shape ({codes.shape[0]},), one value per unit, got {importance.shape}")
+    if np.isnan(importance).any():
+        raise ValueError(f"{where}: importance holds NaN at units {np.flatnonzero(np.isnan(importance))[:8].tolist()}")
+    if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
+        raise ValueError(f"{where}: floor must be an int >= 0, got {floor!r}")
+    if not isinstance(complement, bool):
+        raise TypeError(f"{where}: complement must be a bool, got {type(complement).__name__} {complement!r}")
+    if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1 or n_bits % n_samples):
+        raise ValueError(f"{where}: n_samples must be None or an int >= 1 dividing n_bits = {n_bits}, got {n_samples!r}")
+    if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 1:
+        raise ValueError(f"{where}: neighbours must be an int >= 1, got {neighbours!r}")
+    if complement_codes is not None and (
+        not isinstance(complement_codes, torch.Tensor) or complement_codes.dtype != torch.int64 or complement_codes.shape != codes.shape
+    ):
+        other = complement_codes
+        shown = f"{other.dtype} {tuple(other.shape)}" if isinstance(other, torch.Tensor) else type(other).__name__
+        raise ValueError(f"{where}: complement_codes must be None or int64 of the codes' shape {tuple(codes.shape)}, got {shown}")
+    if complement and complement_codes is None:  # the complement is built from the block layout
+        samples = n_bits if n_samples is None else n_samples
+        words = (n_bits // samples) * ((samples + 63) // 64)
+        if codes.shape[1] != words:
+            raise ValueError(
+                f"{where}: codes have {codes.shape[1]} words per unit, but n_bits = {n_bits} in blocks of "
+                f"n_samples = {samples} take {words}"
+            )
+    return _spline_steps(codes, n_bits, importance, floor, complement, n_samples, neighbours, complement_codes)
+
+
+def _spline_steps(
+    codes: torch.Tensor,
+    n_bits: int,
+    importance: np.ndarray,
+    floor: int,
+    complement: bool,
+    n_samples: int | None,
+    neighbours: int,
+    complement_codes: torch.Tensor | None,
+) -> Iterator[tuple[int, int, int, bool]]:
+    """The generator behind :func:`spline_order` (arguments already checked)."""
     n = codes.shape[0]
-    importance = np.asarray(importance, dtype=np.float64)
     if n <= floor:
         return
     codes = codes.contiguous()
@@ -760,12 +815,22 @@ def _layer_orders(
     complement: bool,
     seed: int,
     neighbours: int,
+    pair_scores: list[np.ndarray] | None = None,
 ) -> tuple[list[Iterator[_Removal]], list[list[float | None]]]:
-    """Per layer: the removal sequence (lazy) and the units' scores."""
+    """Per layer: the removal sequence (lazy) and the units' scores. ``pair_scores``
+    (spline policies): per-unit merge-error scales, selects ``pair_rule="merge-error"``."""
     orders: list[Iterator[_Removal]] = []
     scores: list[list[float | None]] = []
     generator = torch.Generator().manual_seed(seed)
     for i, layer in enumerate(layers):
+        if policy in _SPLINE and pair_scores is not None:
+            words, n_bits, n_samples = node[i]  # type: ignore[misc]
+            steps = _merge_error_order(
+                words, n_bits, pair_scores[i], floor=floors[i], complement=complement, n_samples=n_samples, neighbours=neighbours
+            )
+            orders.append(_merge_error_removals(i, steps, n_bits))
+            scores.append([None] * layer.width)
+            continue
         if policy in _SPLINE:
             words, n_bits, n_samples = node[i]  # type: ignore[misc]
             importance = _importance(named, layer)
@@ -853,6 +918,133 @@ def _kept_scores(words: torch.Tensor, n_bits: int, n_samples: int, kept: list[in
     return {u: v / n_bits for u, v in zip(kept, near.tolist())}
 
 
+# ---------------------------------------------------------------- pair rule "merge-error"
+
+
+def _merge_error_order(
+    codes: torch.Tensor,
+    n_bits: int,
+    spread: np.ndarray,
+    *,
+    floor: int = 1,
+    complement: bool = True,
+    n_samples: int | None = None,
+    neighbours: int = 16,
+) -> Iterator[tuple[int, int, int, bool, float]]:
+    """The spline greedy of one layer under ``pair_rule="merge-error"``: yields
+    ``(removed, partner, distance, mirror, key)`` until ``floor`` units remain.
+
+    Each step removes the remaining unit ``u`` of smallest ``key = spread[u] * d(u)``,
+    ``d(u)`` its redundancy distance (normalised) to its nearest remaining unit
+    (``partner``), ties by (spread, index): the expected output error of merging
+    ``u`` into ``partner`` (``spread`` = std of ``h_u`` x norm of the consumer's
+    weights reading it; the code distance stands in for ``1 - corr^2``). A unit
+    with zero spread (constant on the probe, merged exactly into the bias) goes
+    first. Keys never decrease (``d(u)`` only grows as units go), so a lazy heap
+    over the same neighbour lists as :func:`spline_order` finds each step.
+    """
+    n = codes.shape[0]
+    spread = np.asarray(spread, dtype=np.float64)
+    if n <= floor:
+        return
+    codes = codes.contiguous()
+    samples = n_bits if n_samples is None else n_samples
+    comp = _complement(codes, samples, n_bits // samples).contiguous() if complement else None
+    k = max(1, min(neighbours, n - 1))
+    everyone = np.arange(n)
+    dist, index, mirror = _neighbours(codes, codes, comp, everyone, k, everyone)
+    complete = np.full(n, k >= n - 1)
+    pointer = np.zeros(n, dtype=np.int64)
+    alive = np.ones(n, dtype=bool)
+
+    def entry(u: int) -> tuple[float, float, int, int, int, bool] | None:
+        """u's heap entry for its nearest alive unit (advancing its pointer), or None."""
+        width = dist.shape[1]
+        while True:
+            p = pointer[u]
+            while p < width and dist[u, p] < _SENTINEL and not alive[index[u, p]]:
+                p += 1
+            pointer[u] = p
+            if p < width and dist[u, p] < _SENTINEL:
+                d = int(dist[u, p])
+                return spread[u] * d / n_bits, spread[u], u, int(index[u, p]), d, bool(mirror[u, p])
+            if complete[u]:
+                return None
+            others = np.flatnonzero(alive)
+            others = others[others != u]
+            if others.size == 0:
+                return None
+            pool = torch.from_numpy(others)
+            d, j, m = _neighbours(codes[u : u + 1], codes[pool], comp[pool] if comp is not None else None, others, k, np.array([u]))
+            dist[u], index[u], mirror[u] = d[0], j[0], m[0]
+            complete[u] = k >= others.size
+            pointer[u] = 0
+
+    heap = [e for e in (entry(u) for u in range(n)) if e is not None]
+    heapq.heapify(heap)
+    left = n
+    while left > floor and heap:
+        key, _, u, v, d, mirrored = heapq.heappop(heap)
+        if not alive[u]:
+            continue
+        if not alive[v]:  # stale: u's nearest went; its key can only have grown
+            nxt = entry(u)
+            if nxt is not None:
+                heapq.heappush(heap, nxt)
+            continue
+        alive[u] = False
+        left -= 1
+        yield u, v, d, mirrored, key
+
+
+def _unit_spread(model: nn.Module, probe: Any, layers: list[_Layer], batch_size: int) -> list[np.ndarray]:
+    """Per layer, each unit's standard deviation over the probe of the consumer's
+    input (the post-activation after any pooling; over inputs and positions)."""
+    named = dict(model.named_modules())
+    sums = [torch.zeros(3, layer.width, dtype=torch.float64) for layer in layers]
+    device = _device_of(model)
+    batches, _ = _batches(probe, batch_size, None)
+
+    def hook(i: int):
+        def accumulate(module: nn.Module, args: tuple) -> None:
+            x = args[0].detach()
+            x = x.reshape(x.shape[0], layers[i].width, -1).double()  # [N, C, P]
+            sums[i][0] += x.sum((0, 2)).cpu()
+            sums[i][1] += (x * x).sum((0, 2)).cpu()
+            sums[i][2] += x.shape[0] * x.shape[2]
+
+        return accumulate
+
+    with _Frozen(model) as frozen:
+        for i, layer in enumerate(layers):
+            frozen.handles.append(named[layer.consumer].register_forward_pre_hook(hook(i)))
+        for batch in batches:
+            x = _inputs_of(batch)
+            if x.shape[0]:
+                model(x.to(device))
+    result = []
+    for s in sums:
+        count = s[2].clamp_min(1.0)
+        mean = s[0] / count
+        result.append((s[1] / count - mean * mean).clamp_min(0.0).sqrt().numpy())
+    return result
+
+
+def _merge_error_scores(named: dict[str, nn.Module], layer: _Layer, spread: np.ndarray) -> np.ndarray:
+    """std of ``h_u`` x the L2 norm of the consumer's weights reading unit ``u``, over
+    the layer's mean (so that ``spline-global`` compares layers on one scale)."""
+    columns = _consumer_columns(named[layer.consumer].weight.detach(), layer.flat_positions)  # [out, C, ...]
+    scores = spread * columns.transpose(0, 1).flatten(1).norm(dim=1).cpu().double().numpy()
+    mean = float(scores.mean()) if scores.size else 0.0
+    return scores / mean if mean > 0.0 else scores
+
+
+def _merge_error_removals(layer: int, steps: Iterator[tuple[int, int, int, bool, float]], n_bits: int) -> Iterator[_Removal]:
+    for victim, partner, d, mirrored, key in steps:
+        kind = "mirror code distance" if mirrored else "code distance"
+        yield _Removal(layer, victim, f"merge error {key:.4g} ({kind} {d / n_bits:.4g} to unit {partner})", key)
+
+
 def _fit_stats(
     model: nn.Module, probe: Any, layers: list[_Layer], pairs: list[tuple[list[int], list[int]]], batch_size: int
 ) -> list[torch.Tensor]:
@@ -929,6 +1121,7 @@ def plan(
     complement: bool = True,
     *,
     seed: int = 0,
+    pair_rule: str = "importance",
     neighbours: int = 16,
     batch_size: int = 256,
     backend: str | None = None,
@@ -952,6 +1145,10 @@ def plan(
         complement: redundancy distance ``min(d, 1 - d)`` (a unit and its mirror
             split the data identically) instead of ``d``.
         seed: for ``policy="random"``.
+        pair_rule: spline policies: ``"importance"`` (closest pair first, its unit
+            of lower |gamma|, else filter norm) or ``"merge-error"`` (the unit of
+            smallest std(h_u) x consumer column norm x distance to its nearest
+            remaining unit first); see docs/pruning.md.
         neighbours: neighbour-list length of the spline greedy (speed only; the
             result does not depend on it).
         batch_size: rows per forward pass when ``probe`` is a tensor.
@@ -970,6 +1167,9 @@ def plan(
     complement = _check_bool(complement, "complement", where)
     min_keep = _check_int(min_keep, "min_keep", 1, where)
     seed = _check_int(seed, "seed", 0, where)
+    pair_rule = _check_choice(pair_rule, "pair_rule", PAIR_RULES, where)
+    if pair_rule != "importance" and policy not in _SPLINE:
+        raise ValueError(f"plan: pair_rule {pair_rule!r} applies to the spline policies only, not {policy!r}")
     neighbours = _check_int(neighbours, "neighbours", 1, where)
     batch_size = _check_int(batch_size, "batch_size", 1, where)
     example = _probe_example(probe).to(_device_of(model))
@@ -987,7 +1187,11 @@ def plan(
     need_codes = policy in _SPLINE or merge != "none"
     node = _node_codes(model, probe, layers, batch_size, backend) if need_codes else [None] * len(layers)
     floors = [min(min_keep, layer.width) for layer in layers]
-    orders, scores = _layer_orders(policy, named, layers, node, floors, complement, seed, neighbours)
+    pair_scores = None
+    if pair_rule == "merge-error":
+        spread = _unit_spread(model, probe, layers, batch_size)
+        pair_scores = [_merge_error_scores(named, layer, spread[i]) for i, layer in enumerate(layers)]
+    orders, scores = _layer_orders(policy, named, layers, node, floors, complement, seed, neighbours, pair_scores)
 
     # -- choose the removals
     widths = [layer.width for layer in layers]
@@ -1046,7 +1250,7 @@ def plan(
             for removal in chosen[i]:
                 layer_scores[removal.unit] = removal.key
             for u, d in _kept_scores(words, n_bits, n_samples, kept, complement).items():
-                layer_scores[u] = d
+                layer_scores[u] = d if pair_scores is None else float(pair_scores[i][u]) * d
         spec = layer.spec
         plans.append(
             LayerPlan(
@@ -1057,7 +1261,7 @@ def plan(
         )  # fmt: skip
     return PrunePlan(
         policy=policy, ratio=ratio, budget=budget, merge=merge, recalibrate=recalibrate, complement=complement,
-        min_keep=min_keep, seed=seed, model=type(model).__name__, layers=plans,
+        min_keep=min_keep, seed=seed, model=type(model).__name__, layers=plans, pair_rule=pair_rule,
         flops_before=flops.dense, flops_after=round(flops([len(p.kept) for p in plans])),
         flops_target=None if target_flops is None else math.ceil(target_flops),
     )  # fmt: skip

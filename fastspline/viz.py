@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from fastspline import ops
-from fastspline._files import atomic_write
+from fastspline._files import atomic_write, load_torch_archive
 from fastspline.codes import RegionCodes, codes
 
 if TYPE_CHECKING:  # matplotlib is an optional dependency, imported when a plot is made
@@ -725,6 +725,9 @@ def training_curves(
     """
     where = "training_curves"
     title = _check_title(title, where)
+    for name, value in (("thresholds", thresholds), ("eb_epochs", eb_epochs)):
+        if value is not None and not isinstance(value, dict):
+            raise TypeError(f"{where}: {name} must be a dict {{detector: value}} or None, got {type(value).__name__}")
     records, payload = _records(history, where)
     if not records:
         raise ValueError(f"{where}: the history has no epochs")
@@ -989,10 +992,8 @@ def load_model(path: str | os.PathLike) -> nn.Module:
         raise TypeError(f"load_model: path must be a str or os.PathLike, got {type(path).__name__}")
     if not Path(path).is_file():
         raise FileNotFoundError(f"load_model: no file {os.fspath(path)!r}")
-    try:
-        payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ValueError(f"load_model: {os.fspath(path)!r} is not a readable torch file ({type(exc).__name__}: {exc})") from exc
+    # Checks the zip magic first: torch.load of a text file fails with "IndexError: pop from empty list".
+    payload = load_torch_archive(path, "load_model", "model file")
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict) or not isinstance(payload.get("model_config"), dict):
         raise ValueError(f"load_model: {os.fspath(path)!r} lacks 'model' (a state dict) and 'model_config' (a fastspline model config)")
     model = models.build(payload["model_config"])
@@ -1002,6 +1003,7 @@ def load_model(path: str | os.PathLike) -> nn.Module:
 
 def takes_points(model: nn.Module) -> bool:
     """Whether ``model`` reads 2-D points: its first layer with weights is ``nn.Linear(2, ...)``."""
+    _check_model(model, "takes_points")
     for module in model.modules():
         if isinstance(module, nn.Linear):
             return module.in_features == 2
@@ -1014,6 +1016,8 @@ def labelled_canvas_pair(dataset: torch.utils.data.TensorDataset, seed: int = 0)
     """:func:`fastspline.data.canvas_pair` of ``dataset`` and the labels of the two inputs."""
     from fastspline.data import canvas_pair
 
+    if not isinstance(dataset, torch.utils.data.TensorDataset) or len(dataset.tensors) < 2:
+        raise TypeError(f"labelled_canvas_pair: dataset must be a TensorDataset of (x, y), got {type(dataset).__name__}")
     img0, img1 = canvas_pair(dataset, seed=seed)
     x, y = dataset.tensors[0], dataset.tensors[1]
     label0, label1 = (int(y[(x == img).flatten(1).all(1)][0]) for img in (img0, img1))
@@ -1052,10 +1056,14 @@ def write_run_plots(
         raise TypeError(f"write_run_plots: run_dir must be a path, got {type(run_dir).__name__}")
     if dataset is not None and not isinstance(dataset, torch.utils.data.TensorDataset):
         raise TypeError(f"write_run_plots: dataset must be a TensorDataset of (x, y), got {type(dataset).__name__}")
-    folder = Path(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     if model is not None:
         _check_model(model, "write_run_plots")
+    if pruned is not None:
+        _check_model(pruned, "write_run_plots")
+    folder = Path(run_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"write_run_plots: run_dir {os.fspath(folder)!r} is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
     if history is None and (folder / "history.json").is_file():
         history = folder / "history.json"
     written: list[Path] = []

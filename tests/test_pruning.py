@@ -392,3 +392,100 @@ def test_bad_inputs_are_named() -> None:
         pruning.recalibrate_bn(model, x, max_batches=0)
     with pytest.raises(ValueError, match="data is None"):
         pruning.recalibrate_bn(model, None)
+
+
+# ---------------------------------------------------------------- pair_rule="merge-error"
+
+
+def test_pair_rule_is_validated_and_recorded() -> None:
+    model, x = _model("mlp")
+    with pytest.raises(ValueError, match="unknown pair_rule 'gamma'; known: importance, merge-error"):
+        pruning.plan(model, x, 0.5, pair_rule="gamma")
+    with pytest.raises(ValueError, match="pair_rule 'merge-error' applies to the spline policies only, not 'l1'"):
+        pruning.plan(model, x, 0.5, policy="l1", pair_rule="merge-error")
+    for policy in ("spline-layerwise", "spline-global"):
+        p = pruning.plan(model, x, 0.5, policy=policy, pair_rule="merge-error", recalibrate=False)
+        assert p.pair_rule == "merge-error" and p.summary()["pair_rule"] == "merge-error"
+        assert pruning.PrunePlan.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+        assert all(u.reason.startswith("merge error ") for l in p.layers for u in l.removed)
+        assert all(s is not None and s >= 0 for l in p.layers for s in l.scores)
+    assert pruning.plan(model, x, 0.5, recalibrate=False).pair_rule == "importance"
+
+
+@torch.no_grad()
+def test_merge_error_removes_the_twin_the_next_layer_barely_reads() -> None:
+    # Unit 5 of layer 0 is unit 2 with 4x its BatchNorm scale (same code, h_5 = 4 h_2), but the
+    # next layer reads it with 1% of unit 2's weights: "importance" removes unit 2 (smaller
+    # |gamma|), "merge-error" unit 5 (4 x 0.01 < 1 of unit 2's output error).
+    model, x = _model("mlp")
+    bn, fc0, fc1 = model.layers.bn0, model.layers.fc0, model.layers.fc1
+    fc0.weight[5] = fc0.weight[2]
+    bn.running_mean[5], bn.running_var[5] = bn.running_mean[2], bn.running_var[2]
+    bn.bias[2] = bn.bias[5] = 0.0
+    bn.weight[5] = 4 * bn.weight[2].abs()
+    bn.weight[2] = bn.weight[2].abs()
+    fc1.weight[:, 5] = 0.01 * fc1.weight[:, 2]
+    before = _outputs(model, x)
+    ratio = 0.6 / 24  # one unit of layer 0, none of layer 1
+    by_gamma = pruning.plan(model, x, ratio, recalibrate=False, complement=False)
+    by_error = pruning.plan(model, x, ratio, pair_rule="merge-error", recalibrate=False, complement=False)
+    assert [u.index for u in by_gamma.layers[0].removed] == [2]
+    assert [u.index for u in by_error.layers[0].removed] == [5]
+    unit = by_error.layers[0].removed[0]
+    assert unit.merged_into == 2 and unit.a == pytest.approx(4.0, rel=1e-5) and "to unit 2" in unit.reason
+    torch.testing.assert_close(_outputs(pruning.apply(by_error, model), x), before, rtol=1e-5, atol=1e-5)
+    # Without a merge the rule's choice is the one that loses less.
+    lost = {
+        rule: (_outputs(pruning.apply(pruning.plan(model, x, ratio, merge="none", pair_rule=rule, recalibrate=False,
+                                                   complement=False), model), x) - before).norm().item()
+        for rule in pruning.PAIR_RULES
+    }  # fmt: skip
+    assert lost["merge-error"] < 0.1 * lost["importance"]
+
+
+@torch.no_grad()
+def test_merge_error_removes_a_constant_unit_first() -> None:
+    # A unit that is 0 on every probe input has zero spread: it goes first, whatever its code
+    # distance to the others, and the merge leaves the outputs unchanged.
+    model, x = _model("mlp")
+    model.layers.bn0.bias[7] = -1e3
+    before = _outputs(model, x)
+    p = pruning.plan(model, x, 0.6 / 24, pair_rule="merge-error", recalibrate=False)
+    assert [u.index for u in p.layers[0].removed] == [7] and p.layers[0].scores[7] == 0.0
+    torch.testing.assert_close(_outputs(pruning.apply(p, model), x), before, rtol=1e-5, atol=1e-5)
+
+
+def _merge_error_oracle(bits: np.ndarray, spread: np.ndarray, floor: int, complement: bool) -> list[tuple[int, int, int]]:
+    """Smallest spread x distance to the nearest alive unit, recomputed every step."""
+    n, length = bits.shape
+    d = (bits[:, None, :] != bits[None, :, :]).sum(2)
+    if complement:
+        d = np.minimum(d, length - d)
+    alive = list(range(n))
+    out = []
+    while len(alive) > floor:
+        near = {u: min((d[u, v], v) for v in alive if v != u) for u in alive}
+        u = min(alive, key=lambda u: (spread[u] * near[u][0] / length, spread[u], u))
+        alive.remove(u)
+        out.append((u, near[u][1], int(near[u][0])))
+    return out
+
+
+@pytest.mark.parametrize("complement", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_merge_error_order_matches_the_full_matrix_greedy(complement: bool, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, length = 40, 70
+    bits = rng.random((n, length)) < 0.5
+    bits[7] = bits[3]
+    bits[11] = ~bits[5]
+    spread = rng.random(n) + 0.1
+    spread[13] = 0.0
+    words = torch.from_numpy(np.packbits(bits, axis=1, bitorder="little").copy()).view(torch.uint8)
+    padded = torch.zeros(n, 16, dtype=torch.uint8)
+    padded[:, : words.shape[1]] = words
+    codes = padded.view(torch.int64)
+    expected = _merge_error_oracle(bits, spread, 3, complement)
+    for neighbours in (2, 16, 64):
+        got = pruning._merge_error_order(codes, length, spread, floor=3, complement=complement, neighbours=neighbours)
+        assert [(v, p, d) for v, p, d, _, _ in got] == expected

@@ -30,6 +30,7 @@ Example::
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ except ImportError as exc:  # the optional dependency is missing: say how to get
         "fastspline.integrations.torch_pruning needs Torch-Pruning: pip install 'fastspline[prune]' (or torch-pruning)"
     ) from exc
 
+from fastspline import backends
 from fastspline.codes import codes as region_codes
 from fastspline.pruning import _complement, spline_order
 
@@ -83,10 +85,24 @@ class SplineImportance(tp.importance.Importance):
             raise TypeError(f"SplineImportance: model must be an nn.Module, got {type(model).__name__}")
         if probe is None:
             raise ValueError("SplineImportance: probe is None; give probe inputs")
+        # What codes() would refuse at the first pruning step, refused here instead.
+        if isinstance(probe, (str, bytes, dict)) or not isinstance(probe, (torch.Tensor, Iterable)):
+            raise TypeError(
+                "SplineImportance: probe must be a tensor, an (x, y) pair, a DataLoader or an iterable of batches, "
+                f"got {type(probe).__name__}"
+            )
+        if isinstance(probe, torch.Tensor) and (probe.dim() == 0 or probe.shape[0] == 0):
+            raise ValueError(f"SplineImportance: probe must hold at least one input, got shape {tuple(probe.shape)}")
+        if isinstance(probe, (tuple, list)) and (not probe or (isinstance(probe[0], torch.Tensor) and probe[0].numel() == 0)):
+            raise ValueError("SplineImportance: probe is empty")
         if not isinstance(complement, bool):
             raise TypeError(f"SplineImportance: complement must be a bool, got {type(complement).__name__}")
         if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 1:
             raise ValueError(f"SplineImportance: neighbours must be an int >= 1, got {neighbours!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"SplineImportance: batch_size must be an int >= 1, got {batch_size!r}")
+        if backend is not None and backend not in backends.names():
+            raise ValueError(f"SplineImportance: backend must be None or one of {backends.names()}, got {backend!r}")
         self.model = model
         self.probe = probe
         self.complement = complement
