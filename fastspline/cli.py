@@ -339,6 +339,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--merge", nargs="+", default=["affine"], choices=("affine", "scale", "none"), help="merge modes, each run (default affine)")
     group.add_argument("--budget", choices=("channels", "flops"), default="channels", help="what --ratio counts (default channels)")
+    group.add_argument(
+        "--pair-rule", nargs="+", default=["importance"], choices=("importance", "merge-error"),
+        help="removal order of the spline policies, each run (default importance; see docs/pruning.md)",
+    )
     group = parser.add_argument_group("early bird and retraining")
     group.add_argument("--eb", choices=("spline", "mask", "none"), default="spline", help="prune at this EB epoch; none: after full training")
     group.add_argument("--eb-threshold", type=float, default=0.16, help="spline EB threshold (default 0.16)")
@@ -416,7 +420,7 @@ def _check_pipeline_args(parser: argparse.ArgumentParser, args: argparse.Namespa
     except (TypeError, ValueError) as exc:  # the config names the field; say it as the flag
         message = str(exc).removeprefix("PipelineConfig: ")
         field = message.split(" ", 1)[0]
-        flag = {"policies": "policy", "merges": "merge"}.get(field, field).replace("_", "-").removesuffix("[]")
+        flag = {"policies": "policy", "merges": "merge", "pair_rules": "pair_rule"}.get(field, field).replace("_", "-").removesuffix("[]")
         parser.error(f"--{flag}{message[len(field):]}")
 
 
@@ -434,7 +438,7 @@ def _pipeline_config(args: argparse.Namespace) -> Any:
     return pipeline.PipelineConfig(
         model=args.model, data=args.data, data_root=args.data_root, width=args.width, hidden=tuple(args.hidden),
         ratio=args.ratio, eb=args.eb, policies=tuple(dict.fromkeys(policies)), merges=tuple(dict.fromkeys(args.merge)),
-        budget=args.budget, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+        pair_rules=tuple(dict.fromkeys(args.pair_rule)), budget=args.budget, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, milestones=None if args.milestones is None else tuple(args.milestones),
         sparsity=args.sparsity, retrain_epochs=args.retrain_epochs, finetune_epochs=args.finetune_epochs,
         retrain_sparsity=args.retrain_sparsity, retrain_lr=args.retrain_lr, eb_threshold=args.eb_threshold, eb_window=args.eb_window,

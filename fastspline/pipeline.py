@@ -109,6 +109,8 @@ class PipelineConfig:
     policies: pruning policies (``pruning.POLICIES``); a single run uses each, a
         comparison runs each from the ``eb`` epoch.
     merges: merge modes (``"affine"``, ``"scale"``, ``"none"``), each run with every policy.
+    pair_rules: removal orders of the spline policies (``pruning.PAIR_RULES``), each run
+        with every spline policy and merge; other policies ignore it.
     budget: ``"channels"`` or ``"flops"`` (``pruning.plan``'s ``budget``).
     epochs, batch_size, lr, momentum, weight_decay, milestones, sparsity: dense training recipe.
     retrain_epochs: retraining epochs of every pruned method (None: the remaining budget).
@@ -132,6 +134,7 @@ class PipelineConfig:
     eb: str = "spline"
     policies: tuple[str, ...] = ("spline-layerwise",)
     merges: tuple[str, ...] = ("affine",)
+    pair_rules: tuple[str, ...] = ("importance",)
     budget: str = "channels"
     epochs: int = 40
     batch_size: int = 128
@@ -166,6 +169,7 @@ class PipelineConfig:
             raise ValueError(f"{where}: eb must be one of {', '.join(EARLYBIRDS)}, got {self.eb!r}")
         _check_choices(self.policies, pruning.POLICIES, "policies", where)
         _check_choices(self.merges, MERGES, "merges", where)
+        _check_choices(self.pair_rules, pruning.PAIR_RULES, "pair_rules", where)
         if self.budget not in BUDGETS:
             raise ValueError(f"{where}: budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         for name in ("epochs", "batch_size", "eb_window", "probe_size"):
@@ -240,16 +244,20 @@ class Method:
     """One row of a comparison.
 
     prune_at: ``"never"`` (dense), ``"spline"`` / ``"mask"`` (that EB epoch), ``"end"``
-    (after full training). policy, merge: ``pruning.plan``'s (None for dense).
+    (after full training). policy, merge, pair_rule: ``pruning.plan``'s (None for dense).
     """
 
     prune_at: str
     policy: Optional[str] = None
     merge: Optional[str] = None
+    pair_rule: str = "importance"
 
     @property
     def key(self) -> str:
-        return "dense" if self.prune_at == "never" else f"{self.prune_at}.{self.policy}.{self.merge}"
+        if self.prune_at == "never":
+            return "dense"
+        key = f"{self.prune_at}.{self.policy}.{self.merge}"
+        return key if self.pair_rule == "importance" else f"{key}.{self.pair_rule}"
 
     @property
     def label(self) -> str:
@@ -257,6 +265,8 @@ class Method:
             return "dense (full training)"
         where = {"spline": "spline EB", "mask": "mask EB", "end": "full training"}[self.prune_at]
         text = f"{where} + {self.policy}"
+        if self.pair_rule != "importance":
+            text += f" ({self.pair_rule} order)"
         if self.merge != "none":
             text += f" + {self.merge} merge"
         if self.prune_at == "mask" and self.policy == "slimming":
@@ -274,7 +284,12 @@ def methods_for(config: PipelineConfig, compare: bool = False) -> list[Method]:
     if not isinstance(compare, bool):
         raise TypeError(f"methods_for: compare must be a bool, got {type(compare).__name__} {compare!r}")
     prune_at = "end" if config.eb == "none" else config.eb
-    chosen = [Method(prune_at, p, m) for p in config.policies for m in config.merges]
+    chosen = [
+        Method(prune_at, p, m, r)
+        for p in config.policies
+        for r in (config.pair_rules if p.startswith("spline-") else ("importance",))
+        for m in config.merges
+    ]
     if not compare:
         return chosen
     every = [Method("never")]
@@ -419,6 +434,7 @@ def _prune_run(
         plan = pruning.plan(
             model, probe, config.ratio, policy=method.policy, merge=method.merge, recalibrate=False, budget=config.budget,
             seed=seed,  # the random policy draws per seed
+            pair_rule=method.pair_rule,
         )
         slim = pruning.apply(plan, model)
     plan_seconds = time.perf_counter() - started
@@ -540,6 +556,7 @@ def _write_plots(
     if method is not None and viz.takes_points(model):
         plan = pruning.plan(
             model, probe, config.ratio, policy=method.policy, merge=method.merge, recalibrate=False, budget=config.budget, seed=seed,
+            pair_rule=method.pair_rule,
         )
     elif method is not None:
         plan = json.loads((folder / f"{method.key}.json").read_text())["plan"]
@@ -697,7 +714,7 @@ def run_methods(
         "title": title,
         "config": dataclasses.asdict(config),
         "seeds": list(seeds),
-        "methods": [{"key": m.key, "label": m.label, "prune_at": m.prune_at, "policy": m.policy, "merge": m.merge} for m in methods],
+        "methods": [{"key": m.key, "label": m.label, "prune_at": m.prune_at, "policy": m.policy, "merge": m.merge, "pair_rule": m.pair_rule} for m in methods],
         "machine": _machine(config, workers),
         "run_folder": None if folder is None else str(folder),
         "runs": {},

@@ -166,6 +166,7 @@ def test_run_command_end_to_end(tmp_path, capsys: pytest.CaptureFixture[str]) ->
         (["--epochs", "0"], "--epochs must be >= 1"),
         (["--eb", "canvas"], "--eb: invalid choice"),
         (["--retrain-lr", "0"], "--retrain-lr must be in (0, inf)"),
+        (["--pair-rule", "gamma"], "--pair-rule: invalid choice"),
     ],
 )
 def test_run_usage_errors(extra: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -173,6 +174,23 @@ def test_run_usage_errors(extra: list[str], message: str, capsys: pytest.Capture
         cli.main(["run", "--model", "vgg-small", "--data", "digits", *extra])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_pair_rules_add_spline_methods_only(tmp_path) -> None:
+    config = pipeline.PipelineConfig(**{**TINY_DIGITS, "pair_rules": ("importance", "merge-error"), "epochs": 3})
+    methods = pipeline.methods_for(config, compare=True)
+    keys = [m.key for m in methods]
+    assert "spline.spline-layerwise.affine" in keys and "spline.spline-layerwise.affine.merge-error" in keys
+    assert "spline.random.affine" in keys and not any(k.startswith("spline.random") and "merge-error" in k for k in keys)
+    assert "spline-layerwise (merge-error order) + affine merge" in methods[keys.index("spline.spline-layerwise.affine.merge-error")].label
+    results = pipeline.run_methods(config, [m for m in methods if m.policy == "spline-layerwise"], [0], out=tmp_path, progress=False)
+    runs = results["runs"]["0"]["runs"]
+    plain, ordered = runs["spline.spline-layerwise.affine"], runs["spline.spline-layerwise.affine.merge-error"]
+    plans = [json.loads((tmp_path / run["history"]).read_text())["plan"] for run in (plain, ordered)]
+    assert [p["pair_rule"] for p in plans] == ["importance", "merge-error"]
+    assert all(ordered["accuracy"][s] is not None for s in pipeline.STAGES)
+    with pytest.raises(ValueError, match="pair_rules must be among"):
+        pipeline.PipelineConfig(pair_rules=("gamma",)).check()
 
 
 def test_library_errors_name_the_argument() -> None:
