@@ -89,6 +89,19 @@ def load_torch_archive(path: str | os.PathLike, where: str, kind: str) -> Any:
         raise ValueError(f"{where}: {os.fspath(path)!r} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
 
 
+def read_json_object(path: str | os.PathLike, where: str) -> dict[str, Any]:
+    """The JSON object in ``path``; ValueError naming ``where`` and the file when it is
+    not valid JSON or not an object (the caller checks that the file exists)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            payload = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{where}: {os.fspath(path)} is not valid JSON ({exc})") from exc
+    if not isinstance(payload, dict):
+        raise ValueError(f"{where}: {os.fspath(path)} holds a {type(payload).__name__}, expected a JSON object")
+    return payload
+
+
 def _umask() -> int | None:
     """The process umask, read without changing it (os.umask would, racing other threads)."""
     try:

@@ -554,13 +554,12 @@ def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object of a run folder; a damaged file ends the command with its name, not a traceback."""
     if not path.is_file():
         raise SystemExit(f"fastspline plot: no {path}")
+    from fastspline._files import read_json_object
+
     try:
-        payload = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SystemExit(f"fastspline plot: {path} is not valid JSON ({exc})") from exc
-    if not isinstance(payload, dict):
-        raise SystemExit(f"fastspline plot: {path} holds a {type(payload).__name__}, expected a JSON object")
-    return payload
+        return read_json_object(path, "fastspline plot")
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def _load_model(path: Path) -> Any:

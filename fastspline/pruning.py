@@ -696,6 +696,46 @@ def spline_order(
     return _spline_steps(codes, n_bits, importance, floor, complement, n_samples, neighbours, complement_codes)
 
 
+class _NeighbourLists:
+    """Each unit's nearest units by code distance (``hamming_topk`` lists of ``neighbours``),
+    read lazily as units are removed: :meth:`nearest` skips removed units and recomputes a
+    list against the units still alive when it runs out (so no N x N matrix is held)."""
+
+    def __init__(self, codes: torch.Tensor, comp: torch.Tensor | None, neighbours: int) -> None:
+        n = codes.shape[0]
+        self.codes, self.comp = codes, comp
+        self.k = max(1, min(neighbours, n - 1))
+        everyone = np.arange(n)
+        self.dist, self.index, self.mirror = _neighbours(codes, codes, comp, everyone, self.k, everyone)
+        self.complete = np.full(n, self.k >= n - 1)  # the list holds every other unit
+        self.pointer = np.zeros(n, dtype=np.int64)
+        self.alive = np.ones(n, dtype=bool)
+
+    def nearest(self, u: int) -> tuple[int, int, bool] | None:
+        """(distance, unit, mirrored) of u's nearest alive unit, advancing its pointer; None when none is left."""
+        dist, index = self.dist, self.index
+        width = dist.shape[1]
+        while True:
+            p = self.pointer[u]
+            while p < width and dist[u, p] < _SENTINEL and not self.alive[index[u, p]]:
+                p += 1
+            self.pointer[u] = p
+            if p < width and dist[u, p] < _SENTINEL:
+                return int(dist[u, p]), int(index[u, p]), bool(self.mirror[u, p])
+            if self.complete[u]:
+                return None
+            others = np.flatnonzero(self.alive)
+            others = others[others != u]
+            if others.size == 0:
+                return None
+            pool = torch.from_numpy(others)
+            comp = self.comp[pool] if self.comp is not None else None
+            d, j, m = _neighbours(self.codes[u : u + 1], self.codes[pool], comp, others, self.k, np.array([u]))
+            dist[u], index[u], self.mirror[u] = d[0], j[0], m[0]
+            self.complete[u] = self.k >= others.size
+            self.pointer[u] = 0
+
+
 def _spline_steps(
     codes: torch.Tensor,
     n_bits: int,
@@ -716,47 +756,17 @@ def _spline_steps(
     if complement:
         comp = complement_codes if complement_codes is not None else _complement(codes, samples, n_bits // samples)
         comp = comp.contiguous()
-    k = max(1, min(neighbours, n - 1))
-    everyone = np.arange(n)
-    dist, index, mirror = _neighbours(codes, codes, comp, everyone, k, everyone)
-    complete = np.full(n, k >= n - 1)  # the list holds every other unit
-    pointer = np.zeros(n, dtype=np.int64)
-    alive = np.ones(n, dtype=bool)
-    heap = [(int(dist[u, 0]), u, int(index[u, 0]), bool(mirror[u, 0])) for u in range(n) if dist[u, 0] < _SENTINEL]
+    lists = _NeighbourLists(codes, comp, neighbours)
+    alive = lists.alive
+    heap = [(int(lists.dist[u, 0]), u, int(lists.index[u, 0]), bool(lists.mirror[u, 0])) for u in range(n) if lists.dist[u, 0] < _SENTINEL]
     heapq.heapify(heap)
     left = n
-
-    def refill(u: int) -> tuple[int, int, bool] | None:
-        """u's nearest alive candidate (advancing its pointer), or None when it has none."""
-        width = dist.shape[1]
-        while True:
-            p = pointer[u]
-            while p < width and dist[u, p] < _SENTINEL and not alive[index[u, p]]:
-                p += 1
-            pointer[u] = p
-            if p < width and dist[u, p] < _SENTINEL:
-                return int(dist[u, p]), int(index[u, p]), bool(mirror[u, p])
-            if complete[u]:
-                return None
-            others = np.flatnonzero(alive)
-            others = others[others != u]
-            if others.size == 0:
-                return None
-            pool = torch.from_numpy(others)
-            rows = codes[u : u + 1]
-            d, j, m = _neighbours(
-                rows, codes[pool], comp[pool] if comp is not None else None, others, k, np.array([u])
-            )
-            dist[u], index[u], mirror[u] = d[0], j[0], m[0]
-            complete[u] = k >= others.size
-            pointer[u] = 0
-
     while left > floor and heap:
         d, u, v, mirrored = heapq.heappop(heap)
         if not alive[u]:
             continue
         if not alive[v]:
-            nxt = refill(u)
+            nxt = lists.nearest(u)
             if nxt is not None:
                 heapq.heappush(heap, (nxt[0], u, nxt[1], nxt[2]))
             continue
@@ -765,7 +775,7 @@ def _spline_steps(
         left -= 1
         yield victim, partner, d, mirrored
         if partner == u:
-            nxt = refill(u)
+            nxt = lists.nearest(u)
             if nxt is not None:
                 heapq.heappush(heap, (nxt[0], u, nxt[1], nxt[2]))
 
@@ -950,35 +960,16 @@ def _merge_error_order(
     codes = codes.contiguous()
     samples = n_bits if n_samples is None else n_samples
     comp = _complement(codes, samples, n_bits // samples).contiguous() if complement else None
-    k = max(1, min(neighbours, n - 1))
-    everyone = np.arange(n)
-    dist, index, mirror = _neighbours(codes, codes, comp, everyone, k, everyone)
-    complete = np.full(n, k >= n - 1)
-    pointer = np.zeros(n, dtype=np.int64)
-    alive = np.ones(n, dtype=bool)
+    lists = _NeighbourLists(codes, comp, neighbours)
+    alive = lists.alive
 
     def entry(u: int) -> tuple[float, float, int, int, int, bool] | None:
         """u's heap entry for its nearest alive unit (advancing its pointer), or None."""
-        width = dist.shape[1]
-        while True:
-            p = pointer[u]
-            while p < width and dist[u, p] < _SENTINEL and not alive[index[u, p]]:
-                p += 1
-            pointer[u] = p
-            if p < width and dist[u, p] < _SENTINEL:
-                d = int(dist[u, p])
-                return spread[u] * d / n_bits, spread[u], u, int(index[u, p]), d, bool(mirror[u, p])
-            if complete[u]:
-                return None
-            others = np.flatnonzero(alive)
-            others = others[others != u]
-            if others.size == 0:
-                return None
-            pool = torch.from_numpy(others)
-            d, j, m = _neighbours(codes[u : u + 1], codes[pool], comp[pool] if comp is not None else None, others, k, np.array([u]))
-            dist[u], index[u], mirror[u] = d[0], j[0], m[0]
-            complete[u] = k >= others.size
-            pointer[u] = 0
+        nearest = lists.nearest(u)
+        if nearest is None:
+            return None
+        d, v, mirrored = nearest
+        return spread[u] * d / n_bits, spread[u], u, v, d, mirrored
 
     heap = [e for e in (entry(u) for u in range(n)) if e is not None]
     heapq.heapify(heap)

@@ -28,7 +28,6 @@ points whose bits differ).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ import torch
 from torch import nn
 
 from fastspline import ops
-from fastspline._files import atomic_write, load_torch_archive
+from fastspline._files import atomic_write, load_torch_archive, read_json_object
 from fastspline.codes import RegionCodes, codes
 
 if TYPE_CHECKING:  # matplotlib is an optional dependency, imported when a plot is made
@@ -531,13 +530,7 @@ def read_history(source: str | os.PathLike | dict[str, Any]) -> dict[str, Any]:
         path = path / "history.json"
     if not path.is_file():
         raise FileNotFoundError(f"read_history: no {path} (a run folder written by `fastspline train` has history.json)")
-    try:
-        payload = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"read_history: {path} is not valid JSON ({exc})") from exc
-    if not isinstance(payload, dict):
-        raise ValueError(f"read_history: {path} holds a {type(payload).__name__}, expected a JSON object")
-    return payload
+    return read_json_object(path, "read_history")
 
 
 class _Detector:
