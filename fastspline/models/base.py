@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import math
 import operator
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 from torch import nn
 
-__all__ = ["SplineModel", "WidthLayer", "init_weights", "check_widths", "spatial_size"]
+CfgEntry = Union[int, str]  # a conv width or "M" (max-pool)
+
+__all__ = ["SplineModel", "WidthLayer", "init_weights", "check_widths", "spatial_size", "conv_features"]
 
 
 @dataclass(frozen=True)
@@ -134,3 +137,36 @@ def check_positive_int(value: object, name: str, where: str) -> int:
     if value < 1:
         raise ValueError(f"{where}: {name} must be >= 1, got {value}")
     return value
+
+
+def conv_features(
+    cfg: Sequence[CfgEntry], in_channels: int, size: list[int], where: str
+) -> tuple[OrderedDict[str, nn.Module], list[CfgEntry], int, list[int]]:
+    """The conv3x3 -> BatchNorm -> ReLU / max-pool stack of a VGG-style ``cfg`` (widths and
+    "M") over inputs of spatial ``size`` (1 or 2 dims): the named layers, the cfg as built
+    (a pool of a size-1 map is left out), the last width and the output size."""
+    if isinstance(cfg, (str, bytes)) or not isinstance(cfg, Sequence):
+        raise TypeError(f"{where}: cfg must be a list of widths and 'M', got {type(cfg).__name__}")
+    conv, norm, pool = {1: (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d), 2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d)}[len(size)]
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    effective: list[CfgEntry] = []
+    channels, conv_index, pool_index = in_channels, 0, 0
+    for i, entry in enumerate(cfg):
+        if entry == "M":
+            if min(size) < 2:
+                continue  # nothing left to pool
+            layers[f"pool{pool_index}"] = pool(kernel_size=2, stride=2)
+            pool_index += 1
+            size = [s // 2 for s in size]
+        elif isinstance(entry, int) and not isinstance(entry, bool) and entry >= 1:
+            layers[f"conv{conv_index}"] = conv(channels, entry, kernel_size=3, padding=1, bias=False)
+            layers[f"bn{conv_index}"] = norm(entry)
+            layers[f"relu{conv_index}"] = nn.ReLU(inplace=True)
+            conv_index += 1
+            channels = entry
+        else:
+            raise ValueError(f"{where}: cfg[{i}] must be a positive int or 'M', got {entry!r}")
+        effective.append(entry)
+    if conv_index == 0:
+        raise ValueError(f"{where}: cfg has no conv layer: {list(cfg)!r}")
+    return layers, effective, channels, size

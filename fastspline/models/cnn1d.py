@@ -8,18 +8,16 @@ which MNIST-1D needs). Modules ``features.conv{i}``, ``features.bn{i}``,
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
 
-from fastspline.models.base import SplineModel, WidthLayer, check_positive_int, init_weights
+from fastspline.models.base import CfgEntry, SplineModel, WidthLayer, check_positive_int, conv_features, init_weights
 
 __all__ = ["CNN1d", "cnn1d", "CNN1D_CFG"]
 
-CfgEntry = Union[int, str]
 CNN1D_CFG: list[CfgEntry] = [32, 32, "M", 64, 64, "M"]
 
 
@@ -34,29 +32,7 @@ class CNN1d(SplineModel):
         check_positive_int(in_channels, "in_channels", "cnn1d")
         check_positive_int(num_classes, "num_classes", "cnn1d")
         check_positive_int(length, "length", "cnn1d")
-        if isinstance(cfg, (str, bytes)) or not isinstance(cfg, Sequence):
-            raise TypeError(f"cnn1d: cfg must be a list of widths and 'M', got {type(cfg).__name__}")
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        effective: list[CfgEntry] = []
-        channels, size, conv_index, pool_index = in_channels, length, 0, 0
-        for i, entry in enumerate(cfg):
-            if entry == "M":
-                if size < 2:
-                    continue
-                layers[f"pool{pool_index}"] = nn.MaxPool1d(kernel_size=2, stride=2)
-                pool_index += 1
-                size //= 2
-            elif isinstance(entry, int) and not isinstance(entry, bool) and entry >= 1:
-                layers[f"conv{conv_index}"] = nn.Conv1d(channels, entry, kernel_size=3, padding=1, bias=False)
-                layers[f"bn{conv_index}"] = nn.BatchNorm1d(entry)
-                layers[f"relu{conv_index}"] = nn.ReLU(inplace=True)
-                conv_index += 1
-                channels = entry
-            else:
-                raise ValueError(f"cnn1d: cfg[{i}] must be a positive int or 'M', got {entry!r}")
-            effective.append(entry)
-        if conv_index == 0:
-            raise ValueError(f"cnn1d: cfg has no conv layer: {list(cfg)!r}")
+        layers, effective, channels, (size,) = conv_features(cfg, in_channels, [length], "cnn1d")
         self.cfg: list[CfgEntry] = effective
         self.in_channels = in_channels
         self.num_classes = num_classes

@@ -8,18 +8,16 @@ global average). Modules are named ``features.conv{i}``, ``features.bn{i}``,
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
 
-from fastspline.models.base import SplineModel, WidthLayer, check_positive_int, init_weights, spatial_size
+from fastspline.models.base import CfgEntry, SplineModel, WidthLayer, check_positive_int, conv_features, init_weights, spatial_size
 
 __all__ = ["VGG", "vgg", "VGG_CFGS"]
 
-CfgEntry = Union[int, str]
 
 VGG_CFGS: dict[str, list[CfgEntry]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
@@ -51,30 +49,7 @@ class VGG(SplineModel):
         check_positive_int(in_channels, "in_channels", "vgg")
         check_positive_int(num_classes, "num_classes", "vgg")
         size = list(spatial_size(input_size, 2, "vgg"))
-        if isinstance(cfg, (str, bytes)) or not isinstance(cfg, Sequence):
-            raise TypeError(f"vgg: cfg must be a list of widths and 'M', got {type(cfg).__name__}")
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        effective: list[CfgEntry] = []
-        channels = in_channels
-        conv_index = pool_index = 0
-        for i, entry in enumerate(cfg):
-            if entry == "M":
-                if min(size) < 2:
-                    continue  # nothing left to pool
-                layers[f"pool{pool_index}"] = nn.MaxPool2d(kernel_size=2, stride=2)
-                pool_index += 1
-                size = [s // 2 for s in size]
-            elif isinstance(entry, int) and not isinstance(entry, bool) and entry >= 1:
-                layers[f"conv{conv_index}"] = nn.Conv2d(channels, entry, kernel_size=3, padding=1, bias=False)
-                layers[f"bn{conv_index}"] = nn.BatchNorm2d(entry)
-                layers[f"relu{conv_index}"] = nn.ReLU(inplace=True)
-                conv_index += 1
-                channels = entry
-            else:
-                raise ValueError(f"vgg: cfg[{i}] must be a positive int or 'M', got {entry!r}")
-            effective.append(entry)
-        if conv_index == 0:
-            raise ValueError(f"vgg: cfg has no conv layer: {list(cfg)!r}")
+        layers, effective, channels, size = conv_features(cfg, in_channels, size, "vgg")
         self.cfg: list[CfgEntry] = effective
         self.in_channels = in_channels
         self.num_classes = num_classes
