@@ -39,7 +39,6 @@ Results: a table on stdout and JSON at ``benchmarks/results/codes-cpu.json``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import datetime
 import json
@@ -64,6 +63,7 @@ except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import fastspline
 from fastspline._files import atomic_write_json
+from machine import cpu_info
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 METHODS = ("forward", "codes", "float")
@@ -269,17 +269,6 @@ def run_worker(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
-
-
-def cpu_info() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(FileNotFoundError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-                break
-    return {"model": model, "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0))}
 
 
 def paired(result: dict[str, Any]) -> dict[str, float]:

@@ -36,7 +36,6 @@ Results: a table on stdout and JSON at ``benchmarks/results/distributed-cpu.json
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import datetime
 import os
@@ -63,6 +62,7 @@ except ImportError:
     import fastspline
 from fastspline import distributed
 from fastspline._files import atomic_write_json
+from machine import cpu_info
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 VGG_CFG = (32, 32, "M", 64, 64, "M", 128, 128, "M")
@@ -172,17 +172,6 @@ def run_config(world: int, threads: int, use_dist: bool, args: argparse.Namespac
 
 
 # ---------------------------------------------------------------- report
-
-
-def cpu_info() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(FileNotFoundError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-                break
-    return {"model": model, "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0))}
 
 
 def same_results(a: dict[str, Any], b: dict[str, Any]) -> bool:

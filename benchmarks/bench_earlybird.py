@@ -51,6 +51,7 @@ except ImportError:
     import fastspline
 from fastspline import data, models, ops, train
 from fastspline._files import atomic_write_json
+from machine import cpu_info
 from fastspline.codes import codes
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -134,17 +135,6 @@ class AuthorsDetection:
 # ---------------------------------------------------------------- helpers
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except FileNotFoundError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def perturb(model: nn.Module, generator: torch.Generator, scale: float = 0.05) -> None:
     """Nudge the weights, so successive 'epochs' have different (but close) codes."""
     with torch.no_grad():
@@ -185,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
-    print(f"cpu: {cpu_model()}, torch threads {torch.get_num_threads()}, load average {load_start:.2f}")
+    print(f"cpu: {cpu_info()['model']}, torch threads {torch.get_num_threads()}, load average {load_start:.2f}")
     if load_start > 0.5:
         print(f"warning: load average {load_start:.2f}: timings will be noisy; compare the ratios of this run")
 
@@ -346,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "bench_earlybird",
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick,
-        "machine": {"cpu": cpu_model(), "usable_cpus": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads()},
+        "machine": {"cpu": cpu_info()["model"], "usable_cpus": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads()},
         "load_average_at_start": load_start,
         "load_average_at_end": os.getloadavg()[0],
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "fastspline": fastspline.__version__},

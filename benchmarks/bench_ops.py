@@ -49,6 +49,7 @@ except ImportError:
     import fastspline
 from fastspline import backends
 from fastspline._files import atomic_write_json
+from machine import cpu_info
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SECTIONS = ("cdist", "topk", "radius", "pack_signs", "rowwise", "bit_transpose", "count_regions")
@@ -590,25 +591,6 @@ def goal_lines(bench: Bench) -> list[dict[str, Any]]:
     return goals
 
 
-def cpu_info() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    flags: set[str] = set()
-    with contextlib.suppress(FileNotFoundError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break  # the first processor's entry is enough
-    return {
-        "model": model,
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)),
-        "flags": {flag: flag in flags for flag in CPU_FLAGS_OF_INTEREST},
-    }
-
-
 def format_ms(seconds: float | None) -> str:
     return f"{seconds * 1e3:.3f}" if seconds is not None else "-"
 
@@ -706,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = resolve_backend(args.backend)
     isa = backends.load("cpu").isa() if backend == "cpu" else None
     sizes = QUICK if args.quick else FULL
-    machine = cpu_info()
+    machine = cpu_info(CPU_FLAGS_OF_INTEREST)
     print(
         f"cpu: {machine['model']} ({machine['usable_cpus']} usable), flags {machine['flags']}\n"
         f"threads: torch {torch.get_num_threads()}, faiss {faiss.omp_get_max_threads()}, numpy 1\n"

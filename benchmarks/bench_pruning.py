@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import platform
 import statistics
 import sys
@@ -45,6 +44,7 @@ except ImportError:
     import fastspline
 from fastspline import models, pruning
 from fastspline._files import atomic_write_json
+from machine import cpu_info
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -153,12 +153,7 @@ def main() -> None:
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick,
         "sizes": {"units": units, "samples": args.samples, "inputs": args.inputs, "ratio": args.ratio, "removed": wanted},
-        "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "logical_cpus": os.cpu_count(),
-            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "torch_threads": torch.get_num_threads(),
-        },
+        "machine": {**cpu_info(), "torch_threads": torch.get_num_threads()},
         "versions": {"fastspline": fastspline.__version__, "torch": str(torch.__version__), "python": platform.python_version()},
         "build": fastspline.build_info(),
         "seconds": {name: {"median": s, "all": t} for (name, s), t in zip(rows.items(), (t_plan, t_greedy, t_peer))},
