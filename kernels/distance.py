@@ -258,8 +258,8 @@ def cdist_dot(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
     sb = sa if b is a else signs_int8(b)
     blocks = {}
     if INTERPRETED:
-        blocks = {"BLOCK_N": min(64, next_power_of_2(n)), "BLOCK_M": min(64, next_power_of_2(m)), "BLOCK_K": 64, "GROUP_N": 8}
-        blocks = {k: max(v, 16) if k in ("BLOCK_N", "BLOCK_M") else v for k, v in blocks.items()}
+        # tl.dot needs at least 16 rows a side.
+        blocks = {"BLOCK_N": max(16, min(64, next_power_of_2(n))), "BLOCK_M": max(16, min(64, next_power_of_2(m))), "BLOCK_K": 64, "GROUP_N": 8}
 
     def grid(meta):
         return (triton.cdiv(n, meta["BLOCK_N"]) * triton.cdiv(m, meta["BLOCK_M"]),)
