@@ -78,7 +78,7 @@ needs_cuda_backend = pytest.mark.skipif(
 
 
 @needs_cuda_backend
-@pytest.mark.parametrize("kernel", ["ballot", "rows", "vec4", "columns"])
+@pytest.mark.parametrize("kernel", ["rows", "vec4", "columns"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
 def test_pack_kernels(monkeypatch, kernel, dtype):
     """Each CUDA pack kernel, forced, on the layouts it takes (others must refuse)."""

@@ -1,7 +1,7 @@
 // fastspline CUDA kernels (first full set; correctness first, then speed).
 //   pack_signs     one warp per output word: two __ballot_sync over 64 elements, 8
 //                  words per step with their loads issued together; coalesced when the
-//                  packed dim is contiguous. A strided packed dim with a contiguous
+//                  packed dim is contiguous (a float4 variant, vec4, is kept for timing). A strided packed dim with a contiguous
 //                  neighbour (NCHW channels) takes one thread per word instead, the
 //                  warp's threads on adjacent rows. Bandwidth-bound.
 //   unpack_bits    one thread per output bool. Bandwidth-bound.
@@ -68,70 +68,17 @@ __device__ inline int64_t row_offset(const Lead& lead, int64_t row) {
   return offset;
 }
 
-template <typename T>
-__device__ inline bool greater(const T* x, int64_t i, float thr32, double thr64);
-template <>
-__device__ inline bool greater<float>(const float* x, int64_t i, float thr32, double) {
-  return x[i] > thr32;  // false for NaN
-}
-template <>
-__device__ inline bool greater<double>(const double* x, int64_t i, float, double thr64) {
-  return x[i] > thr64;
-}
-template <>
-__device__ inline bool greater<__half>(const __half* x, int64_t i, float thr32, double) {
-  return __half2float(x[i]) > thr32;
-}
-template <>
-__device__ inline bool greater<__nv_bfloat16>(const __nv_bfloat16* x, int64_t i, float thr32, double) {
-  return __bfloat162float(x[i]) > thr32;
-}
-
-// Rows packed along a contiguous (or short-strided) dim: each warp packs kPackUnroll
-// consecutive output words per step, issuing all their loads before the ballots, so
-// enough bytes are in flight to run at memory bandwidth.
-constexpr int kPackUnroll = 8;
-
-template <typename T>
-__global__ void pack_signs_kernel(const T* __restrict__ x, Lead lead, int64_t n, int64_t stride_n, int64_t rows,
-                                  float thr32, double thr64, u64* __restrict__ out) {
-  const int lane = threadIdx.x % 32;
-  const int64_t w = (n + 63) / 64, words = rows * w;
-  const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
-  for (int64_t q0 = ((int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * kPackUnroll; q0 < words;
-       q0 += warps * kPackUnroll) {
-    int64_t r = q0 / w, k = q0 % w;
-    int64_t base = row_offset(lead, r);
-    bool lo[kPackUnroll], hi[kPackUnroll];
-#pragma unroll
-    for (int u = 0; u < kPackUnroll; ++u) {
-      const bool valid = q0 + u < words;
-      const int64_t j_lo = k * 64 + lane, j_hi = j_lo + 32;
-      lo[u] = valid && j_lo < n && greater<T>(x, base + j_lo * stride_n, thr32, thr64);
-      hi[u] = valid && j_hi < n && greater<T>(x, base + j_hi * stride_n, thr32, thr64);
-      if (++k == w && q0 + u + 1 < words) {
-        k = 0;
-        base = row_offset(lead, ++r);
-      }
-    }
-    u64 mine = 0;
-#pragma unroll
-    for (int u = 0; u < kPackUnroll; ++u) {
-      const unsigned l = __ballot_sync(kFull, lo[u]), h = __ballot_sync(kFull, hi[u]);
-      if (lane == u) mine = (u64)l | ((u64)h << 32);
-    }
-    if (lane < kPackUnroll && q0 + lane < words) out[q0 + lane] = mine;
-  }
-}
-
+// x > threshold as real numbers: float32/16 compare with the threshold rounded down to
+// float32 (exact for them), float64 with the float64 floor. False for NaN.
 __device__ inline bool above(float v, float thr32, double) { return v > thr32; }
 __device__ inline bool above(double v, float, double thr64) { return v > thr64; }
 __device__ inline bool above(__half v, float thr32, double) { return __half2float(v) > thr32; }
 __device__ inline bool above(__nv_bfloat16 v, float thr32, double) { return __bfloat162float(v) > thr32; }
 
-// pack_signs_kernel with every load issued unconditionally (clamped to element 0 when
-// out of range, then masked) and a grid of a few blocks per SM walking the words:
-// kU words per warp step, 2 kU independent loads in flight per thread.
+// Rows packed along a contiguous (or short-strided) dim: each warp packs kU consecutive
+// output words per step with two ballots each, issuing all 2 kU loads first (clamped to
+// element 0 when out of range, then masked) so enough bytes are in flight; a grid of a
+// few blocks per SM walks the words.
 template <typename T, int kU>
 __global__ void __launch_bounds__(kThreads) pack_rows_kernel(const T* __restrict__ x, Lead lead, int64_t n,
                                                              int64_t stride_n, int64_t rows, float thr32,
@@ -253,7 +200,7 @@ __global__ void pack_columns_kernel(const T* __restrict__ x, Lead lead, int64_t 
     const int bits = (int)min((int64_t)64, n - k * 64);
     u64 word = 0;
 #pragma unroll 16
-    for (int j = 0; j < bits; ++j) word |= (u64)greater<T>(p, j * stride_n, thr32, thr64) << j;
+    for (int j = 0; j < bits; ++j) word |= (u64)above(p[j * stride_n], thr32, thr64) << j;
     out[r * w + k] = word;
   }
 }
@@ -556,33 +503,29 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
   const float thr32 = round_down_to_float(threshold);
   cudaStream_t s = as_stream(stream);
   u64* o = reinterpret_cast<u64*>(out);
-  // Kernels: 1 ballot (one warp step per 8 words), 2 rows (unconditional loads, a few
-  // blocks per SM), 3 vec4 (float32 contiguous aligned rows), 4 columns (a strided
-  // packed dim with a contiguous neighbour, e.g. NCHW channels). 0 picks columns where
-  // it applies, else rows: the fastest of the four on an H200 (1 GiB float32 rows: rows
-  // 0.55 ms, vec4 0.60, ballot 0.67; NCHW channels: columns 0.37, rows 1.17).
+  // Kernels: 1 rows (unconditional loads, a few blocks per SM), 2 vec4 (float32 contiguous
+  // aligned rows), 3 columns (a strided packed dim with a contiguous neighbour, e.g. NCHW
+  // channels). 0 picks columns where it applies, else rows: the fastest on an H200 (1 GiB
+  // float32 rows: rows 0.55 ms, vec4 0.60; NCHW channels: columns 0.37, rows 1.17).
   const bool columns_ok = stride_n != 1 && lead.ndim > 0 && lead.strides[lead.ndim - 1] == 1 && lead.sizes[lead.ndim - 1] > 1;
   bool vec4_ok = dtype == 0 && stride_n == 1 && n % 4 == 0 && (reinterpret_cast<std::uintptr_t>(x) & 15) == 0;
   for (int k = 0; k < lead.ndim; ++k) vec4_ok = vec4_ok && (lead.strides[k] % 4 == 0 || lead.sizes[k] == 1);
-  if (variant == 0) variant = columns_ok ? 4 : 2;
-  if ((variant == 3 && !vec4_ok) || (variant == 4 && !columns_ok) || variant < 1 || variant > 4)
+  if (variant == 0) variant = columns_ok ? 3 : 1;
+  if ((variant == 2 && !vec4_ok) || (variant == 3 && !columns_ok) || variant < 1 || variant > 3)
     throw std::invalid_argument("pack_signs: kernel " + std::to_string(variant) + " does not apply to this input");
   const unsigned resident = (unsigned)sm_count() * 8;  // blocks of the grid-walking kernels
-  const unsigned grid = variant == 1   ? grid_for(words, kThreads / 32 * kPackUnroll)
-                        : variant == 4 ? grid_for(words, kThreads)
-                                       : std::min(resident, grid_for(words, kThreads / 32 * 8));
-  if (variant == 3) {
+  const unsigned grid =
+      variant == 3 ? grid_for(words, kThreads) : std::min(resident, grid_for(words, kThreads / 32 * 8));
+  if (variant == 2) {
     pack_vec4_kernel<8><<<grid, kThreads, 0, s>>>((const float*)x, lead, n, rows, thr32, o);
     check(cudaGetLastError(), "pack_vec4_kernel launch");
     return;
   }
 #define FASTSPLINE_PACK(T)                                                                                           \
-  if (variant == 4)                                                                                                 \
+  if (variant == 3)                                                                                                 \
     pack_columns_kernel<T><<<grid, kThreads, 0, s>>>((const T*)x, lead, n, stride_n, rows, thr32, threshold, o);      \
-  else if (variant == 2)                                                                                            \
-    pack_rows_kernel<T, 8><<<grid, kThreads, 0, s>>>((const T*)x, lead, n, stride_n, rows, thr32, threshold, o);      \
   else                                                                                                              \
-    pack_signs_kernel<T><<<grid, kThreads, 0, s>>>((const T*)x, lead, n, stride_n, rows, thr32, threshold, o);
+    pack_rows_kernel<T, 8><<<grid, kThreads, 0, s>>>((const T*)x, lead, n, stride_n, rows, thr32, threshold, o);
   switch (dtype) {
     case 0: FASTSPLINE_PACK(float) break;
     case 1: FASTSPLINE_PACK(double) break;
@@ -591,7 +534,7 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
     default: throw std::invalid_argument("pack_signs: unknown dtype code " + std::to_string(dtype));
   }
 #undef FASTSPLINE_PACK
-  check(cudaGetLastError(), "pack_signs_kernel launch");
+  check(cudaGetLastError(), "pack kernel launch");
 }
 
 void unpack_bits(const uint64_t* words, int64_t rows, int64_t w, int64_t n_bits, bool* out, std::uintptr_t stream) {

@@ -97,11 +97,11 @@ def _words(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-PACK_KERNELS = {"auto": 0, "ballot": 1, "rows": 2, "vec4": 3, "columns": 4}
+PACK_KERNELS = {"auto": 0, "rows": 1, "vec4": 2, "columns": 3}
 
 
 def pack_kernel() -> int:
-    """``FASTSPLINE_CUDA_PACK`` (auto, ballot, rows, vec4, columns) as the extension's code;
+    """``FASTSPLINE_CUDA_PACK`` (auto, rows, vec4, columns) as the extension's code;
     a kernel that does not apply to an input raises ValueError (benchmarks and tests)."""
     name = os.environ.get("FASTSPLINE_CUDA_PACK", "auto")
     if name not in PACK_KERNELS:
