@@ -178,7 +178,6 @@ def main() -> None:
             record("hamming_cdist", size, label, times, tera_bit_pairs_per_s=bit_pairs / med / 1e12,
                    fraction_of_binary_peak=bit_pairs / med / binary_peak, fraction_of_roofline=roof_s / med,
                    output_gbps=out_bytes / med / 1e9)
-        bits = fs.unpack_bits(a, k_bits)
         small = fs.unpack_bits(a[:704], k_bits)
         peers = [(f"torch float trick {d}".replace("torch.", ""), d) for d in (torch.float16, torch.bfloat16)]
         peers.append(("torch int8 _int_mm trick", torch.int8))
@@ -196,7 +195,6 @@ def main() -> None:
             med = statistics.median(times)
             best[label] = med
             record("hamming_cdist", size, label, times, tera_bit_pairs_per_s=bit_pairs / med / 1e12)
-        del bits
         fastest_peer = min(v for k, v in best.items() if k.startswith("torch"))
         for label in [k for k in best if not k.startswith("torch")]:
             ratios = {"vs_best_torch_trick": fastest_peer / best[label]}
