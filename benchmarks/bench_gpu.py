@@ -83,7 +83,7 @@ def main() -> None:
     x = big.view(1 << 14, -1).normal_(generator=gen)
     pack_impls = [(n, None) for n in names]
     if "cuda" in names:
-        pack_impls += [("cuda", k) for k in ("rows", "vec4", "columns")]
+        pack_impls += [("cuda", k) for k in ("rows", "vec4", "columns", "stream")]
 
     def time_pack(label: str, view: torch.Tensor, dim: int, want: torch.Tensor) -> None:
         for name, kernel in pack_impls:
@@ -133,12 +133,17 @@ def main() -> None:
     # hamming_cdist rows x rows x bits, in row blocks of the output.
     from fastspline.backends import cuda as cuda_backend
 
-    impls: list[tuple[str, str, str | None]] = []  # (label, backend, kernel forced by its variable)
+    impls: list[tuple[str, str, dict[str, str]]] = []  # (label, backend, the variables forcing its kernel)
     if "cuda" in names:
-        impls += [(f"cuda {m}", "cuda", m) for m in ("popc", "mma-xor", "mma-and")] + [("cuda auto", "cuda", None)]
+        impls.append(("cuda popc", "cuda", {"FASTSPLINE_CUDA_CDIST": "popc"}))
+        for m in ("mma-xor", "mma-and"):
+            for staging in ("sync", "async"):
+                impls.append((f"cuda {m} {staging}", "cuda",
+                              {"FASTSPLINE_CUDA_CDIST": m, "FASTSPLINE_CUDA_MMA_STAGING": staging}))
+        impls.append(("cuda auto", "cuda", {}))
     if "triton" in names:
-        impls += [(f"triton {m}", "triton", m) for m in ("popc", "dot")] + [("triton auto", "triton", None)]
-    method_variable = {"cuda": "FASTSPLINE_CUDA_CDIST", "triton": "FASTSPLINE_TRITON_CDIST"}
+        impls += [(f"triton {m}", "triton", {"FASTSPLINE_TRITON_CDIST": m}) for m in ("popc", "dot")]
+        impls.append(("triton auto", "triton", {}))
     for rows_n, k_bits in ((rows, 1024), (rows // 4, 8192)):
         a = torch.randint(-(2**63), 2**63 - 1, (rows_n, k_bits // 64), generator=gen, device=device)
         block = min(rows_n, 8192)
@@ -151,13 +156,12 @@ def main() -> None:
         # writing the int32 output at copy bandwidth (half of copy_gbps counts reads).
         roof_s = max(bit_pairs / binary_peak, out_bytes / (copy_gbps / 2 * 1e9))
         best: dict[str, float] = {}
-        for label, name, method in impls:
-            if method is not None:
-                os.environ[method_variable[name]] = method
+        for label, name, env in impls:
+            os.environ.update(env)
             try:
                 try:
                     got = fs.hamming_cdist(a[:300], a[:704], backend=name).cpu()
-                except RuntimeError as exc:  # e.g. the tensor-core kernel failed its self-check
+                except (RuntimeError, ValueError) as exc:  # e.g. a kernel failed its self-check
                     print(f"{label}: {exc}")
                     results.append({"op": "hamming_cdist", "size": size, "implementation": label, "error": str(exc)})
                     continue
@@ -172,7 +176,8 @@ def main() -> None:
 
                 times = cuda_time(run, max(2, args.repeats // 2), warmup=1)
             finally:
-                os.environ.pop(method_variable[name], None)
+                for variable in env:
+                    os.environ.pop(variable, None)
             med = statistics.median(times)
             best[label] = med
             record("hamming_cdist", size, label, times, tera_bit_pairs_per_s=bit_pairs / med / 1e12,
@@ -203,7 +208,10 @@ def main() -> None:
                 ratios["vs_best_cuda"] = min(cuda_best) / best[label]
             print(f"  {size} {label}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
             results.append({"op": "hamming_cdist", "size": size, "implementation": label, "ratios": ratios})
-        print(f"  {size}: auto method = {cuda_backend.cdist_method(rows_n, rows_n, device) if 'cuda' in names else '-'}")
+        if "cuda" in names:
+            auto = cuda_backend.cdist_method(rows_n, rows_n, device)
+            staging = {0: "async where it applies", 1: "sync", 2: "async"}[cuda_backend.mma_staging(device)]
+            print(f"  {size}: auto method = {auto}, tensor-core staging = {staging}")
         del a, out
 
     # Bandwidth-bound word ops.
@@ -220,6 +228,8 @@ def main() -> None:
     payload = {
         "benchmark": "bench_gpu", "card": card, "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
         "torch": torch.__version__, "build_info": fs.build_info(), "copy_gbps": copy_gbps, "peaks_bit_pairs_per_s": peaks, "results": results,
+        # Per-device kernel self-checks (None: the kernel passed and is used).
+        "self_checks": {f"{kind} on cuda:{index}": why for (kind, index), why in getattr(cuda_backend, "_checks", {}).items()},
     }
     path = Path(args.out_dir) / f"gpu-{card.replace(' ', '_')}.json"
     atomic_write_json(path, payload)

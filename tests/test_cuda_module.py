@@ -72,3 +72,59 @@ def test_cdist_method_env_is_validated(monkeypatch):
         cuda.cdist_method(256, 256, torch.device("cuda", 0))
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "popc")
     assert cuda.cdist_method(256, 256, torch.device("cuda", 0)) == "popc"
+
+
+@needs_nvcc
+@no_gpu
+def test_cdist_mma_staging_is_checked_before_any_cuda_call():
+    """The launcher refuses what the cp.async kernel cannot take (an odd word count,
+    rows not 16-byte aligned) and unknown staging codes, naming why."""
+    from fastspline import _cuda
+
+    with pytest.raises(ValueError, match=r"staging must be 0 \(auto\), 1 \(sync\) or 2 \(cp.async\)"):
+        _cuda.hamming_cdist_mma(16, 4, 16, 4, 2, 16, 4, False, 0, 3)
+    for a, w in ((16, 3), (24, 2)):  # odd w; a misaligned by 8 bytes
+        with pytest.raises(ValueError, match="cp.async kernel needs an even word count and 16-byte aligned rows"):
+            _cuda.hamming_cdist_mma(a, 4, 16, 4, w, 16, 4, False, 0, 2)
+    # Accepted layouts get as far as the device query, which fails without a GPU.
+    with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):
+        _cuda.hamming_cdist_mma(16, 4, 32, 4, 2, 16, 4, False, 0, 2)
+
+
+@needs_nvcc
+@no_gpu
+def test_pack_stream_kernel_layout_rules():
+    """Kernel 4 (stream) takes only contiguous, 16-byte aligned inputs whose rows are
+    whole words; other layouts are refused by name before any CUDA call."""
+    from fastspline import _cuda
+
+    refused = [
+        (16, [3, 100], [100, 1]),  # n % 64 != 0
+        (16, [3, 128], [256, 1]),  # rows not back to back
+        (16, [3, 128], [1, 3]),  # packed dim strided
+        (24, [3, 128], [128, 1]),  # base not 16-byte aligned
+        (16, [2, 3, 128], [512, 128, 1]),  # outer dim not contiguous
+    ]
+    for x, sizes, strides in refused:
+        with pytest.raises(ValueError, match="pack_signs: kernel 4 does not apply to this input"):
+            _cuda.pack_signs(x, 0, sizes, strides, 0.0, 16, 0, 4)
+    accepted = [(16, [3, 128], [128, 1]), (32, [2, 1, 3, 64], [192, 7, 64, 1]), (16, [5, 64], [64, 1])]
+    for x, sizes, strides in accepted:
+        with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):
+            _cuda.pack_signs(x, 0, sizes, strides, 0.0, 16, 0, 4)
+
+
+@needs_nvcc
+def test_kernel_choice_envs_are_validated(monkeypatch):
+    from fastspline.backends import cuda
+
+    monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "ballot")
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_PACK must be one of \('auto', 'rows', 'vec4', 'columns', 'stream'\), got 'ballot'"):
+        cuda.pack_kernel()
+    monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "stream")
+    assert cuda.pack_kernel() == 4
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "pipelined")
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_MMA_STAGING must be one of \('auto', 'sync', 'async'\), got 'pipelined'"):
+        cuda.mma_staging(torch.device("cuda", 0))
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "sync")
+    assert cuda.mma_staging(torch.device("cuda", 0)) == 1

@@ -78,8 +78,8 @@ needs_cuda_backend = pytest.mark.skipif(
 
 
 @needs_cuda_backend
-@pytest.mark.parametrize("kernel", ["rows", "vec4", "columns"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("kernel", ["rows", "vec4", "columns", "stream"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_pack_kernels(monkeypatch, kernel, dtype):
     """Each CUDA pack kernel, forced, on the layouts it takes (others must refuse)."""
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", kernel)
@@ -87,11 +87,17 @@ def test_pack_kernels(monkeypatch, kernel, dtype):
     x = torch.randn(3, 70, 5, 260, generator=gen).to(dtype)
     x[0, 0, 0, :7] = float("nan")
     x[1, 1, 1, :9] = 0.0
+    x[2, 2, 2, :5] = 0.25  # at the threshold: not above it
     gx = x.cuda()
+    xc, gxc = x[..., :256].contiguous(), gx[..., :256].contiguous()  # whole words: one bit stream
+    gbuf = torch.empty(gxc.numel() + 1, dtype=dtype, device="cuda")
+    gbuf[1:] = gxc.flatten()
     cases = [
         (x, gx, -1), (x, gx, 1), (x, gx, 0), (x[:, :, :, :256], gx[:, :, :, :256], -1),
         (x[:, 3:, :, 4:], gx[:, 3:, :, 4:], -1), (x[..., :1], gx[..., :1], -1), (x[:, :1], gx[:, :1], 1),
         (x.permute(0, 2, 3, 1), gx.permute(0, 2, 3, 1), 3), (x[:, ::2], gx[:, ::2], 1),
+        (xc, gxc, -1), (xc[1:], gxc[1:], -1), (xc.reshape(-1, 64), gxc.view(-1, 64), -1),
+        (xc, gbuf[1:].view(gxc.shape), -1),  # not 16-byte aligned
     ]
     ran = 0
     for view, gview, dim in cases:
@@ -103,8 +109,19 @@ def test_pack_kernels(monkeypatch, kernel, dtype):
             continue
         same(got, want)
         ran += 1
-    expected = {"vec4": 3 if dtype == torch.float32 else 0, "columns": 5}.get(kernel, len(cases))
+    expected = {"vec4": 6 if dtype == torch.float32 else 0, "columns": 5, "stream": 3}.get(kernel, len(cases))
     assert ran == expected
+
+
+@needs_cuda_backend
+def test_pack_stream_kernel_passes_its_self_check_and_is_auto():
+    """Auto packing takes the stream kernel only after its per-device check; on the
+    cards the project is tested on, the check must pass (a failure is a kernel bug)."""
+    from fastspline.backends import cuda
+
+    assert cuda.pack_stream_status(torch.device("cuda")) is None
+    x = torch.randn(1000, 4096, device="cuda")
+    same(fs.pack_signs(x, backend="cuda"), fs.pack_signs(x.cpu(), backend="reference"))
 
 
 @needs_cuda_backend
@@ -129,6 +146,43 @@ def test_cdist_kernels(monkeypatch, method, w, shape):
     out = torch.full((n, m), -7, dtype=torch.int32, device="cuda")
     fs.hamming_cdist(a.cuda(), b.cuda(), out=out, backend="cuda")
     same(out, want)
+
+
+@needs_cuda_backend
+@pytest.mark.parametrize("method", ["mma-xor", "mma-and"])
+@pytest.mark.parametrize("w", [2, 16, 18, 32, 34, 130])
+@pytest.mark.parametrize("shape", [(1, 1), (127, 129), (128, 256), (300, 517), (1000, 64)])
+def test_cdist_async_kernels(monkeypatch, method, w, shape):
+    """The cp.async-pipelined tensor-core kernel, forced: one to nine K slices, ragged
+    last slices and tiles, all-ones and all-zero rows, a given out, row slices."""
+    from fastspline.backends import cuda
+
+    if (reason := cuda.mma_async_status(torch.device("cuda"))) is not None:
+        pytest.fail(f"pipelined tensor-core kernel unusable: {reason}")
+    monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", method)
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "async")
+    n, m = shape
+    gen = make_gen("gpu-cdist-async", method, w, shape)
+    a = torch.randint(-(2**63), 2**63 - 1, (n, w), generator=gen, dtype=torch.int64)
+    b = torch.randint(-(2**63), 2**63 - 1, (m, w), generator=gen, dtype=torch.int64)
+    a[: n // 3] = -1
+    b[: m // 4] = 0
+    want = fs.hamming_cdist(a, b, backend="reference")
+    same(fs.hamming_cdist(a.cuda(), b.cuda(), backend="cuda"), want)
+    out = torch.full((n, m), -7, dtype=torch.int32, device="cuda")
+    fs.hamming_cdist(a.cuda(), b.cuda(), out=out, backend="cuda")
+    same(out, want)
+    # Row blocks of a (as topk / radius take them) keep the 16-byte alignment.
+    same(fs.hamming_cdist(a.cuda()[n // 2 :], b.cuda(), backend="cuda"), want[n // 2 :])
+
+
+@needs_cuda_backend
+def test_cdist_async_refuses_odd_word_counts(monkeypatch):
+    monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-and")
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "async")
+    a = torch.zeros(130, 3, dtype=torch.int64, device="cuda")
+    with pytest.raises(ValueError, match="needs an even word count"):
+        fs.hamming_cdist(a, a, backend="cuda")
 
 
 @needs_cuda_backend

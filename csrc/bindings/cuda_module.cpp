@@ -34,12 +34,12 @@ PYBIND11_MODULE(_cuda, m) {
   m.def(
       "pack_signs",
       [](std::uintptr_t x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
-         double threshold, std::uintptr_t out, std::uintptr_t stream, int variant) {
+         double threshold, std::uintptr_t out, std::uintptr_t stream, int variant, bool allow_stream) {
         pack_signs(ptr<const void>(x, 1, "x"), dtype, sizes, strides, threshold, ptr<uint64_t>(out, 1, "out"), stream,
-                   variant);
+                   variant, allow_stream);
       },
       py::arg("x"), py::arg("dtype"), py::arg("sizes"), py::arg("strides"), py::arg("threshold"), py::arg("out"),
-      py::arg("stream"), py::arg("variant") = 0, gil());
+      py::arg("stream"), py::arg("variant") = 0, py::arg("allow_stream") = true, gil());
   m.def(
       "unpack_bits",
       [](std::uintptr_t words, int64_t rows, int64_t w, int64_t n_bits, std::uintptr_t out, std::uintptr_t stream) {
@@ -72,11 +72,12 @@ PYBIND11_MODULE(_cuda, m) {
   m.def(
       "hamming_cdist_mma",
       [](std::uintptr_t a, int64_t n, std::uintptr_t b, int64_t mm, int64_t w, std::uintptr_t out, int64_t ldo,
-         bool use_xor, std::uintptr_t stream) {
+         bool use_xor, std::uintptr_t stream, int staging) {
         hamming_cdist_mma(ptr<const uint64_t>(a, n * w, "a"), n, ptr<const uint64_t>(b, mm * w, "b"), mm, w,
-                          ptr<int32_t>(out, n * mm, "out"), ldo, use_xor, stream);
+                          ptr<int32_t>(out, n * mm, "out"), ldo, use_xor, staging, stream);
       },
-      gil());
+      py::arg("a"), py::arg("n"), py::arg("b"), py::arg("m"), py::arg("w"), py::arg("out"), py::arg("ldo"),
+      py::arg("use_xor"), py::arg("stream"), py::arg("staging") = 0, gil());
   m.def("compute_capability", &compute_capability);
   m.def(
       "peak",

@@ -1,9 +1,11 @@
 // fastspline CUDA kernels (first full set; correctness first, then speed).
-//   pack_signs     one warp per output word: two __ballot_sync over 64 elements, 8
-//                  words per step with their loads issued together; coalesced when the
-//                  packed dim is contiguous (a float4 variant, vec4, is kept for timing). A strided packed dim with a contiguous
-//                  neighbour (NCHW channels) takes one thread per word instead, the
-//                  warp's threads on adjacent rows. Bandwidth-bound.
+//   pack_signs     stream: a contiguous input with whole-word rows is one bit stream;
+//                  16-byte loads, V bits per vector ORed across 32 / V lanes by shuffles.
+//                  rows: one warp per output word, two __ballot_sync over 64 elements, 8
+//                  words per step with their loads issued together (a float4 variant,
+//                  vec4, is kept for timing). A strided packed dim with a contiguous
+//                  neighbour (NCHW channels) takes one thread per word instead (columns),
+//                  the warp's threads on adjacent rows. Bandwidth-bound.
 //   unpack_bits    one thread per output bool. Bandwidth-bound.
 //   hamming_rows   one warp per row, __popcll + warp shuffle reduction. Bandwidth-bound.
 //   hamming_total  grid-stride, block reduction, one atomicAdd per block.
@@ -15,6 +17,8 @@
 //                  (or .and.popc + row popcounts), 128x128 output tile per 8-warp block,
 //                  64x32 per warp, 512-bit K slices in padded shared memory
 //                  (conflict-free fragment loads). Zero pad bits add nothing to XOR/AND.
+//                  From 2,048 bits: the same tiles fed by a 3-stage cp.async ring of
+//                  1,024-bit K slices and ldmatrix (cdist_mma_async_kernel).
 //   bit_transpose  one warp per 64x64 bit block: 64 pairs of ballots.
 // 64-bit indexing throughout.
 #include <cuda_bf16.h>
@@ -25,6 +29,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "../threshold.h"
 #include "ops.h"
@@ -171,6 +176,74 @@ __global__ void __launch_bounds__(kThreads) pack_vec4_kernel(const float* __rest
     }
     if (lane < 2 * kU && my_word < w) out[my_row * w + my_word] = mine;
   }
+}
+
+// 16 bytes of T (V = 16 / sizeof(T) elements, the first in the lowest address) -> V bits.
+template <typename T>
+__device__ inline unsigned vector_bits(uint4 raw, float thr32, double thr64) {
+  const unsigned q[4] = {raw.x, raw.y, raw.z, raw.w};
+  unsigned bits = 0;
+  if constexpr (sizeof(T) == 8) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) bits |= (unsigned)above(__hiloint2double((int)q[2 * i + 1], (int)q[2 * i]), thr32, thr64) << i;
+  } else if constexpr (sizeof(T) == 4) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) bits |= (unsigned)above(__uint_as_float(q[i]), thr32, thr64) << i;
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const unsigned short h = (unsigned short)(q[i / 2] >> (16 * (i % 2)));
+      T v;
+      if constexpr (std::is_same_v<T, __half>) v = __ushort_as_half(h); else v = __ushort_as_bfloat16(h);
+      bits |= (unsigned)above(v, thr32, thr64) << i;
+    }
+  }
+  return bits;
+}
+
+// A contiguous input whose rows are whole words (n % 64 == 0) is one bit stream: element
+// e is bit e % 64 of word e / 64. Lane l of a warp step loads 16-byte vectors v = v0 +
+// 32 u + l (u < kU, all loads issued first), turns each into V bits at bit V (v % kL) of
+// 32-bit output word v / kL (kL = 32 / V lanes share one), ORs them across those kL lanes
+// with shuffles, and the first of them stores it. Few instructions per byte.
+template <typename T, int kU>
+__global__ void __launch_bounds__(kThreads) pack_stream_kernel(const T* __restrict__ x, int64_t total, float thr32,
+                                                               double thr64, unsigned* __restrict__ out) {
+  constexpr int V = 16 / (int)sizeof(T), kL = 32 / V;
+  const int lane = threadIdx.x % 32;
+  const int64_t vectors = total / V;  // total % 64 == 0: whole vectors, whole output words
+  const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
+  const uint4* src = reinterpret_cast<const uint4*>(x);
+  for (int64_t v0 = ((int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * 32 * kU; v0 < vectors;
+       v0 += warps * 32 * kU) {
+    uint4 raw[kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int64_t v = v0 + 32 * u + lane;
+      raw[u] = v < vectors ? __ldcs(src + v) : make_uint4(0, 0, 0, 0);  // streamed: read once
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int64_t v = v0 + 32 * u + lane;
+      unsigned word = v < vectors ? vector_bits<T>(raw[u], thr32, thr64) << (V * (lane % kL)) : 0u;
+#pragma unroll
+      for (int offset = 1; offset < kL; offset *= 2) word |= __shfl_xor_sync(kFull, word, offset);
+      if (lane % kL == 0 && v < vectors) out[v / kL] = word;
+    }
+  }
+}
+
+int dtype_size(int dtype) { return dtype == 1 ? 8 : dtype == 0 ? 4 : 2; }
+
+int sm_count();
+
+// Blocks of kThreads threads that fit on all SMs at once.
+template <typename Kernel>
+unsigned resident_grid(Kernel kernel) {
+  int per_sm = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0),
+        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  return (unsigned)(std::max(1, per_sm) * sm_count());
 }
 
 int sm_count() {
@@ -407,6 +480,142 @@ __global__ void __launch_bounds__(kThreads) cdist_mma_kernel(const u64* __restri
 #endif
 }
 
+// The same tile and warp layout, for long codes: 1024-bit K slices (16 words a row) move
+// global -> shared with cp.async (16 bytes each, zero-filled past w) in a kStages-deep ring,
+// so loads of slice s + 2 overlap the MMAs of slice s; fragments come from ldmatrix.x4
+// (its 8x8 b16 fragment is the b1 one: lane 4 g + t holds row g, bits 32 t .. 32 t + 31 of
+// a 128-bit row piece). Rows of kAsyncStride u32 (144 bytes): ldmatrix and the cp.async
+// stores hit distinct banks. Needs w even and 16-byte aligned a and b (the launcher checks).
+constexpr int kAsyncWords = 16;                   // u64 words per row per slice
+constexpr int kAsyncChunks = kAsyncWords / 4;     // 256-bit MMA K chunks per slice
+constexpr int kAsyncStride = kAsyncWords * 2 + 4; // u32 per shared-memory row
+constexpr int kStages = 3;
+constexpr int kStageU32 = 2 * kMmaTile * kAsyncStride;  // A then B
+constexpr int kAsyncSmemBytes = kStages * kStageU32 * 4;  // 110,592
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+__device__ inline unsigned smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+
+__device__ inline void cp_async16(unsigned dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+
+__device__ inline void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+#endif
+
+template <bool kXor>
+__global__ void __launch_bounds__(kThreads, 2) cdist_mma_async_kernel(const u64* __restrict__ a, int64_t n,
+                                                                      const u64* __restrict__ b, int64_t m, int64_t w,
+                                                                      int32_t* __restrict__ out, int64_t ldo) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  extern __shared__ __align__(16) unsigned smem[];
+  __shared__ int pop_a[kMmaTile], pop_b[kMmaTile];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+  const int64_t r0 = (int64_t)blockIdx.y * kMmaTile, c0 = (int64_t)blockIdx.x * kMmaTile;
+  const int slices = (int)((w + kAsyncWords - 1) / kAsyncWords);
+
+  // Slice s into stage s % kStages: 128 rows x 8 pieces of 16 bytes for each of A and B,
+  // 8 consecutive threads on one row's 128 bytes.
+  auto load = [&](int s) {
+    unsigned* stage = smem + (s % kStages) * kStageU32;
+    const int64_t k0 = (int64_t)s * kAsyncWords;
+#pragma unroll
+    for (int i = 0; i < kMmaTile * kAsyncWords / 2 / kThreads; ++i) {
+      const int e = threadIdx.x + i * kThreads, row = e / 8, piece = e % 8;
+      const int64_t gk = k0 + 2 * piece, ga = r0 + row, gb = c0 + row;
+      const bool ka = gk < w;  // w even: a piece is wholly inside or wholly outside
+      cp_async16(smem_addr(stage + row * kAsyncStride + 4 * piece), ka && ga < n ? a + ga * w + gk : a, ka && ga < n);
+      cp_async16(smem_addr(stage + (kMmaTile + row) * kAsyncStride + 4 * piece), ka && gb < m ? b + gb * w + gk : b,
+                 ka && gb < m);
+    }
+  };
+
+  int acc[4][4][4] = {};
+  int pop = 0;  // kXor false: popcount of row threadIdx.x % 128 of A (threads < 128) or of B
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < slices) load(s);
+    asm volatile("cp.async.commit_group;\n" ::);
+  }
+  // ldmatrix row addresses of this lane: A matrix q = lane / 8 is rows (q % 2) * 8 .. + 7 of
+  // an m16 tile, bytes (q / 2) * 16 of a 256-bit chunk (a0..a3); B matrices are the low and
+  // high 128 bits of n8 tiles j and j + 1 (b0, b1 of j, then of j + 1).
+  const int q = lane / 8, r8 = lane % 8;
+  const int a_row = wm + (q % 2) * 8 + r8, a_u32 = (q / 2) * 4;
+  const int b_row = wn + (q / 2) * 8 + r8, b_u32 = (q % 2) * 4;
+  for (int s = 0; s < slices; ++s) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 2));
+    __syncthreads();  // slice s is in; everyone is done with slice s - 1's stage
+    if (s + kStages - 1 < slices) load(s + kStages - 1);
+    asm volatile("cp.async.commit_group;\n" ::);
+    const unsigned* stage = smem + (s % kStages) * kStageU32;
+    const uint4* my_row = reinterpret_cast<const uint4*>(
+        stage + (threadIdx.x < kMmaTile ? 0 : kMmaTile * kAsyncStride) + (threadIdx.x % kMmaTile) * kAsyncStride);
+    const unsigned a_base = smem_addr(stage + a_row * kAsyncStride + a_u32);
+    const unsigned b_base = smem_addr(stage + (kMmaTile + b_row) * kAsyncStride + b_u32);
+#pragma unroll
+    for (int c = 0; c < kAsyncChunks; ++c) {
+      unsigned fa[4][4], fb[4][2];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) ldmatrix_x4(fa[i], a_base + (16 * i * kAsyncStride + 8 * c) * 4);
+#pragma unroll
+      for (int j = 0; j < 4; j += 2) {
+        unsigned r[4];
+        ldmatrix_x4(r, b_base + (8 * j * kAsyncStride + 8 * c) * 4);
+        fb[j][0] = r[0];
+        fb[j][1] = r[1];
+        fb[j + 1][0] = r[2];
+        fb[j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_b1<kXor>(acc[i][j], fa[i], fb[j]);
+      if (!kXor) {  // this chunk's 256 bits of my row of A or B
+#pragma unroll
+        for (int p = 0; p < 2; ++p) {
+          const uint4 v = my_row[2 * c + p];
+          pop += __popc(v.x) + __popc(v.y) + __popc(v.z) + __popc(v.w);
+        }
+      }
+    }
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::);
+  if (!kXor) {
+    (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] = pop;
+    __syncthreads();
+  }
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int lr = wm + 16 * i + g + 8 * h, lc = wn + 8 * j + 2 * t;
+        const int64_t row = r0 + lr, col = c0 + lc;
+        if (row >= n) continue;
+        int v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
+        if (!kXor) {
+          v0 = pop_a[lr] + pop_b[lc] - 2 * v0;
+          v1 = pop_a[lr] + pop_b[lc + 1] - 2 * v1;
+        }
+        int32_t* o = out + row * ldo + col;
+        if (col + 1 < m && ((reinterpret_cast<std::uintptr_t>(o) & 7) == 0)) {
+          *reinterpret_cast<int2*>(o) = make_int2(v0, v1);
+        } else {
+          if (col < m) o[0] = v0;
+          if (col + 1 < m) o[1] = v1;
+        }
+      }
+#endif
+}
+
 // ------------------------------------------------------------------ peak-rate probes (benchmarks)
 
 // Back-to-back b1 MMAs on registers: the card's binary tensor-core rate.
@@ -487,7 +696,7 @@ int device_count() {
 }
 
 void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
-                double threshold, uint64_t* out, std::uintptr_t stream, int variant) {
+                double threshold, uint64_t* out, std::uintptr_t stream, int variant, bool allow_stream) {
   if (sizes.empty() || sizes.size() != strides.size() || sizes.size() > kMaxDims + 1)
     throw std::invalid_argument("pack_signs: sizes and strides must have equal length in [1, 9]");
   Lead lead{};
@@ -503,17 +712,42 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
   const float thr32 = round_down_to_float(threshold);
   cudaStream_t s = as_stream(stream);
   u64* o = reinterpret_cast<u64*>(out);
-  // Kernels: 1 rows (unconditional loads, a few blocks per SM), 2 vec4 (float32 contiguous
-  // aligned rows), 3 columns (a strided packed dim with a contiguous neighbour, e.g. NCHW
-  // channels). 0 picks columns where it applies, else rows: the fastest on an H200 (1 GiB
-  // float32 rows: rows 0.55 ms, vec4 0.60; NCHW channels: columns 0.37, rows 1.17).
+  // Kernels: 1 rows (a warp per 8 words, ballots), 2 vec4 (float32 contiguous aligned
+  // rows), 3 columns (a strided packed dim with a contiguous neighbour, e.g. NCHW
+  // channels), 4 stream (contiguous, 16-byte aligned, n % 64 == 0: 16-byte loads).
+  // 0 picks stream where it applies (and allow_stream), else columns where it applies,
+  // else rows. On an H200 (before stream existed): 1 GiB float32 rows: rows 0.55 ms,
+  // vec4 0.60; NCHW channels: columns 0.37, rows 1.17.
   const bool columns_ok = stride_n != 1 && lead.ndim > 0 && lead.strides[lead.ndim - 1] == 1 && lead.sizes[lead.ndim - 1] > 1;
   bool vec4_ok = dtype == 0 && stride_n == 1 && n % 4 == 0 && (reinterpret_cast<std::uintptr_t>(x) & 15) == 0;
   for (int k = 0; k < lead.ndim; ++k) vec4_ok = vec4_ok && (lead.strides[k] % 4 == 0 || lead.sizes[k] == 1);
-  if (variant == 0) variant = columns_ok ? 3 : 1;
-  if ((variant == 2 && !vec4_ok) || (variant == 3 && !columns_ok) || variant < 1 || variant > 3)
+  bool stream_ok = stride_n == 1 && n % 64 == 0 && (reinterpret_cast<std::uintptr_t>(x) & 15) == 0;
+  for (int64_t k = lead.ndim - 1, expect = n; k >= 0; expect *= lead.sizes[k], --k)
+    stream_ok = stream_ok && (lead.strides[k] == expect || lead.sizes[k] == 1);
+  if (variant == 0) variant = stream_ok && allow_stream ? 4 : columns_ok ? 3 : 1;
+  if ((variant == 2 && !vec4_ok) || (variant == 3 && !columns_ok) || (variant == 4 && !stream_ok) || variant < 1 ||
+      variant > 4)
     throw std::invalid_argument("pack_signs: kernel " + std::to_string(variant) + " does not apply to this input");
   const unsigned resident = (unsigned)sm_count() * 8;  // blocks of the grid-walking kernels
+  if (variant == 4) {
+    const int64_t total = rows * n;
+    const unsigned want = grid_for(total * dtype_size(dtype) / 16, kThreads * 8);  // blocks with work
+    unsigned* o32 = reinterpret_cast<unsigned*>(out);
+    // One wave of resident blocks walks the input (equal shares, no partial last wave).
+#define FASTSPLINE_STREAM(T)                                                                              \
+  pack_stream_kernel<T, 8><<<std::min(want, resident_grid(pack_stream_kernel<T, 8>)), kThreads, 0, s>>>( \
+      (const T*)x, total, thr32, threshold, o32);
+    switch (dtype) {
+      case 0: FASTSPLINE_STREAM(float) break;
+      case 1: FASTSPLINE_STREAM(double) break;
+      case 2: FASTSPLINE_STREAM(__half) break;
+      case 3: FASTSPLINE_STREAM(__nv_bfloat16) break;
+      default: throw std::invalid_argument("pack_signs: unknown dtype code " + std::to_string(dtype));
+    }
+#undef FASTSPLINE_STREAM
+    check(cudaGetLastError(), "pack_stream_kernel launch");
+    return;
+  }
   const unsigned grid =
       variant == 3 ? grid_for(words, kThreads) : std::min(resident, grid_for(words, kThreads / 32 * 8));
   if (variant == 2) {
@@ -575,23 +809,70 @@ void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, i
   }
 }
 
+// Whether the cp.async kernel can run here: shared memory enough for its stages
+// (sm_80/90: yes; some sm_86/89 cards: no), with the opt-in set once per device.
+bool async_smem_ready() {
+  static int ready[64] = {};  // 0 unknown, 1 yes, 2 no
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  if (device < 0 || device >= 64) device = 0;
+  if (ready[device] == 0) {
+    int optin = 0;
+    check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
+    bool ok = optin >= kAsyncSmemBytes + 2 * kMmaTile * (int)sizeof(int);
+    if (ok) {
+      check(cudaFuncSetAttribute(cdist_mma_async_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 kAsyncSmemBytes),
+            "cudaFuncSetAttribute");
+      check(cudaFuncSetAttribute(cdist_mma_async_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 kAsyncSmemBytes),
+            "cudaFuncSetAttribute");
+    }
+    ready[device] = ok ? 1 : 2;
+  }
+  return ready[device] == 1;
+}
+
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
-                       int64_t ldo, bool use_xor, std::uintptr_t stream) {
+                       int64_t ldo, bool use_xor, int staging, std::uintptr_t stream) {
+  if (staging < 0 || staging > 2)
+    throw std::invalid_argument("hamming_cdist_mma: staging must be 0 (auto), 1 (sync) or 2 (cp.async)");
   if (n == 0 || m == 0) return;
   const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
   if (col_tiles > 0x7fffffff) throw std::invalid_argument("hamming_cdist: b has too many rows for one grid");
+  // cp.async: 16-byte pieces, so w even and both bases 16-byte aligned (row bands keep it).
+  const bool async_ok = w % 2 == 0 && (reinterpret_cast<std::uintptr_t>(a) & 15) == 0 &&
+                        (reinterpret_cast<std::uintptr_t>(b) & 15) == 0;
+  if (staging == 2 && !async_ok)
+    throw std::invalid_argument("hamming_cdist_mma: the cp.async kernel needs an even word count and 16-byte aligned rows");
+  // Auto: cp.async from two slices up (2,048+ bits); shorter codes are bound by writing the
+  // output, where the synchronous kernel (more blocks per SM) measured 75% of the roofline.
+  bool use_async = staging == 2 || (staging == 0 && async_ok && w >= 2 * kAsyncWords);
+  if (use_async && !async_smem_ready()) {
+    if (staging == 2)
+      throw std::invalid_argument("hamming_cdist_mma: this device has too little shared memory for the cp.async kernel");
+    use_async = false;
+  }
   const int64_t band = (int64_t)65535 * kMmaTile;
+  cudaStream_t s = as_stream(stream);
   for (int64_t r = 0; r < n; r += band) {
     const int64_t rows = std::min(band, n - r);
     dim3 grid((unsigned)col_tiles, (unsigned)((rows + kMmaTile - 1) / kMmaTile));
     const u64* ap = reinterpret_cast<const u64*>(a) + r * w;
-    if (use_xor)
-      cdist_mma_kernel<true><<<grid, kThreads, 0, as_stream(stream)>>>(ap, rows, reinterpret_cast<const u64*>(b), m, w,
-                                                                      out + r * ldo, ldo);
-    else
-      cdist_mma_kernel<false><<<grid, kThreads, 0, as_stream(stream)>>>(ap, rows, reinterpret_cast<const u64*>(b), m, w,
-                                                                       out + r * ldo, ldo);
-    check(cudaGetLastError(), "cdist_mma_kernel launch");
+    const u64* bp = reinterpret_cast<const u64*>(b);
+    if (use_async) {
+      if (use_xor)
+        cdist_mma_async_kernel<true><<<grid, kThreads, kAsyncSmemBytes, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo);
+      else
+        cdist_mma_async_kernel<false><<<grid, kThreads, kAsyncSmemBytes, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo);
+      check(cudaGetLastError(), "cdist_mma_async_kernel launch");
+    } else {
+      if (use_xor)
+        cdist_mma_kernel<true><<<grid, kThreads, 0, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo);
+      else
+        cdist_mma_kernel<false><<<grid, kThreads, 0, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo);
+      check(cudaGetLastError(), "cdist_mma_kernel launch");
+    }
   }
 }
 

@@ -20,9 +20,10 @@ int device_count();          // throws when there is no usable driver
 // x: element (i_0..i_{d-1}) at x + sum(i_k * strides[k]) elements, d <= 8; the last dim is packed.
 // out: [prod(sizes[:-1]), ceil(sizes[-1]/64)] words.
 // variant: 0 auto; 1 rows, 2 vec4 (float32, contiguous, aligned, n % 4 == 0),
-// 3 columns (packed dim strided, innermost other dim contiguous); see ops.cu.
+// 3 columns (packed dim strided, innermost other dim contiguous), 4 stream (contiguous,
+// 16-byte aligned, n % 64 == 0); see ops.cu. allow_stream false: auto never picks 4.
 void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
-                double threshold, uint64_t* out, std::uintptr_t stream, int variant = 0);
+                double threshold, uint64_t* out, std::uintptr_t stream, int variant = 0, bool allow_stream = true);
 // out: bool [rows, n_bits].
 void unpack_bits(const uint64_t* words, int64_t rows, int64_t w, int64_t n_bits, bool* out, std::uintptr_t stream);
 // out[r] = popcount(a[r]) (b == nullptr) or popcount(a[r] ^ b[r]) over w words; rows contiguous.
@@ -34,8 +35,11 @@ void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, i
                    std::uintptr_t stream);
 // The same on binary tensor cores (sm_80+ only: the caller checks compute_capability()):
 // mma.sync b1 with .xor.popc (use_xor) or .and.popc and row popcounts.
+// staging: 0 auto, 1 synchronous shared-memory loads, 2 a cp.async pipeline (w even,
+// a and b 16-byte aligned, enough shared memory: else invalid_argument); auto takes 2
+// from 2,048-bit codes where it applies.
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
-                       int64_t ldo, bool use_xor, std::uintptr_t stream);
+                       int64_t ldo, bool use_xor, int staging, std::uintptr_t stream);
 int compute_capability();  // of the current device, e.g. 90
 // Peak-rate probes for the benchmarks: kind 0 XOR+popc on registers, 1 b1 MMA xor, 2 b1 MMA and;
 // `blocks` blocks of 256 threads, `iters` iterations (popc: 8 per thread; mma: 4 per warp).

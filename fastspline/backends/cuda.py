@@ -3,9 +3,10 @@
 The extension takes device pointers and the current torch stream; this module
 allocates outputs with torch on the input's device. ``hamming_cdist`` has two
 kernels: XOR + popc on the CUDA cores, and binary tensor cores (``mma.sync``
-b1, sm_80+); :func:`cdist_method` says which one a call uses. The tensor-core
-kernel is checked once per device against the popc kernel before first use
-and is not used (with a logged warning) if it disagrees. ``hamming_topk`` and
+b1, sm_80+, synchronous or cp.async-pipelined staging); :func:`cdist_method`
+says which one a call uses. Each tensor-core kernel, and the ``stream`` pack
+kernel, is checked once per device against the kernel it replaces before first
+use and is not used (with a logged warning) if it disagrees. ``hamming_topk`` and
 ``hamming_radius`` run the cdist kernel over row blocks of ``a`` (never an
 N×M buffer) and select with torch on the device; ``count_regions`` is
 ``torch.unique`` on the device, which orders rows as the reference does.
@@ -27,50 +28,110 @@ _DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bflo
 _BLOCK_BYTES = 1 << 28  # int32 distances held at once by topk / radius (256 MiB)
 
 CDIST_METHODS = ("auto", "popc", "mma-xor", "mma-and")
+# How the tensor-core kernel stages its K slices in shared memory: synchronous loads, or
+# a cp.async pipeline (auto: the pipeline from 2,048-bit codes, where it applies).
+MMA_STAGINGS = {"auto": 0, "sync": 1, "async": 2}
 # The tensor-core kernel's 128x128 tiles pay off once both sides have this many rows.
 _MMA_MIN_ROWS = 128
-_mma_status: dict[int, str | None] = {}  # device index -> why b1 MMA is not used (None: it is)
+_checks: dict[tuple[str, int], str | None] = {}  # (kernel, device index) -> why unused (None: used)
 logger = logging.getLogger("fastspline")
 
 
+def _env(name: str, choices, default: str = "auto") -> str:
+    value = os.environ.get(name, default)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
 def _env_method() -> str:
-    method = os.environ.get("FASTSPLINE_CUDA_CDIST", "auto")
-    if method not in CDIST_METHODS:
-        raise ValueError(f"FASTSPLINE_CUDA_CDIST must be one of {CDIST_METHODS}, got {method!r}")
-    return method
+    return _env("FASTSPLINE_CUDA_CDIST", CDIST_METHODS)
+
+
+def _index(device: torch.device) -> int:
+    index = torch.device(device).index
+    return torch.cuda.current_device() if index is None else index
+
+
+class _Unsupported(str):
+    """A reason a kernel is off that is the card's, not a failed check: no warning."""
+
+
+def _self_check(kind: str, device: torch.device, check) -> str | None:
+    """Run ``check(index)`` once per device (None: the kernel agrees; else why not) and
+    log a warning when a kernel is turned off by a failed check."""
+    index = _index(device)
+    key = (kind, index)
+    if key not in _checks:
+        with torch.cuda.device(index):
+            reason = check(index)
+        if reason is not None and not isinstance(reason, _Unsupported):
+            logger.warning("fastspline: %s disabled on cuda:%d: %s; using the kernel it replaces", kind, index, reason)
+        _checks[key] = None if reason is None else str(reason)
+    return _checks[key]
+
+
+def _random_words(shape: tuple[int, int], gen: torch.Generator, index: int) -> torch.Tensor:
+    return torch.randint(-(2**63), 2**63 - 1, shape, generator=gen, device=f"cuda:{index}", dtype=torch.int64)
+
+
+def _compare_cdist(index: int, method: str, staging: int, shapes) -> str | None:
+    gen = torch.Generator(device=f"cuda:{index}").manual_seed(12345)
+    for n, m, w in shapes:
+        a, b = _random_words((n, w), gen, index), _random_words((m, w), gen, index)
+        a[: n // 4] = -1  # all-ones rows: the largest distances and popcounts
+        want = _cdist(a, b, None, "popc")
+        if not torch.equal(_cdist(a, b, None, method, staging), want):
+            return f"{method} kernel disagreed with the popc kernel in its self-check ({n}x{m}x{w} words)"
+    return None
 
 
 def mma_status(device: torch.device) -> str | None:
     """None when the binary tensor-core kernel is usable on ``device``, else why not.
 
     Checked once per device: compute capability >= 8.0, then both MMA variants
-    against the popc kernel on random codes with ragged tiles and word counts.
+    (synchronous staging) against the popc kernel on random codes with ragged
+    tiles and word counts.
     """
-    index = torch.device(device).index
-    index = torch.cuda.current_device() if index is None else index
-    if index in _mma_status:
-        return _mma_status[index]
-    with torch.cuda.device(index):
+
+    def check(index: int) -> str | None:
         cc = _cuda.compute_capability()
-        reason = None
         if cc < 80:
-            reason = f"compute capability {cc / 10:.1f} < 8.0"
-        else:
-            gen = torch.Generator(device=f"cuda:{index}").manual_seed(12345)
-            for n, m, w in ((200, 131, 13), (129, 257, 4), (1, 300, 1)):
-                a = torch.randint(-(2**63), 2**63 - 1, (n, w), generator=gen, device=f"cuda:{index}", dtype=torch.int64)
-                b = torch.randint(-(2**63), 2**63 - 1, (m, w), generator=gen, device=f"cuda:{index}", dtype=torch.int64)
-                want = _cdist(a, b, None, "popc")
-                for method in ("mma-xor", "mma-and"):
-                    if not torch.equal(_cdist(a, b, None, method), want):
-                        reason = f"{method} kernel disagreed with the popc kernel in its self-check ({n}x{m}x{w} words)"
-                        break
-                if reason:
-                    break
-    if reason is not None and cc >= 80:
-        logger.warning("fastspline: binary tensor-core cdist disabled on cuda:%d: %s; using the popc kernel", index, reason)
-    _mma_status[index] = reason
-    return reason
+            return _Unsupported(f"compute capability {cc / 10:.1f} < 8.0")
+        shapes = ((200, 131, 13), (129, 257, 4), (1, 300, 1))
+        return _compare_cdist(index, "mma-xor", 1, shapes) or _compare_cdist(index, "mma-and", 1, shapes)
+
+    return _self_check("binary tensor-core cdist", device, check)
+
+
+def mma_async_status(device: torch.device) -> str | None:
+    """None when the cp.async pipelined tensor-core kernel is usable on ``device``
+    (the tensor cores pass :func:`mma_status`, the card has the shared memory, and
+    both variants agree with the popc kernel over several K slices, ragged ones
+    included), else why not. Checked once per device."""
+
+    def check(index: int) -> str | None:
+        if (reason := mma_status(device)) is not None:
+            return _Unsupported(reason)  # warned about (or expected) already
+        shapes = ((200, 131, 40), (129, 257, 2), (300, 140, 64), (1, 129, 34))
+        try:
+            return _compare_cdist(index, "mma-and", 2, shapes) or _compare_cdist(index, "mma-xor", 2, shapes)
+        except ValueError as exc:  # too little shared memory on this card
+            return _Unsupported(str(exc))
+
+    return _self_check("pipelined (cp.async) tensor-core cdist", device, check)
+
+
+def mma_staging(device: torch.device) -> int:
+    """``FASTSPLINE_CUDA_MMA_STAGING`` (auto, sync, async) as the extension's code;
+    auto keeps to synchronous staging where the pipelined kernel failed its check."""
+    name = _env("FASTSPLINE_CUDA_MMA_STAGING", MMA_STAGINGS)
+    if name == "sync":
+        return 1
+    reason = mma_async_status(device)
+    if name == "async" and reason is not None:
+        raise RuntimeError(f"FASTSPLINE_CUDA_MMA_STAGING=async: the pipelined kernel is unavailable: {reason}")
+    return MMA_STAGINGS[name] if reason is None else 1
 
 
 def cdist_method(n: int, m: int, device: torch.device) -> str:
@@ -97,19 +158,16 @@ def _words(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-PACK_KERNELS = {"auto": 0, "rows": 1, "vec4": 2, "columns": 3}
+PACK_KERNELS = {"auto": 0, "rows": 1, "vec4": 2, "columns": 3, "stream": 4}
 
 
 def pack_kernel() -> int:
-    """``FASTSPLINE_CUDA_PACK`` (auto, rows, vec4, columns) as the extension's code;
-    a kernel that does not apply to an input raises ValueError (benchmarks and tests)."""
-    name = os.environ.get("FASTSPLINE_CUDA_PACK", "auto")
-    if name not in PACK_KERNELS:
-        raise ValueError(f"FASTSPLINE_CUDA_PACK must be one of {tuple(PACK_KERNELS)}, got {name!r}")
-    return PACK_KERNELS[name]
+    """``FASTSPLINE_CUDA_PACK`` (auto, rows, vec4, columns, stream) as the extension's
+    code; a kernel that does not apply to an input raises ValueError (benchmarks and tests)."""
+    return PACK_KERNELS[_env("FASTSPLINE_CUDA_PACK", PACK_KERNELS)]
 
 
-def pack_signs(x: torch.Tensor, threshold: float) -> torch.Tensor:
+def _pack(x: torch.Tensor, threshold: float, kernel: int, allow_stream: bool = True) -> torch.Tensor:
     n = x.shape[-1]
     out = torch.empty(*x.shape[:-1], (n + 63) // 64, dtype=torch.int64, device=x.device)
     if x.dim() > 9:  # the kernel takes up to 8 leading dims; merging them may copy
@@ -118,9 +176,42 @@ def pack_signs(x: torch.Tensor, threshold: float) -> torch.Tensor:
         with torch.cuda.device(x.device):
             _cuda.pack_signs(
                 x.data_ptr(), _DTYPE_CODES[x.dtype], list(x.shape), list(x.stride()), threshold,
-                out.data_ptr(), _stream(x), pack_kernel(),
+                out.data_ptr(), _stream(x), kernel, allow_stream,
             )
     return out
+
+
+def pack_stream_status(device: torch.device) -> str | None:
+    """None when the ``stream`` pack kernel (16-byte loads over a contiguous input)
+    agrees with the ``rows`` kernel on ``device`` for every dtype, with NaN, +-inf,
+    +-0, values at the threshold and a ragged last step; else why not. Checked once
+    per device; auto packing uses ``stream`` only when this passes."""
+
+    def check(index: int) -> str | None:
+        gen = torch.Generator(device=f"cuda:{index}").manual_seed(2024)
+        for dtype in _DTYPE_CODES:
+            for shape in ((3, 192), (37, 64), (2, 5, 4160)):
+                x = torch.randn(shape, generator=gen, device=f"cuda:{index}").to(dtype)
+                flat = x.view(-1)
+                flat[:7] = float("nan")
+                flat[7:9] = float("inf")
+                flat[9:11] = -float("inf")
+                flat[11:13] = 0.0
+                flat[13:15] = -0.0
+                flat[15:40] = 0.25
+                for threshold in (0.0, 0.25, -0.5):
+                    if not torch.equal(_pack(x, threshold, 4), _pack(x, threshold, 1)):
+                        return f"stream pack kernel disagreed with the rows kernel ({dtype}, {shape}, threshold {threshold})"
+        return None
+
+    return _self_check("stream pack kernel", device, check)
+
+
+def pack_signs(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    kernel = pack_kernel()
+    if kernel == PACK_KERNELS["stream"] and (reason := pack_stream_status(x.device)) is not None:
+        raise RuntimeError(f"FASTSPLINE_CUDA_PACK=stream: the kernel is unavailable: {reason}")
+    return _pack(x, threshold, kernel, allow_stream=kernel == 0 and pack_stream_status(x.device) is None)
 
 
 def unpack_bits(words: torch.Tensor, n_bits: int) -> torch.Tensor:
@@ -160,7 +251,9 @@ def hamming_total(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def _cdist(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None, method: str) -> torch.Tensor:
+def _cdist(
+    a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None, method: str, staging: int | None = None
+) -> torch.Tensor:
     if out is None:
         out = torch.empty(a.shape[0], b.shape[0], dtype=torch.int32, device=a.device)
     if out.numel() > 0:
@@ -172,7 +265,9 @@ def _cdist(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None, method: s
                 if method == "popc":
                     _cuda.hamming_cdist(*args, _stream(a))
                 else:
-                    _cuda.hamming_cdist_mma(*args, method == "mma-xor", _stream(a))
+                    if staging is None:
+                        staging = mma_staging(a.device)
+                    _cuda.hamming_cdist_mma(*args, method == "mma-xor", _stream(a), staging)
     return out
 
 
