@@ -1,0 +1,54 @@
+"""Compile-time checks of the CUDA kernels the backend picks by default (no GPU needed).
+
+ptxas reports registers and spills per kernel; the hot kernels must not spill, and the
+pipelined tensor-core kernel must fit two 256-thread blocks per SM (128 registers).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
+
+# Kernels that auto selection uses, as they appear in mangled names.
+NO_SPILLS = ("cdist_mma_async_kernelILb0", "cdist_mma_kernelILb0", "cdist_kernel", "pack_stream_kernel",
+             "pack_columns_kernel")
+
+
+def ptxas_report(tmp_path: Path) -> dict[tuple[str, str], dict[str, int]]:
+    cmd = [
+        "nvcc", "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-Xptxas", "-v", f"-I{ROOT / 'csrc'}",
+        "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+        "-c", str(ROOT / "csrc" / "cuda" / "ops.cu"), "-o", str(tmp_path / "ops.o"),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report: dict[tuple[str, str], dict[str, int]] = {}
+    current = None
+    for line in done.stderr.splitlines():
+        if m := re.search(r"Compiling entry function '(\w+)' for '(sm_\d+)'", line):
+            current = (m.group(1), m.group(2))
+            report[current] = {}
+        elif current and (m := re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)):
+            report[current].update(spill_stores=int(m.group(1)), spill_loads=int(m.group(2)))
+        elif current and (m := re.search(r"Used (\d+) registers", line)):
+            report[current]["registers"] = int(m.group(1))
+    return report
+
+
+def test_default_kernels_do_not_spill_and_async_cdist_fits_two_blocks(tmp_path):
+    report = ptxas_report(tmp_path)
+    for arch in ("sm_80", "sm_90"):
+        kernels = {name: r for (name, a), r in report.items() if a == arch}
+        for key in NO_SPILLS:
+            found = {name: r for name, r in kernels.items() if key in name}
+            assert found, f"{key} not compiled for {arch}"
+            for name, r in found.items():
+                assert r.get("spill_stores") == 0 and r.get("spill_loads") == 0, f"{name} spills on {arch}: {r}"
+        async_and = [r for name, r in kernels.items() if "cdist_mma_async_kernelILb0" in name]
+        assert async_and and all(r["registers"] <= 128 for r in async_and), async_and
