@@ -214,6 +214,63 @@ def main() -> None:
             print(f"  {size}: auto method = {auto}, tensor-core staging = {staging}")
         del a, out
 
+    # hamming_topk (k = 10) and hamming_radius over queries x database codes of n_bits:
+    # the fused kernels, the row-block path, and the torch peer (fp16 trick, then topk /
+    # nonzero per block). The radius keeps about 1e-4 of the pairs.
+    if "cuda" in names:
+        queries, base = rows // 4, rows
+        qa = torch.randint(-(2**63), 2**63 - 1, (queries, n_bits // 64), generator=gen, device=device)
+        db = torch.randint(-(2**63), 2**63 - 1, (base, n_bits // 64), generator=gen, device=device)
+        size = f"{queries}x{base}x{n_bits}b"
+        radius = n_bits // 2 - 60  # ~1e-4 of random pairs (mean 512, std 16 at 1,024 bits)
+        search_times: dict[str, float] = {}
+        for method in ("fused", "blocks"):
+            os.environ["FASTSPLINE_CUDA_SEARCH"] = method
+            try:
+                small_q, small_db = qa[:200], db[:3000]
+                for op, fn, check in (
+                    ("hamming_topk k=10", lambda: fs.hamming_topk(qa, db, 10, backend="cuda"),
+                     lambda: fs.hamming_topk(small_q, small_db, 10, backend="cuda")),
+                    (f"hamming_radius r={radius}", lambda: fs.hamming_radius(qa, db, radius, backend="cuda"),
+                     lambda: fs.hamming_radius(small_q, small_db, radius, backend="cuda")),
+                ):
+                    try:
+                        got = check()
+                    except RuntimeError as exc:
+                        print(f"{op} {method}: {exc}")
+                        continue
+                    want = (fs.hamming_topk(small_q.cpu(), small_db.cpu(), 10, backend="reference") if "topk" in op
+                            else fs.hamming_radius(small_q.cpu(), small_db.cpu(), radius, backend="reference"))
+                    if not all(torch.equal(g.cpu(), w_) for g, w_ in zip(got, want)):
+                        print(f"{op} {method}: DIFFERS from the reference, not timed")
+                        results.append({"op": op, "size": size, "implementation": f"cuda {method}", "error": "differs"})
+                        continue
+                    times = cuda_time(fn, 2, warmup=1)
+                    search_times[f"{op} {method}"] = statistics.median(times)
+                    record(op, size, f"cuda {method}", times)
+            finally:
+                os.environ.pop("FASTSPLINE_CUDA_SEARCH", None)
+
+        def trick_search(op: str) -> None:
+            db_bits = fs.unpack_bits(db, n_bits)
+            for lo in range(0, queries, 4096):
+                d = float_trick(fs.unpack_bits(qa[lo:lo + 4096], n_bits), db_bits, n_bits, torch.float16)
+                if op == "topk":
+                    torch.topk(d, 10, dim=1, largest=False)
+                else:
+                    torch.nonzero(d <= radius)
+
+        for op, label in (("topk", "hamming_topk k=10"), ("radius", f"hamming_radius r={radius}")):
+            times = cuda_time(lambda op=op: trick_search(op), 2, warmup=1)
+            record(label, size, "torch fp16 trick + topk/nonzero", times)
+            for method in ("fused", "blocks"):
+                if f"{label} {method}" in search_times:
+                    ratio = statistics.median(times) / search_times[f"{label} {method}"]
+                    print(f"  {label} cuda {method}: {ratio:.2f}x the torch peer")
+                    results.append({"op": label, "size": size, "implementation": f"cuda {method}",
+                                    "ratios": {"vs_torch_trick": ratio}})
+        del qa, db
+
     # Bandwidth-bound word ops.
     a = torch.randint(-(2**63), 2**63 - 1, (rows, n_bits // 64), generator=gen, device=device)
     for name in names:

@@ -20,7 +20,7 @@ echo "build: $(( $(date +%s) - start )) s"
 python3 -c "import fastspline, pprint; pprint.pprint(fastspline.build_info())" || exit 1
 # Compiled Triton on the GPU, not the interpreter the CPU tests use.
 export TRITON_INTERPRET=0
-FASTSPLINE_TRITON_AUTOTUNE=0 timeout 180 python3 -m pytest tests/test_gpu.py tests/test_cuda_module.py -q -p no:cacheprovider -rfE 2>&1 \
+FASTSPLINE_TRITON_AUTOTUNE=0 timeout 240 python3 -m pytest tests/test_gpu.py tests/test_cuda_module.py -q -p no:cacheprovider -rfE 2>&1 \
   | tee "$out_dir/gpu-tests.log" | tail -25 || status=1
 timeout 240 python3 benchmarks/bench_gpu.py --out-dir "$out_dir" 2>&1 | tee "$out_dir/gpu-bench.log" || status=1
 # The shared op matrix and properties on cuda@gpu / triton@gpu (tests/gpu_proxy.py);

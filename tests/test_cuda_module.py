@@ -128,3 +128,34 @@ def test_kernel_choice_envs_are_validated(monkeypatch):
         cuda.mma_staging(torch.device("cuda", 0))
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "sync")
     assert cuda.mma_staging(torch.device("cuda", 0)) == 1
+
+
+@needs_nvcc
+@no_gpu
+def test_fused_search_launchers_check_arguments_before_any_cuda_call():
+    from fastspline import _cuda
+
+    for k, splits in ((0, 1), (33, 1), (5, 0)):
+        with pytest.raises(ValueError, match=r"k must be in \[1, 32\]|splits must be >= 1"):
+            _cuda.hamming_topk_mma(16, 4, 16, 4, 2, k, splits, 16, 0)
+    with pytest.raises(ValueError, match="fewer than 2\\^31 rows"):
+        _cuda.hamming_topk_mma(16, 4, 16, 2**31, 1, 5, 1, 16, 0)
+    with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):  # accepted, then no device
+        _cuda.hamming_topk_mma(16, 4, 16, 4, 2, 32, 3, 16, 0)
+    with pytest.raises(ValueError, match="r must be >= 0"):
+        _cuda.hamming_radius_mma(16, 4, 16, 4, 2, -1, 16, 0, 0, 0, 0, False, 0)
+    with pytest.raises(ValueError, match="the fill pass needs offsets and outputs"):
+        _cuda.hamming_radius_mma(16, 4, 16, 4, 2, 3, 0, 16, 0, 16, 16, True, 0)
+    with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):
+        _cuda.hamming_radius_mma(16, 4, 16, 4, 2, 3, 16, 0, 0, 0, 0, False, 0)
+
+
+@needs_nvcc
+def test_search_method_env_is_validated(monkeypatch):
+    from fastspline.backends import cuda
+
+    monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", "heap")
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_SEARCH must be one of \('auto', 'fused', 'blocks'\), got 'heap'"):
+        cuda.search_method(torch.device("cuda", 0))
+    monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", "blocks")
+    assert cuda.search_method(torch.device("cuda", 0)) == "blocks"

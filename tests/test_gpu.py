@@ -186,6 +186,32 @@ def test_cdist_async_refuses_odd_word_counts(monkeypatch):
 
 
 @needs_cuda_backend
+@pytest.mark.parametrize("method", ["fused", "blocks"])
+@pytest.mark.parametrize("w", [1, 2, 17])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 300), (127, 129), (300, 517), (129, 4200)])
+def test_search_kernels(monkeypatch, method, w, shape):
+    """Top-k (k <= 32 fused, larger k by row blocks) and radius, each path forced, with
+    ties, all-equal rows, column splits, radius 0 and past every distance."""
+    from fastspline.backends import cuda
+
+    if method == "fused" and (reason := cuda.search_status(torch.device("cuda"))) is not None:
+        pytest.fail(f"fused search kernels unusable: {reason}")
+    monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", method)
+    n, m = shape
+    gen = make_gen("gpu-search", method, w, shape)
+    a = torch.randint(-(2**63), 2**63 - 1, (n, w), generator=gen, dtype=torch.int64)
+    b = torch.randint(-(2**63), 2**63 - 1, (m, w), generator=gen, dtype=torch.int64)
+    b[::3] = b[0].clone()
+    b[m // 2 : m // 2 + 40] = a[0].clone()  # distance 0 for row 0, 40 ties
+    a[n // 2 :] = -1
+    ga, gb = a.cuda(), b.cuda()
+    for k in sorted({1, min(m, 7), min(m, 32), min(m, 33), m}):
+        same(fs.hamming_topk(ga, gb, k, backend="cuda"), fs.hamming_topk(a, b, k, backend="reference"))
+    for r in (0, 1, 32 * w, 64 * w, 10**6):
+        same(fs.hamming_radius(ga, gb, r, backend="cuda"), fs.hamming_radius(a, b, r, backend="reference"))
+
+
+@needs_cuda_backend
 def test_cdist_auto_uses_tensor_cores_on_sm80_and_newer():
     from fastspline.backends import cuda
 

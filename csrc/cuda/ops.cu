@@ -398,19 +398,17 @@ __device__ inline void mma_b1(int (&d)[4], const unsigned (&a)[4], const unsigne
 // B (256x8, col): b0 = column g bits 32t.., b1 = column g bits 128+32t..; C (16x8): c0,c1 =
 // row g columns 2t, 2t+1; c2,c3 = row g+8. Only the pairing of A's and B's K bits matters.
 // With kXor false the tensor cores count a AND b, and d = |a| + |b| - 2 |a AND b|.
+// One 128x128 tile (rows r0.. of a, c0.. of b) into acc, this warp's 64x32 piece: K in
+// 512-bit slices staged synchronously in As / Bs (kMmaTile * kMmaStride u32 each). pop:
+// kXor false, the popcount of row threadIdx.x % 128 of A (threads < 128) or of B. Ends
+// with __syncthreads (As / Bs free again).
 template <bool kXor>
-__global__ void __launch_bounds__(kThreads) cdist_mma_kernel(const u64* __restrict__ a, int64_t n,
-                                                             const u64* __restrict__ b, int64_t m, int64_t w,
-                                                             int32_t* __restrict__ out, int64_t ldo) {
+__device__ __forceinline__ void mma_tile(const u64* __restrict__ a, int64_t n, const u64* __restrict__ b, int64_t m,
+                                         int64_t w, int64_t r0, int64_t c0, unsigned* As, unsigned* Bs,
+                                         int (&acc)[4][4][4], int& pop) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  __shared__ __align__(16) unsigned As[kMmaTile * kMmaStride];
-  __shared__ __align__(16) unsigned Bs[kMmaTile * kMmaStride];
-  __shared__ int pop_a[kMmaTile], pop_b[kMmaTile];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;  // this warp's 64x32 piece of the tile
-  const int64_t r0 = (int64_t)blockIdx.y * kMmaTile, c0 = (int64_t)blockIdx.x * kMmaTile;
-  int acc[4][4][4] = {};
-  int pop = 0;  // kXor false: popcount of row (threadIdx.x % 128) of A (threads < 128) or B
   for (int64_t k0 = 0; k0 < w; k0 += kMmaWords) {
     for (int e = threadIdx.x; e < kMmaTile * kMmaWords; e += kThreads) {
       const int row = e / kMmaWords, kk = e % kMmaWords;
@@ -451,10 +449,16 @@ __global__ void __launch_bounds__(kThreads) cdist_mma_kernel(const u64* __restri
     }
     __syncthreads();
   }
-  if (!kXor) {
-    (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] = pop;
-    __syncthreads();
-  }
+#endif
+}
+
+// The tile's distances from acc: emit(lr, lc, d(lr, lc), d(lr, lc + 1)) for this warp's
+// pairs (tile-local row lr, even column lc). kXor false: pop_a / pop_b hold the row
+// popcounts of the tile's A and B rows, and d = |a| + |b| - 2 |a AND b|.
+template <bool kXor, typename Emit>
+__device__ __forceinline__ void tile_results(const int (&acc)[4][4][4], const int* pop_a, const int* pop_b, Emit emit) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
 #pragma unroll
   for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -462,21 +466,49 @@ __global__ void __launch_bounds__(kThreads) cdist_mma_kernel(const u64* __restri
 #pragma unroll
       for (int h = 0; h < 2; ++h) {  // h = 0: row g (c0, c1); h = 1: row g + 8 (c2, c3)
         const int lr = wm + 16 * i + g + 8 * h, lc = wn + 8 * j + 2 * t;
-        const int64_t row = r0 + lr, col = c0 + lc;
-        if (row >= n) continue;
         int v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
         if (!kXor) {
           v0 = pop_a[lr] + pop_b[lc] - 2 * v0;
           v1 = pop_a[lr] + pop_b[lc + 1] - 2 * v1;
         }
-        int32_t* o = out + row * ldo + col;
-        if (col + 1 < m && ((reinterpret_cast<std::uintptr_t>(o) & 7) == 0)) {
-          *reinterpret_cast<int2*>(o) = make_int2(v0, v1);
-        } else {
-          if (col < m) o[0] = v0;
-          if (col + 1 < m) o[1] = v1;
-        }
+        emit(lr, lc, v0, v1);
       }
+}
+
+// Stores a distance pair into row-major int32 out (ldo per row), n x m valid.
+struct StorePair {
+  int32_t* out;
+  int64_t ldo, r0, c0, n, m;
+  __device__ void operator()(int lr, int lc, int v0, int v1) const {
+    const int64_t row = r0 + lr, col = c0 + lc;
+    if (row >= n) return;
+    int32_t* o = out + row * ldo + col;
+    if (col + 1 < m && ((reinterpret_cast<std::uintptr_t>(o) & 7) == 0)) {
+      *reinterpret_cast<int2*>(o) = make_int2(v0, v1);
+    } else {
+      if (col < m) o[0] = v0;
+      if (col + 1 < m) o[1] = v1;
+    }
+  }
+};
+
+template <bool kXor>
+__global__ void __launch_bounds__(kThreads) cdist_mma_kernel(const u64* __restrict__ a, int64_t n,
+                                                             const u64* __restrict__ b, int64_t m, int64_t w,
+                                                             int32_t* __restrict__ out, int64_t ldo) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  __shared__ __align__(16) unsigned As[kMmaTile * kMmaStride];
+  __shared__ __align__(16) unsigned Bs[kMmaTile * kMmaStride];
+  __shared__ int pop_a[kMmaTile], pop_b[kMmaTile];
+  const int64_t r0 = (int64_t)blockIdx.y * kMmaTile, c0 = (int64_t)blockIdx.x * kMmaTile;
+  int acc[4][4][4] = {};
+  int pop = 0;
+  mma_tile<kXor>(a, n, b, m, w, r0, c0, As, Bs, acc, pop);
+  if (!kXor) {
+    (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] = pop;
+    __syncthreads();
+  }
+  tile_results<kXor>(acc, pop_a, pop_b, StorePair{out, ldo, r0, c0, n, m});
 #endif
 }
 
@@ -512,7 +544,8 @@ __global__ void __launch_bounds__(kThreads, 2) cdist_mma_async_kernel(const u64*
                                                                       const u64* __restrict__ b, int64_t m, int64_t w,
                                                                       int32_t* __restrict__ out, int64_t ldo) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  extern __shared__ __align__(16) unsigned smem[];
+  extern __shared__ __align__(16) unsigned char dyn_smem[];
+  unsigned* smem = reinterpret_cast<unsigned*>(dyn_smem);
   __shared__ int pop_a[kMmaTile], pop_b[kMmaTile];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
@@ -590,29 +623,149 @@ __global__ void __launch_bounds__(kThreads, 2) cdist_mma_async_kernel(const u64*
     (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] = pop;
     __syncthreads();
   }
-  const int g = lane / 4, t = lane % 4;
+  tile_results<kXor>(acc, pop_a, pop_b, StorePair{out, ldo, r0, c0, n, m});
+#endif
+}
+
+// ------------------------------------------------------------------ top-k and radius, fused
+
+// Both compute 128x128 tiles with mma_tile (and.popc) and put each tile's distances in
+// shared memory (kDistStride int32 per row, aliasing the staging buffers, which are free
+// between tiles), where warp w then reads rows 16 w .. 16 w + 15 in 32-column chunks.
+constexpr int kDistStride = kMmaTile + 8;  // int2 stores hit 2 banks at most
+constexpr int kStagingBytes = 2 * kMmaTile * kMmaStride * 4;
+constexpr int kDistBytes = kMmaTile * kDistStride * 4;
+constexpr int kTileSmemBytes = kStagingBytes > kDistBytes ? kStagingBytes : kDistBytes;
+constexpr int kTopkMaxK = 32;
+constexpr int kTopkSmemBytes = kTileSmemBytes + kMmaTile * kTopkMaxK * 8;  // + sorted lists
+constexpr long long kNoKey = 0x7fffffffffffffffll;
+
+// Tile (r0, c0) into dist; on return every thread may read it. smem: kTileSmemBytes.
+__device__ __forceinline__ void tile_to_shared(const u64* __restrict__ a, int64_t n, const u64* __restrict__ b,
+                                               int64_t m, int64_t w, int64_t r0, int64_t c0, unsigned char* smem,
+                                               int* pop_a, int* pop_b) {
+  unsigned* As = reinterpret_cast<unsigned*>(smem);
+  unsigned* Bs = As + kMmaTile * kMmaStride;
+  int acc[4][4][4] = {};
+  int pop = 0;
+  mma_tile<false>(a, n, b, m, w, r0, c0, As, Bs, acc, pop);  // ends with a barrier: As, Bs free
+  (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] = pop;
+  __syncthreads();
+  int* dist = reinterpret_cast<int*>(smem);
+  tile_results<false>(acc, pop_a, pop_b, [dist](int lr, int lc, int v0, int v1) {
+    *reinterpret_cast<int2*>(dist + lr * kDistStride + lc) = make_int2(v0, v1);
+  });
+  __syncthreads();
+}
+
+// Keys (distance << 32 | column): ordering them orders by distance, then lower index.
+__device__ __forceinline__ long long shfl_xor_key(long long v, int mask) { return __shfl_xor_sync(kFull, v, mask); }
+
+// Sorts one key per lane ascending across the warp (bitonic network).
+__device__ __forceinline__ long long warp_sort(long long v, int lane) {
 #pragma unroll
-  for (int i = 0; i < 4; ++i)
+  for (int size = 2; size <= 32; size *= 2)
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int stride = size / 2; stride > 0; stride /= 2) {
+      const long long other = shfl_xor_key(v, stride);
+      const bool up = (lane & size) == 0 || size == 32, lower = (lane & stride) == 0;
+      v = (lower == up) ? min(v, other) : max(v, other);
+    }
+  return v;
+}
+
+// Per-block candidate lists: block (s, y) keeps, for each of its 128 rows, the 32 smallest
+// keys over columns [s * cols_per_split, (s + 1) * cols_per_split) as a sorted list in
+// shared memory (one key per lane); a 32-column chunk is skipped when no key beats the
+// k-th best so far, else sorted and merged (min of the list and the reversed chunk, then a
+// bitonic merge). The first k of each list go to cand[row][s][0..k); the caller merges the
+// splits. Needs m < 2^31.
+__global__ void __launch_bounds__(kThreads, 2) topk_mma_kernel(const u64* __restrict__ a, int64_t n,
+                                                            const u64* __restrict__ b, int64_t m, int64_t w, int k,
+                                                            int64_t cols_per_split, int splits,
+                                                            long long* __restrict__ cand) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  extern __shared__ __align__(16) unsigned char dyn_smem[];
+  unsigned char* smem = dyn_smem;
+  __shared__ int pop_a[kMmaTile], pop_b[kMmaTile];
+  long long* lists = reinterpret_cast<long long*>(smem + kTileSmemBytes);
+  const int* dist = reinterpret_cast<const int*>(smem);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t r0 = (int64_t)blockIdx.y * kMmaTile;
+  const int64_t c_begin = (int64_t)blockIdx.x * cols_per_split, c_end = min(m, c_begin + cols_per_split);
+  for (int e = threadIdx.x; e < kMmaTile * kTopkMaxK; e += kThreads) lists[e] = kNoKey;
+  for (int64_t c0 = c_begin; c0 < c_end; c0 += kMmaTile) {
+    tile_to_shared(a, n, b, m, w, r0, c0, smem, pop_a, pop_b);  // its barriers order the list init
+    for (int lr = warp * 16; lr < warp * 16 + 16; ++lr) {
+      long long* list = lists + lr * kTopkMaxK;
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int lr = wm + 16 * i + g + 8 * h, lc = wn + 8 * j + 2 * t;
-        const int64_t row = r0 + lr, col = c0 + lc;
-        if (row >= n) continue;
-        int v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
-        if (!kXor) {
-          v0 = pop_a[lr] + pop_b[lc] - 2 * v0;
-          v1 = pop_a[lr] + pop_b[lc + 1] - 2 * v1;
+      for (int q = 0; q < kMmaTile / 32; ++q) {
+        const int64_t col = c0 + 32 * q + lane;
+        const long long key = col < c_end ? ((long long)dist[lr * kDistStride + 32 * q + lane] << 32) | col : kNoKey;
+        const long long kth = list[k - 1];
+        if (__ballot_sync(kFull, key < kth) == 0) continue;
+        const long long sorted = warp_sort(key, lane);
+        long long v = min(list[lane], shfl_xor_key(sorted, 31));  // lane i: min(list[i], chunk[31 - i])
+#pragma unroll
+        for (int stride = 16; stride > 0; stride /= 2) {
+          const long long other = shfl_xor_key(v, stride);
+          v = (lane & stride) == 0 ? min(v, other) : max(v, other);
         }
-        int32_t* o = out + row * ldo + col;
-        if (col + 1 < m && ((reinterpret_cast<std::uintptr_t>(o) & 7) == 0)) {
-          *reinterpret_cast<int2*>(o) = make_int2(v0, v1);
-        } else {
-          if (col < m) o[0] = v0;
-          if (col + 1 < m) o[1] = v1;
-        }
+        __syncwarp();
+        list[lane] = v;
+        __syncwarp();
       }
+    }
+    __syncthreads();  // dist aliases the next tile's staging buffers
+  }
+  for (int e = threadIdx.x; e < kMmaTile * k; e += kThreads) {
+    const int lr = e / k, i = e % k;
+    if (r0 + lr < n) cand[((r0 + lr) * splits + blockIdx.x) * k + i] = lists[lr * kTopkMaxK + i];
+  }
+#endif
+}
+
+// Radius in two passes over the same tiles (one per block): kFill false counts, per row and
+// column tile, the columns with d <= r into counts[row * col_tiles + tile]; kFill true
+// writes them in column order from offsets[row * col_tiles + tile] (an exclusive scan of
+// the counts, row-major, so the output is sorted by (i, j)) into oi, oj, od.
+template <bool kFill>
+__global__ void __launch_bounds__(kThreads) radius_mma_kernel(const u64* __restrict__ a, int64_t n,
+                                                              const u64* __restrict__ b, int64_t m, int64_t w, int r,
+                                                              int64_t row_base, int64_t col_tiles,
+                                                              int* __restrict__ counts,
+                                                              const int64_t* __restrict__ offsets,
+                                                              int64_t* __restrict__ oi, int64_t* __restrict__ oj,
+                                                              int32_t* __restrict__ od) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  extern __shared__ __align__(16) unsigned char dyn_smem[];
+  unsigned char* smem = dyn_smem;
+  __shared__ int pop_a[kMmaTile], pop_b[kMmaTile];
+  const int* dist = reinterpret_cast<const int*>(smem);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t r0 = (int64_t)blockIdx.y * kMmaTile, c0 = (int64_t)blockIdx.x * kMmaTile;
+  tile_to_shared(a, n, b, m, w, r0, c0, smem, pop_a, pop_b);
+  for (int lr = warp * 16; lr < warp * 16 + 16; ++lr) {
+    const int64_t row = r0 + lr;
+    if (row >= n) break;
+    const int64_t slot = row * col_tiles + blockIdx.x;
+    int64_t at = kFill ? offsets[slot] : 0;
+#pragma unroll
+    for (int q = 0; q < kMmaTile / 32; ++q) {
+      const int64_t col = c0 + 32 * q + lane;
+      const int d = dist[lr * kDistStride + 32 * q + lane];
+      const bool hit = col < m && d <= r;
+      const unsigned hits = __ballot_sync(kFull, hit);
+      if (kFill && hit) {
+        const int64_t pos = at + __popc(hits & ((1u << lane) - 1u));
+        oi[pos] = row_base + row;
+        oj[pos] = col;
+        od[pos] = d;
+      }
+      at += __popc(hits);
+    }
+    if (!kFill && lane == 0) counts[slot] = (int)at;
+  }
 #endif
 }
 
@@ -809,28 +962,27 @@ void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, i
   }
 }
 
-// Whether the cp.async kernel can run here: shared memory enough for its stages
-// (sm_80/90: yes; some sm_86/89 cards: no), with the opt-in set once per device.
-bool async_smem_ready() {
-  static int ready[64] = {};  // 0 unknown, 1 yes, 2 no
+// Whether `kernel` can have `bytes` of dynamic shared memory (plus its 1 KB static) on
+// the current device; sets the opt-in once per (slot, device). Cards with less (some
+// sm_86/89) answer false and the caller falls back.
+bool smem_ready(const void* kernel, int bytes, int slot) {
+  static int ready[8][64] = {};  // 0 unknown, 1 yes, 2 no
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   if (device < 0 || device >= 64) device = 0;
-  if (ready[device] == 0) {
+  if (ready[slot][device] == 0) {
     int optin = 0;
     check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
-    bool ok = optin >= kAsyncSmemBytes + 2 * kMmaTile * (int)sizeof(int);
-    if (ok) {
-      check(cudaFuncSetAttribute(cdist_mma_async_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 kAsyncSmemBytes),
-            "cudaFuncSetAttribute");
-      check(cudaFuncSetAttribute(cdist_mma_async_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 kAsyncSmemBytes),
-            "cudaFuncSetAttribute");
-    }
-    ready[device] = ok ? 1 : 2;
+    const bool ok = optin >= bytes + 2 * kMmaTile * (int)sizeof(int);
+    if (ok) check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "cudaFuncSetAttribute");
+    ready[slot][device] = ok ? 1 : 2;
   }
-  return ready[device] == 1;
+  return ready[slot][device] == 1;
+}
+
+bool async_smem_ready() {
+  return smem_ready((const void*)cdist_mma_async_kernel<true>, kAsyncSmemBytes, 0) &&
+         smem_ready((const void*)cdist_mma_async_kernel<false>, kAsyncSmemBytes, 1);
 }
 
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
@@ -873,6 +1025,56 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
         cdist_mma_kernel<false><<<grid, kThreads, 0, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo);
       check(cudaGetLastError(), "cdist_mma_kernel launch");
     }
+  }
+}
+
+void hamming_topk_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int k, int splits,
+                      int64_t* cand, std::uintptr_t stream) {
+  if (k < 1 || k > kTopkMaxK) throw std::invalid_argument("hamming_topk_mma: k must be in [1, 32]");
+  if (splits < 1) throw std::invalid_argument("hamming_topk_mma: splits must be >= 1");
+  if (m >= ((int64_t)1 << 31)) throw std::invalid_argument("hamming_topk_mma: b must have fewer than 2^31 rows");
+  if (n == 0 || m == 0) return;
+  if (!smem_ready((const void*)topk_mma_kernel, kTopkSmemBytes, 2))
+    throw std::invalid_argument("hamming_topk_mma: this device has too little shared memory for the fused kernel");
+  const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
+  const int64_t cols_per_split = (col_tiles + splits - 1) / splits * kMmaTile;
+  const int64_t band = (int64_t)65535 * kMmaTile;
+  for (int64_t r = 0; r < n; r += band) {
+    const int64_t rows = std::min(band, n - r);
+    dim3 grid((unsigned)splits, (unsigned)((rows + kMmaTile - 1) / kMmaTile));
+    topk_mma_kernel<<<grid, kThreads, kTopkSmemBytes, as_stream(stream)>>>(
+        reinterpret_cast<const u64*>(a) + r * w, rows, reinterpret_cast<const u64*>(b), m, w, k, cols_per_split, splits,
+        reinterpret_cast<long long*>(cand) + r * splits * k);
+    check(cudaGetLastError(), "topk_mma_kernel launch");
+  }
+}
+
+void hamming_radius_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int r, int32_t* counts,
+                        const int64_t* offsets, int64_t* oi, int64_t* oj, int32_t* od, bool fill,
+                        std::uintptr_t stream) {
+  if (r < 0) throw std::invalid_argument("hamming_radius_mma: r must be >= 0");
+  if (fill && (offsets == nullptr || oi == nullptr || oj == nullptr || od == nullptr))
+    throw std::invalid_argument("hamming_radius_mma: the fill pass needs offsets and outputs");
+  if (n == 0 || m == 0) return;
+  const int slot = fill ? 4 : 3;
+  const void* kernel = fill ? (const void*)radius_mma_kernel<true> : (const void*)radius_mma_kernel<false>;
+  if (!smem_ready(kernel, kTileSmemBytes, slot))
+    throw std::invalid_argument("hamming_radius_mma: this device has too little shared memory for the fused kernel");
+  const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
+  if (col_tiles > 0x7fffffff) throw std::invalid_argument("hamming_radius_mma: b has too many rows for one grid");
+  const int64_t band = (int64_t)65535 * kMmaTile;
+  for (int64_t r0 = 0; r0 < n; r0 += band) {
+    const int64_t rows = std::min(band, n - r0);
+    dim3 grid((unsigned)col_tiles, (unsigned)((rows + kMmaTile - 1) / kMmaTile));
+    const u64* ap = reinterpret_cast<const u64*>(a) + r0 * w;
+    const u64* bp = reinterpret_cast<const u64*>(b);
+    if (fill)
+      radius_mma_kernel<true><<<grid, kThreads, kTileSmemBytes, as_stream(stream)>>>(
+          ap, rows, bp, m, w, r, r0, col_tiles, nullptr, offsets + r0 * col_tiles, oi, oj, od);
+    else
+      radius_mma_kernel<false><<<grid, kThreads, kTileSmemBytes, as_stream(stream)>>>(
+          ap, rows, bp, m, w, r, r0, col_tiles, counts + r0 * col_tiles, nullptr, nullptr, nullptr, nullptr);
+    check(cudaGetLastError(), "radius_mma_kernel launch");
   }
 }
 

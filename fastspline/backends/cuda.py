@@ -6,9 +6,10 @@ kernels: XOR + popc on the CUDA cores, and binary tensor cores (``mma.sync``
 b1, sm_80+, synchronous or cp.async-pipelined staging); :func:`cdist_method`
 says which one a call uses. Each tensor-core kernel, and the ``stream`` pack
 kernel, is checked once per device against the kernel it replaces before first
-use and is not used (with a logged warning) if it disagrees. ``hamming_topk`` and
-``hamming_radius`` run the cdist kernel over row blocks of ``a`` (never an
-N×M buffer) and select with torch on the device; ``count_regions`` is
+use and is not used (with a logged warning) if it disagrees. ``hamming_topk`` (k <= 32)
+and ``hamming_radius`` have fused tensor-core kernels (per-block candidate lists
+merged by torch; count, scan, fill), else run the cdist kernel over row blocks
+of ``a`` (never an N×M buffer) and select with torch on the device; ``count_regions`` is
 ``torch.unique`` on the device, which orders rows as the reference does.
 Without a GPU the module still imports; a call raises the CUDA error.
 """
@@ -276,14 +277,21 @@ def hamming_cdist(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = N
     return _cdist(a, b, out, cdist_method(a.shape[0], b.shape[0], a.device))
 
 
-def _row_blocks(n: int, m: int):
-    step = max(1, _BLOCK_BYTES // max(1, 4 * m))
+def _row_blocks(n: int, m: int, bytes_per_pair: int = 4, multiple: int = 1):
+    step = max(1, _BLOCK_BYTES // max(1, bytes_per_pair * m))
+    step = max(multiple, step // multiple * multiple)
     for lo in range(0, n, step):
         yield lo, min(n, lo + step)
 
 
-def hamming_topk(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    a, b = _words(a), _words(b)
+# hamming_topk (k <= 32) and hamming_radius: "fused" kernels on the tensor-core tiles (no
+# distance matrix in global memory), or "blocks": the cdist kernel over row blocks of a,
+# then torch sort / nonzero on each block.
+SEARCH_METHODS = ("auto", "fused", "blocks")
+_TOPK_FUSED_MAX_K = 32
+
+
+def _topk_blocks(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     dist = torch.empty(a.shape[0], k, dtype=torch.int32, device=a.device)
     index = torch.empty(a.shape[0], k, dtype=torch.int64, device=a.device)
     for lo, hi in _row_blocks(a.shape[0], b.shape[0]):
@@ -294,8 +302,24 @@ def hamming_topk(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor
     return dist, index
 
 
-def hamming_radius(a: torch.Tensor, b: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    a, b = _words(a), _words(b)
+def _topk_fused(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    n, m, w = a.shape[0], b.shape[0], a.shape[1]
+    if n == 0:
+        return torch.empty(0, k, dtype=torch.int32, device=a.device), torch.empty(0, k, dtype=torch.int64, device=a.device)
+    # Enough blocks for every SM twice: split the columns when there are few row tiles.
+    sms = torch.cuda.get_device_properties(a.device).multi_processor_count
+    row_tiles, col_tiles = -(-n // 128), -(-m // 128)
+    splits = max(1, min(col_tiles, -(-2 * sms // row_tiles)))
+    cand = torch.empty(n, splits, k, dtype=torch.int64, device=a.device)
+    with torch.cuda.device(a.device):
+        _cuda.hamming_topk_mma(a.data_ptr(), n, b.data_ptr(), m, w, k, splits, cand.data_ptr(), _stream(a))
+    keys = cand.view(n, splits * k)
+    if splits > 1:  # keys are distinct (they hold the index): no ties to order
+        keys = torch.topk(keys, k, dim=1, largest=False, sorted=True).values
+    return (keys >> 32).to(torch.int32), keys & 0xFFFFFFFF
+
+
+def _radius_blocks(a: torch.Tensor, b: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     rows, cols, dists = [], [], []
     for lo, hi in _row_blocks(a.shape[0], b.shape[0]):
         block = hamming_cdist(a[lo:hi], b)
@@ -303,9 +327,95 @@ def hamming_radius(a: torch.Tensor, b: torch.Tensor, r: int) -> tuple[torch.Tens
         rows.append(i + lo)
         cols.append(j)
         dists.append(block[i, j])
+    return _cat_pairs(rows, cols, dists, a.device)
+
+
+def _cat_pairs(rows, cols, dists, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if not rows:
-        return tuple(torch.empty(0, dtype=t, device=a.device) for t in (torch.int64, torch.int64, torch.int32))
+        return tuple(torch.empty(0, dtype=t, device=device) for t in (torch.int64, torch.int64, torch.int32))
     return torch.cat(rows), torch.cat(cols), torch.cat(dists)
+
+
+def _radius_fused(a: torch.Tensor, b: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, m, w = a.shape[0], b.shape[0], a.shape[1]
+    col_tiles = -(-m // 128)
+    rows, cols, dists = [], [], []
+    # Row blocks bound the per-(row, column tile) counts and offsets (12 bytes each).
+    for lo, hi in _row_blocks(n, col_tiles, bytes_per_pair=12, multiple=128):
+        part = a[lo:hi]
+        counts = torch.empty(hi - lo, col_tiles, dtype=torch.int32, device=a.device)
+        with torch.cuda.device(a.device):
+            _cuda.hamming_radius_mma(part.data_ptr(), hi - lo, b.data_ptr(), m, w, r, counts.data_ptr(), 0, 0, 0, 0,
+                                     False, _stream(a))
+            flat = counts.view(-1).to(torch.int64)
+            ends = torch.cumsum(flat, 0)
+            total = int(ends[-1]) if ends.numel() else 0
+            i = torch.empty(total, dtype=torch.int64, device=a.device)
+            j = torch.empty(total, dtype=torch.int64, device=a.device)
+            d = torch.empty(total, dtype=torch.int32, device=a.device)
+            if total:
+                offsets = ends - flat
+                _cuda.hamming_radius_mma(part.data_ptr(), hi - lo, b.data_ptr(), m, w, r, 0, offsets.data_ptr(),
+                                         i.data_ptr(), j.data_ptr(), d.data_ptr(), True, _stream(a))
+        rows.append(i + lo)
+        cols.append(j)
+        dists.append(d)
+    return _cat_pairs(rows, cols, dists, a.device)
+
+
+def search_status(device: torch.device) -> str | None:
+    """None when the fused top-k and radius kernels are usable on ``device`` (the
+    tensor cores pass :func:`mma_status`, the card has the shared memory, and both
+    agree with the row-block path on ties, ragged tiles, split columns, empty
+    results and radii past every distance), else why not. Checked once per device."""
+
+    def check(index: int) -> str | None:
+        if (reason := mma_status(device)) is not None:
+            return _Unsupported(reason)
+        gen = torch.Generator(device=f"cuda:{index}").manual_seed(777)
+        cases = ((200, 300, 3, 5), (129, 1000, 1, 32), (1, 129, 17, 1), (300, 4100, 2, 7), (130, 50, 4, 32), (70, 500, 2, 32))
+        try:
+            for n, m, w, k in cases:
+                a, b = _random_words((n, w), gen, index), _random_words((m, w), gen, index)
+                b[::3] = b[0]  # ties
+                if m == 500:
+                    b[:] = b[0]  # every distance equal: the order is the index order
+                if not all(torch.equal(x, y) for x, y in zip(_topk_fused(a, b, k), _topk_blocks(a, b, k))):
+                    return f"fused top-k disagreed with the row-block path ({n}x{m}x{w} words, k={k})"
+                for r in (0, 32 * w - 4, 64 * w):
+                    if not all(torch.equal(x, y) for x, y in zip(_radius_fused(a, b, r), _radius_blocks(a, b, r))):
+                        return f"fused radius disagreed with the row-block path ({n}x{m}x{w} words, r={r})"
+        except ValueError as exc:  # too little shared memory on this card
+            return _Unsupported(str(exc))
+        return None
+
+    return _self_check("fused top-k / radius kernels", device, check)
+
+
+def search_method(device: torch.device) -> str:
+    """``FASTSPLINE_CUDA_SEARCH`` (auto, fused, blocks) resolved for ``device``: auto is
+    fused where :func:`search_status` passes."""
+    method = _env("FASTSPLINE_CUDA_SEARCH", SEARCH_METHODS)
+    if method == "blocks":
+        return method
+    reason = search_status(device)
+    if method == "fused" and reason is not None:
+        raise RuntimeError(f"FASTSPLINE_CUDA_SEARCH=fused: the fused kernels are unavailable: {reason}")
+    return "fused" if reason is None else "blocks"
+
+
+def hamming_topk(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = _words(a), _words(b)
+    if k <= _TOPK_FUSED_MAX_K and b.shape[0] < 2**31 and search_method(a.device) == "fused":
+        return _topk_fused(a, b, k)
+    return _topk_blocks(a, b, k)
+
+
+def hamming_radius(a: torch.Tensor, b: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    a, b = _words(a), _words(b)
+    if a.shape[0] and b.shape[0] and r < 2**31 and search_method(a.device) == "fused":
+        return _radius_fused(a, b, r)
+    return _radius_blocks(a, b, r)
 
 
 def bit_transpose(words: torch.Tensor, n_bits: int) -> torch.Tensor:
