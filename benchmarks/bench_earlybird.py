@@ -43,12 +43,8 @@ from typing import Any
 import torch
 from torch import nn
 
-try:
-    import fastspline
-except ImportError:
-    # Not installed: benchmark the checkout this script sits in.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import fastspline
+import _setup  # noqa: F401  (fastspline: installed, else this checkout)
+import fastspline
 from fastspline import data, models, ops, train
 from fastspline._files import atomic_write_json
 from machine import cpu_info

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+import _setup  # noqa: F401  (fastspline: installed, else this checkout)
 import fastspline as fs
 from fastspline import backends
 from fastspline._files import atomic_write_json

@@ -41,12 +41,8 @@ import faiss
 import numpy as np
 import torch
 
-try:
-    import fastspline
-except ImportError:
-    # Not installed: benchmark the checkout this script sits in.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import fastspline
+import _setup  # noqa: F401  (fastspline: installed, else this checkout)
+import fastspline
 from fastspline import backends
 from fastspline._files import atomic_write_json
 from machine import cpu_info

@@ -28,7 +28,6 @@ import argparse
 import datetime
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,11 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-try:
-    import fastspline
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import fastspline
+import _setup  # noqa: F401  (fastspline: installed, else this checkout)
+import fastspline
 from fastspline import models, pruning
 from fastspline._files import atomic_write_json
 from machine import cpu_info

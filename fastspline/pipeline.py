@@ -406,9 +406,9 @@ def _dense_result(dense: _Dense, model: nn.Module, sample: torch.Tensor) -> dict
 
 def _prune_run(
     config: PipelineConfig, method: Method, split: datasets.Split, probe: torch.Tensor, dense: _Dense, seed: int, emit: Emit
-) -> tuple[dict[str, Any], dict[str, Any], nn.Module]:
+) -> tuple[dict[str, Any], dict[str, Any], nn.Module, pruning.PrunePlan]:
     """Prune the snapshot ``method.prune_at`` (or the end, when that EB never fired), retrain, evaluate.
-    Returns (result, detail for the run's JSON, the final pruned model)."""
+    Returns (result, detail for the run's JSON, the final pruned model, the plan)."""
     eb_epoch: int | None = None
     snapshot = dense.snapshots["end"]
     if method.prune_at in ("spline", "mask"):
@@ -501,7 +501,7 @@ def _prune_run(
         "model_config": slim.config() if isinstance(slim, models.SplineModel) else None,
         "records": history.records,
     }
-    return result, detail, slim
+    return result, detail, slim, plan
 
 
 def _matrix(tensor: torch.Tensor) -> list[list[float | None]]:
@@ -528,16 +528,15 @@ def _dense_detail(config: PipelineConfig, dense: _Dense, seed: int) -> dict[str,
 
 
 def _write_plots(
-    config: PipelineConfig, seed: int, methods: Sequence[Method], split: datasets.Split, probe: torch.Tensor,
-    dense: _Dense, dense_detail: dict[str, Any], folder: Path, emit: Emit,
+    config: PipelineConfig, seed: int, methods: Sequence[Method], plans: dict[str, pruning.PrunePlan],
+    split: datasets.Split, dense: _Dense, dense_detail: dict[str, Any], folder: Path, emit: Emit,
 ) -> None:
     """The seed's PNGs (:func:`fastspline.viz.write_run_plots`): EB heatmap, training curves, the
     partition (2-D inputs) or canvas of the dense model where the first method pruning at
-    ``config.eb`` (else the first pruned one) prunes, and that method's kept/removed units (its plan summary); for 2-D inputs also the partitions before
-    and after pruning, from the plan recomputed (``pruning.plan`` is deterministic for the same
-    model, probe and seed; a 2-D model plans in milliseconds). Skipped without matplotlib."""
+    ``config.eb`` (else the first pruned one) prunes, and that method's kept/removed units (its plan
+    summary, as in its JSON); for 2-D inputs also the partitions before and after pruning, from
+    its plan in ``plans`` (by method key, as :func:`_prune_run` returned them). Skipped without matplotlib."""
     import importlib.util
-    import json
 
     if importlib.util.find_spec("matplotlib") is None:
         emit("note", "plots skipped: matplotlib is not installed (pip install fastspline[viz])")
@@ -553,13 +552,10 @@ def _write_plots(
     model.load_state_dict(snapshot.state)
     model.to(config.device).eval()
     plan: Any = None
-    if method is not None and viz.takes_points(model):
-        plan = pruning.plan(
-            model, probe, config.ratio, policy=method.policy, merge=method.merge, recalibrate=False, budget=config.budget, seed=seed,
-            pair_rule=method.pair_rule,
-        )
-    elif method is not None:
-        plan = json.loads((folder / f"{method.key}.json").read_text())["plan"]
+    if method is not None:
+        plan = plans[method.key]
+        if not viz.takes_points(model):
+            plan = plan.summary()  # as the run's JSON holds it: no partitions need the merges
     viz.write_run_plots(
         folder, history=dense_detail, model=model, plan=plan, dataset=split.test, seed=seed,
         title=f"dense, epoch {snapshot.epoch}",
@@ -590,6 +586,7 @@ def _run_seed(config: PipelineConfig, seed: int, methods: Sequence[Method], out:
                             folder / f"eb-{name}.pt",
                         )
         runs: dict[str, Any] = {}
+        plans: dict[str, pruning.PrunePlan] = {}
         for method in methods:
             if method.prune_at == "never":
                 final = models.build(dense.model_config)
@@ -597,7 +594,8 @@ def _run_seed(config: PipelineConfig, seed: int, methods: Sequence[Method], out:
                 result = _dense_result(dense, final, split.train.tensors[0])
                 result["history"] = f"seed-{seed}/dense.json"
             else:
-                result, detail, slim = _prune_run(config, method, split, probe, dense, seed, emit)
+                result, detail, slim, plan = _prune_run(config, method, split, probe, dense, seed, emit)
+                plans[method.key] = plan
                 result["history"] = f"seed-{seed}/{method.key}.json"
                 if folder is not None:
                     atomic_write_json(folder / f"{method.key}.json", _clean({"seed": seed, "label": method.label, **result, **detail}))
@@ -608,7 +606,7 @@ def _run_seed(config: PipelineConfig, seed: int, methods: Sequence[Method], out:
             result["seed"] = seed
             runs[method.key] = result
         if folder is not None:
-            _write_plots(config, seed, methods, split, probe, dense, dense_detail, folder, emit)
+            _write_plots(config, seed, methods, plans, split, dense, dense_detail, folder, emit)
         return {"dense": {"seed": seed, "stopped_at": len(dense.records), "history": f"seed-{seed}/dense.json",
                           "eb": {n: d.epoch for n, d in dense.detectors.items()}}, "runs": runs}
     finally:

@@ -185,6 +185,29 @@ _RADIUS_FILL_CONFIGS = [
 ]
 
 
+@triton.jit
+def _radius_tile(
+    a_ptr, b_ptr, N, M, W, r, stride_a_row, stride_a_word, stride_b_row, stride_b_word,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, USE_LIBDEVICE: tl.constexpr,
+):
+    """This program's tile in both radius passes, which must see the same tiles (arguments
+    as theirs): ``(tiles_m, tile_m, rows_a, rows_b, d, hit)`` with rows_a int64 [BLOCK_N],
+    rows_b int64 [BLOCK_M], d int32 and hit [BLOCK_N, BLOCK_M]; hit: within r, row of b in
+    range. Rows of a past N are the caller's to mask (the count pass masks only its store:
+    masking hit there costs registers)."""
+    pid = tl.program_id(0).to(tl.int64)
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tile_m = pid % tiles_m
+    rows_a = (pid // tiles_m) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
+    rows_b = tile_m * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+    d = distance_tile(
+        a_ptr, b_ptr, rows_a, rows_b, N, M, W, stride_a_row, stride_a_word, stride_b_row, stride_b_word,
+        BLOCK_N, BLOCK_M, BLOCK_K, USE_LIBDEVICE,
+    )
+    hit = (d <= r) & (rows_b[None, :] < M)
+    return tiles_m, tile_m, rows_a, rows_b, d, hit
+
+
 # Tiling: 1-D grid over [BLOCK_N rows of a] x [BLOCK_M rows of b] tiles, b tiles fastest.
 # Pass 1 of hamming_radius: each program counts, per row of a, the pairs of its tile
 # within the radius and stores them at counts[row, tile] (no atomics: every entry has
@@ -208,16 +231,10 @@ def _radius_count_kernel(
     BLOCK_K: tl.constexpr,  # words per step of the distance tile
     USE_LIBDEVICE: tl.constexpr,  # popcount: libdevice (GPU) or SWAR (interpreter)
 ):
-    pid = tl.program_id(0).to(tl.int64)
-    tiles_m = tl.cdiv(M, BLOCK_M)
-    tile_m = pid % tiles_m
-    rows_a = (pid // tiles_m) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
-    rows_b = tile_m * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
-    d = distance_tile(
-        a_ptr, b_ptr, rows_a, rows_b, N, M, W, stride_a_row, stride_a_word, stride_b_row, stride_b_word,
+    tiles_m, tile_m, rows_a, _, _, hit = _radius_tile(
+        a_ptr, b_ptr, N, M, W, r, stride_a_row, stride_a_word, stride_b_row, stride_b_word,
         BLOCK_N, BLOCK_M, BLOCK_K, USE_LIBDEVICE,
     )
-    hit = (d <= r) & (rows_b[None, :] < M)
     count = tl.sum(hit.to(tl.int32), axis=1).to(tl.int64)
     tl.store(counts_ptr + rows_a * tiles_m + tile_m, count, mask=rows_a < N)
 
@@ -249,16 +266,11 @@ def _radius_fill_kernel(
     BLOCK_K: tl.constexpr,  # words per step of the distance tile
     USE_LIBDEVICE: tl.constexpr,  # popcount: libdevice (GPU) or SWAR (interpreter)
 ):
-    pid = tl.program_id(0).to(tl.int64)
-    tiles_m = tl.cdiv(M, BLOCK_M)
-    tile_m = pid % tiles_m
-    rows_a = (pid // tiles_m) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
-    rows_b = tile_m * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
-    d = distance_tile(
-        a_ptr, b_ptr, rows_a, rows_b, N, M, W, stride_a_row, stride_a_word, stride_b_row, stride_b_word,
+    tiles_m, tile_m, rows_a, rows_b, d, hit = _radius_tile(
+        a_ptr, b_ptr, N, M, W, r, stride_a_row, stride_a_word, stride_b_row, stride_b_word,
         BLOCK_N, BLOCK_M, BLOCK_K, USE_LIBDEVICE,
     )
-    hit = (d <= r) & (rows_b[None, :] < M) & (rows_a[:, None] < N)
+    hit = hit & (rows_a[:, None] < N)
     rank = tl.cumsum(hit.to(tl.int32), axis=1) - 1  # [BLOCK_N, BLOCK_M]
     start = tl.load(starts_ptr + rows_a * tiles_m + tile_m, mask=rows_a < N, other=0)
     slot = start[:, None] + rank.to(tl.int64)
