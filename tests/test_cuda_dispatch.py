@@ -1,0 +1,192 @@
+"""The CUDA backend's Python side, run here without a GPU.
+
+``fastspline._cuda`` is replaced by a fake that implements each launcher's contract
+(csrc/cuda/ops.h) with numpy on CPU memory, so the glue around the kernels is tested:
+splitting columns and merging the per-split top-k candidates, the radius count / scan /
+fill over row blocks, the per-device self-checks (cached, warning only on a failed check)
+and which kernel each call asks for.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import types
+
+import numpy as np
+import pytest
+import torch
+
+import fastspline as fs
+from cases import make_gen, random_words
+
+cuda = pytest.importorskip("fastspline.backends.cuda", reason="fastspline._cuda not built")
+
+NO_KEY = 0x7FFFFFFFFFFFFFFF
+
+
+def view(ptr: int, count: int, dtype) -> np.ndarray:
+    """A numpy view of ``count`` elements at a CPU address (what the fake kernels get)."""
+    item = np.dtype(dtype).itemsize
+    buf = (ctypes.c_char * max(1, count * item)).from_address(ptr)
+    return np.frombuffer(buf, dtype=dtype, count=count)
+
+
+def distances(a_ptr: int, n: int, b_ptr: int, m: int, w: int) -> np.ndarray:
+    a = view(a_ptr, n * w, np.uint64).reshape(n, w)
+    b = view(b_ptr, m * w, np.uint64).reshape(m, w)
+    x = a[:, None, :] ^ b[None, :, :]
+    return np.unpackbits(x.view(np.uint8), axis=-1).reshape(n, m, -1).sum(-1).astype(np.int64)
+
+
+class FakeKernels:
+    """The launchers' contracts (csrc/cuda/ops.h), on CPU memory."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def hamming_topk_mma(self, a, n, b, m, w, k, splits, cand, stream):
+        self.calls.append(("topk", n, m, k, splits))
+        d = distances(a, n, b, m, w)
+        out = view(cand, n * splits * k, np.int64).reshape(n, splits, k)
+        col_tiles = -(-m // 128)
+        per_split = -(-col_tiles // splits) * 128
+        for s in range(splits):
+            lo, hi = s * per_split, min(m, (s + 1) * per_split)
+            keys = np.full((n, max(k, hi - lo)), NO_KEY, dtype=np.int64)
+            if hi > lo:
+                keys[:, : hi - lo] = (d[:, lo:hi] << 32) | np.arange(lo, hi)
+            out[:, s, :] = np.sort(keys, axis=1)[:, :k]
+
+    def hamming_radius_mma(self, a, n, b, m, w, r, counts, offsets, oi, oj, od, fill, stream):
+        self.calls.append(("radius-fill" if fill else "radius-count", n, m, r))
+        d = distances(a, n, b, m, w)
+        col_tiles = -(-m // 128)
+        hit = d <= r
+        if not fill:
+            c = view(counts, n * col_tiles, np.int32).reshape(n, col_tiles)
+            for t in range(col_tiles):
+                c[:, t] = hit[:, t * 128 : (t + 1) * 128].sum(1)
+            return
+        off = view(offsets, n * col_tiles, np.int64).reshape(n, col_tiles)
+        total = int(hit.sum())
+        i_out, j_out, d_out = view(oi, total, np.int64), view(oj, total, np.int64), view(od, total, np.int32)
+        for row in range(n):
+            for t in range(col_tiles):
+                at = off[row, t]
+                for col in range(t * 128, min(m, (t + 1) * 128)):
+                    if hit[row, col]:
+                        i_out[at], j_out[at], d_out[at] = row, col, d[row, col]
+                        at += 1
+
+    def pack_signs(self, *args):
+        self.calls.append(("pack", args[-2], args[-1]))
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    kernels = FakeKernels()
+    monkeypatch.setattr(cuda, "_cuda", kernels)
+    monkeypatch.setattr(cuda, "_stream", lambda t: 0)
+    monkeypatch.setattr(cuda.torch.cuda, "device", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(cuda, "_checks", {})
+    return kernels
+
+
+def sms(monkeypatch, count: int) -> None:
+    props = types.SimpleNamespace(multi_processor_count=count)
+    monkeypatch.setattr(cuda.torch.cuda, "get_device_properties", lambda device: props)
+
+
+@pytest.mark.parametrize("sm_count", [1, 3, 132])
+@pytest.mark.parametrize("shape", [(1, 1), (5, 130), (129, 700), (300, 257)])
+def test_fused_topk_merges_split_candidates(fake, monkeypatch, sm_count, shape):
+    sms(monkeypatch, sm_count)
+    n, m = shape
+    gen = make_gen("dispatch-topk", sm_count, shape)
+    a, b = random_words(n, 100, gen), random_words(m, 100, gen)
+    b[::4] = b[-1].clone()  # ties across splits
+    for k in sorted({1, min(m, 5), min(m, 32)}):
+        got = cuda._topk_fused(a, b, k)
+        want = fs.hamming_topk(a, b, k, backend="reference")
+        assert got[0].dtype == torch.int32 and got[1].dtype == torch.int64
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    splits = {call[4] for call in fake.calls}
+    row_tiles, col_tiles = -(-n // 128), -(-m // 128)
+    assert splits == {max(1, min(col_tiles, -(-2 * sm_count // row_tiles)))}
+
+
+def test_fused_topk_with_no_rows(fake, monkeypatch):
+    sms(monkeypatch, 4)
+    d, i = cuda._topk_fused(torch.zeros(0, 2, dtype=torch.int64), torch.zeros(3, 2, dtype=torch.int64), 2)
+    assert d.shape == (0, 2) and i.shape == (0, 2) and not fake.calls
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 28, 12 * 3 * 128])  # one row block, or 128-row blocks
+@pytest.mark.parametrize("shape", [(1, 1), (7, 300), (300, 129), (260, 260)])
+def test_fused_radius_scans_counts_into_sorted_pairs(fake, monkeypatch, block_bytes, shape):
+    monkeypatch.setattr(cuda, "_BLOCK_BYTES", block_bytes)
+    n, m = shape
+    gen = make_gen("dispatch-radius", block_bytes, shape)
+    a, b = random_words(n, 70, gen), random_words(m, 70, gen)
+    b[: m // 3] = a[0].clone()
+    for r in (0, 30, 35, 70):
+        got = cuda._radius_fused(a, b, r)
+        want = fs.hamming_radius(a, b, r, backend="reference")
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and torch.equal(g, w)
+    fills = [c for c in fake.calls if c[0] == "radius-fill"]
+    counts = [c for c in fake.calls if c[0] == "radius-count"]
+    assert fills and len(counts) >= len(fills)
+    if block_bytes < 1 << 28 and n > 128:
+        assert max(c[1] for c in counts) == 128  # row blocks of 128 rows
+
+
+def test_self_check_runs_once_and_warns_only_on_a_failed_check(fake, monkeypatch, caplog):
+    monkeypatch.setattr(cuda, "_index", lambda device: 0)
+    runs = []
+
+    def failing(index):
+        runs.append(index)
+        return "disagreed"
+
+    with caplog.at_level(logging.WARNING, logger="fastspline"):
+        assert cuda._self_check("kernel x", torch.device("cpu"), failing) == "disagreed"
+        assert cuda._self_check("kernel x", torch.device("cpu"), failing) == "disagreed"
+        assert cuda._self_check("kernel y", torch.device("cpu"), lambda i: cuda._Unsupported("old card")) == "old card"
+        assert cuda._self_check("kernel z", torch.device("cpu"), lambda i: None) is None
+    assert runs == [0]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "kernel x disabled on cuda:0: disagreed" in warnings[0]
+
+
+def test_pack_uses_stream_only_after_its_check(fake, monkeypatch):
+    x = torch.zeros(2, 64)
+    monkeypatch.setattr(cuda, "pack_stream_status", lambda device: None)
+    cuda.pack_signs(x, 0.0)
+    monkeypatch.setattr(cuda, "pack_stream_status", lambda device: "disagreed")
+    cuda.pack_signs(x, 0.0)
+    monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "rows")
+    cuda.pack_signs(x, 0.0)
+    assert fake.calls == [("pack", 0, True), ("pack", 0, False), ("pack", 1, False)]
+    monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "stream")
+    with pytest.raises(RuntimeError, match="FASTSPLINE_CUDA_PACK=stream: the kernel is unavailable: disagreed"):
+        cuda.pack_signs(x, 0.0)
+
+
+def test_search_and_staging_follow_their_checks(fake, monkeypatch):
+    monkeypatch.setattr(cuda, "search_status", lambda device: "disagreed")
+    monkeypatch.setattr(cuda, "mma_async_status", lambda device: "too little shared memory")
+    dev = torch.device("cuda", 0)
+    assert cuda.search_method(dev) == "blocks"
+    assert cuda.mma_staging(dev) == 1
+    monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", "fused")
+    with pytest.raises(RuntimeError, match="FASTSPLINE_CUDA_SEARCH=fused: the fused kernels are unavailable: disagreed"):
+        cuda.search_method(dev)
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "async")
+    with pytest.raises(RuntimeError, match="MMA_STAGING=async: the pipelined kernel is unavailable: too little"):
+        cuda.mma_staging(dev)
+    monkeypatch.setattr(cuda, "search_status", lambda device: None)
+    monkeypatch.setattr(cuda, "mma_async_status", lambda device: None)
+    monkeypatch.delenv("FASTSPLINE_CUDA_MMA_STAGING")
+    assert cuda.search_method(dev) == "fused" and cuda.mma_staging(dev) == 0
