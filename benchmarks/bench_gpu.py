@@ -283,9 +283,23 @@ def main() -> None:
             times = cuda_time(fn, args.repeats)
             record(op, f"{rows}x{n_bits}b", name, times, gbps=a.nbytes * (2 if op == "hamming_total" else 1) / statistics.median(times) / 1e9)
 
+    # The CUDA issue's targets, from this run's default (auto) choices.
+    targets = []
+    for entry in results:
+        if entry.get("implementation") == "cuda auto" and "fraction_of_roofline" in entry:
+            targets.append({"what": f"hamming_cdist {entry['size']} (cuda auto)", "fraction": entry["fraction_of_roofline"],
+                            "of": "binary roofline", "target": 0.5})
+        if entry.get("op") == "pack_signs" and entry.get("implementation") == "cuda":
+            targets.append({"what": f"pack_signs {entry['size']} (cuda auto)", "fraction": entry["fraction_of_copy"],
+                            "of": "copy bandwidth", "target": 0.7})
+    for t in targets:
+        verdict = "met" if t["fraction"] >= t["target"] else "NOT met"
+        print(f"target: {t['what']}: {t['fraction']:.1%} of {t['of']} (target {t['target']:.0%}): {verdict}")
+
     payload = {
         "benchmark": "bench_gpu", "card": card, "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
         "torch": torch.__version__, "build_info": fs.build_info(), "copy_gbps": copy_gbps, "peaks_bit_pairs_per_s": peaks, "results": results,
+        "targets": targets,
         # Per-device kernel self-checks (None: the kernel passed and is used).
         "self_checks": {f"{kind} on cuda:{index}": why for (kind, index), why in getattr(cuda_backend, "_checks", {}).items()},
     }
