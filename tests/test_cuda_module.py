@@ -109,8 +109,8 @@ def test_pack_stream_kernel_layout_rules():
         with pytest.raises(ValueError, match="pack_signs: kernel 4 does not apply to this input"):
             _cuda.pack_signs(x, 0, sizes, strides, 0.0, 16, 0, 4)
     accepted = [(16, [3, 128], [128, 1]), (32, [2, 1, 3, 64], [192, 7, 64, 1]), (16, [5, 64], [64, 1])]
-    for x, sizes, strides in accepted:
-        with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):
+    for x, sizes, strides in accepted:  # get as far as a CUDA call, which fails without a GPU
+        with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cuda\w+ failed: cuda"):
             _cuda.pack_signs(x, 0, sizes, strides, 0.0, 16, 0, 4)
 
 

@@ -135,8 +135,13 @@ def test_cdist_kernels(monkeypatch, method, w, shape):
     if method != "popc" and cuda.mma_status(torch.device("cuda")) is not None:
         pytest.fail(f"binary tensor cores unusable: {cuda.mma_status(torch.device('cuda'))}")
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", method)
+    check_cuda_cdist(w, shape, make_gen("gpu-cdist", method, w, shape))
+
+
+def check_cuda_cdist(w: int, shape: tuple[int, int], gen: torch.Generator) -> None:
+    """The cuda backend's cdist (kernel as the environment forces it) against the
+    reference: all-ones and all-zero rows, a given out, a row slice of a."""
     n, m = shape
-    gen = make_gen("gpu-cdist", method, w, shape)
     a = torch.randint(-(2**63), 2**63 - 1, (n, w), generator=gen, dtype=torch.int64)
     b = torch.randint(-(2**63), 2**63 - 1, (m, w), generator=gen, dtype=torch.int64)
     a[: n // 3] = -1  # all-ones rows: distance counts up to 64 w
@@ -146,6 +151,8 @@ def test_cdist_kernels(monkeypatch, method, w, shape):
     out = torch.full((n, m), -7, dtype=torch.int32, device="cuda")
     fs.hamming_cdist(a.cuda(), b.cuda(), out=out, backend="cuda")
     same(out, want)
+    # Row blocks of a (as topk / radius take them; even w keeps 16-byte alignment).
+    same(fs.hamming_cdist(a.cuda()[n // 2 :], b.cuda(), backend="cuda"), want[n // 2 :])
 
 
 @needs_cuda_backend
@@ -154,26 +161,14 @@ def test_cdist_kernels(monkeypatch, method, w, shape):
 @pytest.mark.parametrize("shape", [(1, 1), (127, 129), (128, 256), (300, 517), (1000, 64)])
 def test_cdist_async_kernels(monkeypatch, method, w, shape):
     """The cp.async-pipelined tensor-core kernel, forced: one to nine K slices, ragged
-    last slices and tiles, all-ones and all-zero rows, a given out, row slices."""
+    last slices and tiles."""
     from fastspline.backends import cuda
 
     if (reason := cuda.mma_async_status(torch.device("cuda"))) is not None:
         pytest.fail(f"pipelined tensor-core kernel unusable: {reason}")
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", method)
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "async")
-    n, m = shape
-    gen = make_gen("gpu-cdist-async", method, w, shape)
-    a = torch.randint(-(2**63), 2**63 - 1, (n, w), generator=gen, dtype=torch.int64)
-    b = torch.randint(-(2**63), 2**63 - 1, (m, w), generator=gen, dtype=torch.int64)
-    a[: n // 3] = -1
-    b[: m // 4] = 0
-    want = fs.hamming_cdist(a, b, backend="reference")
-    same(fs.hamming_cdist(a.cuda(), b.cuda(), backend="cuda"), want)
-    out = torch.full((n, m), -7, dtype=torch.int32, device="cuda")
-    fs.hamming_cdist(a.cuda(), b.cuda(), out=out, backend="cuda")
-    same(out, want)
-    # Row blocks of a (as topk / radius take them) keep the 16-byte alignment.
-    same(fs.hamming_cdist(a.cuda()[n // 2 :], b.cuda(), backend="cuda"), want[n // 2 :])
+    check_cuda_cdist(w, shape, make_gen("gpu-cdist-async", method, w, shape))
 
 
 @needs_cuda_backend

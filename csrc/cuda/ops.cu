@@ -233,8 +233,6 @@ __global__ void __launch_bounds__(kThreads) pack_stream_kernel(const T* __restri
   }
 }
 
-int dtype_size(int dtype) { return dtype == 1 ? 8 : dtype == 0 ? 4 : 2; }
-
 int sm_count();
 
 // Blocks of kThreads threads that fit on all SMs at once.
@@ -848,6 +846,26 @@ int device_count() {
   return count;
 }
 
+// Launches pack kernel `variant` (1 rows, 3 columns, 4 stream) for element type T.
+template <typename T>
+void launch_pack(int variant, const void* x, const Lead& lead, int64_t n, int64_t stride_n, int64_t rows, float thr32,
+                 double thr64, u64* out, cudaStream_t s) {
+  const T* xt = static_cast<const T*>(x);
+  const int64_t words = rows * ((n + 63) / 64);
+  if (variant == 4) {
+    // One wave of resident blocks walks the input (equal shares, no partial last wave).
+    const int64_t total = rows * n;
+    const unsigned grid = std::min(grid_for(total * (int64_t)sizeof(T) / 16, kThreads * 8),
+                                   resident_grid(pack_stream_kernel<T, 8>));
+    pack_stream_kernel<T, 8><<<grid, kThreads, 0, s>>>(xt, total, thr32, thr64, reinterpret_cast<unsigned*>(out));
+  } else if (variant == 3) {
+    pack_columns_kernel<T><<<grid_for(words, kThreads), kThreads, 0, s>>>(xt, lead, n, stride_n, rows, thr32, thr64, out);
+  } else {
+    const unsigned grid = std::min((unsigned)sm_count() * 8, grid_for(words, kThreads / 32 * 8));
+    pack_rows_kernel<T, 8><<<grid, kThreads, 0, s>>>(xt, lead, n, stride_n, rows, thr32, thr64, out);
+  }
+}
+
 void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
                 double threshold, uint64_t* out, std::uintptr_t stream, int variant, bool allow_stream) {
   if (sizes.empty() || sizes.size() != strides.size() || sizes.size() > kMaxDims + 1)
@@ -881,46 +899,19 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
   if ((variant == 2 && !vec4_ok) || (variant == 3 && !columns_ok) || (variant == 4 && !stream_ok) || variant < 1 ||
       variant > 4)
     throw std::invalid_argument("pack_signs: kernel " + std::to_string(variant) + " does not apply to this input");
-  const unsigned resident = (unsigned)sm_count() * 8;  // blocks of the grid-walking kernels
-  if (variant == 4) {
-    const int64_t total = rows * n;
-    const unsigned want = grid_for(total * dtype_size(dtype) / 16, kThreads * 8);  // blocks with work
-    unsigned* o32 = reinterpret_cast<unsigned*>(out);
-    // One wave of resident blocks walks the input (equal shares, no partial last wave).
-#define FASTSPLINE_STREAM(T)                                                                              \
-  pack_stream_kernel<T, 8><<<std::min(want, resident_grid(pack_stream_kernel<T, 8>)), kThreads, 0, s>>>( \
-      (const T*)x, total, thr32, threshold, o32);
-    switch (dtype) {
-      case 0: FASTSPLINE_STREAM(float) break;
-      case 1: FASTSPLINE_STREAM(double) break;
-      case 2: FASTSPLINE_STREAM(__half) break;
-      case 3: FASTSPLINE_STREAM(__nv_bfloat16) break;
-      default: throw std::invalid_argument("pack_signs: unknown dtype code " + std::to_string(dtype));
-    }
-#undef FASTSPLINE_STREAM
-    check(cudaGetLastError(), "pack_stream_kernel launch");
-    return;
-  }
-  const unsigned grid =
-      variant == 3 ? grid_for(words, kThreads) : std::min(resident, grid_for(words, kThreads / 32 * 8));
   if (variant == 2) {
+    const unsigned grid = std::min((unsigned)sm_count() * 8, grid_for(words, kThreads / 32 * 8));
     pack_vec4_kernel<8><<<grid, kThreads, 0, s>>>((const float*)x, lead, n, rows, thr32, o);
     check(cudaGetLastError(), "pack_vec4_kernel launch");
     return;
   }
-#define FASTSPLINE_PACK(T)                                                                                           \
-  if (variant == 3)                                                                                                 \
-    pack_columns_kernel<T><<<grid, kThreads, 0, s>>>((const T*)x, lead, n, stride_n, rows, thr32, threshold, o);      \
-  else                                                                                                              \
-    pack_rows_kernel<T, 8><<<grid, kThreads, 0, s>>>((const T*)x, lead, n, stride_n, rows, thr32, threshold, o);
   switch (dtype) {
-    case 0: FASTSPLINE_PACK(float) break;
-    case 1: FASTSPLINE_PACK(double) break;
-    case 2: FASTSPLINE_PACK(__half) break;
-    case 3: FASTSPLINE_PACK(__nv_bfloat16) break;
+    case 0: launch_pack<float>(variant, x, lead, n, stride_n, rows, thr32, threshold, o, s); break;
+    case 1: launch_pack<double>(variant, x, lead, n, stride_n, rows, thr32, threshold, o, s); break;
+    case 2: launch_pack<__half>(variant, x, lead, n, stride_n, rows, thr32, threshold, o, s); break;
+    case 3: launch_pack<__nv_bfloat16>(variant, x, lead, n, stride_n, rows, thr32, threshold, o, s); break;
     default: throw std::invalid_argument("pack_signs: unknown dtype code " + std::to_string(dtype));
   }
-#undef FASTSPLINE_PACK
   check(cudaGetLastError(), "pack kernel launch");
 }
 
@@ -946,20 +937,26 @@ void hamming_total(const uint64_t* a, const uint64_t* b, int64_t n, int64_t* tot
   check(cudaGetLastError(), "hamming_total_kernel launch");
 }
 
+// gridDim.y is at most 65535: launch(first row, rows, grid y) for bands of 65535 row tiles.
+template <typename Launch>
+void for_row_bands(int64_t n, int64_t tile, Launch launch) {
+  const int64_t band = (int64_t)65535 * tile;
+  for (int64_t r = 0; r < n; r += band) {
+    const int64_t rows = std::min(band, n - r);
+    launch(r, rows, (unsigned)((rows + tile - 1) / tile));
+  }
+}
+
 void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out, int64_t ldo,
                    std::uintptr_t stream) {
   if (n == 0 || m == 0) return;
   const int64_t col_tiles = (m + kTile - 1) / kTile;
   if (col_tiles > 0x7fffffff) throw std::invalid_argument("hamming_cdist: b has too many rows for one grid");
-  // gridDim.y is at most 65535: launch row bands of 65535 tiles.
-  const int64_t band = (int64_t)65535 * kTile;
-  for (int64_t r = 0; r < n; r += band) {
-    const int64_t rows = std::min(band, n - r);
-    dim3 grid((unsigned)col_tiles, (unsigned)((rows + kTile - 1) / kTile));
-    cdist_kernel<<<grid, kThreads, 0, as_stream(stream)>>>(reinterpret_cast<const u64*>(a) + r * w, rows,
-                                                            reinterpret_cast<const u64*>(b), m, w, out + r * ldo, ldo);
+  for_row_bands(n, kTile, [&](int64_t r, int64_t rows, unsigned grid_y) {
+    cdist_kernel<<<dim3((unsigned)col_tiles, grid_y), kThreads, 0, as_stream(stream)>>>(
+        reinterpret_cast<const u64*>(a) + r * w, rows, reinterpret_cast<const u64*>(b), m, w, out + r * ldo, ldo);
     check(cudaGetLastError(), "cdist_kernel launch");
-  }
+  });
 }
 
 // Whether `kernel` can have `bytes` of dynamic shared memory (plus its 1 KB static) on
@@ -1005,11 +1002,9 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
       throw std::invalid_argument("hamming_cdist_mma: this device has too little shared memory for the cp.async kernel");
     use_async = false;
   }
-  const int64_t band = (int64_t)65535 * kMmaTile;
   cudaStream_t s = as_stream(stream);
-  for (int64_t r = 0; r < n; r += band) {
-    const int64_t rows = std::min(band, n - r);
-    dim3 grid((unsigned)col_tiles, (unsigned)((rows + kMmaTile - 1) / kMmaTile));
+  for_row_bands(n, kMmaTile, [&](int64_t r, int64_t rows, unsigned grid_y) {
+    const dim3 grid((unsigned)col_tiles, grid_y);
     const u64* ap = reinterpret_cast<const u64*>(a) + r * w;
     const u64* bp = reinterpret_cast<const u64*>(b);
     if (use_async) {
@@ -1025,7 +1020,7 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
         cdist_mma_kernel<false><<<grid, kThreads, 0, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo);
       check(cudaGetLastError(), "cdist_mma_kernel launch");
     }
-  }
+  });
 }
 
 void hamming_topk_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int k, int splits,
@@ -1038,15 +1033,12 @@ void hamming_topk_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m
     throw std::invalid_argument("hamming_topk_mma: this device has too little shared memory for the fused kernel");
   const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
   const int64_t cols_per_split = (col_tiles + splits - 1) / splits * kMmaTile;
-  const int64_t band = (int64_t)65535 * kMmaTile;
-  for (int64_t r = 0; r < n; r += band) {
-    const int64_t rows = std::min(band, n - r);
-    dim3 grid((unsigned)splits, (unsigned)((rows + kMmaTile - 1) / kMmaTile));
-    topk_mma_kernel<<<grid, kThreads, kTopkSmemBytes, as_stream(stream)>>>(
+  for_row_bands(n, kMmaTile, [&](int64_t r, int64_t rows, unsigned grid_y) {
+    topk_mma_kernel<<<dim3((unsigned)splits, grid_y), kThreads, kTopkSmemBytes, as_stream(stream)>>>(
         reinterpret_cast<const u64*>(a) + r * w, rows, reinterpret_cast<const u64*>(b), m, w, k, cols_per_split, splits,
         reinterpret_cast<long long*>(cand) + r * splits * k);
     check(cudaGetLastError(), "topk_mma_kernel launch");
-  }
+  });
 }
 
 void hamming_radius_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int r, int32_t* counts,
@@ -1062,10 +1054,8 @@ void hamming_radius_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t
     throw std::invalid_argument("hamming_radius_mma: this device has too little shared memory for the fused kernel");
   const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
   if (col_tiles > 0x7fffffff) throw std::invalid_argument("hamming_radius_mma: b has too many rows for one grid");
-  const int64_t band = (int64_t)65535 * kMmaTile;
-  for (int64_t r0 = 0; r0 < n; r0 += band) {
-    const int64_t rows = std::min(band, n - r0);
-    dim3 grid((unsigned)col_tiles, (unsigned)((rows + kMmaTile - 1) / kMmaTile));
+  for_row_bands(n, kMmaTile, [&](int64_t r0, int64_t rows, unsigned grid_y) {
+    const dim3 grid((unsigned)col_tiles, grid_y);
     const u64* ap = reinterpret_cast<const u64*>(a) + r0 * w;
     const u64* bp = reinterpret_cast<const u64*>(b);
     if (fill)
@@ -1075,7 +1065,7 @@ void hamming_radius_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t
       radius_mma_kernel<false><<<grid, kThreads, kTileSmemBytes, as_stream(stream)>>>(
           ap, rows, bp, m, w, r, r0, col_tiles, counts + r0 * col_tiles, nullptr, nullptr, nullptr, nullptr);
     check(cudaGetLastError(), "radius_mma_kernel launch");
-  }
+  });
 }
 
 int compute_capability() {
