@@ -84,7 +84,7 @@ def main() -> None:
     x = big.view(1 << 14, -1).normal_(generator=gen)
     pack_impls = [(n, None) for n in names]
     if "cuda" in names:
-        pack_impls += [("cuda", k) for k in ("rows", "vec4", "columns", "stream")]
+        pack_impls += [("cuda", k) for k in ("rows", "columns", "stream")]
 
     def time_pack(label: str, view: torch.Tensor, dim: int, want: torch.Tensor) -> None:
         for name, kernel in pack_impls:
@@ -104,6 +104,10 @@ def main() -> None:
             record("pack_signs", label, impl, times, gbps=gbps, fraction_of_copy=gbps / copy_gbps)
 
     time_pack("[16384, 16384] f32", x, -1, fs.pack_signs(x[:2].cpu(), backend="reference"))
+    # A width that is not whole words (an MLP layer of 1,000 units): rows padded to words.
+    x1000 = big.view(-1)[: 262144 * 1000].view(262144, 1000)
+    time_pack("[262144, 1000] f32", x1000, -1, fs.pack_signs(x1000[:2].cpu(), backend="reference"))
+    del x1000
     xh = x.view(1 << 14, -1)[:, : 1 << 13].to(torch.bfloat16)
     time_pack("[16384, 8192] bf16", xh, -1, fs.pack_signs(xh[:2].cpu(), backend="reference"))
     del xh

@@ -168,7 +168,7 @@ def test_pack_uses_stream_only_after_its_check(fake, monkeypatch):
     cuda.pack_signs(x, 0.0)
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "rows")
     cuda.pack_signs(x, 0.0)
-    assert fake.calls == [("pack", 0, True), ("pack", 0, False), ("pack", 1, False)]
+    assert fake.calls == [("pack", 0, True), ("pack", 0, False), ("pack", cuda.PACK_KERNELS["rows"], False)]
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "stream")
     with pytest.raises(RuntimeError, match="FASTSPLINE_CUDA_PACK=stream: the kernel is unavailable: disagreed"):
         cuda.pack_signs(x, 0.0)

@@ -94,24 +94,29 @@ def test_cdist_mma_staging_is_checked_before_any_cuda_call():
 @needs_nvcc
 @no_gpu
 def test_pack_stream_kernel_layout_rules():
-    """Kernel 4 (stream) takes only contiguous, 16-byte aligned inputs whose rows are
-    whole words; other layouts are refused by name before any CUDA call."""
+    """Kernel 3 (stream) takes rows of whole 16-byte vectors, 16-byte aligned, at one row
+    stride; other layouts are refused by name before any CUDA call."""
     from fastspline import _cuda
 
-    refused = [
-        (16, [3, 100], [100, 1]),  # n % 64 != 0
-        (16, [3, 128], [256, 1]),  # rows not back to back
-        (16, [3, 128], [1, 3]),  # packed dim strided
-        (24, [3, 128], [128, 1]),  # base not 16-byte aligned
-        (16, [2, 3, 128], [512, 128, 1]),  # outer dim not contiguous
+    refused = [  # (x, dtype code, sizes, strides)
+        (16, 0, [3, 102], [102, 1]),  # float32 rows not whole 16-byte vectors
+        (16, 2, [3, 100], [100, 1]),  # float16: 100 % 8 != 0
+        (16, 0, [3, 128], [130, 1]),  # row starts not 16-byte aligned
+        (16, 0, [3, 128], [1, 3]),  # packed dim strided
+        (24, 0, [3, 128], [128, 1]),  # base not 16-byte aligned
+        (16, 0, [2, 3, 128], [512, 128, 1]),  # leading dims do not collapse to one row stride
     ]
-    for x, sizes, strides in refused:
-        with pytest.raises(ValueError, match="pack_signs: kernel 4 does not apply to this input"):
-            _cuda.pack_signs(x, 0, sizes, strides, 0.0, 16, 0, 4)
-    accepted = [(16, [3, 128], [128, 1]), (32, [2, 1, 3, 64], [192, 7, 64, 1]), (16, [5, 64], [64, 1])]
-    for x, sizes, strides in accepted:  # get as far as a CUDA call, which fails without a GPU
+    for x, dtype, sizes, strides in refused:
+        with pytest.raises(ValueError, match="pack_signs: kernel 3 does not apply to this input"):
+            _cuda.pack_signs(x, dtype, sizes, strides, 0.0, 16, 0, 3)
+    accepted = [
+        (16, 0, [3, 128], [128, 1]), (16, 0, [3, 100], [100, 1]), (16, 0, [3, 128], [256, 1]),
+        (32, 1, [2, 1, 3, 64], [192, 7, 64, 1]), (16, 3, [5, 64], [64, 1]), (16, 0, [4, 3, 8], [24, 8, 1]),
+        (16, 0, [1, 40], [999, 1]),
+    ]
+    for x, dtype, sizes, strides in accepted:  # get as far as a CUDA call, which fails without a GPU
         with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cuda\w+ failed: cuda"):
-            _cuda.pack_signs(x, 0, sizes, strides, 0.0, 16, 0, 4)
+            _cuda.pack_signs(x, dtype, sizes, strides, 0.0, 16, 0, 3)
 
 
 @needs_nvcc
@@ -119,10 +124,10 @@ def test_kernel_choice_envs_are_validated(monkeypatch):
     from fastspline.backends import cuda
 
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "ballot")
-    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_PACK must be one of \('auto', 'rows', 'vec4', 'columns', 'stream'\), got 'ballot'"):
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_PACK must be one of \('auto', 'rows', 'columns', 'stream'\), got 'ballot'"):
         cuda.pack_kernel()
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "stream")
-    assert cuda.pack_kernel() == 4
+    assert cuda.pack_kernel() == 3
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "pipelined")
     with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_MMA_STAGING must be one of \('auto', 'sync', 'async'\), got 'pipelined'"):
         cuda.mma_staging(torch.device("cuda", 0))

@@ -1,9 +1,9 @@
 // fastspline CUDA kernels (first full set; correctness first, then speed).
-//   pack_signs     stream: a contiguous input with whole-word rows is one bit stream;
-//                  16-byte loads, V bits per vector ORed across 32 / V lanes by shuffles.
-//                  rows: one warp per output word, two __ballot_sync over 64 elements, 8
-//                  words per step with their loads issued together (a float4 variant,
-//                  vec4, is kept for timing). A strided packed dim with a contiguous
+//   pack_signs     stream: rows with 16-byte aligned starts at one stride (the common
+//                  activation layouts): 16-byte loads, V bits per vector ORed across
+//                  32 / V lanes by shuffles. rows: any other layout, one warp per output
+//                  word, two __ballot_sync over 64 elements, 8 words per step with their
+//                  loads issued together. A strided packed dim with a contiguous
 //                  neighbour (NCHW channels) takes one thread per word instead (columns),
 //                  the warp's threads on adjacent rows. Bandwidth-bound.
 //   unpack_bits    one thread per output bool. Bandwidth-bound.
@@ -73,6 +73,23 @@ __device__ inline int64_t row_offset(const Lead& lead, int64_t row) {
   return offset;
 }
 
+// The stride s with row r at r * s elements, when the leading dims collapse to one (dims
+// of size 1 ignored); -1 when they do not. n when there is at most one row.
+int64_t row_stride(const Lead& lead, int64_t n) {
+  int64_t s = -2, expect = 0;  // -2: no dim of size > 1 seen yet
+  for (int k = lead.ndim - 1; k >= 0; --k) {
+    if (lead.sizes[k] == 1) continue;
+    if (s == -2) {
+      s = lead.strides[k];
+      expect = s * lead.sizes[k];
+    } else {
+      if (lead.strides[k] != expect) return -1;
+      expect *= lead.sizes[k];
+    }
+  }
+  return s == -2 ? n : s;
+}
+
 // x > threshold as real numbers: float32/16 compare with the threshold rounded down to
 // float32 (exact for them), float64 with the float64 floor. False for NaN.
 __device__ inline bool above(float v, float thr32, double) { return v > thr32; }
@@ -120,64 +137,6 @@ __global__ void __launch_bounds__(kThreads) pack_rows_kernel(const T* __restrict
   }
 }
 
-// Bit l of a 16-bit value moved to bit 4 l of a 64-bit word.
-__device__ inline u64 spread4(unsigned bits) {
-  u64 v = bits & 0xFFFFull;
-  v = (v | (v << 24)) & 0x000000FF000000FFull;
-  v = (v | (v << 12)) & 0x000F000F000F000Full;
-  v = (v | (v << 6)) & 0x0303030303030303ull;
-  v = (v | (v << 3)) & 0x1111111111111111ull;
-  return v;
-}
-
-// Contiguous float32 rows, 16-byte aligned, n % 4 == 0: lane l loads the float4 of
-// elements 4 l .. 4 l + 3 of a 128-element group (two output words); ballot i holds
-// element 4 l + i in bit l, and the words interleave the four ballots (spread4).
-// kU groups per warp step.
-template <int kU>
-__global__ void __launch_bounds__(kThreads) pack_vec4_kernel(const float* __restrict__ x, Lead lead, int64_t n,
-                                                             int64_t rows, float thr32, u64* __restrict__ out) {
-  const int lane = threadIdx.x % 32;
-  const int64_t w = (n + 63) / 64, groups_per_row = (n + 127) / 128, groups = rows * groups_per_row;
-  const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
-  for (int64_t g0 = ((int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * kU; g0 < groups; g0 += warps * kU) {
-    int64_t r = g0 / groups_per_row, p = g0 % groups_per_row;
-    int64_t base = row_offset(lead, r);
-    float4 v[kU];
-    bool m[kU];
-    int64_t row_of[kU], group_of[kU];
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int64_t e = p * 128 + 4 * lane;
-      m[u] = g0 + u < groups && e < n;
-      row_of[u] = r;
-      group_of[u] = p;
-      v[u] = __ldg(reinterpret_cast<const float4*>(x + (m[u] ? base + e : 0)));
-      if (++p == groups_per_row && g0 + u + 1 < groups) {
-        p = 0;
-        base = row_offset(lead, ++r);
-      }
-    }
-    u64 mine = 0;
-    int64_t my_row = 0, my_word = w;  // my_word == w: nothing to write
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const unsigned b0 = __ballot_sync(kFull, m[u] && v[u].x > thr32);
-      const unsigned b1 = __ballot_sync(kFull, m[u] && v[u].y > thr32);
-      const unsigned b2 = __ballot_sync(kFull, m[u] && v[u].z > thr32);
-      const unsigned b3 = __ballot_sync(kFull, m[u] && v[u].w > thr32);
-      if (lane / 2 == u && g0 + u < groups) {
-        const int half = lane % 2, shift = 16 * half;
-        mine = spread4(b0 >> shift) | (spread4(b1 >> shift) << 1) | (spread4(b2 >> shift) << 2) |
-               (spread4(b3 >> shift) << 3);
-        my_row = row_of[u];
-        my_word = group_of[u] * 2 + half;
-      }
-    }
-    if (lane < 2 * kU && my_word < w) out[my_row * w + my_word] = mine;
-  }
-}
-
 // 16 bytes of T (V = 16 / sizeof(T) elements, the first in the lowest address) -> V bits.
 template <typename T>
 __device__ inline unsigned vector_bits(uint4 raw, float thr32, double thr64) {
@@ -201,34 +160,46 @@ __device__ inline unsigned vector_bits(uint4 raw, float thr32, double thr64) {
   return bits;
 }
 
-// A contiguous input whose rows are whole words (n % 64 == 0) is one bit stream: element
-// e is bit e % 64 of word e / 64. Lane l of a warp step loads 16-byte vectors v = v0 +
-// 32 u + l (u < kU, all loads issued first), turns each into V bits at bit V (v % kL) of
-// 32-bit output word v / kL (kL = 32 / V lanes share one), ORs them across those kL lanes
-// with shuffles, and the first of them stores it. Few instructions per byte.
-template <typename T, int kU>
-__global__ void __launch_bounds__(kThreads) pack_stream_kernel(const T* __restrict__ x, int64_t total, float thr32,
+// Rows of n elements with 16-byte aligned starts (n % V == 0, V = 16 / sizeof(T)), row r
+// at x + r * row_stride. Each row is padded to vpad = 64 w / V vectors (whole output
+// words), so over the padded stream p = r * vpad + j the output is one run of 32-bit
+// words: vector p's V bits go to bit V (p % kL) of word p / kL (kL = 32 / V lanes share
+// one), whatever the row. Lane l of a warp step takes p = p0 + 32 u + l (u < kU, all
+// loads issued first; vectors past a row's n elements load nothing and give 0 bits),
+// the kL lanes of a word OR their bits by shuffles and the first stores it. kDense:
+// n % 64 == 0 and row_stride == n, so p is the vector's own index (no division).
+template <typename T, int kU, bool kDense>
+__global__ void __launch_bounds__(kThreads) pack_stream_kernel(const T* __restrict__ x, int64_t rows, int64_t vr,
+                                                               int64_t vpad, int64_t row_stride, float thr32,
                                                                double thr64, unsigned* __restrict__ out) {
   constexpr int V = 16 / (int)sizeof(T), kL = 32 / V;
   const int lane = threadIdx.x % 32;
-  const int64_t vectors = total / V;  // total % 64 == 0: whole vectors, whole output words
+  const int64_t total = rows * vpad;
+  const bool narrow = total <= 0xffffffffll;  // 32-bit division suffices
   const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
-  const uint4* src = reinterpret_cast<const uint4*>(x);
-  for (int64_t v0 = ((int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * 32 * kU; v0 < vectors;
-       v0 += warps * 32 * kU) {
+  for (int64_t p0 = ((int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * 32 * kU; p0 < total;
+       p0 += warps * 32 * kU) {
     uint4 raw[kU];
+    bool has[kU];
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
-      const int64_t v = v0 + 32 * u + lane;
-      raw[u] = v < vectors ? __ldcs(src + v) : make_uint4(0, 0, 0, 0);  // streamed: read once
+      const int64_t p = p0 + 32 * u + lane;
+      const uint4* src = reinterpret_cast<const uint4*>(x) + p;
+      has[u] = p < total;
+      if (!kDense && has[u]) {
+        const int64_t r = narrow ? (int64_t)((unsigned)p / (unsigned)vpad) : p / vpad, j = p - r * vpad;
+        has[u] = j < vr;
+        src = reinterpret_cast<const uint4*>(x + r * row_stride) + j;
+      }
+      raw[u] = has[u] ? __ldcs(src) : make_uint4(0, 0, 0, 0);  // streamed: read once
     }
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
-      const int64_t v = v0 + 32 * u + lane;
-      unsigned word = v < vectors ? vector_bits<T>(raw[u], thr32, thr64) << (V * (lane % kL)) : 0u;
+      const int64_t p = p0 + 32 * u + lane;
+      unsigned word = has[u] ? vector_bits<T>(raw[u], thr32, thr64) << (V * (lane % kL)) : 0u;
 #pragma unroll
       for (int offset = 1; offset < kL; offset *= 2) word |= __shfl_xor_sync(kFull, word, offset);
-      if (lane % kL == 0 && v < vectors) out[v / kL] = word;
+      if (lane % kL == 0 && p < total) out[p / kL] = word;
     }
   }
 }
@@ -846,19 +817,25 @@ int device_count() {
   return count;
 }
 
-// Launches pack kernel `variant` (1 rows, 3 columns, 4 stream) for element type T.
+// Launches pack kernel `variant` (1 rows, 2 columns, 3 stream) for element type T.
 template <typename T>
 void launch_pack(int variant, const void* x, const Lead& lead, int64_t n, int64_t stride_n, int64_t rows, float thr32,
                  double thr64, u64* out, cudaStream_t s) {
   const T* xt = static_cast<const T*>(x);
   const int64_t words = rows * ((n + 63) / 64);
-  if (variant == 4) {
+  if (variant == 3) {
     // One wave of resident blocks walks the input (equal shares, no partial last wave).
-    const int64_t total = rows * n;
-    const unsigned grid = std::min(grid_for(total * (int64_t)sizeof(T) / 16, kThreads * 8),
-                                   resident_grid(pack_stream_kernel<T, 8>));
-    pack_stream_kernel<T, 8><<<grid, kThreads, 0, s>>>(xt, total, thr32, thr64, reinterpret_cast<unsigned*>(out));
-  } else if (variant == 3) {
+    constexpr int V = 16 / (int)sizeof(T);
+    const int64_t vr = n / V, vpad = (n + 63) / 64 * (64 / V), rs = row_stride(lead, n);
+    const unsigned want = grid_for(rows * vpad, kThreads * 8);
+    unsigned* o32 = reinterpret_cast<unsigned*>(out);
+    if (vpad == vr && (rs == n || rows == 1))
+      pack_stream_kernel<T, 8, true><<<std::min(want, resident_grid(pack_stream_kernel<T, 8, true>)), kThreads, 0, s>>>(
+          xt, rows, vr, vpad, n, thr32, thr64, o32);
+    else
+      pack_stream_kernel<T, 8, false><<<std::min(want, resident_grid(pack_stream_kernel<T, 8, false>)), kThreads, 0, s>>>(
+          xt, rows, vr, vpad, rs, thr32, thr64, o32);
+  } else if (variant == 2) {
     pack_columns_kernel<T><<<grid_for(words, kThreads), kThreads, 0, s>>>(xt, lead, n, stride_n, rows, thr32, thr64, out);
   } else {
     const unsigned grid = std::min((unsigned)sm_count() * 8, grid_for(words, kThreads / 32 * 8));
@@ -883,28 +860,18 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
   const float thr32 = round_down_to_float(threshold);
   cudaStream_t s = as_stream(stream);
   u64* o = reinterpret_cast<u64*>(out);
-  // Kernels: 1 rows (a warp per 8 words, ballots), 2 vec4 (float32 contiguous aligned
-  // rows), 3 columns (a strided packed dim with a contiguous neighbour, e.g. NCHW
-  // channels), 4 stream (contiguous, 16-byte aligned, n % 64 == 0: 16-byte loads).
-  // 0 picks stream where it applies (and allow_stream), else columns where it applies,
-  // else rows. On an H200 (before stream existed): 1 GiB float32 rows: rows 0.55 ms,
-  // vec4 0.60; NCHW channels: columns 0.37, rows 1.17.
+  // Kernels: 1 rows (a warp per 8 words, ballots; any layout), 2 columns (a strided packed
+  // dim with a contiguous neighbour, e.g. NCHW channels), 3 stream (16-byte loads; rows
+  // of whole 16-byte vectors, aligned, at one row stride). 0 picks stream where it applies
+  // (and allow_stream), else columns where it applies, else rows. On an H200 (before
+  // stream existed): 1 GiB float32 rows: rows 0.55 ms; NCHW channels: columns 0.37, rows 1.17.
   const bool columns_ok = stride_n != 1 && lead.ndim > 0 && lead.strides[lead.ndim - 1] == 1 && lead.sizes[lead.ndim - 1] > 1;
-  bool vec4_ok = dtype == 0 && stride_n == 1 && n % 4 == 0 && (reinterpret_cast<std::uintptr_t>(x) & 15) == 0;
-  for (int k = 0; k < lead.ndim; ++k) vec4_ok = vec4_ok && (lead.strides[k] % 4 == 0 || lead.sizes[k] == 1);
-  bool stream_ok = stride_n == 1 && n % 64 == 0 && (reinterpret_cast<std::uintptr_t>(x) & 15) == 0;
-  for (int64_t k = lead.ndim - 1, expect = n; k >= 0; expect *= lead.sizes[k], --k)
-    stream_ok = stream_ok && (lead.strides[k] == expect || lead.sizes[k] == 1);
-  if (variant == 0) variant = stream_ok && allow_stream ? 4 : columns_ok ? 3 : 1;
-  if ((variant == 2 && !vec4_ok) || (variant == 3 && !columns_ok) || (variant == 4 && !stream_ok) || variant < 1 ||
-      variant > 4)
+  const int64_t vec = dtype == 1 ? 2 : dtype == 0 ? 4 : 8, rs = row_stride(lead, n);
+  const bool stream_ok = stride_n == 1 && n % vec == 0 && (reinterpret_cast<std::uintptr_t>(x) & 15) == 0 &&
+                         rs >= 0 && rs % vec == 0;
+  if (variant == 0) variant = stream_ok && allow_stream ? 3 : columns_ok ? 2 : 1;
+  if ((variant == 2 && !columns_ok) || (variant == 3 && !stream_ok) || variant < 1 || variant > 3)
     throw std::invalid_argument("pack_signs: kernel " + std::to_string(variant) + " does not apply to this input");
-  if (variant == 2) {
-    const unsigned grid = std::min((unsigned)sm_count() * 8, grid_for(words, kThreads / 32 * 8));
-    pack_vec4_kernel<8><<<grid, kThreads, 0, s>>>((const float*)x, lead, n, rows, thr32, o);
-    check(cudaGetLastError(), "pack_vec4_kernel launch");
-    return;
-  }
   switch (dtype) {
     case 0: launch_pack<float>(variant, x, lead, n, stride_n, rows, thr32, threshold, o, s); break;
     case 1: launch_pack<double>(variant, x, lead, n, stride_n, rows, thr32, threshold, o, s); break;

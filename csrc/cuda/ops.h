@@ -19,9 +19,10 @@ int device_count();          // throws when there is no usable driver
 // Float dtypes numbered as in csrc/cpu/kernels.h: 0 float32, 1 float64, 2 float16, 3 bfloat16.
 // x: element (i_0..i_{d-1}) at x + sum(i_k * strides[k]) elements, d <= 8; the last dim is packed.
 // out: [prod(sizes[:-1]), ceil(sizes[-1]/64)] words.
-// variant: 0 auto; 1 rows, 2 vec4 (float32, contiguous, aligned, n % 4 == 0),
-// 3 columns (packed dim strided, innermost other dim contiguous), 4 stream (contiguous,
-// 16-byte aligned, n % 64 == 0); see ops.cu. allow_stream false: auto never picks 4.
+// variant: 0 auto; 1 rows (any layout), 2 columns (packed dim strided, innermost other dim
+// contiguous), 3 stream (packed dim contiguous, n and the row stride whole 16-byte
+// vectors, x 16-byte aligned, leading dims collapsing to one row stride); see ops.cu.
+// allow_stream false: auto never picks 3.
 void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
                 double threshold, uint64_t* out, std::uintptr_t stream, int variant = 0, bool allow_stream = true);
 // out: bool [rows, n_bits].

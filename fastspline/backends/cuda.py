@@ -159,11 +159,11 @@ def _words(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-PACK_KERNELS = {"auto": 0, "rows": 1, "vec4": 2, "columns": 3, "stream": 4}
+PACK_KERNELS = {"auto": 0, "rows": 1, "columns": 2, "stream": 3}
 
 
 def pack_kernel() -> int:
-    """``FASTSPLINE_CUDA_PACK`` (auto, rows, vec4, columns, stream) as the extension's
+    """``FASTSPLINE_CUDA_PACK`` (auto, rows, columns, stream) as the extension's
     code; a kernel that does not apply to an input raises ValueError (benchmarks and tests)."""
     return PACK_KERNELS[_env("FASTSPLINE_CUDA_PACK", PACK_KERNELS)]
 
@@ -183,15 +183,16 @@ def _pack(x: torch.Tensor, threshold: float, kernel: int, allow_stream: bool = T
 
 
 def pack_stream_status(device: torch.device) -> str | None:
-    """None when the ``stream`` pack kernel (16-byte loads over a contiguous input)
-    agrees with the ``rows`` kernel on ``device`` for every dtype, with NaN, +-inf,
-    +-0, values at the threshold and a ragged last step; else why not. Checked once
-    per device; auto packing uses ``stream`` only when this passes."""
+    """None when the ``stream`` pack kernel (16-byte loads) agrees with the ``rows``
+    kernel on ``device`` for every dtype, on whole-word and padded rows, a row-strided
+    view and a ragged last step, with NaN, +-inf, +-0 and values at the threshold;
+    else why not. Checked once per device; auto packing uses ``stream`` only when
+    this passes."""
 
     def check(index: int) -> str | None:
         gen = torch.Generator(device=f"cuda:{index}").manual_seed(2024)
         for dtype in _DTYPE_CODES:
-            for shape in ((3, 192), (37, 64), (2, 5, 4160)):
+            for shape in ((3, 192), (37, 64), (2, 5, 4160), (7, 104), (1, 8), (5, 200)):
                 x = torch.randn(shape, generator=gen, device=f"cuda:{index}").to(dtype)
                 flat = x.view(-1)
                 flat[:7] = float("nan")
@@ -200,9 +201,13 @@ def pack_stream_status(device: torch.device) -> str | None:
                 flat[11:13] = 0.0
                 flat[13:15] = -0.0
                 flat[15:40] = 0.25
-                for threshold in (0.0, 0.25, -0.5):
-                    if not torch.equal(_pack(x, threshold, 4), _pack(x, threshold, 1)):
-                        return f"stream pack kernel disagreed with the rows kernel ({dtype}, {shape}, threshold {threshold})"
+                views = (x, x[:, :96]) if shape == (5, 200) else (x,)  # rows 200 apart, 96 long
+                for v in views:
+                    for threshold in (0.0, 0.25, -0.5):
+                        stream = _pack(v, threshold, PACK_KERNELS["stream"])
+                        if not torch.equal(stream, _pack(v, threshold, PACK_KERNELS["rows"])):
+                            return (f"stream pack kernel disagreed with the rows kernel "
+                                    f"({dtype}, {tuple(v.shape)}, strides {v.stride()}, threshold {threshold})")
         return None
 
     return _self_check("stream pack kernel", device, check)
