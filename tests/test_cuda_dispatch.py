@@ -190,3 +190,20 @@ def test_search_and_staging_follow_their_checks(fake, monkeypatch):
     monkeypatch.setattr(cuda, "mma_async_status", lambda device: None)
     monkeypatch.delenv("FASTSPLINE_CUDA_MMA_STAGING")
     assert cuda.search_method(dev) == "fused" and cuda.mma_staging(dev) == 0
+
+
+def test_disable_switch_turns_kernels_off_without_running_their_checks(fake, monkeypatch):
+    monkeypatch.setattr(cuda, "_index", lambda device: 0)
+    ran = []
+    monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", "stream, fused")
+    reason = cuda._self_check("stream pack kernel", torch.device("cpu"), lambda i: ran.append(i), "stream")
+    assert reason == "disabled by FASTSPLINE_CUDA_DISABLE=stream, fused" and not ran
+    assert cuda._self_check("async", torch.device("cpu"), lambda i: ran.append(i), "async") is None and ran == [0]
+    monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", "stream,warp")
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_DISABLE takes names from \('mma', 'async', 'stream', 'fused'\), got \['warp'\]"):
+        cuda._self_check("stream pack kernel", torch.device("cpu"), lambda i: None, "stream")
+    monkeypatch.delenv("FASTSPLINE_CUDA_DISABLE")
+    x = torch.zeros(2, 64)
+    monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", "stream")
+    cuda.pack_signs(x, 0.0)  # auto: not the stream kernel
+    assert fake.calls[-1] == ("pack", 0, False)

@@ -58,9 +58,24 @@ class _Unsupported(str):
     """A reason a kernel is off that is the card's, not a failed check: no warning."""
 
 
-def _self_check(kind: str, device: torch.device, check) -> str | None:
+# FASTSPLINE_CUDA_DISABLE: comma-separated kernels never to use (mma, async, stream,
+# fused), e.g. to work around a driver fault; they count as unsupported, without a check.
+DISABLE_NAMES = ("mma", "async", "stream", "fused")
+
+
+def _disabled() -> set[str]:
+    names = {n.strip() for n in os.environ.get("FASTSPLINE_CUDA_DISABLE", "").split(",") if n.strip()}
+    if unknown := names - set(DISABLE_NAMES):
+        raise ValueError(f"FASTSPLINE_CUDA_DISABLE takes names from {DISABLE_NAMES}, got {sorted(unknown)}")
+    return names
+
+
+def _self_check(kind: str, device: torch.device, check, switch: str | None = None) -> str | None:
     """Run ``check(index)`` once per device (None: the kernel agrees; else why not) and
-    log a warning when a kernel is turned off by a failed check."""
+    log a warning when a kernel is turned off by a failed check. ``switch``: the
+    kernel's name in ``FASTSPLINE_CUDA_DISABLE`` (read on every call, not cached)."""
+    if switch is not None and switch in _disabled():
+        return f"disabled by FASTSPLINE_CUDA_DISABLE={os.environ['FASTSPLINE_CUDA_DISABLE']}"
     index = _index(device)
     key = (kind, index)
     if key not in _checks:
@@ -102,7 +117,7 @@ def mma_status(device: torch.device) -> str | None:
         shapes = ((200, 131, 13), (129, 257, 4), (1, 300, 1))
         return _compare_cdist(index, "mma-xor", 1, shapes) or _compare_cdist(index, "mma-and", 1, shapes)
 
-    return _self_check("binary tensor-core cdist", device, check)
+    return _self_check("binary tensor-core cdist", device, check, "mma")
 
 
 def mma_async_status(device: torch.device) -> str | None:
@@ -120,7 +135,7 @@ def mma_async_status(device: torch.device) -> str | None:
         except ValueError as exc:  # too little shared memory on this card
             return _Unsupported(str(exc))
 
-    return _self_check("pipelined (cp.async) tensor-core cdist", device, check)
+    return _self_check("pipelined (cp.async) tensor-core cdist", device, check, "async")
 
 
 def mma_staging(device: torch.device) -> int:
@@ -210,7 +225,7 @@ def pack_stream_status(device: torch.device) -> str | None:
                                     f"({dtype}, {tuple(v.shape)}, strides {v.stride()}, threshold {threshold})")
         return None
 
-    return _self_check("stream pack kernel", device, check)
+    return _self_check("stream pack kernel", device, check, "stream")
 
 
 def pack_signs(x: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -394,7 +409,7 @@ def search_status(device: torch.device) -> str | None:
             return _Unsupported(str(exc))
         return None
 
-    return _self_check("fused top-k / radius kernels", device, check)
+    return _self_check("fused top-k / radius kernels", device, check, "fused")
 
 
 def search_method(device: torch.device) -> str:
