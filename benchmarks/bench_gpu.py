@@ -95,6 +95,10 @@ def main() -> None:
                     got = fs.pack_signs(view[:2], dim, backend=name).cpu()
                 except ValueError:
                     continue  # this kernel does not take the layout
+                except RuntimeError as exc:  # e.g. the kernel failed its self-check
+                    print(f"pack_signs {label} {name} {kernel}: {exc}")
+                    results.append({"op": "pack_signs", "size": label, "implementation": f"{name} {kernel}", "error": str(exc)})
+                    continue
                 assert torch.equal(got, want), f"{name} {kernel} pack_signs differs"
                 times = cuda_time(lambda: fs.pack_signs(view, dim, backend=name), args.repeats)
             finally:
