@@ -280,16 +280,25 @@ def main() -> None:
                                     "ratios": {"vs_torch_trick": ratio}})
         del qa, db
 
-    # Bandwidth-bound word ops.
-    a = torch.randint(-(2**63), 2**63 - 1, (rows, n_bits // 64), generator=gen, device=device)
+    # Bandwidth-bound word ops on 1 GiB of codes (64 MiB with --quick); bytes moved =
+    # read + written, against the copy bandwidth (which also counts both).
+    a = torch.randint(-(2**63), 2**63 - 1, (rows * 128, n_bits // 64), generator=gen, device=device)
+    b = a.flip(0).contiguous()
+    small = a[: rows * 8]
+    size = f"{a.shape[0]}x{n_bits}b"
     for name in names:
-        for op, fn in (
-            ("hamming_total", lambda: fs.hamming_total(a, a.flip(0), backend=name)),
-            ("popcount", lambda: fs.popcount(a, backend=name)),
-            ("bit_transpose", lambda: fs.bit_transpose(a, n_bits, backend=name)),
+        for op, fn, moved in (
+            ("hamming_total", lambda: fs.hamming_total(a, b, backend=name), 2 * a.nbytes),
+            ("hamming", lambda: fs.hamming(a, b, backend=name), 2 * a.nbytes + 8 * a.shape[0]),
+            ("popcount", lambda: fs.popcount(a, backend=name), a.nbytes + 8 * a.shape[0]),
+            ("bit_transpose", lambda: fs.bit_transpose(a, n_bits, backend=name), 2 * a.nbytes),
+            ("unpack_bits", lambda: fs.unpack_bits(small, n_bits, backend=name), small.nbytes + small.shape[0] * n_bits),
         ):
             times = cuda_time(fn, args.repeats)
-            record(op, f"{rows}x{n_bits}b", name, times, gbps=a.nbytes * (2 if op == "hamming_total" else 1) / statistics.median(times) / 1e9)
+            gbps = moved / statistics.median(times) / 1e9
+            record(op, size if op != "unpack_bits" else f"{small.shape[0]}x{n_bits}b", name, times, gbps=gbps,
+                   fraction_of_copy=gbps / copy_gbps)
+    del a, b, small
 
     # The CUDA issue's targets, from this run's default (auto) choices.
     targets = []
