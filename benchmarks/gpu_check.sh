@@ -22,12 +22,12 @@ python3 -c "import fastspline, pprint; pprint.pprint(fastspline.build_info())" |
 # first: one that disagrees is turned off by the library itself; one that crashes the
 # process is turned off for the rest of this run (FASTSPLINE_CUDA_DISABLE) and fails it.
 disable=""
-for pair in async:mma_async_status stream:pack_stream_status fused:search_status; do
+for pair in async:mma_async_status stream:pack_stream_status fused:topk_status fused:radius_status; do
   name=${pair%%:*} check=${pair#*:}
   if ! timeout 120 python3 -c "import torch; from fastspline.backends import cuda
-print('self-check $name:', cuda.$check(torch.device('cuda')) or 'passed')"; then
+print('self-check $check:', cuda.$check(torch.device('cuda')) or 'passed')"; then
     echo "!! the $name kernel crashed its self-check: disabled for this run"
-    disable=${disable:+$disable,}$name
+    case ",$disable," in *",$name,"*) ;; *) disable=${disable:+$disable,}$name ;; esac
     status=1
   fi
 done

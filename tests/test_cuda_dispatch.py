@@ -111,9 +111,23 @@ def test_fused_topk_merges_split_candidates(fake, monkeypatch, sm_count, shape):
         want = fs.hamming_topk(a, b, k, backend="reference")
         assert got[0].dtype == torch.int32 and got[1].dtype == torch.int64
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    splits = {call[4] for call in fake.calls}
+    (splits,) = {call[4] for call in fake.calls}
     row_tiles, col_tiles = -(-n // 128), -(-m // 128)
-    assert splits == {max(1, min(col_tiles, -(-2 * sm_count // row_tiles)))}
+    per_range = -(-col_tiles // splits)
+    assert splits * per_range >= col_tiles > (splits - 1) * per_range  # no empty column range
+    assert splits >= min(col_tiles, -(-2 * sm_count // row_tiles)) // 2  # blocks for the SMs
+
+
+@pytest.mark.parametrize("splits", [1, 2, 5, 9])
+def test_fused_topk_with_forced_splits_including_empty_ranges(fake, monkeypatch, splits):
+    sms(monkeypatch, 1)
+    gen = make_gen("dispatch-topk-splits", splits)
+    a, b = random_words(40, 130, gen), random_words(600, 130, gen)  # 5 column tiles
+    b[::7] = b[3].clone()
+    for k in (1, 6, 32):
+        got = cuda._topk_fused(a, b, k, splits)
+        want = fs.hamming_topk(a, b, k, backend="reference")
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
 def test_fused_topk_with_no_rows(fake, monkeypatch):
@@ -175,21 +189,37 @@ def test_pack_uses_stream_only_after_its_check(fake, monkeypatch):
 
 
 def test_search_and_staging_follow_their_checks(fake, monkeypatch):
-    monkeypatch.setattr(cuda, "search_status", lambda device: "disagreed")
+    monkeypatch.setattr(cuda, "topk_status", lambda device: "disagreed")
+    monkeypatch.setattr(cuda, "radius_status", lambda device: None)
     monkeypatch.setattr(cuda, "mma_async_status", lambda device: "too little shared memory")
     dev = torch.device("cuda", 0)
-    assert cuda.search_method(dev) == "blocks"
+    assert cuda.search_method("topk", dev) == "blocks" and cuda.search_method("radius", dev) == "fused"
     assert cuda.mma_staging(dev) == 1
     monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", "fused")
-    with pytest.raises(RuntimeError, match="FASTSPLINE_CUDA_SEARCH=fused: the fused kernels are unavailable: disagreed"):
-        cuda.search_method(dev)
+    with pytest.raises(RuntimeError, match="FASTSPLINE_CUDA_SEARCH=fused: the fused topk kernel is unavailable: disagreed"):
+        cuda.search_method("topk", dev)
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "async")
     with pytest.raises(RuntimeError, match="MMA_STAGING=async: the pipelined kernel is unavailable: too little"):
         cuda.mma_staging(dev)
-    monkeypatch.setattr(cuda, "search_status", lambda device: None)
+    monkeypatch.setattr(cuda, "topk_status", lambda device: None)
     monkeypatch.setattr(cuda, "mma_async_status", lambda device: None)
     monkeypatch.delenv("FASTSPLINE_CUDA_MMA_STAGING")
-    assert cuda.search_method(dev) == "fused" and cuda.mma_staging(dev) == 0
+    assert cuda.search_method("topk", dev) == "fused" and cuda.mma_staging(dev) == 0
+
+
+def test_disabling_mma_turns_off_every_tensor_core_kernel_on_every_call(fake, monkeypatch):
+    """Cached passes of the pipelined, top-k and radius checks do not outlive
+    FASTSPLINE_CUDA_DISABLE=mma: they all run on the tensor cores."""
+    monkeypatch.setattr(cuda, "_index", lambda device: 0)
+    for kind in ("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "fused top-k kernel",
+                 "fused radius kernels"):
+        cuda._checks[(kind, 0)] = None  # all passed earlier
+    dev = torch.device("cuda", 0)
+    assert cuda.mma_async_status(dev) is None and cuda.topk_status(dev) is None and cuda.radius_status(dev) is None
+    monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", "mma")
+    for status in (cuda.mma_status, cuda.mma_async_status, cuda.topk_status, cuda.radius_status):
+        assert status(dev) == "disabled by FASTSPLINE_CUDA_DISABLE=mma"
+    assert cuda.search_method("topk", dev) == "blocks" and cuda.mma_staging(dev) == 1
 
 
 def test_disable_switch_turns_kernels_off_without_running_their_checks(fake, monkeypatch):

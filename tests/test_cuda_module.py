@@ -161,6 +161,6 @@ def test_search_method_env_is_validated(monkeypatch):
 
     monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", "heap")
     with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_SEARCH must be one of \('auto', 'fused', 'blocks'\), got 'heap'"):
-        cuda.search_method(torch.device("cuda", 0))
+        cuda.search_method("topk", torch.device("cuda", 0))
     monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", "blocks")
-    assert cuda.search_method(torch.device("cuda", 0)) == "blocks"
+    assert cuda.search_method("radius", torch.device("cuda", 0)) == "blocks"

@@ -191,8 +191,10 @@ def test_search_kernels(monkeypatch, method, w, shape):
     ties, all-equal rows, column splits, radius 0 and past every distance."""
     from fastspline.backends import cuda
 
-    if method == "fused" and (reason := cuda.search_status(torch.device("cuda"))) is not None:
-        pytest.fail(f"fused search kernels unusable: {reason}")
+    if method == "fused":
+        for status in (cuda.topk_status, cuda.radius_status):
+            if (reason := status(torch.device("cuda"))) is not None:
+                pytest.fail(f"{status.__name__}: fused kernel unusable: {reason}")
     monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", method)
     n, m = shape
     gen = make_gen("gpu-search", method, w, shape)

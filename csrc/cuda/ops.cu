@@ -206,13 +206,20 @@ __global__ void __launch_bounds__(kThreads) pack_stream_kernel(const T* __restri
 
 int sm_count();
 
-// Blocks of kThreads threads that fit on all SMs at once.
-template <typename Kernel>
-unsigned resident_grid(Kernel kernel) {
-  int per_sm = 0;
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0),
-        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-  return (unsigned)(std::max(1, per_sm) * sm_count());
+// Blocks of kThreads threads that fit on all SMs at once (cached per kernel and device).
+template <auto kernel>
+unsigned resident_grid() {
+  static int cached[64] = {};  // per kernel (one instantiation each) and device
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  if (device < 0 || device >= 64) device = 0;
+  if (cached[device] == 0) {
+    int per_sm = 0;
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0),
+          "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    cached[device] = std::max(1, per_sm);
+  }
+  return (unsigned)(cached[device] * sm_count());
 }
 
 int sm_count() {
@@ -338,6 +345,14 @@ __global__ void __launch_bounds__(kThreads) cdist_kernel(const u64* __restrict__
 
 // ------------------------------------------------------------------ all-pairs, binary tensor cores
 
+// Blocks per SM the big-shared-memory kernels aim for: two on sm_90 (228 KB per SM), one
+// on sm_80 (164 KB), where capping registers for a second block would only spill.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define FASTSPLINE_BIG_SMEM_BLOCKS 1
+#else
+#define FASTSPLINE_BIG_SMEM_BLOCKS 2
+#endif
+
 constexpr int kMmaTile = 128;                  // rows of A and of B per block
 constexpr int kMmaChunks = 2;                  // 256-bit K chunks per shared-memory slice
 constexpr int kMmaWords = kMmaChunks * 4;      // u64 words per row per slice
@@ -388,11 +403,14 @@ __device__ __forceinline__ void mma_tile(const u64* __restrict__ a, int64_t n, c
       *reinterpret_cast<u64*>(&Bs[row * kMmaStride + 2 * kk]) = vb;
     }
     __syncthreads();
-    if (!kXor) {
-      const unsigned* src = threadIdx.x < kMmaTile ? As : Bs;
-      const int row = threadIdx.x % kMmaTile;
+    if (!kXor) {  // 16-byte reads of my row (80-byte rows): no bank conflicts
+      const uint4* src = reinterpret_cast<const uint4*>((threadIdx.x < kMmaTile ? As : Bs) +
+                                                        (threadIdx.x % kMmaTile) * kMmaStride);
 #pragma unroll
-      for (int q = 0; q < kMmaWords * 2; ++q) pop += __popc(src[row * kMmaStride + q]);
+      for (int q = 0; q < kMmaWords / 2; ++q) {
+        const uint4 v = src[q];
+        pop += __popc(v.x) + __popc(v.y) + __popc(v.z) + __popc(v.w);
+      }
     }
 #pragma unroll
     for (int c = 0; c < kMmaChunks; ++c) {
@@ -509,7 +527,7 @@ __device__ inline void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
 #endif
 
 template <bool kXor>
-__global__ void __launch_bounds__(kThreads, 2) cdist_mma_async_kernel(const u64* __restrict__ a, int64_t n,
+__global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_mma_async_kernel(const u64* __restrict__ a, int64_t n,
                                                                       const u64* __restrict__ b, int64_t m, int64_t w,
                                                                       int32_t* __restrict__ out, int64_t ldo) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -649,7 +667,7 @@ __device__ __forceinline__ long long warp_sort(long long v, int lane) {
 // k-th best so far, else sorted and merged (min of the list and the reversed chunk, then a
 // bitonic merge). The first k of each list go to cand[row][s][0..k); the caller merges the
 // splits. Needs m < 2^31.
-__global__ void __launch_bounds__(kThreads, 2) topk_mma_kernel(const u64* __restrict__ a, int64_t n,
+__global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) topk_mma_kernel(const u64* __restrict__ a, int64_t n,
                                                             const u64* __restrict__ b, int64_t m, int64_t w, int k,
                                                             int64_t cols_per_split, int splits,
                                                             long long* __restrict__ cand) {
@@ -663,8 +681,9 @@ __global__ void __launch_bounds__(kThreads, 2) topk_mma_kernel(const u64* __rest
   const int64_t r0 = (int64_t)blockIdx.y * kMmaTile;
   const int64_t c_begin = (int64_t)blockIdx.x * cols_per_split, c_end = min(m, c_begin + cols_per_split);
   for (int e = threadIdx.x; e < kMmaTile * kTopkMaxK; e += kThreads) lists[e] = kNoKey;
+  __syncthreads();  // lists are read by other warps (also when this split has no columns)
   for (int64_t c0 = c_begin; c0 < c_end; c0 += kMmaTile) {
-    tile_to_shared(a, n, b, m, w, r0, c0, smem, pop_a, pop_b);  // its barriers order the list init
+    tile_to_shared(a, n, b, m, w, r0, c0, smem, pop_a, pop_b);
     for (int lr = warp * 16; lr < warp * 16 + 16; ++lr) {
       long long* list = lists + lr * kTopkMaxK;
 #pragma unroll
@@ -830,10 +849,10 @@ void launch_pack(int variant, const void* x, const Lead& lead, int64_t n, int64_
     const unsigned want = grid_for(rows * vpad, kThreads * 8);
     unsigned* o32 = reinterpret_cast<unsigned*>(out);
     if (vpad == vr && (rs == n || rows == 1))
-      pack_stream_kernel<T, 8, true><<<std::min(want, resident_grid(pack_stream_kernel<T, 8, true>)), kThreads, 0, s>>>(
+      pack_stream_kernel<T, 8, true><<<std::min(want, resident_grid<pack_stream_kernel<T, 8, true>>()), kThreads, 0, s>>>(
           xt, rows, vr, vpad, n, thr32, thr64, o32);
     else
-      pack_stream_kernel<T, 8, false><<<std::min(want, resident_grid(pack_stream_kernel<T, 8, false>)), kThreads, 0, s>>>(
+      pack_stream_kernel<T, 8, false><<<std::min(want, resident_grid<pack_stream_kernel<T, 8, false>>()), kThreads, 0, s>>>(
           xt, rows, vr, vpad, rs, thr32, thr64, o32);
   } else if (variant == 2) {
     pack_columns_kernel<T><<<grid_for(words, kThreads), kThreads, 0, s>>>(xt, lead, n, stride_n, rows, thr32, thr64, out);

@@ -126,9 +126,10 @@ def mma_async_status(device: torch.device) -> str | None:
     both variants agree with the popc kernel over several K slices, ragged ones
     included), else why not. Checked once per device."""
 
+    if (reason := mma_status(device)) is not None:  # every call: FASTSPLINE_CUDA_DISABLE=mma
+        return reason
+
     def check(index: int) -> str | None:
-        if (reason := mma_status(device)) is not None:
-            return _Unsupported(reason)  # warned about (or expected) already
         shapes = ((200, 131, 40), (129, 257, 2), (300, 140, 64), (1, 129, 34))
         try:
             return _compare_cdist(index, "mma-and", 2, shapes) or _compare_cdist(index, "mma-xor", 2, shapes)
@@ -322,14 +323,20 @@ def _topk_blocks(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor
     return dist, index
 
 
-def _topk_fused(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _topk_splits(n: int, m: int, sms: int) -> int:
+    """Column ranges for the fused top-k: enough blocks for every SM twice when there are
+    few row tiles, each range whole 128-column tiles and none empty."""
+    row_tiles, col_tiles = -(-n // 128), -(-m // 128)
+    splits = max(1, min(col_tiles, -(-2 * sms // row_tiles)))
+    return -(-col_tiles // -(-col_tiles // splits))  # tiles per range, then ranges that use them
+
+
+def _topk_fused(a: torch.Tensor, b: torch.Tensor, k: int, splits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     n, m, w = a.shape[0], b.shape[0], a.shape[1]
     if n == 0:
         return torch.empty(0, k, dtype=torch.int32, device=a.device), torch.empty(0, k, dtype=torch.int64, device=a.device)
-    # Enough blocks for every SM twice: split the columns when there are few row tiles.
-    sms = torch.cuda.get_device_properties(a.device).multi_processor_count
-    row_tiles, col_tiles = -(-n // 128), -(-m // 128)
-    splits = max(1, min(col_tiles, -(-2 * sms // row_tiles)))
+    if splits is None:
+        splits = _topk_splits(n, m, torch.cuda.get_device_properties(a.device).multi_processor_count)
     cand = torch.empty(n, splits, k, dtype=torch.int64, device=a.device)
     with torch.cuda.device(a.device):
         _cuda.hamming_topk_mma(a.data_ptr(), n, b.data_ptr(), m, w, k, splits, cand.data_ptr(), _stream(a))
@@ -383,25 +390,49 @@ def _radius_fused(a: torch.Tensor, b: torch.Tensor, r: int) -> tuple[torch.Tenso
     return _cat_pairs(rows, cols, dists, a.device)
 
 
-def search_status(device: torch.device) -> str | None:
-    """None when the fused top-k and radius kernels are usable on ``device`` (the
-    tensor cores pass :func:`mma_status`, the card has the shared memory, and both
-    agree with the row-block path on ties, ragged tiles, split columns, empty
-    results and radii past every distance), else why not. Checked once per device."""
+def topk_status(device: torch.device) -> str | None:
+    """None when the fused top-k kernel is usable on ``device`` (the tensor cores pass
+    :func:`mma_status`, the card has the shared memory, and it agrees with the row-block
+    path on ties, all-equal rows, ragged tiles, several tiles per column range, empty
+    ranges and one range per tile), else why not. Checked once per device."""
+    if (reason := mma_status(device)) is not None:
+        return reason
 
     def check(index: int) -> str | None:
-        if (reason := mma_status(device)) is not None:
-            return _Unsupported(reason)
         gen = torch.Generator(device=f"cuda:{index}").manual_seed(777)
-        cases = ((200, 300, 3, 5), (129, 1000, 1, 32), (1, 129, 17, 1), (300, 4100, 2, 7), (130, 50, 4, 32), (70, 500, 2, 32))
+        cases = ((200, 300, 3, 5, None), (129, 1000, 1, 32, None), (1, 129, 17, 1, None), (300, 4100, 2, 7, None),
+                 (130, 50, 4, 32, None), (70, 500, 2, 32, None), (200, 600, 3, 5, 1), (200, 600, 3, 5, 3),
+                 (200, 600, 3, 12, 7))  # splits 7 over 5 tiles: two empty ranges
         try:
-            for n, m, w, k in cases:
+            for n, m, w, k, splits in cases:
                 a, b = _random_words((n, w), gen, index), _random_words((m, w), gen, index)
                 b[::3] = b[0]  # ties
                 if m == 500:
                     b[:] = b[0]  # every distance equal: the order is the index order
-                if not all(torch.equal(x, y) for x, y in zip(_topk_fused(a, b, k), _topk_blocks(a, b, k))):
-                    return f"fused top-k disagreed with the row-block path ({n}x{m}x{w} words, k={k})"
+                got, want = _topk_fused(a, b, k, splits), _topk_blocks(a, b, k)
+                if not all(torch.equal(x, y) for x, y in zip(got, want)):
+                    return f"fused top-k disagreed with the row-block path ({n}x{m}x{w} words, k={k}, splits={splits})"
+        except ValueError as exc:  # too little shared memory on this card
+            return _Unsupported(str(exc))
+        return None
+
+    return _self_check("fused top-k kernel", device, check, "fused")
+
+
+def radius_status(device: torch.device) -> str | None:
+    """None when the fused radius kernels are usable on ``device`` (as for
+    :func:`topk_status`: radius 0, in between and past every distance, ties, ragged
+    tiles), else why not. Checked once per device."""
+    if (reason := mma_status(device)) is not None:
+        return reason
+
+    def check(index: int) -> str | None:
+        gen = torch.Generator(device=f"cuda:{index}").manual_seed(778)
+        try:
+            for n, m, w in ((200, 300, 3), (129, 1000, 1), (1, 129, 17), (300, 4100, 2), (130, 50, 4)):
+                a, b = _random_words((n, w), gen, index), _random_words((m, w), gen, index)
+                b[::3] = b[0]
+                b[1] = a[0]  # a pair at distance 0
                 for r in (0, 32 * w - 4, 64 * w):
                     if not all(torch.equal(x, y) for x, y in zip(_radius_fused(a, b, r), _radius_blocks(a, b, r))):
                         return f"fused radius disagreed with the row-block path ({n}x{m}x{w} words, r={r})"
@@ -409,31 +440,31 @@ def search_status(device: torch.device) -> str | None:
             return _Unsupported(str(exc))
         return None
 
-    return _self_check("fused top-k / radius kernels", device, check, "fused")
+    return _self_check("fused radius kernels", device, check, "fused")
 
 
-def search_method(device: torch.device) -> str:
-    """``FASTSPLINE_CUDA_SEARCH`` (auto, fused, blocks) resolved for ``device``: auto is
-    fused where :func:`search_status` passes."""
+def search_method(op: str, device: torch.device) -> str:
+    """``FASTSPLINE_CUDA_SEARCH`` (auto, fused, blocks) resolved for ``op`` ("topk" or
+    "radius") on ``device``: auto is fused where that kernel's check passes."""
     method = _env("FASTSPLINE_CUDA_SEARCH", SEARCH_METHODS)
     if method == "blocks":
         return method
-    reason = search_status(device)
+    reason = topk_status(device) if op == "topk" else radius_status(device)
     if method == "fused" and reason is not None:
-        raise RuntimeError(f"FASTSPLINE_CUDA_SEARCH=fused: the fused kernels are unavailable: {reason}")
+        raise RuntimeError(f"FASTSPLINE_CUDA_SEARCH=fused: the fused {op} kernel is unavailable: {reason}")
     return "fused" if reason is None else "blocks"
 
 
 def hamming_topk(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = _words(a), _words(b)
-    if k <= _TOPK_FUSED_MAX_K and b.shape[0] < 2**31 and search_method(a.device) == "fused":
+    if k <= _TOPK_FUSED_MAX_K and b.shape[0] < 2**31 and search_method("topk", a.device) == "fused":
         return _topk_fused(a, b, k)
     return _topk_blocks(a, b, k)
 
 
 def hamming_radius(a: torch.Tensor, b: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     a, b = _words(a), _words(b)
-    if a.shape[0] and b.shape[0] and r < 2**31 and search_method(a.device) == "fused":
+    if a.shape[0] and b.shape[0] and r < 2**31 and search_method("radius", a.device) == "fused":
         return _radius_fused(a, b, r)
     return _radius_blocks(a, b, r)
 
