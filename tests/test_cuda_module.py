@@ -86,9 +86,12 @@ def test_cdist_mma_staging_is_checked_before_any_cuda_call():
     for a, w in ((16, 3), (24, 2)):  # odd w; a misaligned by 8 bytes
         with pytest.raises(ValueError, match="cp.async kernel needs an even word count and 16-byte aligned rows"):
             _cuda.hamming_cdist_mma(a, 4, 16, 4, w, 16, 4, False, 0, 2)
-    # Accepted layouts get as far as the device query, which fails without a GPU.
-    with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):
+    with pytest.raises(ValueError, match="the cp.async AND kernel needs a workspace of n \\+ m int64"):
         _cuda.hamming_cdist_mma(16, 4, 32, 4, 2, 16, 4, False, 0, 2)
+    # Accepted layouts get as far as the device query, which fails without a GPU.
+    for use_xor, workspace in ((False, 64), (True, 0)):
+        with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):
+            _cuda.hamming_cdist_mma(16, 4, 32, 4, 2, 16, 4, use_xor, 0, 2, workspace)
 
 
 @needs_nvcc

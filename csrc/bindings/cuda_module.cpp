@@ -72,12 +72,13 @@ PYBIND11_MODULE(_cuda, m) {
   m.def(
       "hamming_cdist_mma",
       [](std::uintptr_t a, int64_t n, std::uintptr_t b, int64_t mm, int64_t w, std::uintptr_t out, int64_t ldo,
-         bool use_xor, std::uintptr_t stream, int staging) {
+         bool use_xor, std::uintptr_t stream, int staging, std::uintptr_t workspace) {
         hamming_cdist_mma(ptr<const uint64_t>(a, n * w, "a"), n, ptr<const uint64_t>(b, mm * w, "b"), mm, w,
-                          ptr<int32_t>(out, n * mm, "out"), ldo, use_xor, staging, stream);
+                          ptr<int32_t>(out, n * mm, "out"), ldo, use_xor, staging, stream,
+                          ptr<int64_t>(workspace, 0, "workspace"));
       },
       py::arg("a"), py::arg("n"), py::arg("b"), py::arg("m"), py::arg("w"), py::arg("out"), py::arg("ldo"),
-      py::arg("use_xor"), py::arg("stream"), py::arg("staging") = 0, gil());
+      py::arg("use_xor"), py::arg("stream"), py::arg("staging") = 0, py::arg("workspace") = 0, gil());
   m.def(
       "hamming_topk_mma",
       [](std::uintptr_t a, int64_t n, std::uintptr_t b, int64_t mm, int64_t w, int k, int splits, std::uintptr_t cand,

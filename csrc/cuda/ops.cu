@@ -505,6 +505,8 @@ __global__ void __launch_bounds__(kThreads) cdist_mma_kernel(const u64* __restri
 // (its 8x8 b16 fragment is the b1 one: lane 4 g + t holds row g, bits 32 t .. 32 t + 31 of
 // a 128-bit row piece). Rows of kAsyncStride u32 (144 bytes): ldmatrix and the cp.async
 // stores hit distinct banks. Needs w even and 16-byte aligned a and b (the launcher checks).
+// kXor false: the row popcounts come from pops_a / pops_b (hamming_rows_kernel beforehand),
+// so the main loop's shared-memory reads are the fragments alone.
 constexpr int kAsyncWords = 16;                   // u64 words per row per slice
 constexpr int kAsyncChunks = kAsyncWords / 4;     // 256-bit MMA K chunks per slice
 constexpr int kAsyncStride = kAsyncWords * 2 + 4; // u32 per shared-memory row
@@ -527,9 +529,9 @@ __device__ inline void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
 #endif
 
 template <bool kXor>
-__global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_mma_async_kernel(const u64* __restrict__ a, int64_t n,
-                                                                      const u64* __restrict__ b, int64_t m, int64_t w,
-                                                                      int32_t* __restrict__ out, int64_t ldo) {
+__global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_mma_async_kernel(
+    const u64* __restrict__ a, int64_t n, const u64* __restrict__ b, int64_t m, int64_t w, int32_t* __restrict__ out,
+    int64_t ldo, const int64_t* __restrict__ pops_a, const int64_t* __restrict__ pops_b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   extern __shared__ __align__(16) unsigned char dyn_smem[];
   unsigned* smem = reinterpret_cast<unsigned*>(dyn_smem);
@@ -556,7 +558,12 @@ __global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_mm
   };
 
   int acc[4][4][4] = {};
-  int pop = 0;  // kXor false: popcount of row threadIdx.x % 128 of A (threads < 128) or of B
+  if (!kXor) {  // row popcounts, counted beforehand (pops_a / pops_b): none in the main loop
+    const int64_t row = (threadIdx.x < kMmaTile ? r0 : c0) + threadIdx.x % kMmaTile;
+    const bool valid = row < (threadIdx.x < kMmaTile ? n : m);
+    (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] =
+        valid ? (int)(threadIdx.x < kMmaTile ? pops_a : pops_b)[row] : 0;
+  }
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < slices) load(s);
@@ -574,8 +581,6 @@ __global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_mm
     if (s + kStages - 1 < slices) load(s + kStages - 1);
     asm volatile("cp.async.commit_group;\n" ::);
     const unsigned* stage = smem + (s % kStages) * kStageU32;
-    const uint4* my_row = reinterpret_cast<const uint4*>(
-        stage + (threadIdx.x < kMmaTile ? 0 : kMmaTile * kAsyncStride) + (threadIdx.x % kMmaTile) * kAsyncStride);
     const unsigned a_base = smem_addr(stage + a_row * kAsyncStride + a_u32);
     const unsigned b_base = smem_addr(stage + (kMmaTile + b_row) * kAsyncStride + b_u32);
 #pragma unroll
@@ -596,20 +601,10 @@ __global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_mm
       for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int j = 0; j < 4; ++j) mma_b1<kXor>(acc[i][j], fa[i], fb[j]);
-      if (!kXor) {  // this chunk's 256 bits of my row of A or B
-#pragma unroll
-        for (int p = 0; p < 2; ++p) {
-          const uint4 v = my_row[2 * c + p];
-          pop += __popc(v.x) + __popc(v.y) + __popc(v.z) + __popc(v.w);
-        }
-      }
     }
   }
   asm volatile("cp.async.wait_group 0;\n" ::);
-  if (!kXor) {
-    (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] = pop;
-    __syncthreads();
-  }
+  __syncthreads();  // publishes pop_a / pop_b (also when there was no slice)
   tile_results<kXor>(acc, pop_a, pop_b, StorePair{out, ldo, r0, c0, n, m});
 #endif
 }
@@ -969,7 +964,7 @@ bool async_smem_ready() {
 }
 
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
-                       int64_t ldo, bool use_xor, int staging, std::uintptr_t stream) {
+                       int64_t ldo, bool use_xor, int staging, std::uintptr_t stream, int64_t* workspace) {
   if (staging < 0 || staging > 2)
     throw std::invalid_argument("hamming_cdist_mma: staging must be 0 (auto), 1 (sync) or 2 (cp.async)");
   if (n == 0 || m == 0) return;
@@ -980,24 +975,35 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
                         (reinterpret_cast<std::uintptr_t>(b) & 15) == 0;
   if (staging == 2 && !async_ok)
     throw std::invalid_argument("hamming_cdist_mma: the cp.async kernel needs an even word count and 16-byte aligned rows");
+  if (staging == 2 && !use_xor && workspace == nullptr)
+    throw std::invalid_argument("hamming_cdist_mma: the cp.async AND kernel needs a workspace of n + m int64");
   // Auto: cp.async from two slices up (2,048+ bits); shorter codes are bound by writing the
   // output, where the synchronous kernel (more blocks per SM) measured 75% of the roofline.
-  bool use_async = staging == 2 || (staging == 0 && async_ok && w >= 2 * kAsyncWords);
+  bool use_async = staging == 2 || (staging == 0 && async_ok && w >= 2 * kAsyncWords && (use_xor || workspace));
   if (use_async && !async_smem_ready()) {
     if (staging == 2)
       throw std::invalid_argument("hamming_cdist_mma: this device has too little shared memory for the cp.async kernel");
     use_async = false;
   }
   cudaStream_t s = as_stream(stream);
+  if (use_async && !use_xor) {  // row popcounts first: the AND kernel adds them in its epilogue
+    hamming_rows_kernel<<<grid_for(n, kThreads / 32), kThreads, 0, s>>>(reinterpret_cast<const u64*>(a), nullptr, n, w,
+                                                                      workspace);
+    hamming_rows_kernel<<<grid_for(m, kThreads / 32), kThreads, 0, s>>>(reinterpret_cast<const u64*>(b), nullptr, m, w,
+                                                                      workspace + n);
+    check(cudaGetLastError(), "hamming_rows_kernel launch (row popcounts)");
+  }
   for_row_bands(n, kMmaTile, [&](int64_t r, int64_t rows, unsigned grid_y) {
     const dim3 grid((unsigned)col_tiles, grid_y);
     const u64* ap = reinterpret_cast<const u64*>(a) + r * w;
     const u64* bp = reinterpret_cast<const u64*>(b);
     if (use_async) {
       if (use_xor)
-        cdist_mma_async_kernel<true><<<grid, kThreads, kAsyncSmemBytes, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo);
+        cdist_mma_async_kernel<true><<<grid, kThreads, kAsyncSmemBytes, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo,
+                                                                             nullptr, nullptr);
       else
-        cdist_mma_async_kernel<false><<<grid, kThreads, kAsyncSmemBytes, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo);
+        cdist_mma_async_kernel<false><<<grid, kThreads, kAsyncSmemBytes, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo,
+                                                                              workspace + r, workspace + n);
       check(cudaGetLastError(), "cdist_mma_async_kernel launch");
     } else {
       if (use_xor)

@@ -37,10 +37,11 @@ void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, i
 // The same on binary tensor cores (sm_80+ only: the caller checks compute_capability()):
 // mma.sync b1 with .xor.popc (use_xor) or .and.popc and row popcounts.
 // staging: 0 auto, 1 synchronous shared-memory loads, 2 a cp.async pipeline (w even,
-// a and b 16-byte aligned, enough shared memory: else invalid_argument); auto takes 2
-// from 2,048-bit codes where it applies.
+// a and b 16-byte aligned, enough shared memory, and for AND a workspace of n + m int64
+// for row popcounts: else invalid_argument); auto takes 2 from 2,048-bit codes where it
+// applies.
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
-                       int64_t ldo, bool use_xor, int staging, std::uintptr_t stream);
+                       int64_t ldo, bool use_xor, int staging, std::uintptr_t stream, int64_t* workspace = nullptr);
 // Fused top-k on binary tensor cores (sm_80+): for 1 <= k <= 32, cand [n, splits, k] gets
 // each row's k smallest keys (distance << 32 | index of b) over each of `splits` column
 // ranges, ascending (0x7fff... where a range has fewer than k columns); the caller merges
