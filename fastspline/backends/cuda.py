@@ -291,7 +291,7 @@ def _cdist(
                         staging = mma_staging(a.device)
                     # The pipelined AND kernel takes row popcounts counted beforehand (n + m int64).
                     pops = None
-                    if method == "mma-and" and staging != 1 and a.shape[1] % 2 == 0:
+                    if method == "mma-and" and a.shape[1] % 2 == 0 and (staging == 2 or (staging == 0 and a.shape[1] >= 32)):
                         pops = torch.empty(a.shape[0] + b.shape[0], dtype=torch.int64, device=a.device)
                     _cuda.hamming_cdist_mma(
                         *args, method == "mma-xor", _stream(a), staging, 0 if pops is None else pops.data_ptr()
