@@ -60,6 +60,7 @@ import _setup  # noqa: F401  (fastspline: installed, else this checkout)
 import fastspline
 from fastspline._files import atomic_write_json
 from machine import cpu_info
+from shared import random_bn_vgg_features
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 METHODS = ("forward", "codes", "float")
@@ -72,20 +73,7 @@ VGG_CFG = (64, 64, "M", 128, 128, "M", 256, 256, "M")
 
 
 def vgg(seed: int) -> nn.Sequential:
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    channels = 3
-    for item in VGG_CFG:
-        if item == "M":
-            layers.append(nn.MaxPool2d(2))
-            continue
-        bn = nn.BatchNorm2d(item)
-        with torch.no_grad():  # eval-mode statistics that are not the identity
-            bn.running_mean.copy_(torch.randn(item, generator=gen) * 0.1)
-            bn.running_var.copy_(torch.rand(item, generator=gen) + 0.5)
-        layers += [nn.Conv2d(channels, item, 3, padding=1, bias=False), bn, nn.ReLU(inplace=True)]
-        channels = item
+    layers, channels = random_bn_vgg_features(VGG_CFG, seed)
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * 4 * 4, 10)).eval()
 
 

@@ -59,6 +59,7 @@ import fastspline
 from fastspline import distributed
 from fastspline._files import atomic_write_json
 from machine import cpu_info
+from shared import random_bn_vgg_features
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 VGG_CFG = (32, 32, "M", 64, 64, "M", 128, 128, "M")
@@ -66,20 +67,7 @@ CONFIGS = (("1 process x 2 threads", 1, 2, False), ("1 rank x 1 thread", 1, 1, T
 
 
 def model_of(seed: int) -> nn.Sequential:
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    channels = 3
-    for item in VGG_CFG:
-        if item == "M":
-            layers.append(nn.MaxPool2d(2))
-            continue
-        bn = nn.BatchNorm2d(item)
-        with torch.no_grad():  # eval-mode statistics that are not the identity
-            bn.running_mean.copy_(torch.randn(item, generator=gen) * 0.1)
-            bn.running_var.copy_(torch.rand(item, generator=gen) + 0.5)
-        layers += [nn.Conv2d(channels, item, 3, padding=1, bias=False), bn, nn.ReLU(inplace=True)]
-        channels = item
+    layers, channels = random_bn_vgg_features(VGG_CFG, seed)
     head = [nn.Flatten(), nn.Linear(channels * 4 * 4, 256), nn.ReLU(inplace=True), nn.Linear(256, 10)]
     return nn.Sequential(*layers, *head).eval()
 

@@ -36,7 +36,6 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +47,11 @@ import fastspline
 from fastspline import data, models, ops, train
 from fastspline._files import atomic_write_json
 from machine import cpu_info
+from shared import median_time
 from fastspline.codes import codes
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WINDOW = 3
-
-
-def median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, list[float]]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), times
 
 
 # ---------------------------------------------------------------- the authors' detection

@@ -27,11 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -41,19 +37,9 @@ import fastspline
 from fastspline import models, pruning
 from fastspline._files import atomic_write_json
 from machine import cpu_info
+from shared import median_time
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
-
-def median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, list[float]]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), times
 
 
 def float_peer(model: torch.nn.Module, probe: torch.Tensor, ratio: float) -> list[int]:
