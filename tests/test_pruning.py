@@ -302,12 +302,16 @@ def test_plain_models_are_found_and_masked_but_not_rebuilt() -> None:
 # ---------------------------------------------------------------- the greedy against an oracle
 
 
+def _oracle_distances(bits: np.ndarray, complement: bool) -> np.ndarray:
+    """All-pairs Hamming distances of 0/1 rows; with ``complement``, to a row or its complement."""
+    d = (bits[:, None, :] != bits[None, :, :]).sum(2)
+    return np.minimum(d, bits.shape[1] - d) if complement else d
+
+
 def _greedy_oracle(bits: np.ndarray, importance: np.ndarray, floor: int, complement: bool) -> list[tuple[int, int, int]]:
     """Closest pair on the full distance matrix, recomputed every step."""
     n, length = bits.shape
-    d = (bits[:, None, :] != bits[None, :, :]).sum(2)
-    if complement:
-        d = np.minimum(d, length - d)
+    d = _oracle_distances(bits, complement)
     alive = list(range(n))
     out = []
     while len(alive) > floor:
@@ -458,9 +462,7 @@ def test_merge_error_removes_a_constant_unit_first() -> None:
 def _merge_error_oracle(bits: np.ndarray, spread: np.ndarray, floor: int, complement: bool) -> list[tuple[int, int, int]]:
     """Smallest spread x distance to the nearest alive unit, recomputed every step."""
     n, length = bits.shape
-    d = (bits[:, None, :] != bits[None, :, :]).sum(2)
-    if complement:
-        d = np.minimum(d, length - d)
+    d = _oracle_distances(bits, complement)
     alive = list(range(n))
     out = []
     while len(alive) > floor:
