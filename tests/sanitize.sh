@@ -4,7 +4,9 @@
 # one is untouched), preloads the sanitizer runtimes (Python is not instrumented),
 # first checks that a planted out-of-bounds write IS reported (so this step can
 # fail), then runs the op and property tests on the cpu backend, every ISA.
-# Fails on any sanitizer report. ~1 minute on 2 cores.
+# Then the CUDA kernels' code in the SIMT emulator (tests/test_cuda_sim.py), built with
+# the same sanitizers: out-of-bounds reads of the inputs by any kernel show up here.
+# Fails on any sanitizer report. ~3 minutes on 2 cores.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 asan=$(gcc -print-file-name=libasan.so)
@@ -42,3 +44,6 @@ _C.popcount(a.data_ptr(), 100, 2, out.data_ptr(), 1)
 fi
 echo "sanitize.sh: canary reported as expected; running the cpu op tests under ASan + UBSan"
 python -m pytest "$root/tests/test_ops.py" "$root/tests/test_properties.py" -q -p no:cacheprovider -k cpu
+echo "sanitize.sh: the CUDA kernels in the SIMT emulator under ASan + UBSan"
+FASTSPLINE_SIM_SANITIZE=1 FASTSPLINE_SIM_BUILD_DIR="$work/sim" python -m pytest "$root/tests/test_cuda_sim.py" -q \
+  -p no:cacheprovider -k "cdist_kernels or pack_kernels or word_ops or (fused_search and forward)"

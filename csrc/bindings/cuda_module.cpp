@@ -25,7 +25,11 @@ T* ptr(std::uintptr_t address, int64_t count, const char* what) {
 
 }  // namespace
 
-PYBIND11_MODULE(_cuda, m) {
+#ifndef FASTSPLINE_CUDA_MODULE  // tests/cuda_sim.py builds the same bindings as _cuda_sim
+#define FASTSPLINE_CUDA_MODULE _cuda
+#endif
+
+PYBIND11_MODULE(FASTSPLINE_CUDA_MODULE, m) {
   m.doc() = "fastspline CUDA kernels";
   using namespace fastspline::cuda;
   using gil = py::call_guard<py::gil_scoped_release>;

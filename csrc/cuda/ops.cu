@@ -21,9 +21,13 @@
 //                  1,024-bit K slices and ldmatrix (cdist_mma_async_kernel).
 //   bit_transpose  one warp per 64x64 bit block: 64 pairs of ballots.
 // 64-bit indexing throughout.
+#ifdef FASTSPLINE_CUDA_SIM  // the CPU emulator of tests/cuda_sim.py
+#include "sim/cuda_sim.h"
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -55,6 +59,12 @@ unsigned grid_for(int64_t work_items, int items_per_block) {
   const int64_t blocks = (work_items + items_per_block - 1) / items_per_block;
   return (unsigned)std::max<int64_t>(1, std::min<int64_t>(blocks, 1 << 20));  // grid-stride loops cover the rest
 }
+
+#ifdef FASTSPLINE_CUDA_SIM
+#define FASTSPLINE_DYNAMIC_SMEM(name) unsigned char* name = sim::dynamic_smem()
+#else
+#define FASTSPLINE_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
 
 // ------------------------------------------------------------------ pack / unpack
 
@@ -358,7 +368,10 @@ constexpr int kMmaChunks = 2;                  // 256-bit K chunks per shared-me
 constexpr int kMmaWords = kMmaChunks * 4;      // u64 words per row per slice
 constexpr int kMmaStride = kMmaChunks * 8 + 4; // u32 per row in shared memory (+4: no bank conflicts)
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(FASTSPLINE_CUDA_SIM)
+template <bool kXor>
+__device__ inline void mma_b1(int (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) { sim::mma_b1(kXor, d, a, b); }
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 template <bool kXor>
 __device__ inline void mma_b1(int (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
   if constexpr (kXor) {
@@ -514,12 +527,24 @@ constexpr int kStages = 3;
 constexpr int kStageU32 = 2 * kMmaTile * kAsyncStride;  // A then B
 constexpr int kAsyncSmemBytes = kStages * kStageU32 * 4;  // 110,592
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(FASTSPLINE_CUDA_SIM)
+__device__ inline unsigned smem_addr(const void* p) { return sim::smem_addr(p); }
+__device__ inline void cp_async16(unsigned dst, const void* src, bool valid) { sim::cp_async16(dst, src, valid); }
+__device__ inline void cp_async_commit() { sim::cp_async_commit(); }
+template <int kPending>
+__device__ inline void cp_async_wait() { sim::cp_async_wait(kPending); }
+__device__ inline void ldmatrix_x4(unsigned (&r)[4], unsigned addr) { sim::ldmatrix_x4(r, addr); }
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 __device__ inline unsigned smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
 
 __device__ inline void cp_async16(unsigned dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
 }
+
+__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int kPending>  // waits until at most kPending committed groups are in flight
+__device__ inline void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending)); }
 
 __device__ inline void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -533,7 +558,7 @@ __global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_mm
     const u64* __restrict__ a, int64_t n, const u64* __restrict__ b, int64_t m, int64_t w, int32_t* __restrict__ out,
     int64_t ldo, const int64_t* __restrict__ pops_a, const int64_t* __restrict__ pops_b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  extern __shared__ __align__(16) unsigned char dyn_smem[];
+  FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
   unsigned* smem = reinterpret_cast<unsigned*>(dyn_smem);
   __shared__ int pop_a[kMmaTile], pop_b[kMmaTile];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -567,7 +592,7 @@ __global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_mm
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < slices) load(s);
-    asm volatile("cp.async.commit_group;\n" ::);
+    cp_async_commit();
   }
   // ldmatrix row addresses of this lane: A matrix q = lane / 8 is rows (q % 2) * 8 .. + 7 of
   // an m16 tile, bytes (q / 2) * 16 of a 256-bit chunk (a0..a3); B matrices are the low and
@@ -576,10 +601,10 @@ __global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_mm
   const int a_row = wm + (q % 2) * 8 + r8, a_u32 = (q / 2) * 4;
   const int b_row = wn + (q / 2) * 8 + r8, b_u32 = (q % 2) * 4;
   for (int s = 0; s < slices; ++s) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 2));
+    cp_async_wait<kStages - 2>();
     __syncthreads();  // slice s is in; everyone is done with slice s - 1's stage
     if (s + kStages - 1 < slices) load(s + kStages - 1);
-    asm volatile("cp.async.commit_group;\n" ::);
+    cp_async_commit();
     const unsigned* stage = smem + (s % kStages) * kStageU32;
     const unsigned a_base = smem_addr(stage + a_row * kAsyncStride + a_u32);
     const unsigned b_base = smem_addr(stage + (kMmaTile + b_row) * kAsyncStride + b_u32);
@@ -603,7 +628,7 @@ __global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_mm
         for (int j = 0; j < 4; ++j) mma_b1<kXor>(acc[i][j], fa[i], fb[j]);
     }
   }
-  asm volatile("cp.async.wait_group 0;\n" ::);
+  cp_async_wait<0>();
   __syncthreads();  // publishes pop_a / pop_b (also when there was no slice)
   tile_results<kXor>(acc, pop_a, pop_b, StorePair{out, ldo, r0, c0, n, m});
 #endif
@@ -667,7 +692,7 @@ __global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) topk_mma
                                                             int64_t cols_per_split, int splits,
                                                             long long* __restrict__ cand) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  extern __shared__ __align__(16) unsigned char dyn_smem[];
+  FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
   unsigned char* smem = dyn_smem;
   __shared__ int pop_a[kMmaTile], pop_b[kMmaTile];
   long long* lists = reinterpret_cast<long long*>(smem + kTileSmemBytes);
@@ -721,7 +746,7 @@ __global__ void __launch_bounds__(kThreads) radius_mma_kernel(const u64* __restr
                                                               int64_t* __restrict__ oi, int64_t* __restrict__ oj,
                                                               int32_t* __restrict__ od) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  extern __shared__ __align__(16) unsigned char dyn_smem[];
+  FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
   unsigned char* smem = dyn_smem;
   __shared__ int pop_a[kMmaTile], pop_b[kMmaTile];
   const int* dist = reinterpret_cast<const int*>(smem);

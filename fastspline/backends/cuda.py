@@ -87,12 +87,17 @@ def _self_check(kind: str, device: torch.device, check, switch: str | None = Non
     return _checks[key]
 
 
+def _check_device(index: int) -> torch.device:
+    """Where the self-checks make their inputs (tests/test_cuda_sim.py: the CPU)."""
+    return torch.device("cuda", index)
+
+
 def _random_words(shape: tuple[int, int], gen: torch.Generator, index: int) -> torch.Tensor:
-    return torch.randint(-(2**63), 2**63 - 1, shape, generator=gen, device=f"cuda:{index}", dtype=torch.int64)
+    return torch.randint(-(2**63), 2**63 - 1, shape, generator=gen, device=_check_device(index), dtype=torch.int64)
 
 
 def _compare_cdist(index: int, method: str, staging: int, shapes) -> str | None:
-    gen = torch.Generator(device=f"cuda:{index}").manual_seed(12345)
+    gen = torch.Generator(device=_check_device(index)).manual_seed(12345)
     for n, m, w in shapes:
         a, b = _random_words((n, w), gen, index), _random_words((m, w), gen, index)
         a[: n // 4] = -1  # all-ones rows: the largest distances and popcounts
@@ -206,10 +211,10 @@ def pack_stream_status(device: torch.device) -> str | None:
     this passes."""
 
     def check(index: int) -> str | None:
-        gen = torch.Generator(device=f"cuda:{index}").manual_seed(2024)
+        gen = torch.Generator(device=_check_device(index)).manual_seed(2024)
         for dtype in _DTYPE_CODES:
             for shape in ((3, 192), (37, 64), (2, 5, 4160), (7, 104), (1, 8), (5, 200)):
-                x = torch.randn(shape, generator=gen, device=f"cuda:{index}").to(dtype)
+                x = torch.randn(shape, generator=gen, device=_check_device(index)).to(dtype)
                 flat = x.view(-1)
                 flat[:7] = float("nan")
                 flat[7:9] = float("inf")
@@ -405,7 +410,7 @@ def topk_status(device: torch.device) -> str | None:
         return reason
 
     def check(index: int) -> str | None:
-        gen = torch.Generator(device=f"cuda:{index}").manual_seed(777)
+        gen = torch.Generator(device=_check_device(index)).manual_seed(777)
         cases = ((200, 300, 3, 5, None), (129, 1000, 1, 32, None), (1, 129, 17, 1, None), (300, 4100, 2, 7, None),
                  (130, 50, 4, 32, None), (70, 500, 2, 32, None), (200, 600, 3, 5, 1), (200, 600, 3, 5, 3),
                  (200, 600, 3, 12, 7))  # splits 7 over 5 tiles: two empty ranges
@@ -433,7 +438,7 @@ def radius_status(device: torch.device) -> str | None:
         return reason
 
     def check(index: int) -> str | None:
-        gen = torch.Generator(device=f"cuda:{index}").manual_seed(778)
+        gen = torch.Generator(device=_check_device(index)).manual_seed(778)
         try:
             for n, m, w in ((200, 300, 3), (129, 1000, 1), (1, 129, 17), (300, 4100, 2), (130, 50, 4)):
                 a, b = _random_words((n, w), gen, index), _random_words((m, w), gen, index)

@@ -1,0 +1,589 @@
+// A SIMT emulator for csrc/cuda/ops.cu on the CPU (tests only; see tests/cuda_sim.py).
+//
+// ops.cu compiled with FASTSPLINE_CUDA_SIM includes this header instead of the CUDA ones,
+// and tests/cuda_sim.py rewrites its `kernel<<<grid, block, smem, stream>>>(args)` launches
+// into sim::launch(grid, block, smem, stream)(kernel, args). Each block then runs as one
+// fiber per CUDA thread (ucontext, one OS thread); a fiber runs until it reaches a
+// collective and waits there until every thread it needs has arrived:
+//   __syncthreads        all threads of the block (a thread that has exited is an error);
+//   __shfl_*_sync, __ballot_sync, __syncwarp, mma.sync, ldmatrix
+//                        all 32 lanes of the warp (full masks only; lanes at different
+//                        collectives are an error: divergence).
+// cp.async copies are deferred to the cp.async.wait_group that covers them (or done at
+// issue, FASTSPLINE_SIM_CP_ASYNC=early), so a read before the wait, or a write that lands
+// too early, shows up. mma.sync b1 and ldmatrix follow the fragment layouts of the PTX ISA.
+// Shared memory (dynamic) is poisoned at each block's start. The order in which threads
+// run between collectives is FASTSPLINE_SIM_SCHEDULE=forward|reverse|random:<seed>, so
+// a missing barrier changes results under some order. Errors (deadlock, divergence,
+// out-of-range shared addresses, a launch over its shared-memory limit) are thrown as
+// std::runtime_error from the launch. One launch at a time (a global lock).
+#pragma once
+
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define FASTSPLINE_SIM_ASAN 1
+#endif
+
+#define __CUDA_ARCH__ 900
+#define CUDART_VERSION 13000
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __shared__ static  // one block runs at a time: function statics are its shared memory
+#define __restrict__ __restrict
+
+// ------------------------------------------------------------------ vector and float types
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+struct alignas(8) int2 {
+  int x, y;
+};
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+inline int2 make_int2(int x, int y) { return {x, y}; }
+
+struct __half {
+  unsigned short bits;
+};
+struct __nv_bfloat16 {
+  unsigned short bits;
+};
+inline __half __ushort_as_half(unsigned short b) { return {b}; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short b) { return {b}; }
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline double __hiloint2double(int hi, int lo) {
+  const uint64_t u = ((uint64_t)(unsigned)hi << 32) | (unsigned)lo;
+  double d;
+  std::memcpy(&d, &u, 8);
+  return d;
+}
+inline float __half2float(__half h) {  // IEEE binary16 -> binary32, exact
+  const unsigned sign = (h.bits >> 15) & 1u, exp = (h.bits >> 10) & 0x1fu, frac = h.bits & 0x3ffu;
+  float mag;
+  if (exp == 0) mag = std::ldexp((float)frac, -24);
+  else if (exp == 31) mag = frac ? __builtin_nanf("") : __builtin_inff();
+  else mag = std::ldexp((float)(frac | 0x400u), (int)exp - 25);
+  return sign ? -mag : mag;
+}
+inline float __bfloat162float(__nv_bfloat16 h) { return __uint_as_float((unsigned)h.bits << 16); }
+
+inline int __popc(unsigned v) { return __builtin_popcount(v); }
+inline int __popcll(unsigned long long v) { return __builtin_popcountll(v); }
+template <typename T>
+inline T __ldg(const T* p) { return *p; }
+template <typename T>
+inline T __ldcs(const T* p) { return *p; }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {  // one thread runs at a time
+  const unsigned long long old = *p;
+  *p = old + v;
+  return old;
+}
+using std::max;
+using std::min;
+
+// ------------------------------------------------------------------ runtime API (one fake device)
+
+using cudaError_t = int;
+using cudaStream_t = void*;
+constexpr cudaError_t cudaSuccess = 0;
+enum cudaDeviceAttr {
+  cudaDevAttrMultiProcessorCount,
+  cudaDevAttrComputeCapabilityMajor,
+  cudaDevAttrComputeCapabilityMinor,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin
+};
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
+
+namespace sim {
+
+inline int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+inline int sm_count() { return std::max(1, env_int("FASTSPLINE_SIM_SMS", 2)); }
+constexpr int kOptinSmem = 232448;  // H100 / H200: 227 KB per block
+constexpr int kDefaultSmem = 48 * 1024;
+inline std::map<const void*, int>& smem_optin() {
+  static std::map<const void*, int> m;
+  return m;
+}
+
+}  // namespace sim
+
+inline cudaError_t cudaGetDevice(int* d) { return *d = 0, cudaSuccess; }
+inline cudaError_t cudaGetDeviceCount(int* c) { return *c = 1, cudaSuccess; }
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+inline const char* cudaGetErrorName(cudaError_t) { return "cudaErrorSim"; }
+inline const char* cudaGetErrorString(cudaError_t) { return "simulator error"; }
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int) {
+  switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *v = sim::sm_count(); break;
+    case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = sim::kOptinSmem; break;
+  }
+  return cudaSuccess;
+}
+inline cudaError_t cudaFuncSetAttribute(const void* kernel, cudaFuncAttribute, int bytes) {
+  if (bytes > sim::kOptinSmem) throw std::runtime_error("sim: cudaFuncSetAttribute over the opt-in shared memory");
+  sim::smem_optin()[kernel] = bytes;
+  return cudaSuccess;
+}
+template <typename K>
+inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, K, int, size_t) {
+  return *n = 1, cudaSuccess;
+}
+
+// ------------------------------------------------------------------ fibers
+
+namespace sim {
+
+constexpr int kWarp = 32;
+constexpr size_t kStack = 256 * 1024;
+
+enum class State { Ready, Barrier, Warp, Done };
+enum class Op { None, Shfl, Ballot, SyncWarp, Mma, Ldmatrix };
+
+struct Copy {
+  uint32_t dst;
+  const void* src;
+  bool valid;
+};
+
+struct Fiber {
+  ucontext_t ctx;
+  dim3 tid;
+  int linear = 0;
+  State state = State::Ready;
+  Op op = Op::None;
+  void* record = nullptr;
+  std::vector<Copy> pending;
+  std::deque<std::vector<Copy>> groups;
+  void* fake_stack = nullptr;
+};
+
+struct Runtime {
+  std::mutex lock;
+  std::vector<char> stacks;
+  std::vector<Fiber> fibers;
+  Fiber* current = nullptr;
+  ucontext_t sched;
+  dim3 grid, block, block_idx;
+  std::vector<unsigned char> dyn;  // dynamic shared memory
+  size_t dyn_bytes = 0;
+  int barrier_arrived = 0;
+  std::vector<int> warp_arrived;
+  std::function<void()> body;
+  std::string error;
+  bool early_copies = false;
+  // ASan fiber bookkeeping
+  const void* sched_bottom = nullptr;
+  size_t sched_size = 0;
+  void* sched_fake = nullptr;
+};
+
+inline Runtime& rt() {
+  static Runtime r;
+  return r;
+}
+
+[[noreturn]] inline void fail(const std::string& what) { throw std::runtime_error("sim: " + what); }
+
+inline char* stack_of(const Fiber& f) { return rt().stacks.data() + (size_t)f.linear * kStack; }
+
+// Fiber -> scheduler.
+inline void yield() {
+  Runtime& r = rt();
+  Fiber* f = r.current;
+#ifdef FASTSPLINE_SIM_ASAN
+  __sanitizer_start_switch_fiber(f->state == State::Done ? nullptr : &f->fake_stack, r.sched_bottom, r.sched_size);
+#endif
+  swapcontext(&f->ctx, &r.sched);
+#ifdef FASTSPLINE_SIM_ASAN
+  __sanitizer_finish_switch_fiber(f->fake_stack, &r.sched_bottom, &r.sched_size);
+#endif
+}
+
+inline void entry() {
+  Runtime& r = rt();
+#ifdef FASTSPLINE_SIM_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &r.sched_bottom, &r.sched_size);
+#endif
+  try {
+    r.body();
+  } catch (const std::exception& e) {
+    if (r.error.empty()) r.error = e.what();
+  }
+  r.current->state = State::Done;
+  yield();  // never resumed
+}
+
+// Scheduler -> fiber f.
+inline void resume(Fiber& f) {
+  Runtime& r = rt();
+  r.current = &f;
+#ifdef FASTSPLINE_SIM_ASAN
+  __sanitizer_start_switch_fiber(&r.sched_fake, stack_of(f), kStack);
+#endif
+  swapcontext(&r.sched, &f.ctx);
+#ifdef FASTSPLINE_SIM_ASAN
+  __sanitizer_finish_switch_fiber(r.sched_fake, nullptr, nullptr);
+#endif
+  r.current = nullptr;
+}
+
+inline std::string where(const Fiber& f) {
+  const Runtime& r = rt();
+  return "block (" + std::to_string(r.block_idx.x) + "," + std::to_string(r.block_idx.y) + ") thread " +
+         std::to_string(f.linear);
+}
+
+inline void perform(const Copy& c) {
+  Runtime& r = rt();
+  if ((c.dst & 15u) != 0 || (size_t)c.dst + 16 > r.dyn_bytes) fail("cp.async to a bad shared address");
+  if (c.valid) std::memcpy(r.dyn.data() + c.dst, c.src, 16);
+  else std::memset(r.dyn.data() + c.dst, 0, 16);
+}
+
+inline void run_block(const std::vector<int>& order, bool shuffle, std::mt19937& rng) {
+  Runtime& r = rt();
+  const int threads = (int)r.fibers.size();
+  std::vector<int> ord = order;
+  for (;;) {
+    if (shuffle) std::shuffle(ord.begin(), ord.end(), rng);
+    bool progress = false;
+    int done = 0;
+    for (int i : ord) {
+      Fiber& f = r.fibers[i];
+      if (f.state == State::Done) {
+        ++done;
+        continue;
+      }
+      if (f.state != State::Ready) continue;
+      resume(f);
+      progress = true;
+      if (!r.error.empty()) fail(where(f) + ": " + r.error);
+    }
+    if (done == threads) return;
+    if (!progress) {  // everyone waits: find out where
+      std::string at;
+      for (const Fiber& f : r.fibers)
+        if (f.state == State::Warp || f.state == State::Barrier) {
+          at = where(f) + (f.state == State::Warp ? " waits at a warp collective" : " waits at __syncthreads");
+          break;
+        }
+      fail("deadlock: " + at + " that other threads never reach (divergence or an exited thread)");
+    }
+  }
+}
+
+// ------------------------------------------------------------------ collectives
+
+inline void syncthreads() {
+  Runtime& r = rt();
+  Fiber* f = r.current;
+  for (const Fiber& g : r.fibers)
+    if (g.state == State::Done) fail(where(*f) + ": __syncthreads after " + where(g) + " exited");
+  if (++r.barrier_arrived == (int)r.fibers.size()) {
+    r.barrier_arrived = 0;
+    for (Fiber& g : r.fibers)
+      if (g.state == State::Barrier) g.state = State::Ready;
+  } else {
+    f->state = State::Barrier;
+  }
+  yield();
+}
+
+// Every lane of this warp calls with its own record; the last to arrive runs
+// compute(records[32]), then all go on.
+template <typename Rec, typename Compute>
+inline void warp_collective(Op op, Rec& rec, unsigned mask, Compute compute) {
+  Runtime& r = rt();
+  Fiber* f = r.current;
+  if (mask != 0xffffffffu) fail(where(*f) + ": the simulator supports full-warp masks only");
+  if (r.block.x % kWarp != 0) fail("block size is not a multiple of 32");
+  const int warp = f->linear / kWarp;
+  Fiber* lanes = &r.fibers[(size_t)warp * kWarp];
+  for (int l = 0; l < kWarp; ++l) {
+    if (lanes[l].state == State::Done) fail(where(*f) + ": warp collective after lane " + std::to_string(l) + " exited");
+    if (lanes[l].state == State::Warp && lanes[l].op != op)
+      fail(where(*f) + ": lanes of one warp at different collectives (divergence)");
+  }
+  f->op = op;
+  f->record = &rec;
+  if (++r.warp_arrived[warp] == kWarp) {
+    r.warp_arrived[warp] = 0;
+    Rec* recs[kWarp];
+    for (int l = 0; l < kWarp; ++l) recs[l] = static_cast<Rec*>(lanes[l].record);
+    compute(recs);
+    for (int l = 0; l < kWarp; ++l) {
+      lanes[l].state = State::Ready;
+      lanes[l].op = Op::None;
+    }
+  } else {
+    f->state = State::Warp;
+  }
+  yield();
+}
+
+inline int lane_id() { return rt().current->linear % kWarp; }
+
+template <typename T>
+struct ShflRec {
+  T v, out;
+  int arg;
+};
+
+template <typename T>
+inline T shfl_xor(unsigned mask, T v, int lane_mask) {
+  ShflRec<T> rec{v, v, lane_mask};
+  warp_collective(Op::Shfl, rec, mask, [](ShflRec<T>** recs) {
+    for (int l = 0; l < kWarp; ++l) {
+      const int src = l ^ recs[l]->arg;
+      recs[l]->out = src < kWarp ? recs[src]->v : recs[l]->v;
+    }
+  });
+  return rec.out;
+}
+
+template <typename T>
+inline T shfl_down(unsigned mask, T v, unsigned delta) {
+  ShflRec<T> rec{v, v, (int)delta};
+  warp_collective(Op::Shfl, rec, mask, [](ShflRec<T>** recs) {
+    for (int l = 0; l < kWarp; ++l) {
+      const int src = l + recs[l]->arg;
+      recs[l]->out = src < kWarp ? recs[src]->v : recs[l]->v;
+    }
+  });
+  return rec.out;
+}
+
+struct BallotRec {
+  bool pred;
+  unsigned out;
+};
+
+inline unsigned ballot(unsigned mask, bool pred) {
+  BallotRec rec{pred, 0};
+  warp_collective(Op::Ballot, rec, mask, [](BallotRec** recs) {
+    unsigned bits = 0;
+    for (int l = 0; l < kWarp; ++l) bits |= (unsigned)recs[l]->pred << l;
+    for (int l = 0; l < kWarp; ++l) recs[l]->out = bits;
+  });
+  return rec.out;
+}
+
+inline void syncwarp(unsigned mask) {
+  int rec = 0;
+  warp_collective(Op::SyncWarp, rec, mask, [](int**) {});
+}
+
+// mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.{xor,and}.popc. Lane 4 g + t: A row g
+// (a0: K bits 32 t.., a2: 128 + 32 t..) and row g + 8 (a1, a3); B column g (b0: 32 t..,
+// b1: 128 + 32 t..); C/D rows g (c0, c1: columns 2 t, 2 t + 1) and g + 8 (c2, c3).
+struct MmaRec {
+  int d[4];
+  unsigned a[4], b[2];
+};
+
+inline void mma_b1(bool use_xor, int (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+  MmaRec rec;
+  std::memcpy(rec.d, d, sizeof rec.d);
+  std::memcpy(rec.a, a, sizeof rec.a);
+  std::memcpy(rec.b, b, sizeof rec.b);
+  auto compute = [use_xor](MmaRec** recs) {
+    unsigned A[16][8], B[8][8];  // [row][32-bit K chunk], [column][chunk]
+    int C[16][8];
+    for (int l = 0; l < kWarp; ++l) {
+      const int g = l / 4, t = l % 4;
+      A[g][t] = recs[l]->a[0];
+      A[g + 8][t] = recs[l]->a[1];
+      A[g][4 + t] = recs[l]->a[2];
+      A[g + 8][4 + t] = recs[l]->a[3];
+      B[g][t] = recs[l]->b[0];
+      B[g][4 + t] = recs[l]->b[1];
+      C[g][2 * t] = recs[l]->d[0];
+      C[g][2 * t + 1] = recs[l]->d[1];
+      C[g + 8][2 * t] = recs[l]->d[2];
+      C[g + 8][2 * t + 1] = recs[l]->d[3];
+    }
+    for (int i = 0; i < 16; ++i)
+      for (int j = 0; j < 8; ++j)
+        for (int c = 0; c < 8; ++c) C[i][j] += __builtin_popcount(use_xor ? A[i][c] ^ B[j][c] : A[i][c] & B[j][c]);
+    for (int l = 0; l < kWarp; ++l) {
+      const int g = l / 4, t = l % 4;
+      recs[l]->d[0] = C[g][2 * t];
+      recs[l]->d[1] = C[g][2 * t + 1];
+      recs[l]->d[2] = C[g + 8][2 * t];
+      recs[l]->d[3] = C[g + 8][2 * t + 1];
+    }
+  };
+  warp_collective(Op::Mma, rec, 0xffffffffu, compute);
+  std::memcpy(d, rec.d, sizeof rec.d);
+}
+
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16: lanes 8 q .. 8 q + 7 give the row addresses
+// of matrix q (16 bytes each, 16-byte aligned); lane l gets, in r[q], the 32 bits at byte
+// 4 (l % 4) of matrix q's row l / 4.
+struct LdmatrixRec {
+  uint32_t addr;
+  unsigned out[4];
+};
+
+inline void ldmatrix_x4(unsigned (&r)[4], uint32_t addr) {
+  LdmatrixRec rec{addr, {}};
+  warp_collective(Op::Ldmatrix, rec, 0xffffffffu, [](LdmatrixRec** recs) {
+    Runtime& rt_ = rt();
+    for (int l = 0; l < kWarp; ++l)
+      if ((recs[l]->addr & 15u) != 0 || (size_t)recs[l]->addr + 16 > rt_.dyn_bytes)
+        fail("ldmatrix row address " + std::to_string(recs[l]->addr) + " is unaligned or outside shared memory");
+    for (int l = 0; l < kWarp; ++l)
+      for (int q = 0; q < 4; ++q)
+        std::memcpy(&recs[l]->out[q], rt_.dyn.data() + recs[8 * q + l / 4]->addr + 4 * (l % 4), 4);
+  });
+  std::memcpy(r, rec.out, sizeof rec.out);
+}
+
+// Shared addresses: offsets into the dynamic shared memory (the only memory the
+// kernels address this way).
+inline uint32_t smem_addr(const void* p) {
+  Runtime& r = rt();
+  const unsigned char* c = static_cast<const unsigned char*>(p);
+  if (c < r.dyn.data() || c > r.dyn.data() + r.dyn_bytes) fail("shared address outside dynamic shared memory");
+  return (uint32_t)(c - r.dyn.data());
+}
+
+inline void cp_async16(uint32_t dst, const void* src, bool valid) {
+  Runtime& r = rt();
+  if (r.early_copies) perform({dst, src, valid});
+  else r.current->pending.push_back({dst, src, valid});
+}
+
+inline void cp_async_commit() {
+  Fiber* f = rt().current;
+  f->groups.push_back(std::move(f->pending));
+  f->pending.clear();
+}
+
+inline void cp_async_wait(int n) {
+  Fiber* f = rt().current;
+  while ((int)f->groups.size() > n) {
+    for (const Copy& c : f->groups.front()) perform(c);
+    f->groups.pop_front();
+  }
+}
+
+inline unsigned char* dynamic_smem() { return rt().dyn.data(); }
+
+// Makes p's object escape (the compiler must assume any later opaque call, such as a
+// fiber switch, may read or write it): see tests/cuda_sim.py, which calls this after
+// each __shared__ declaration.
+inline void escape(void* p) { asm volatile("" : : "g"(p) : "memory"); }
+
+// ------------------------------------------------------------------ launch
+
+struct Launch {
+  dim3 grid, block;
+  size_t smem;
+
+  template <typename... P, typename... A>
+  void operator()(void (*kernel)(P...), A&&... args) const {
+    Runtime& r = rt();
+    std::lock_guard<std::mutex> hold(r.lock);
+    const size_t threads = (size_t)block.x * block.y * block.z;
+    if (threads == 0 || threads > 1024 || block.y != 1 || block.z != 1)
+      fail("block must be 1-D with 1..1024 threads, got " + std::to_string(threads));
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
+      fail("bad grid (" + std::to_string(grid.x) + "," + std::to_string(grid.y) + "," + std::to_string(grid.z) + ")");
+    const auto optin = smem_optin().find(reinterpret_cast<const void*>(kernel));
+    const size_t limit = optin == smem_optin().end() ? kDefaultSmem : (size_t)optin->second;
+    if (smem > limit)
+      fail("launch asks for " + std::to_string(smem) + " bytes of dynamic shared memory, the kernel may have " +
+           std::to_string(limit));
+    // Arguments converted to the kernel's parameter types once, as a launch does.
+    std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
+    r.grid = grid;
+    r.block = block;
+    r.dyn_bytes = smem;
+    r.dyn.assign(std::max<size_t>(smem, 16), 0);
+    r.error.clear();
+    r.early_copies = std::getenv("FASTSPLINE_SIM_CP_ASYNC") && std::string(std::getenv("FASTSPLINE_SIM_CP_ASYNC")) == "early";
+    r.body = [&params, kernel] { std::apply(kernel, params); };
+    if (r.stacks.size() < threads * kStack) r.stacks.assign(threads * kStack, 0);
+    const char* schedule = std::getenv("FASTSPLINE_SIM_SCHEDULE");
+    const std::string mode = schedule ? schedule : "forward";
+    std::vector<int> order(threads);
+    for (size_t i = 0; i < threads; ++i) order[i] = (int)(mode == "reverse" ? threads - 1 - i : i);
+    const bool shuffle = mode.rfind("random", 0) == 0;
+    std::mt19937 rng(shuffle && mode.size() > 7 ? (unsigned)std::atoi(mode.c_str() + 7) : 0u);
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+      for (unsigned by = 0; by < grid.y; ++by)
+        for (unsigned bx = 0; bx < grid.x; ++bx) {
+          r.block_idx = dim3(bx, by, bz);
+          std::memset(r.dyn.data(), 0xa5, r.dyn.size());  // shared memory starts undefined
+          r.fibers.assign(threads, Fiber{});
+          r.warp_arrived.assign((threads + kWarp - 1) / kWarp, 0);
+          r.barrier_arrived = 0;
+          for (size_t i = 0; i < threads; ++i) {
+            Fiber& f = r.fibers[i];
+            f.linear = (int)i;
+            f.tid = dim3((unsigned)i, 0, 0);
+            getcontext(&f.ctx);
+            f.ctx.uc_stack.ss_sp = stack_of(f);
+            f.ctx.uc_stack.ss_size = kStack;
+            f.ctx.uc_link = nullptr;
+            makecontext(&f.ctx, entry, 0);
+          }
+          run_block(order, shuffle, rng);
+          for (const Fiber& f : r.fibers)
+            if (!f.groups.empty() || !f.pending.empty()) fail(where(f) + " exited with cp.async copies outstanding");
+        }
+    r.fibers.clear();
+    r.body = nullptr;
+  }
+};
+
+inline Launch launch(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = nullptr) { return {grid, block, smem}; }
+
+}  // namespace sim
+
+#define threadIdx (::sim::rt().current->tid)
+#define blockIdx (::sim::rt().block_idx)
+#define blockDim (::sim::rt().block)
+#define gridDim (::sim::rt().grid)
+
+inline void __syncthreads() { sim::syncthreads(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { sim::syncwarp(mask); }
+inline unsigned __ballot_sync(unsigned mask, bool pred) { return sim::ballot(mask, pred); }
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) { return sim::shfl_xor(mask, v, lane_mask); }
+template <typename T>
+inline T __shfl_down_sync(unsigned mask, T v, unsigned delta) { return sim::shfl_down(mask, v, delta); }

@@ -1,0 +1,106 @@
+"""Builds ``_cuda_sim``: csrc/cuda/ops.cu and the ``_cuda`` bindings compiled for the CPU
+against the SIMT emulator in csrc/cuda/sim/cuda_sim.h, so the CUDA kernels' own code runs
+here (slowly: one fiber per CUDA thread) on CPU memory.
+
+The only source rewrite is the launch syntax: ``kernel<<<grid, block, smem, stream>>>(args)``
+becomes ``::sim::launch(grid, block, smem, stream)(kernel, args)``.
+
+    python tests/cuda_sim.py OUT_DIR [--sanitize]   # builds OUT_DIR/_cuda_sim_<hash>*.so
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = [ROOT / "csrc/cuda/ops.cu", ROOT / "csrc/cuda/ops.h", ROOT / "csrc/cuda/sim/cuda_sim.h",
+           ROOT / "csrc/threshold.h", ROOT / "csrc/bindings/cuda_module.cpp", Path(__file__).resolve()]
+# kernel (an identifier, optionally with template arguments) <<< config >>> (
+LAUNCH = re.compile(r"\b([A-Za-z_]\w*(?:<[^<>;()]*(?:<[^<>;()]*>[^<>;()]*)*>)?)<<<(.*?)>>>\(", re.S)
+
+
+# a statement declaring __shared__ arrays (not extern): "__shared__ int a[N], b[N];"
+SHARED = re.compile(r"^(\s*)__shared__ ([^;]*);", re.M)
+
+
+def _escape_shared(m: re.Match) -> str:
+    """The declaration, then ::sim::escape(name) for each array: a __shared__ array is a
+    function-local static here, and without its address escaping, the compiler may keep
+    its stores and loads on the far side of a barrier (it cannot see the other threads)."""
+    names = re.findall(r"(\w+)\s*\[", re.sub(r"\[[^\]]*\]", lambda b: "[" + "_" * len(b.group()) + "]", m.group(2)))
+    return m.group(0) + "".join(f" ::sim::escape({name});" for name in names)
+
+
+def translate(source: str) -> str:
+    """ops.cu with every triple-chevron launch rewritten as a sim::launch call, and each
+    __shared__ array's address escaped."""
+    out, count = LAUNCH.subn(lambda m: f"::sim::launch({m.group(2)})({m.group(1)}, ", source)
+    if count == 0 or "<<<" in out:
+        raise RuntimeError(f"cuda_sim: launch rewrite left {out.count('<<<')} launches after {count} rewrites")
+    out, shared = SHARED.subn(_escape_shared, out)
+    if shared == 0:
+        raise RuntimeError("cuda_sim: found no __shared__ declarations to rewrite")
+    return out
+
+
+def build(out_dir: Path, sanitize: bool = False, mutation: tuple[str, str] | None = None) -> Path:
+    """Compiles the module into out_dir (reused when the sources have not changed).
+    ``mutation`` (old, new): replace the one occurrence of ``old`` in ops.cu first (a
+    planted bug, to show the emulator catches it)."""
+    import pybind11
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = (ROOT / "csrc/cuda/ops.cu").read_text()
+    if mutation is not None:
+        old, new = mutation
+        if source.count(old) != 1:
+            raise ValueError(f"cuda_sim: the mutation's text occurs {source.count(old)} times in ops.cu, not once: {old!r}")
+        source = source.replace(old, new)
+    key = b"".join(p.read_bytes() for p in SOURCES) + repr((sanitize, mutation)).encode()
+    digest = hashlib.sha256(key).hexdigest()[:16]
+    # A name of its own per build: Python keeps one extension module per name.
+    name = f"_cuda_sim_{digest}"
+    target = out_dir / f"{name}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    if target.exists():
+        return target
+    ops = out_dir / f"{name}.cpp"
+    ops.write_text(translate(source))
+    flags = ["-std=c++17", "-fPIC", "-shared", "-g", "-DFASTSPLINE_CUDA_SIM", f"-DFASTSPLINE_CUDA_MODULE={name}",
+             "-Wno-unknown-pragmas", "-fvisibility=hidden",
+             f"-I{ROOT / 'csrc/cuda'}", f"-I{ROOT / 'csrc'}", f"-I{pybind11.get_include()}",
+             f"-I{sysconfig.get_paths()['include']}"]
+    # GCC 12 miscompiles `(c ? a : b)[i % n] = v` (the store lands at a[0] or b[0]) when it
+    # instruments division or shifts: those four checks stay off in the sanitized build.
+    sanitizers = ["-fsanitize=address,undefined",
+                  "-fno-sanitize=shift,integer-divide-by-zero,signed-integer-overflow,float-divide-by-zero"]
+    flags += ["-O1", *sanitizers, "-fno-omit-frame-pointer"] if sanitize else ["-O2"]
+    tmp = target.with_suffix(".tmp")
+    cmd = ["g++", *flags, str(ops), str(ROOT / "csrc/bindings/cuda_module.cpp"), "-o", str(tmp)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"cuda_sim: the build failed:\n{' '.join(cmd)}\n{done.stderr[-6000:]}")
+    tmp.replace(target)
+    return target
+
+
+def load(path: Path):
+    """The built module (its name is the file name up to the first dot)."""
+    spec = importlib.util.spec_from_file_location(path.name.split(".")[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--sanitize", action="store_true", help="AddressSanitizer + UBSan build")
+    args = parser.parse_args()
+    print(build(args.out_dir, args.sanitize))
+    sys.exit(0)

@@ -1,0 +1,235 @@
+"""The CUDA kernels' own code, run here without a GPU in the SIMT emulator.
+
+tests/cuda_sim.py compiles csrc/cuda/ops.cu for the CPU against csrc/cuda/sim/cuda_sim.h
+(one fiber per CUDA thread; barriers, warp shuffles and ballots, b1 mma.sync, ldmatrix
+and cp.async emulated from the PTX ISA's definitions) as ``_cuda_sim``, with the same
+bindings as ``fastspline._cuda``. Swapped in for ``_cuda``, it lets the cuda backend's
+Python side (fastspline/backends/cuda.py, self-checks included) drive the real kernels
+on CPU tensors, bit-exact against the reference: every pack kernel, the CUDA-core and both
+tensor-core cdist kernels, fused top-k and radius, the word ops. Thread orders and the
+timing of cp.async copies vary, and planted bugs (a missing barrier, a short cp.async
+wait, a per-lane branch around a warp collective) must be caught, so a pass means
+something. What this cannot show: speed, and hardware behaviour the PTX ISA leaves out.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import types
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+import cuda_sim
+import fastspline as fs
+from cases import make_gen, random_words
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or shutil.which("g++") is None, reason="the emulator needs Linux and g++"
+)
+cuda = pytest.importorskip("fastspline.backends.cuda", reason="fastspline._cuda not built")
+
+CPU = torch.device("cpu")
+# Planted bugs (ops.cu text -> replacement) the emulator must catch.
+MUTANTS = {
+    "short cp.async wait": ("cp_async_wait<kStages - 2>();", "cp_async_wait<kStages - 1>();"),
+    "no barrier before a slice is read": ("__syncthreads();  // slice s is in", ";  // slice s is in"),
+    "no barrier after the top-k lists start": ("__syncthreads();  // lists are read by other warps",
+                                               ";  // lists are read by other warps"),
+    "per-lane branch around warp collectives": ("if (__ballot_sync(kFull, key < kth) == 0) continue;",
+                                                "if (key >= kth) continue;"),
+}
+
+
+SANITIZE = os.environ.get("FASTSPLINE_SIM_SANITIZE") == "1"  # tests/sanitize.sh: ASan + UBSan build
+
+
+@pytest.fixture(scope="session")
+def sim_builds(tmp_path_factory) -> dict[str, Path]:
+    """The emulator module and its mutants, compiled two at a time (~15 s each; under
+    FASTSPLINE_SIM_SANITIZE=1 the sanitized module alone). FASTSPLINE_SIM_BUILD_DIR
+    keeps them between runs."""
+    root = Path(os.environ.get("FASTSPLINE_SIM_BUILD_DIR") or tmp_path_factory.mktemp("cuda_sim"))
+    jobs = {"base": None} if SANITIZE else {"base": None, **MUTANTS}
+    with ThreadPoolExecutor(2) as pool:
+        futures = {name: pool.submit(cuda_sim.build, root, SANITIZE, mutation) for name, mutation in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _use(monkeypatch, module) -> None:
+    """Point the cuda backend at an emulator module and CPU memory."""
+    monkeypatch.setattr(cuda, "_cuda", module)
+    monkeypatch.setattr(cuda, "_stream", lambda t: 0)
+    monkeypatch.setattr(cuda, "_index", lambda device: 0)
+    monkeypatch.setattr(cuda, "_check_device", lambda index: CPU)
+    monkeypatch.setattr(cuda, "_checks", {})
+    monkeypatch.setattr(cuda.torch.cuda, "device", lambda *a, **k: contextlib.nullcontext())
+    props = types.SimpleNamespace(multi_processor_count=2)
+    monkeypatch.setattr(cuda.torch.cuda, "get_device_properties", lambda device: props)
+    for name in ("FASTSPLINE_CUDA_CDIST", "FASTSPLINE_CUDA_MMA_STAGING", "FASTSPLINE_CUDA_PACK",
+                 "FASTSPLINE_CUDA_SEARCH", "FASTSPLINE_CUDA_DISABLE", "FASTSPLINE_SIM_SCHEDULE",
+                 "FASTSPLINE_SIM_CP_ASYNC", "FASTSPLINE_SIM_SMS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def sim(monkeypatch, sim_builds):
+    module = cuda_sim.load(sim_builds["base"])
+    _use(monkeypatch, module)
+    return module
+
+
+def passed(*kinds: str) -> None:
+    """Mark self-checks as passed (they are tested once, above all else, by
+    test_self_checks_pass_in_the_emulator)."""
+    for kind in kinds:
+        cuda._checks[(kind, 0)] = None
+
+
+def same(got, want) -> None:
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        assert torch.equal(g, w)
+
+
+SCHEDULES = [("forward", "late"), ("reverse", "early"), ("random:11", "late")]
+
+
+@pytest.mark.parametrize("schedule, copies", SCHEDULES)
+def test_self_checks_pass_in_the_emulator(sim, monkeypatch, schedule, copies):
+    """The per-device self-checks a GPU runs before auto uses a kernel, run here on the
+    kernels' code under three thread orders (the full top-k and radius checks once)."""
+    monkeypatch.setenv("FASTSPLINE_SIM_SCHEDULE", schedule)
+    monkeypatch.setenv("FASTSPLINE_SIM_CP_ASYNC", copies)
+    checks = [cuda.mma_status, cuda.mma_async_status, cuda.pack_stream_status]
+    if schedule == "forward":
+        checks += [cuda.topk_status, cuda.radius_status]
+    for status in checks:
+        assert status(CPU) is None, status.__name__
+
+
+def words_pair(n: int, m: int, w: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    a = torch.randint(-(2**63), 2**63 - 1, (n, w), generator=gen, dtype=torch.int64)
+    b = torch.randint(-(2**63), 2**63 - 1, (m, w), generator=gen, dtype=torch.int64)
+    a[: n // 3] = -1  # all-ones rows: the largest distances and popcounts
+    b[: m // 4] = 0
+    return a, b
+
+
+@pytest.mark.parametrize("method, staging", [("popc", "auto"), ("mma-xor", "sync"), ("mma-and", "sync"),
+                                             ("mma-xor", "async"), ("mma-and", "async")])
+@pytest.mark.parametrize("n, m, w", [(1, 1, 2), (127, 129, 4), (130, 260, 18), (40, 300, 34), (129, 70, 66)])
+def test_cdist_kernels(sim, monkeypatch, method, staging, n, m, w):
+    """Each cdist kernel forced: ragged tiles, one to five K slices, a given out, a row
+    block of a (as top-k and radius take it)."""
+    monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", method)
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
+    a, b = words_pair(n, m, w, make_gen("sim-cdist", method, staging, n, m, w))
+    want = fs.hamming_cdist(a, b, backend="reference")
+    same(cuda.hamming_cdist(a, b), want)
+    out = torch.full((n, m), -7, dtype=torch.int32)
+    cuda.hamming_cdist(a, b, out)
+    same(out, want)
+    same(cuda.hamming_cdist(a[n // 2 :], b), want[n // 2 :])
+
+
+def test_async_kernel_refuses_odd_word_counts(sim, monkeypatch):
+    monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-and")
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "async")
+    a = torch.zeros(130, 3, dtype=torch.int64)
+    with pytest.raises(ValueError, match="needs an even word count"):
+        cuda.hamming_cdist(a, a)
+
+
+@pytest.mark.parametrize("kernel", ["rows", "columns", "stream"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_pack_kernels(sim, monkeypatch, kernel, dtype):
+    """Each pack kernel forced, on the layouts it takes (the others must refuse)."""
+    monkeypatch.setenv("FASTSPLINE_CUDA_PACK", kernel)
+    gen = make_gen("sim-pack", kernel, dtype)
+    x = torch.randn(3, 6, 5, 136, generator=gen).to(dtype)
+    x[0, 0, 0, :7] = float("nan")
+    x[1, 1, 1, :9] = 0.0
+    x[2, 2, 2, :5] = 0.25  # at the threshold: not above it
+    x[2, 3, 1, :4] = float("-inf")
+    xc = x[..., :128].contiguous()  # whole words: one bit stream
+    buf = torch.empty(xc.numel() + 1, dtype=dtype)
+    buf[1:] = xc.flatten()
+    cases = [
+        (x, -1), (x, 1), (x, 0), (x[..., :128], -1), (x[:, 3:, :, 4:], -1), (x[..., :1], -1),
+        (x.permute(0, 2, 3, 1), 3), (x[:, ::2], 1), (xc, -1), (xc[1:], -1), (xc.reshape(-1, 64), -1),
+        (buf[1:].view(xc.shape), -1),  # not 16-byte aligned
+    ]
+    ran = 0
+    for view, dim in cases:
+        want = fs.pack_signs(view, dim, 0.25, backend="reference")
+        moved = view.movedim(dim, -1)
+        try:
+            got = cuda.pack_signs(moved, 0.25)
+        except ValueError as exc:
+            assert "does not apply to this input" in str(exc)
+            continue
+        same(got, want)
+        ran += 1
+    # stream: rows of whole 16-byte vectors (136 and 128 elements), aligned, one row stride.
+    assert ran == {"columns": 4, "stream": 5}.get(kernel, len(cases))
+
+
+@pytest.mark.parametrize("n_bits", [1, 63, 64, 65, 129, 1000])
+@pytest.mark.parametrize("shape", [(0, 5), (1, 1), (37, 45)])
+def test_word_ops(sim, n_bits, shape):
+    n, m = shape
+    gen = make_gen("sim-words", n_bits, shape)
+    a, b = random_words(n, n_bits, gen), random_words(m, n_bits, gen)
+    same(cuda.popcount(a), fs.popcount(a, backend="reference"))
+    same(cuda.hamming(a, a.flip(0)), fs.hamming(a, a.flip(0), backend="reference"))
+    same(cuda.hamming_total(a, a.flip(0)), fs.hamming_total(a, a.flip(0), backend="reference"))
+    same(cuda.unpack_bits(a, n_bits), fs.unpack_bits(a, n_bits, backend="reference"))
+    same(cuda.bit_transpose(a, n_bits), fs.bit_transpose(a, n_bits, backend="reference"))
+    if n and m:
+        same(cuda.hamming_cdist(a, b), fs.hamming_cdist(a, b, backend="reference"))
+
+
+@pytest.mark.parametrize("schedule", ["forward", "reverse", "random:3"])
+@pytest.mark.parametrize("n, m, w", [(1, 300, 2), (130, 517, 1), (129, 260, 17)])
+def test_fused_search(sim, monkeypatch, schedule, n, m, w):
+    """Fused top-k (k <= 32, column splits) and radius, forced, with ties, a run of
+    distance-0 rows, radius 0 and past every distance."""
+    monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", "fused")
+    monkeypatch.setenv("FASTSPLINE_SIM_SCHEDULE", schedule)
+    passed("binary tensor-core cdist", "fused top-k kernel", "fused radius kernels")
+    gen = make_gen("sim-search", schedule, n, m, w)
+    a, b = words_pair(n, m, w, gen)
+    b[::3] = b[1].clone()
+    b[m // 2 : m // 2 + 40] = a[0].clone()
+    for k in sorted({1, 7, min(m, 32)}):
+        same(cuda.hamming_topk(a, b, k), fs.hamming_topk(a, b, k, backend="reference"))
+    same(cuda._topk_fused(a, b, 5, splits=3), fs.hamming_topk(a, b, 5, backend="reference"))
+    for r in (0, 32 * w, 64 * w):
+        same(cuda.hamming_radius(a, b, r), fs.hamming_radius(a, b, r, backend="reference"))
+
+
+@pytest.mark.skipif(SANITIZE, reason="mutants are built without sanitizers")
+@pytest.mark.parametrize("mutant", list(MUTANTS))
+def test_emulator_catches_planted_bugs(monkeypatch, sim_builds, mutant):
+    """Each planted bug gives wrong results (or stops the emulator) under the default
+    thread order: the tests above can fail."""
+    _use(monkeypatch, cuda_sim.load(sim_builds[mutant]))
+    passed("binary tensor-core cdist")
+    if "cp.async" in mutant or "slice" in mutant:
+        reason = cuda.mma_async_status(CPU)
+        assert reason is not None and "disagreed" in reason
+        return
+    a, b = words_pair(200, 600, 3, make_gen("sim-mutant", mutant))
+    if "per-lane" in mutant:
+        with pytest.raises(RuntimeError, match="sim: .*(different collectives|deadlock)"):
+            cuda._topk_fused(a, b, 5)
+    else:  # seven column ranges over five tiles: two ranges empty, their lists never merged into
+        got, want = cuda._topk_fused(a, b, 12, splits=7), fs.hamming_topk(a, b, 12, backend="reference")
+        assert not (torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]))
