@@ -106,6 +106,15 @@ if os.environ.get("FASTSPLINE_TEST_GPU") == "1" and torch.cuda.is_available():
         if backends.available().get(_name) is None:
             gpu_proxy.register(_name)
 
+# The matrix also runs the cuda backend's kernels in the SIMT emulator on CPU tensors
+# (tests/cuda_sim.py, built on first use, ~15 s) as ``cuda@sim``, where the emulator
+# builds (Linux, g++, pybind11) and fastspline._cuda is built; FASTSPLINE_TEST_SIM=0: not.
+if os.environ.get("FASTSPLINE_TEST_SIM", "1") != "0" and backends.available().get("cuda") is None:
+    import cuda_sim
+
+    if cuda_sim.can_build() is None:
+        cuda_sim.register()
+
 # Instruction sets a backend may offer; the ones this CPU lacks show up as skips.
 KNOWN_ISAS = ("scalar", "avx2", "avx512")
 

@@ -10,13 +10,17 @@ becomes ``::sim::launch(grid, block, smem, stream)(kernel, args)``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import os
 import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "csrc/cuda/ops.cu", ROOT / "csrc/cuda/ops.h", ROOT / "csrc/cuda/sim/cuda_sim.h",
@@ -89,12 +93,93 @@ def build(out_dir: Path, sanitize: bool = False, mutation: tuple[str, str] | Non
     return target
 
 
+_BUILD_DIR: list[Path] = []
+
+
+def build_dir() -> Path:
+    """Where this process builds the emulator: FASTSPLINE_SIM_BUILD_DIR (kept between
+    runs), else one temporary folder per process (shared by conftest and the tests)."""
+    if not _BUILD_DIR:
+        import tempfile
+
+        _BUILD_DIR.append(Path(os.environ.get("FASTSPLINE_SIM_BUILD_DIR") or tempfile.mkdtemp(prefix="cuda_sim_")))
+    return _BUILD_DIR[0]
+
+
+def can_build() -> str | None:
+    """None when this machine can build the emulator, else why not."""
+    if not sys.platform.startswith("linux"):
+        return "the emulator is built for Linux only"
+    if shutil.which("g++") is None:
+        return "g++ not found"
+    if importlib.util.find_spec("pybind11") is None:
+        return "pybind11 not installed"
+    return None
+
+
 def load(path: Path):
     """The built module (its name is the file name up to the first dot)."""
     spec = importlib.util.spec_from_file_location(path.name.split(".")[0], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def installed(module, sms: int = 2, checks: dict | None = None):
+    """fastspline.backends.cuda driving ``module`` on CPU memory while inside: its
+    ``_cuda``, stream, device index, self-check device and self-check cache (``checks``,
+    else an empty one) swapped, torch.cuda.device a no-op, ``sms`` streaming
+    multiprocessors."""
+    import torch
+
+    from fastspline.backends import cuda
+
+    props = SimpleNamespace(multi_processor_count=sms)
+    swaps = [(cuda, "_cuda", module), (cuda, "_stream", lambda t: 0), (cuda, "_index", lambda device: 0),
+             (cuda, "_check_device", lambda index: torch.device("cpu")), (cuda, "_checks", {} if checks is None else checks),
+             (torch.cuda, "device", lambda *a, **k: contextlib.nullcontext()),
+             (torch.cuda, "get_device_properties", lambda device: props)]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in swaps]
+    try:
+        for owner, name, value in swaps:
+            setattr(owner, name, value)
+        yield module
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+
+
+def register() -> str:
+    """Register ``cuda@sim`` in the backend registry: the cuda backend on CPU tensors
+    over the emulator (built into build_dir() on first use, sanitized under
+    FASTSPLINE_SIM_SANITIZE=1). tests/conftest.py adds it to the op matrix."""
+    from fastspline import backends
+    from fastspline.backends import cuda
+
+    built: list = []
+    checks: dict = {}  # each self-check once per session, as once per device
+
+    def proxy(op: str):
+        def run(*args):
+            if not built:
+                built.append(load(build(build_dir(), os.environ.get("FASTSPLINE_SIM_SANITIZE") == "1")))
+            with installed(built[0], checks=checks):
+                return getattr(cuda, op)(*args)
+
+        run.__name__ = op
+        return run
+
+    name = "cuda@sim"
+    module = ModuleType("cuda_sim_backend")
+    module.NAME = name
+    module.DEVICE_TYPES = ("cpu",)
+    for op in ("pack_signs", "unpack_bits", "popcount", "hamming", "hamming_total", "hamming_cdist",
+               "hamming_topk", "hamming_radius", "bit_transpose", "count_regions"):
+        setattr(module, op, proxy(op))
+    sys.modules[module.__name__] = module
+    backends._MODULES[name] = module.__name__
+    return name
 
 
 if __name__ == "__main__":

@@ -13,11 +13,7 @@ something. What this cannot show: speed, and hardware behaviour the PTX ISA leav
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import sys
-import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,9 +24,7 @@ import cuda_sim
 import fastspline as fs
 from cases import make_gen, random_words
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or shutil.which("g++") is None, reason="the emulator needs Linux and g++"
-)
+pytestmark = pytest.mark.skipif(cuda_sim.can_build() is not None, reason=f"{cuda_sim.can_build()}")
 cuda = pytest.importorskip("fastspline.backends.cuda", reason="fastspline._cuda not built")
 
 CPU = torch.device("cpu")
@@ -49,27 +43,17 @@ SANITIZE = os.environ.get("FASTSPLINE_SIM_SANITIZE") == "1"  # tests/sanitize.sh
 
 
 @pytest.fixture(scope="session")
-def sim_builds(tmp_path_factory) -> dict[str, Path]:
+def sim_builds() -> dict[str, Path]:
     """The emulator module and its mutants, compiled two at a time (~15 s each; under
-    FASTSPLINE_SIM_SANITIZE=1 the sanitized module alone). FASTSPLINE_SIM_BUILD_DIR
-    keeps them between runs."""
-    root = Path(os.environ.get("FASTSPLINE_SIM_BUILD_DIR") or tmp_path_factory.mktemp("cuda_sim"))
+    FASTSPLINE_SIM_SANITIZE=1 the sanitized module alone), in cuda_sim.build_dir()."""
+    root = cuda_sim.build_dir()
     jobs = {"base": None} if SANITIZE else {"base": None, **MUTANTS}
     with ThreadPoolExecutor(2) as pool:
         futures = {name: pool.submit(cuda_sim.build, root, SANITIZE, mutation) for name, mutation in jobs.items()}
         return {name: future.result() for name, future in futures.items()}
 
 
-def _use(monkeypatch, module) -> None:
-    """Point the cuda backend at an emulator module and CPU memory."""
-    monkeypatch.setattr(cuda, "_cuda", module)
-    monkeypatch.setattr(cuda, "_stream", lambda t: 0)
-    monkeypatch.setattr(cuda, "_index", lambda device: 0)
-    monkeypatch.setattr(cuda, "_check_device", lambda index: CPU)
-    monkeypatch.setattr(cuda, "_checks", {})
-    monkeypatch.setattr(cuda.torch.cuda, "device", lambda *a, **k: contextlib.nullcontext())
-    props = types.SimpleNamespace(multi_processor_count=2)
-    monkeypatch.setattr(cuda.torch.cuda, "get_device_properties", lambda device: props)
+def _clear_env(monkeypatch) -> None:
     for name in ("FASTSPLINE_CUDA_CDIST", "FASTSPLINE_CUDA_MMA_STAGING", "FASTSPLINE_CUDA_PACK",
                  "FASTSPLINE_CUDA_SEARCH", "FASTSPLINE_CUDA_DISABLE", "FASTSPLINE_SIM_SCHEDULE",
                  "FASTSPLINE_SIM_CP_ASYNC", "FASTSPLINE_SIM_SMS"):
@@ -78,9 +62,10 @@ def _use(monkeypatch, module) -> None:
 
 @pytest.fixture
 def sim(monkeypatch, sim_builds):
-    module = cuda_sim.load(sim_builds["base"])
-    _use(monkeypatch, module)
-    return module
+    """The cuda backend over the emulator, on CPU memory, for one test."""
+    _clear_env(monkeypatch)
+    with cuda_sim.installed(cuda_sim.load(sim_builds["base"])) as module:
+        yield module
 
 
 def passed(*kinds: str) -> None:
@@ -104,13 +89,11 @@ SCHEDULES = [("forward", "late"), ("reverse", "early"), ("random:11", "late")]
 @pytest.mark.parametrize("schedule, copies", SCHEDULES)
 def test_self_checks_pass_in_the_emulator(sim, monkeypatch, schedule, copies):
     """The per-device self-checks a GPU runs before auto uses a kernel, run here on the
-    kernels' code under three thread orders (the full top-k and radius checks once)."""
+    kernels' code under three thread orders."""
     monkeypatch.setenv("FASTSPLINE_SIM_SCHEDULE", schedule)
     monkeypatch.setenv("FASTSPLINE_SIM_CP_ASYNC", copies)
-    checks = [cuda.mma_status, cuda.mma_async_status, cuda.pack_stream_status]
-    if schedule == "forward":
-        checks += [cuda.topk_status, cuda.radius_status]
-    for status in checks:
+    for status in (cuda.mma_status, cuda.mma_async_status, cuda.pack_stream_status, cuda.topk_status,
+                   cuda.radius_status):
         assert status(CPU) is None, status.__name__
 
 
@@ -220,7 +203,12 @@ def test_fused_search(sim, monkeypatch, schedule, n, m, w):
 def test_emulator_catches_planted_bugs(monkeypatch, sim_builds, mutant):
     """Each planted bug gives wrong results (or stops the emulator) under the default
     thread order: the tests above can fail."""
-    _use(monkeypatch, cuda_sim.load(sim_builds[mutant]))
+    _clear_env(monkeypatch)
+    with cuda_sim.installed(cuda_sim.load(sim_builds[mutant])):
+        mutant_fails(mutant)
+
+
+def mutant_fails(mutant: str) -> None:
     passed("binary tensor-core cdist")
     if "cp.async" in mutant or "slice" in mutant:
         reason = cuda.mma_async_status(CPU)
@@ -230,6 +218,7 @@ def test_emulator_catches_planted_bugs(monkeypatch, sim_builds, mutant):
     if "per-lane" in mutant:
         with pytest.raises(RuntimeError, match="sim: .*(different collectives|deadlock)"):
             cuda._topk_fused(a, b, 5)
-    else:  # seven column ranges over five tiles: two ranges empty, their lists never merged into
+    else:  # seven column ranges over five tiles: in the two empty ones, nothing but that barrier
+        # orders the lists' start values before they are written out
         got, want = cuda._topk_fused(a, b, 12, splits=7), fs.hamming_topk(a, b, 12, backend="reference")
         assert not (torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]))

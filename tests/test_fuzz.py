@@ -51,7 +51,7 @@ LAYOUTS_ND = ("contiguous", "permuted", "strided", "expand_lead", "expand_words"
 def run(impl, op: str, counts, strategy, check) -> None:
     """Run ``check(impl, case)`` on ``EXAMPLES`` examples of ``strategy``, counting them."""
     name = str(impl)
-    examples = max(1, round(EXAMPLES[impl.backend] * SCALE))
+    examples = max(1, round(EXAMPLES[impl.backend.split("@")[0]] * SCALE))  # cuda@sim: as cuda
 
     @seed(zlib.crc32(f"{op}/{name}".encode()))
     @settings(settings.get_profile("fuzz"), max_examples=examples)

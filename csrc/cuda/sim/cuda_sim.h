@@ -3,7 +3,8 @@
 // ops.cu compiled with FASTSPLINE_CUDA_SIM includes this header instead of the CUDA ones,
 // and tests/cuda_sim.py rewrites its `kernel<<<grid, block, smem, stream>>>(args)` launches
 // into sim::launch(grid, block, smem, stream)(kernel, args). Each block then runs as one
-// fiber per CUDA thread (ucontext, one OS thread); a fiber runs until it reaches a
+// fiber per CUDA thread (one OS thread; on x86-64 a six-register stack switch, elsewhere
+// ucontext, which costs a signal-mask system call per switch); a fiber runs until it reaches a
 // collective and waits there until every thread it needs has arrived:
 //   __syncthreads        all threads of the block (a thread that has exited is an error);
 //   __shfl_*_sync, __ballot_sync, __syncwarp, mma.sync, ldmatrix
@@ -19,7 +20,9 @@
 // std::runtime_error from the launch. One launch at a time (a global lock).
 #pragma once
 
+#if !defined(__x86_64__)
 #include <ucontext.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -166,6 +169,64 @@ inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, K, int,
 
 namespace sim {
 
+#if defined(__x86_64__)
+// switch_stack(&from_sp, to_sp): saves the callee-saved registers on this stack, stores
+// the stack pointer in *from_sp, and resumes the stack to_sp saved the same way (or
+// prepared by start_stack).
+extern "C" void fastspline_sim_switch(void** from_sp, void* to_sp);
+asm(R"(
+  .text
+  .globl fastspline_sim_switch
+  .hidden fastspline_sim_switch
+  .type fastspline_sim_switch, @function
+fastspline_sim_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size fastspline_sim_switch, .-fastspline_sim_switch
+)");
+
+// A stack whose first switch "returns" into entry() as if called (rsp = 8 mod 16).
+inline void* start_stack(char* base, size_t size, void (*entry)()) {
+  uintptr_t top = ((uintptr_t)(base + size)) & ~(uintptr_t)15;
+  void** sp = reinterpret_cast<void**>(top);
+  *--sp = nullptr;                            // entry's return address: never used
+  *--sp = reinterpret_cast<void*>(entry);     // popped by ret
+  for (int i = 0; i < 6; ++i) *--sp = nullptr;  // rbp rbx r12 r13 r14 r15
+  return sp;
+}
+
+struct Context {
+  void* sp = nullptr;
+};
+inline void switch_to(Context& from, Context& to) { fastspline_sim_switch(&from.sp, to.sp); }
+inline void start(Context& c, char* base, size_t size, void (*entry)()) { c.sp = start_stack(base, size, entry); }
+#else
+struct Context {
+  ucontext_t uc;
+};
+inline void switch_to(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+inline void start(Context& c, char* base, size_t size, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = base;
+  c.uc.uc_stack.ss_size = size;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, entry, 0);
+}
+#endif
+
 constexpr int kWarp = 32;
 constexpr size_t kStack = 256 * 1024;
 
@@ -179,7 +240,7 @@ struct Copy {
 };
 
 struct Fiber {
-  ucontext_t ctx;
+  Context ctx;
   dim3 tid;
   int linear = 0;
   State state = State::Ready;
@@ -195,7 +256,7 @@ struct Runtime {
   std::vector<char> stacks;
   std::vector<Fiber> fibers;
   Fiber* current = nullptr;
-  ucontext_t sched;
+  Context sched;
   dim3 grid, block, block_idx;
   std::vector<unsigned char> dyn;  // dynamic shared memory
   size_t dyn_bytes = 0;
@@ -226,7 +287,7 @@ inline void yield() {
 #ifdef FASTSPLINE_SIM_ASAN
   __sanitizer_start_switch_fiber(f->state == State::Done ? nullptr : &f->fake_stack, r.sched_bottom, r.sched_size);
 #endif
-  swapcontext(&f->ctx, &r.sched);
+  switch_to(f->ctx, r.sched);
 #ifdef FASTSPLINE_SIM_ASAN
   __sanitizer_finish_switch_fiber(f->fake_stack, &r.sched_bottom, &r.sched_size);
 #endif
@@ -253,7 +314,7 @@ inline void resume(Fiber& f) {
 #ifdef FASTSPLINE_SIM_ASAN
   __sanitizer_start_switch_fiber(&r.sched_fake, stack_of(f), kStack);
 #endif
-  swapcontext(&r.sched, &f.ctx);
+  switch_to(r.sched, f.ctx);
 #ifdef FASTSPLINE_SIM_ASAN
   __sanitizer_finish_switch_fiber(r.sched_fake, nullptr, nullptr);
 #endif
@@ -556,11 +617,7 @@ struct Launch {
             Fiber& f = r.fibers[i];
             f.linear = (int)i;
             f.tid = dim3((unsigned)i, 0, 0);
-            getcontext(&f.ctx);
-            f.ctx.uc_stack.ss_sp = stack_of(f);
-            f.ctx.uc_stack.ss_size = kStack;
-            f.ctx.uc_link = nullptr;
-            makecontext(&f.ctx, entry, 0);
+            start(f.ctx, stack_of(f), kStack, entry);
           }
           run_block(order, shuffle, rng);
           for (const Fiber& f : r.fibers)
