@@ -8,6 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+export FASTSPLINE_TEST_SIM=0  # the real kernels run here: no emulator build (tests/cuda_sim.py)
 out_dir=${OUT:-benchmarks/results}
 mkdir -p "$out_dir"
 status=0

@@ -174,8 +174,9 @@ def register() -> str:
     module = ModuleType("cuda_sim_backend")
     module.NAME = name
     module.DEVICE_TYPES = ("cpu",)
-    for op in ("pack_signs", "unpack_bits", "popcount", "hamming", "hamming_total", "hamming_cdist",
-               "hamming_topk", "hamming_radius", "bit_transpose", "count_regions"):
+    from gpu_proxy import OPS
+
+    for op in OPS:
         setattr(module, op, proxy(op))
     sys.modules[module.__name__] = module
     backends._MODULES[name] = module.__name__
