@@ -222,3 +222,17 @@ def mutant_fails(mutant: str) -> None:
         # orders the lists' start values before they are written out
         got, want = cuda._topk_fused(a, b, 12, splits=7), fs.hamming_topk(a, b, 12, backend="reference")
         assert not (torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]))
+
+
+@pytest.mark.parametrize("sms", [1, 7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_pack_grid_stride_over_sm_counts(sim, monkeypatch, sms, dtype):
+    """The stream and rows kernels size their grids from the SM count and stride over
+    the rest: one SM (every block loops) and seven (a ragged last step)."""
+    monkeypatch.setenv("FASTSPLINE_SIM_SMS", str(sms))
+    x = torch.randn(97, 1000, generator=make_gen("sim-grid", sms, dtype)).to(dtype)
+    want = fs.pack_signs(x, -1, 0.0, backend="reference")
+    for kernel in ("stream", "rows"):
+        monkeypatch.setenv("FASTSPLINE_CUDA_PACK", kernel)
+        passed("stream pack kernel")
+        same(cuda.pack_signs(x, 0.0), want)

@@ -141,7 +141,9 @@ inline std::map<const void*, int>& smem_optin() {
 
 }  // namespace sim
 
-inline cudaError_t cudaGetDevice(int* d) { return *d = 0, cudaSuccess; }
+// Each FASTSPLINE_SIM_SMS value is a device of its own, so ops.cu's per-device caches
+// (SM count, resident grids) follow the variable.
+inline cudaError_t cudaGetDevice(int* d) { return *d = sim::sm_count() % 64, cudaSuccess; }
 inline cudaError_t cudaGetDeviceCount(int* c) { return *c = 1, cudaSuccess; }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 inline const char* cudaGetErrorName(cudaError_t) { return "cudaErrorSim"; }
