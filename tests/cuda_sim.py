@@ -22,6 +22,8 @@ import sysconfig
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
+from gpu_proxy import OPS
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "csrc/cuda/ops.cu", ROOT / "csrc/cuda/ops.h", ROOT / "csrc/cuda/sim/cuda_sim.h",
            ROOT / "csrc/threshold.h", ROOT / "csrc/bindings/cuda_module.cpp", Path(__file__).resolve()]
@@ -126,20 +128,23 @@ def load(path: Path):
 
 
 @contextlib.contextmanager
-def installed(module, sms: int = 2, checks: dict | None = None):
+def installed(module, checks: dict | None = None):
     """fastspline.backends.cuda driving ``module`` on CPU memory while inside: its
     ``_cuda``, stream, device index, self-check device and self-check cache (``checks``,
-    else an empty one) swapped, torch.cuda.device a no-op, ``sms`` streaming
-    multiprocessors."""
+    else an empty one) swapped, torch.cuda.device a no-op, and as many streaming
+    multiprocessors as the emulator has (FASTSPLINE_SIM_SMS, default 2 as in
+    sim::sm_count)."""
     import torch
 
     from fastspline.backends import cuda
 
-    props = SimpleNamespace(multi_processor_count=sms)
+    def props(device):
+        return SimpleNamespace(multi_processor_count=max(1, int(os.environ.get("FASTSPLINE_SIM_SMS") or 2)))
+
     swaps = [(cuda, "_cuda", module), (cuda, "_stream", lambda t: 0), (cuda, "_index", lambda device: 0),
              (cuda, "_check_device", lambda index: torch.device("cpu")), (cuda, "_checks", {} if checks is None else checks),
              (torch.cuda, "device", lambda *a, **k: contextlib.nullcontext()),
-             (torch.cuda, "get_device_properties", lambda device: props)]
+             (torch.cuda, "get_device_properties", props)]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in swaps]
     try:
         for owner, name, value in swaps:
@@ -174,8 +179,6 @@ def register() -> str:
     module = ModuleType("cuda_sim_backend")
     module.NAME = name
     module.DEVICE_TYPES = ("cpu",)
-    from gpu_proxy import OPS
-
     for op in OPS:
         setattr(module, op, proxy(op))
     sys.modules[module.__name__] = module

@@ -51,4 +51,4 @@ python -c "from fastspline.backends import cuda"
 export FASTSPLINE_SIM_SANITIZE=1 FASTSPLINE_SIM_BUILD_DIR="$work/sim"
 python -m pytest "$root/tests/test_ops.py" "$root/tests/test_properties.py" -q -p no:cacheprovider -k "sim"
 python -m pytest "$root/tests/test_cuda_sim.py" -q -p no:cacheprovider \
-  -k "cdist_kernels or pack_kernels or word_ops or (fused_search and forward)"
+  -k "cdist_kernels or pack_kernels or (fused_search and forward)"

@@ -417,8 +417,6 @@ inline void warp_collective(Op op, Rec& rec, unsigned mask, Compute compute) {
   yield();
 }
 
-inline int lane_id() { return rt().current->linear % kWarp; }
-
 template <typename T>
 struct ShflRec {
   T v, out;
