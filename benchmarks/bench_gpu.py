@@ -168,7 +168,7 @@ def main() -> None:
     if "cuda" in names:
         impls.append(("cuda popc", "cuda", {"FASTSPLINE_CUDA_CDIST": "popc"}))
         for m in ("mma-xor", "mma-and"):
-            for staging in ("sync", "async"):
+            for staging in ("sync", "async", "wide"):
                 impls.append((f"cuda {m} {staging}", "cuda",
                               {"FASTSPLINE_CUDA_CDIST": m, "FASTSPLINE_CUDA_MMA_STAGING": staging}))
         impls.append(("cuda auto", "cuda", {}))
@@ -247,8 +247,11 @@ def main() -> None:
             results.append({"op": "hamming_cdist", "size": size, "implementation": label, "ratios": ratios})
         if "cuda" in names:
             auto = cuda_backend.cdist_method(rows_n, rows_n, device)
-            staging = {0: "async where it applies", 1: "sync", 2: "async"}[cuda_backend.mma_staging(device)]
-            print(f"  {size}: auto method = {auto}, tensor-core staging = {staging}")
+            names = {code: name for name, code in cuda_backend.MMA_STAGINGS.items()}
+            staging = names[cuda_backend._auto_staging(a[:block], a, auto)] if auto != "popc" else "-"
+            print(f"  {size}: auto method = {auto}, tensor-core staging = {staging} (timed: {cuda_backend._tuned})")
+            results.append({"op": "hamming_cdist", "size": size, "implementation": "cuda auto",
+                            "auto_choice": {"method": auto, "staging": staging}})
         del a, out
 
     save()

@@ -192,34 +192,51 @@ def test_search_and_staging_follow_their_checks(fake, monkeypatch):
     monkeypatch.setattr(cuda, "topk_status", lambda device: "disagreed")
     monkeypatch.setattr(cuda, "radius_status", lambda device: None)
     monkeypatch.setattr(cuda, "mma_async_status", lambda device: "too little shared memory")
+    monkeypatch.setattr(cuda, "mma_wide_status", lambda device: "too little shared memory")
     dev = torch.device("cuda", 0)
+    a = torch.zeros(8, 32, dtype=torch.int64)
     assert cuda.search_method("topk", dev) == "blocks" and cuda.search_method("radius", dev) == "fused"
-    assert cuda.mma_staging(dev) == 1
+    assert cuda.mma_staging(dev) == 0 and cuda.staging_candidates(a, a) == [1] and cuda._auto_staging(a, a, "mma-and") == 1
     monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", "fused")
     with pytest.raises(RuntimeError, match="FASTSPLINE_CUDA_SEARCH=fused: the fused topk kernel is unavailable: disagreed"):
         cuda.search_method("topk", dev)
-    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "async")
-    with pytest.raises(RuntimeError, match="MMA_STAGING=async: the pipelined kernel is unavailable: too little"):
-        cuda.mma_staging(dev)
+    for name in ("async", "wide"):
+        monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", name)
+        with pytest.raises(RuntimeError, match=f"MMA_STAGING={name}: the pipelined kernel is unavailable: too little"):
+            cuda.mma_staging(dev)
     monkeypatch.setattr(cuda, "topk_status", lambda device: None)
     monkeypatch.setattr(cuda, "mma_async_status", lambda device: None)
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "async")
+    assert cuda.mma_staging(dev) == 2
     monkeypatch.delenv("FASTSPLINE_CUDA_MMA_STAGING")
     assert cuda.search_method("topk", dev) == "fused" and cuda.mma_staging(dev) == 0
+    assert cuda.staging_candidates(a, a) == [1, 2] and cuda._auto_staging(a, a, "mma-and") == 2
+    monkeypatch.setattr(cuda, "mma_wide_status", lambda device: None)
+    assert cuda.staging_candidates(a, a) == [1, 2, 3] and cuda._auto_staging(a, a, "mma-and") == 3
+    short, odd = torch.zeros(8, 30, dtype=torch.int64), torch.zeros(8, 33, dtype=torch.int64)
+    misaligned = torch.zeros(8 * 32 + 1, dtype=torch.int64)[1:].view(8, 32)  # 8 bytes past 16-byte alignment
+    assert cuda._auto_staging(short, short, "mma-and") == 1  # under 2,048 bits: synchronous
+    assert cuda.staging_candidates(odd, odd) == [1] and cuda.staging_candidates(a, misaligned) == [1]
 
 
 def test_disabling_mma_turns_off_every_tensor_core_kernel_on_every_call(fake, monkeypatch):
     """Cached passes of the pipelined, top-k and radius checks do not outlive
     FASTSPLINE_CUDA_DISABLE=mma: they all run on the tensor cores."""
     monkeypatch.setattr(cuda, "_index", lambda device: 0)
-    for kind in ("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "fused top-k kernel",
-                 "fused radius kernels"):
+    for kind in ("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist",
+                 "pipelined wide-tile tensor-core cdist", "fused top-k kernel", "fused radius kernels"):
         cuda._checks[(kind, 0)] = None  # all passed earlier
     dev = torch.device("cuda", 0)
-    assert cuda.mma_async_status(dev) is None and cuda.topk_status(dev) is None and cuda.radius_status(dev) is None
+    statuses = (cuda.mma_async_status, cuda.mma_wide_status, cuda.topk_status, cuda.radius_status)
+    assert all(status(dev) is None for status in statuses)
+    a = torch.zeros(8, 32, dtype=torch.int64)
+    assert cuda.staging_candidates(a, a) == [1, 2, 3]
     monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", "mma")
-    for status in (cuda.mma_status, cuda.mma_async_status, cuda.topk_status, cuda.radius_status):
+    for status in (cuda.mma_status, *statuses):
         assert status(dev) == "disabled by FASTSPLINE_CUDA_DISABLE=mma"
-    assert cuda.search_method("topk", dev) == "blocks" and cuda.mma_staging(dev) == 1
+    assert cuda.search_method("topk", dev) == "blocks" and cuda.staging_candidates(a, a) == [1]
+    monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", "wide")
+    assert cuda.staging_candidates(a, a) == [1, 2]
 
 
 def test_disable_switch_turns_kernels_off_without_running_their_checks(fake, monkeypatch):
@@ -230,7 +247,7 @@ def test_disable_switch_turns_kernels_off_without_running_their_checks(fake, mon
     assert reason == "disabled by FASTSPLINE_CUDA_DISABLE=stream, fused" and not ran
     assert cuda._self_check("async", torch.device("cpu"), lambda i: ran.append(i), "async") is None and ran == [0]
     monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", "stream,warp")
-    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_DISABLE takes names from \('mma', 'async', 'stream', 'fused'\), got \['warp'\]"):
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_DISABLE takes names from \('mma', 'async', 'wide', 'stream', 'fused'\), got \['warp'\]"):
         cuda._self_check("stream pack kernel", torch.device("cpu"), lambda i: None, "stream")
     monkeypatch.delenv("FASTSPLINE_CUDA_DISABLE")
     x = torch.zeros(2, 64)

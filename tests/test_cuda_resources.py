@@ -1,7 +1,9 @@
 """Compile-time checks of the CUDA kernels the backend picks by default (no GPU needed).
 
 ptxas reports registers and spills per kernel; the hot kernels must not spill, and the
-pipelined tensor-core kernel must fit two 256-thread blocks per SM on sm_90 (128 registers).
+pipelined tensor-core kernel with square tiles must fit two 256-thread blocks per SM on
+sm_90 (128 registers; the wide-tile one runs one block per SM and may take 255). The XOR
+variants are not auto choices: on sm_90 the wide XOR one spills (b1 XOR MMA is emulated there).
 """
 from __future__ import annotations
 
@@ -50,6 +52,6 @@ def test_default_kernels_do_not_spill_and_async_cdist_fits_two_blocks(tmp_path):
             assert found, f"{key} not compiled for {arch}"
             for name, r in found.items():
                 assert r.get("spill_stores") == 0 and r.get("spill_loads") == 0, f"{name} spills on {arch}: {r}"
-        if arch == "sm_90":  # two blocks per SM there (one fits on sm_80's shared memory)
-            async_and = [r for name, r in kernels.items() if "cdist_mma_async_kernelILb0" in name]
-            assert async_and and all(r["registers"] <= 128 for r in async_and), async_and
+        if arch == "sm_90":  # square tiles: two blocks per SM there (one fits on sm_80's shared memory)
+            square = [r for name, r in kernels.items() if "cdist_mma_async_kernelILb0ENS1_9WarpTilesILi4ELi4E" in name]
+            assert len(square) == 1 and square[0]["registers"] <= 128, square

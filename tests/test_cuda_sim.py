@@ -93,8 +93,8 @@ def test_self_checks_pass_in_the_emulator(sim, monkeypatch, schedule, copies):
     kernels' code under three thread orders."""
     monkeypatch.setenv("FASTSPLINE_SIM_SCHEDULE", schedule)
     monkeypatch.setenv("FASTSPLINE_SIM_CP_ASYNC", copies)
-    for status in (cuda.mma_status, cuda.mma_async_status, cuda.pack_stream_status, cuda.topk_status,
-                   cuda.radius_status):
+    for status in (cuda.mma_status, cuda.mma_async_status, cuda.mma_wide_status, cuda.pack_stream_status,
+                   cuda.topk_status, cuda.radius_status):
         assert status(CPU) is None, status.__name__
 
 
@@ -107,11 +107,13 @@ def words_pair(n: int, m: int, w: int, gen: torch.Generator) -> tuple[torch.Tens
 
 
 @pytest.mark.parametrize("method, staging", [("popc", "auto"), ("mma-xor", "sync"), ("mma-and", "sync"),
-                                             ("mma-xor", "async"), ("mma-and", "async")])
-@pytest.mark.parametrize("n, m, w", [(1, 1, 2), (127, 129, 4), (130, 260, 18), (40, 300, 34), (129, 70, 66)])
+                                             ("mma-xor", "async"), ("mma-and", "async"),
+                                             ("mma-xor", "wide"), ("mma-and", "wide")])
+@pytest.mark.parametrize("n, m, w", [(1, 1, 2), (127, 129, 4), (130, 260, 18), (40, 300, 34), (129, 70, 66),
+                                     (300, 140, 36)])
 def test_cdist_kernels(sim, monkeypatch, method, staging, n, m, w):
-    """Each cdist kernel forced: ragged tiles, one to five K slices, a given out, a row
-    block of a (as top-k and radius take it)."""
+    """Each cdist kernel forced: ragged tiles (wide ones: 256 x 128), one to five K
+    slices, a given out, a row block of a (as top-k and radius take it)."""
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", method)
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
     a, b = words_pair(n, m, w, make_gen("sim-cdist", method, staging, n, m, w))
@@ -123,12 +125,46 @@ def test_cdist_kernels(sim, monkeypatch, method, staging, n, m, w):
     same(cuda.hamming_cdist(a[n // 2 :], b), want[n // 2 :])
 
 
-def test_async_kernel_refuses_odd_word_counts(sim, monkeypatch):
+@pytest.mark.parametrize("staging", ["async", "wide"])
+def test_async_kernels_refuse_odd_word_counts(sim, monkeypatch, staging):
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-and")
-    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "async")
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
     a = torch.zeros(130, 3, dtype=torch.int64)
     with pytest.raises(ValueError, match="needs an even word count"):
         cuda.hamming_cdist(a, a)
+
+
+def test_autotune_times_each_staging_once_and_keeps_the_fastest(sim, monkeypatch):
+    """Auto staging on a large call: every candidate runs (real kernels) and is timed
+    once per shape class; the fastest is kept, results stay bit-exact; off with
+    FASTSPLINE_CUDA_AUTOTUNE=0 (the static rule: wide tiles from 2,048 bits)."""
+    passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "pipelined wide-tile tensor-core cdist")
+    monkeypatch.setattr(cuda, "_AUTOTUNE_MIN_WORD_PAIRS", 1)
+    monkeypatch.setattr(cuda, "_AUTOTUNE_ROWS", 200)  # the timed sample: 200 x 200 rows
+    fake_ms, timed, real = {1: 3.0, 2: 1.0, 3: 2.0}, [], cuda._cdist
+
+    def fake_time(fn, device, reps=3):
+        seen = []
+        monkeypatch.setattr(cuda, "_cdist", lambda *args: seen.append((args[0].shape, args[4])) or real(*args))
+        fn()
+        monkeypatch.setattr(cuda, "_cdist", real)
+        (shape, staging), = seen
+        timed.append((tuple(shape), staging))
+        return fake_ms[staging]
+
+    monkeypatch.setattr(cuda, "_time_ms", fake_time)
+    a, b = words_pair(300, 260, 34, make_gen("sim-autotune"))
+    want = fs.hamming_cdist(a, b, backend="reference")
+    same(cuda.hamming_cdist(a, b), want)
+    assert timed == [((200, 34), 1), ((200, 34), 2), ((200, 34), 3)]
+    assert list(cuda._tuned.values()) == [2] and cuda._auto_staging(a, b, "mma-and") == 2
+    same(cuda.hamming_cdist(a[:250], b), want[:250])  # same shape class: no new timing
+    assert len(timed) == 3
+    monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "0")
+    assert cuda._auto_staging(a, b, "mma-and") == 3
+    monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "yes")
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_AUTOTUNE must be one of \('0', '1'\), got 'yes'"):
+        cuda.hamming_cdist(a, b)
 
 
 @pytest.mark.parametrize("kernel", ["rows", "columns", "stream"])

@@ -158,25 +158,28 @@ def check_cuda_cdist(w: int, shape: tuple[int, int], gen: torch.Generator) -> No
 
 
 @needs_cuda_backend
+@pytest.mark.parametrize("staging", ["async", "wide"])
 @pytest.mark.parametrize("method", ["mma-xor", "mma-and"])
 @pytest.mark.parametrize("w", [2, 16, 18, 32, 34, 130])
 @pytest.mark.parametrize("shape", [(1, 1), (127, 129), (128, 256), (300, 517), (1000, 64)])
-def test_cdist_async_kernels(monkeypatch, method, w, shape):
-    """The cp.async-pipelined tensor-core kernel, forced: one to nine K slices, ragged
-    last slices and tiles."""
+def test_cdist_async_kernels(monkeypatch, staging, method, w, shape):
+    """The cp.async-pipelined tensor-core kernels (128 x 128 and 256 x 128 tiles),
+    forced: one to nine K slices, ragged last slices and tiles."""
     from fastspline.backends import cuda
 
-    if (reason := cuda.mma_async_status(torch.device("cuda"))) is not None:
-        pytest.fail(f"pipelined tensor-core kernel unusable: {reason}")
+    status = cuda.mma_async_status if staging == "async" else cuda.mma_wide_status
+    if (reason := status(torch.device("cuda"))) is not None:
+        pytest.fail(f"pipelined tensor-core kernel ({staging}) unusable: {reason}")
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", method)
-    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "async")
-    check_cuda_cdist(w, shape, make_gen("gpu-cdist-async", method, w, shape))
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
+    check_cuda_cdist(w, shape, make_gen("gpu-cdist-async", staging, method, w, shape))
 
 
 @needs_cuda_backend
-def test_cdist_async_refuses_odd_word_counts(monkeypatch):
+@pytest.mark.parametrize("staging", ["async", "wide"])
+def test_cdist_async_refuses_odd_word_counts(monkeypatch, staging):
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-and")
-    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "async")
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
     a = torch.zeros(130, 3, dtype=torch.int64, device="cuda")
     with pytest.raises(ValueError, match="needs an even word count"):
         fs.hamming_cdist(a, a, backend="cuda")

@@ -17,8 +17,9 @@
 //                  (or .and.popc + row popcounts), 128x128 output tile per 8-warp block,
 //                  64x32 per warp, 512-bit K slices in padded shared memory
 //                  (conflict-free fragment loads). Zero pad bits add nothing to XOR/AND.
-//                  From 2,048 bits: the same tiles fed by a 3-stage cp.async ring of
-//                  1,024-bit K slices and ldmatrix (cdist_mma_async_kernel).
+//                  Long codes: a 3-stage cp.async ring of 1,024-bit K slices in
+//                  swizzled shared memory and ldmatrix, 128x128 tiles or 256x128 with
+//                  64x64 per warp (cdist_mma_async_kernel; backends/cuda.py times them).
 //   bit_transpose  one warp per 64x64 bit block: 64 pairs of ballots.
 // 64-bit indexing throughout.
 #ifdef FASTSPLINE_CUDA_SIM  // the CPU emulator of tests/cuda_sim.py
@@ -453,16 +454,28 @@ __device__ __forceinline__ void mma_tile(const u64* __restrict__ a, int64_t n, c
 }
 
 // The tile's distances from acc: emit(lr, lc, d(lr, lc), d(lr, lc + 1)) for this warp's
-// pairs (tile-local row lr, even column lc). kXor false: pop_a / pop_b hold the row
-// popcounts of the tile's A and B rows, and d = |a| + |b| - 2 |a AND b|.
-template <bool kXor, typename Emit>
-__device__ __forceinline__ void tile_results(const int (&acc)[4][4][4], const int* pop_a, const int* pop_b, Emit emit) {
+// pairs (tile-local row lr, even column lc), warps laid out as in WarpTiles. kXor false:
+// pop_a / pop_b hold the row popcounts of the tile's A and B rows, and
+// d = |a| + |b| - 2 |a AND b|.
+template <int WarpsN, int FragN>
+struct WarpTiles {  // 8 warps, kWarpsN across the tile's columns; each 64 x 8 kFragN
+  static constexpr int kWarpsN = WarpsN, kFragN = FragN;
+  static constexpr int kWarpsM = kThreads / 32 / kWarpsN;
+  static constexpr int kRows = kWarpsM * 64;          // rows of A per block
+  static constexpr int kCols = kWarpsN * 8 * kFragN;  // rows of B per block
+};
+using SquareTiles = WarpTiles<4, 4>;  // 128 x 128 tiles, 64 x 32 per warp
+using WideTiles = WarpTiles<2, 8>;    // 256 x 128 tiles, 64 x 64 per warp
+
+template <bool kXor, int kWarpsN, int kFragN, typename Emit>
+__device__ __forceinline__ void tile_results(const int (&acc)[4][kFragN][4], const int* pop_a, const int* pop_b,
+                                             Emit emit) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+  const int wm = (warp / kWarpsN) * 64, wn = (warp % kWarpsN) * 8 * kFragN;
 #pragma unroll
   for (int i = 0; i < 4; ++i)
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < kFragN; ++j)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {  // h = 0: row g (c0, c1); h = 1: row g + 8 (c2, c3)
         const int lr = wm + 16 * i + g + 8 * h, lc = wn + 8 * j + 2 * t;
@@ -508,24 +521,30 @@ __global__ void __launch_bounds__(kThreads) cdist_mma_kernel(const u64* __restri
     (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] = pop;
     __syncthreads();
   }
-  tile_results<kXor>(acc, pop_a, pop_b, StorePair{out, ldo, r0, c0, n, m});
+  tile_results<kXor, 4, 4>(acc, pop_a, pop_b, StorePair{out, ldo, r0, c0, n, m});
 #endif
 }
 
-// The same tile and warp layout, for long codes: 1024-bit K slices (16 words a row) move
-// global -> shared with cp.async (16 bytes each, zero-filled past w) in a kStages-deep ring,
-// so loads of slice s + 2 overlap the MMAs of slice s; fragments come from ldmatrix.x4
-// (its 8x8 b16 fragment is the b1 one: lane 4 g + t holds row g, bits 32 t .. 32 t + 31 of
-// a 128-bit row piece). Rows of kAsyncStride u32 (144 bytes): ldmatrix and the cp.async
-// stores hit distinct banks. Needs w even and 16-byte aligned a and b (the launcher checks).
-// kXor false: the row popcounts come from pops_a / pops_b (hamming_rows_kernel beforehand),
-// so the main loop's shared-memory reads are the fragments alone.
-constexpr int kAsyncWords = 16;                   // u64 words per row per slice
-constexpr int kAsyncChunks = kAsyncWords / 4;     // 256-bit MMA K chunks per slice
-constexpr int kAsyncStride = kAsyncWords * 2 + 4; // u32 per shared-memory row
+// Long codes: 1024-bit K slices (16 words a row) move global -> shared with cp.async (16
+// bytes each, zero-filled past w) in a kStages-deep ring, so loads of slice s + 2 overlap
+// the MMAs of slice s; fragments come from ldmatrix.x4 (its 8x8 b16 fragment is the b1
+// one: lane 4 g + t holds row g, bits 32 t .. 32 t + 31 of a 128-bit row piece). A row's
+// 8 pieces of 16 bytes sit swizzled, piece p at p ^ (row % 8): the 8 rows an ldmatrix
+// matrix reads, and the 8 pieces of a row a cp.async step writes, fall in distinct banks.
+// Two tile shapes (WarpTiles): 128 x 128 (2 blocks per SM on sm_90) and 256 x 128 with
+// 64 x 64 per warp (one block per SM; per MMA, a third less shared-memory fragment
+// traffic and a quarter less L2 traffic). Needs w even and 16-byte aligned a and b (the
+// launcher checks). kXor false: the row popcounts come from pops_a / pops_b
+// (hamming_rows_kernel beforehand), so the main loop's shared-memory reads are the
+// fragments alone.
+constexpr int kAsyncWords = 16;                // u64 words per row per slice
+constexpr int kAsyncChunks = kAsyncWords / 4;  // 256-bit MMA K chunks per slice
 constexpr int kStages = 3;
-constexpr int kStageU32 = 2 * kMmaTile * kAsyncStride;  // A then B
-constexpr int kAsyncSmemBytes = kStages * kStageU32 * 4;  // 110,592
+
+template <typename Tiles>
+constexpr int async_smem_bytes() {  // 98,304 (square), 147,456 (wide)
+  return kStages * (Tiles::kRows + Tiles::kCols) * kAsyncWords * 8;
+}
 
 #if defined(FASTSPLINE_CUDA_SIM)
 __device__ inline unsigned smem_addr(const void* p) { return sim::smem_addr(p); }
@@ -553,41 +572,48 @@ __device__ inline void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
 }
 #endif
 
-template <bool kXor>
-__global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_mma_async_kernel(
+template <bool kXor, typename Tiles, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) cdist_mma_async_kernel(
     const u64* __restrict__ a, int64_t n, const u64* __restrict__ b, int64_t m, int64_t w, int32_t* __restrict__ out,
     int64_t ldo, const int64_t* __restrict__ pops_a, const int64_t* __restrict__ pops_b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr int kWarpsN = Tiles::kWarpsN, kFragN = Tiles::kFragN;
+  constexpr int kRows = Tiles::kRows, kCols = Tiles::kCols, kRowU32 = kAsyncWords * 2;
+  constexpr int kStageU32 = (kRows + kCols) * kRowU32;  // A rows, then B rows
   FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
   unsigned* smem = reinterpret_cast<unsigned*>(dyn_smem);
-  __shared__ int pop_a[kMmaTile], pop_b[kMmaTile];
+  __shared__ int pop_a[kRows], pop_b[kCols];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
-  const int64_t r0 = (int64_t)blockIdx.y * kMmaTile, c0 = (int64_t)blockIdx.x * kMmaTile;
+  const int wm = (warp / kWarpsN) * 64, wn = (warp % kWarpsN) * 8 * kFragN;
+  const int64_t r0 = (int64_t)blockIdx.y * kRows, c0 = (int64_t)blockIdx.x * kCols;
   const int slices = (int)((w + kAsyncWords - 1) / kAsyncWords);
 
-  // Slice s into stage s % kStages: 128 rows x 8 pieces of 16 bytes for each of A and B,
-  // 8 consecutive threads on one row's 128 bytes.
+  // Slice s into stage s % kStages: 8 consecutive threads on one row's 8 pieces (128
+  // bytes), 32 rows per step; A's rows first (whole steps: kRows % 32 == 0), then B's.
   auto load = [&](int s) {
     unsigned* stage = smem + (s % kStages) * kStageU32;
-    const int64_t k0 = (int64_t)s * kAsyncWords;
+    const int piece = threadIdx.x % 8;
+    const int64_t gk = (int64_t)s * kAsyncWords + 2 * piece;
+    const bool in_k = gk < w;  // w even: a piece is wholly inside or wholly outside
 #pragma unroll
-    for (int i = 0; i < kMmaTile * kAsyncWords / 2 / kThreads; ++i) {
-      const int e = threadIdx.x + i * kThreads, row = e / 8, piece = e % 8;
-      const int64_t gk = k0 + 2 * piece, ga = r0 + row, gb = c0 + row;
-      const bool ka = gk < w;  // w even: a piece is wholly inside or wholly outside
-      cp_async16(smem_addr(stage + row * kAsyncStride + 4 * piece), ka && ga < n ? a + ga * w + gk : a, ka && ga < n);
-      cp_async16(smem_addr(stage + (kMmaTile + row) * kAsyncStride + 4 * piece), ka && gb < m ? b + gb * w + gk : b,
-                 ka && gb < m);
+    for (int i = 0; i < (kRows + kCols) / 32; ++i) {
+      const int row = threadIdx.x / 8 + 32 * i;
+      const bool is_a = i < kRows / 32;  // row < kRows, known when unrolled
+      const int64_t g = is_a ? r0 + row : c0 + (row - kRows);
+      const bool valid = in_k && g < (is_a ? n : m);
+      const u64* src = is_a ? a : b;
+      cp_async16(smem_addr(stage + row * kRowU32 + 4 * (piece ^ (row % 8))), valid ? src + g * w + gk : src, valid);
     }
   };
 
-  int acc[4][4][4] = {};
+  int acc[4][kFragN][4] = {};
   if (!kXor) {  // row popcounts, counted beforehand (pops_a / pops_b): none in the main loop
-    const int64_t row = (threadIdx.x < kMmaTile ? r0 : c0) + threadIdx.x % kMmaTile;
-    const bool valid = row < (threadIdx.x < kMmaTile ? n : m);
-    (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] =
-        valid ? (int)(threadIdx.x < kMmaTile ? pops_a : pops_b)[row] : 0;
+    for (int e = threadIdx.x; e < kRows + kCols; e += kThreads) {
+      const bool is_a = e < kRows;
+      const int64_t row = is_a ? r0 + e : c0 + (e - kRows);
+      const bool valid = row < (is_a ? n : m);
+      (is_a ? pop_a[e] : pop_b[e - kRows]) = valid ? (int)(is_a ? pops_a : pops_b)[row] : 0;
+    }
   }
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
@@ -595,28 +621,29 @@ __global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_mm
     cp_async_commit();
   }
   // ldmatrix row addresses of this lane: A matrix q = lane / 8 is rows (q % 2) * 8 .. + 7 of
-  // an m16 tile, bytes (q / 2) * 16 of a 256-bit chunk (a0..a3); B matrices are the low and
-  // high 128 bits of n8 tiles j and j + 1 (b0, b1 of j, then of j + 1).
+  // an m16 tile, piece 2 c + q / 2 of 256-bit chunk c (a0..a3); B matrices are the low and
+  // high 128 bits (pieces 2 c, 2 c + 1) of n8 tiles j and j + 1 (b0, b1 of j, then of j + 1).
+  // Every such row is r8 = lane % 8 past a multiple of 8, so its pieces sit at p ^ r8.
   const int q = lane / 8, r8 = lane % 8;
-  const int a_row = wm + (q % 2) * 8 + r8, a_u32 = (q / 2) * 4;
-  const int b_row = wn + (q / 2) * 8 + r8, b_u32 = (q % 2) * 4;
+  const int a_row = wm + (q % 2) * 8 + r8, a_piece = q / 2;
+  const int b_row = kRows + wn + (q / 2) * 8 + r8, b_piece = q % 2;
   for (int s = 0; s < slices; ++s) {
     cp_async_wait<kStages - 2>();
     __syncthreads();  // slice s is in; everyone is done with slice s - 1's stage
     if (s + kStages - 1 < slices) load(s + kStages - 1);
     cp_async_commit();
-    const unsigned* stage = smem + (s % kStages) * kStageU32;
-    const unsigned a_base = smem_addr(stage + a_row * kAsyncStride + a_u32);
-    const unsigned b_base = smem_addr(stage + (kMmaTile + b_row) * kAsyncStride + b_u32);
+    const unsigned stage = smem_addr(smem + (s % kStages) * kStageU32);
+    const unsigned a_base = stage + a_row * kRowU32 * 4, b_base = stage + b_row * kRowU32 * 4;
 #pragma unroll
     for (int c = 0; c < kAsyncChunks; ++c) {
-      unsigned fa[4][4], fb[4][2];
+      const unsigned a_off = ((2 * c + a_piece) ^ r8) * 16, b_off = ((2 * c + b_piece) ^ r8) * 16;
+      unsigned fa[4][4], fb[kFragN][2];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) ldmatrix_x4(fa[i], a_base + (16 * i * kAsyncStride + 8 * c) * 4);
+      for (int i = 0; i < 4; ++i) ldmatrix_x4(fa[i], a_base + 16 * i * kRowU32 * 4 + a_off);
 #pragma unroll
-      for (int j = 0; j < 4; j += 2) {
+      for (int j = 0; j < kFragN; j += 2) {
         unsigned r[4];
-        ldmatrix_x4(r, b_base + (8 * j * kAsyncStride + 8 * c) * 4);
+        ldmatrix_x4(r, b_base + 8 * j * kRowU32 * 4 + b_off);
         fb[j][0] = r[0];
         fb[j][1] = r[1];
         fb[j + 1][0] = r[2];
@@ -625,12 +652,12 @@ __global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_mm
 #pragma unroll
       for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) mma_b1<kXor>(acc[i][j], fa[i], fb[j]);
+        for (int j = 0; j < kFragN; ++j) mma_b1<kXor>(acc[i][j], fa[i], fb[j]);
     }
   }
   cp_async_wait<0>();
   __syncthreads();  // publishes pop_a / pop_b (also when there was no slice)
-  tile_results<kXor>(acc, pop_a, pop_b, StorePair{out, ldo, r0, c0, n, m});
+  tile_results<kXor, kWarpsN, kFragN>(acc, pop_a, pop_b, StorePair{out, ldo, r0, c0, n, m});
 #endif
 }
 
@@ -659,7 +686,7 @@ __device__ __forceinline__ void tile_to_shared(const u64* __restrict__ a, int64_
   (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] = pop;
   __syncthreads();
   int* dist = reinterpret_cast<int*>(smem);
-  tile_results<false>(acc, pop_a, pop_b, [dist](int lr, int lc, int v0, int v1) {
+  tile_results<false, 4, 4>(acc, pop_a, pop_b, [dist](int lr, int lc, int v0, int v1) {
     *reinterpret_cast<int2*>(dist + lr * kDistStride + lc) = make_int2(v0, v1);
   });
   __syncthreads();
@@ -965,10 +992,10 @@ void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, i
   });
 }
 
-// Whether `kernel` can have `bytes` of dynamic shared memory (plus its 1 KB static) on
-// the current device; sets the opt-in once per (slot, device). Cards with less (some
+// Whether `kernel` can have `bytes` of dynamic shared memory (plus `static_bytes`) on the
+// current device; sets the opt-in once per (slot, device). Cards with less (some
 // sm_86/89) answer false and the caller falls back.
-bool smem_ready(const void* kernel, int bytes, int slot) {
+bool smem_ready(const void* kernel, int bytes, int slot, int static_bytes = 2 * kMmaTile * (int)sizeof(int)) {
   static int ready[8][64] = {};  // 0 unknown, 1 yes, 2 no
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
@@ -976,67 +1003,89 @@ bool smem_ready(const void* kernel, int bytes, int slot) {
   if (ready[slot][device] == 0) {
     int optin = 0;
     check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
-    const bool ok = optin >= bytes + 2 * kMmaTile * (int)sizeof(int);
+    const bool ok = optin >= bytes + static_bytes;
     if (ok) check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "cudaFuncSetAttribute");
     ready[slot][device] = ok ? 1 : 2;
   }
   return ready[slot][device] == 1;
 }
 
+// The cp.async kernels: square tiles (staging 2), wide tiles (staging 3).
+template <bool kXor, typename Tiles>
+constexpr auto async_kernel() {
+  return cdist_mma_async_kernel<kXor, Tiles, std::is_same_v<Tiles, WideTiles> ? 1 : FASTSPLINE_BIG_SMEM_BLOCKS>;
+}
+
+template <typename Tiles>
 bool async_smem_ready() {
-  return smem_ready((const void*)cdist_mma_async_kernel<true>, kAsyncSmemBytes, 0) &&
-         smem_ready((const void*)cdist_mma_async_kernel<false>, kAsyncSmemBytes, 1);
+  constexpr bool wide = std::is_same_v<Tiles, WideTiles>;
+  constexpr int bytes = async_smem_bytes<Tiles>(), statics = (Tiles::kRows + Tiles::kCols) * (int)sizeof(int);
+  return smem_ready((const void*)async_kernel<true, Tiles>(), bytes, wide ? 5 : 0, statics) &&
+         smem_ready((const void*)async_kernel<false, Tiles>(), bytes, wide ? 6 : 1, statics);
+}
+
+template <typename Tiles>
+void launch_async(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int32_t* out, int64_t ldo, bool use_xor,
+                  const int64_t* workspace, cudaStream_t s) {
+  const int64_t col_tiles = (m + Tiles::kCols - 1) / Tiles::kCols;
+  if (col_tiles > 0x7fffffff) throw std::invalid_argument("hamming_cdist: b has too many rows for one grid");
+  constexpr int bytes = async_smem_bytes<Tiles>();
+  for_row_bands(n, Tiles::kRows, [&](int64_t r, int64_t rows, unsigned grid_y) {
+    const dim3 grid((unsigned)col_tiles, grid_y);
+    const auto kernel = use_xor ? async_kernel<true, Tiles>() : async_kernel<false, Tiles>();
+    kernel<<<grid, kThreads, bytes, s>>>(a + r * w, rows, b, m, w, out + r * ldo, ldo, use_xor ? nullptr : workspace + r,
+                                         use_xor ? nullptr : workspace + n);
+    check(cudaGetLastError(), "cdist_mma_async_kernel launch");
+  });
 }
 
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
                        int64_t ldo, bool use_xor, int staging, std::uintptr_t stream, int64_t* workspace) {
-  if (staging < 0 || staging > 2)
-    throw std::invalid_argument("hamming_cdist_mma: staging must be 0 (auto), 1 (sync) or 2 (cp.async)");
+  if (staging < 0 || staging > 3)
+    throw std::invalid_argument(
+        "hamming_cdist_mma: staging must be 0 (auto), 1 (sync), 2 (cp.async) or 3 (cp.async, wide tiles)");
   if (n == 0 || m == 0) return;
   const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
   if (col_tiles > 0x7fffffff) throw std::invalid_argument("hamming_cdist: b has too many rows for one grid");
   // cp.async: 16-byte pieces, so w even and both bases 16-byte aligned (row bands keep it).
   const bool async_ok = w % 2 == 0 && (reinterpret_cast<std::uintptr_t>(a) & 15) == 0 &&
                         (reinterpret_cast<std::uintptr_t>(b) & 15) == 0;
-  if (staging == 2 && !async_ok)
+  if (staging >= 2 && !async_ok)
     throw std::invalid_argument("hamming_cdist_mma: the cp.async kernel needs an even word count and 16-byte aligned rows");
-  if (staging == 2 && !use_xor && workspace == nullptr)
+  if (staging >= 2 && !use_xor && workspace == nullptr)
     throw std::invalid_argument("hamming_cdist_mma: the cp.async AND kernel needs a workspace of n + m int64");
-  // Auto: cp.async from two slices up (2,048+ bits); shorter codes are bound by writing the
-  // output, where the synchronous kernel (more blocks per SM) measured 75% of the roofline.
-  bool use_async = staging == 2 || (staging == 0 && async_ok && w >= 2 * kAsyncWords && (use_xor || workspace));
-  if (use_async && !async_smem_ready()) {
-    if (staging == 2)
+  // Auto: cp.async from two slices up (2,048+ bits), wide tiles where the card has the
+  // shared memory; shorter codes are bound by writing the output, where the synchronous
+  // kernel (more blocks per SM) measured 75% of the roofline on an H200.
+  const int forced = staging;
+  if (staging == 0) staging = async_ok && w >= 2 * kAsyncWords && (use_xor || workspace) ? 3 : 1;
+  if (staging == 3 && !async_smem_ready<WideTiles>()) {
+    if (forced == 3)
+      throw std::invalid_argument("hamming_cdist_mma: this device has too little shared memory for the wide cp.async kernel");
+    staging = 2;
+  }
+  if (staging == 2 && !async_smem_ready<SquareTiles>()) {
+    if (forced == 2)
       throw std::invalid_argument("hamming_cdist_mma: this device has too little shared memory for the cp.async kernel");
-    use_async = false;
+    staging = 1;
   }
   cudaStream_t s = as_stream(stream);
-  if (use_async && !use_xor) {  // row popcounts first: the AND kernel adds them in its epilogue
-    hamming_rows_kernel<<<grid_for(n, kThreads / 32), kThreads, 0, s>>>(reinterpret_cast<const u64*>(a), nullptr, n, w,
-                                                                      workspace);
-    hamming_rows_kernel<<<grid_for(m, kThreads / 32), kThreads, 0, s>>>(reinterpret_cast<const u64*>(b), nullptr, m, w,
-                                                                      workspace + n);
+  const u64* ap = reinterpret_cast<const u64*>(a);
+  const u64* bp = reinterpret_cast<const u64*>(b);
+  if (staging >= 2 && !use_xor) {  // row popcounts first: the AND kernel adds them in its epilogue
+    hamming_rows_kernel<<<grid_for(n, kThreads / 32), kThreads, 0, s>>>(ap, nullptr, n, w, workspace);
+    hamming_rows_kernel<<<grid_for(m, kThreads / 32), kThreads, 0, s>>>(bp, nullptr, m, w, workspace + n);
     check(cudaGetLastError(), "hamming_rows_kernel launch (row popcounts)");
   }
+  if (staging == 3) return launch_async<WideTiles>(ap, n, bp, m, w, out, ldo, use_xor, workspace, s);
+  if (staging == 2) return launch_async<SquareTiles>(ap, n, bp, m, w, out, ldo, use_xor, workspace, s);
   for_row_bands(n, kMmaTile, [&](int64_t r, int64_t rows, unsigned grid_y) {
     const dim3 grid((unsigned)col_tiles, grid_y);
-    const u64* ap = reinterpret_cast<const u64*>(a) + r * w;
-    const u64* bp = reinterpret_cast<const u64*>(b);
-    if (use_async) {
-      if (use_xor)
-        cdist_mma_async_kernel<true><<<grid, kThreads, kAsyncSmemBytes, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo,
-                                                                             nullptr, nullptr);
-      else
-        cdist_mma_async_kernel<false><<<grid, kThreads, kAsyncSmemBytes, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo,
-                                                                              workspace + r, workspace + n);
-      check(cudaGetLastError(), "cdist_mma_async_kernel launch");
-    } else {
-      if (use_xor)
-        cdist_mma_kernel<true><<<grid, kThreads, 0, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo);
-      else
-        cdist_mma_kernel<false><<<grid, kThreads, 0, s>>>(ap, rows, bp, m, w, out + r * ldo, ldo);
-      check(cudaGetLastError(), "cdist_mma_kernel launch");
-    }
+    if (use_xor)
+      cdist_mma_kernel<true><<<grid, kThreads, 0, s>>>(ap + r * w, rows, bp, m, w, out + r * ldo, ldo);
+    else
+      cdist_mma_kernel<false><<<grid, kThreads, 0, s>>>(ap + r * w, rows, bp, m, w, out + r * ldo, ldo);
+    check(cudaGetLastError(), "cdist_mma_kernel launch");
   });
 }
 

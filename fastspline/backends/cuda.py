@@ -3,8 +3,9 @@
 The extension takes device pointers and the current torch stream; this module
 allocates outputs with torch on the input's device. ``hamming_cdist`` has two
 kernels: XOR + popc on the CUDA cores, and binary tensor cores (``mma.sync``
-b1, sm_80+, synchronous or cp.async-pipelined staging); :func:`cdist_method`
-says which one a call uses. Each tensor-core kernel, and the ``stream`` pack
+b1, sm_80+, synchronous or cp.async-pipelined staging in 128 x 128 or 256 x 128
+tiles); :func:`cdist_method` says which one a call uses, and for large calls the
+staging is timed once per device and shape class (:func:`tuned_staging`). Each tensor-core kernel, and the ``stream`` pack
 kernel, is checked once per device against the kernel it replaces before first
 use and is not used (with a logged warning) if it disagrees. ``hamming_topk`` (k <= 32)
 and ``hamming_radius`` have fused tensor-core kernels (per-block candidate lists
@@ -31,7 +32,9 @@ _BLOCK_BYTES = 1 << 28  # int32 distances held at once by topk / radius (256 MiB
 CDIST_METHODS = ("auto", "popc", "mma-xor", "mma-and")
 # How the tensor-core kernel stages its K slices in shared memory: synchronous loads, or
 # a cp.async pipeline (auto: the pipeline from 2,048-bit codes, where it applies).
-MMA_STAGINGS = {"auto": 0, "sync": 1, "async": 2}
+MMA_STAGINGS = {"auto": 0, "sync": 1, "async": 2, "wide": 3}
+# Codes of at least this many words (2,048 bits) take a pipelined kernel when not timed.
+_ASYNC_MIN_WORDS = 32
 # The tensor-core kernel's 128x128 tiles pay off once both sides have this many rows.
 _MMA_MIN_ROWS = 128
 _checks: dict[tuple[str, int], str | None] = {}  # (kernel, device index) -> why unused (None: used)
@@ -60,7 +63,7 @@ class _Unsupported(str):
 
 # FASTSPLINE_CUDA_DISABLE: comma-separated kernels never to use (mma, async, stream,
 # fused), e.g. to work around a driver fault; they count as unsupported, without a check.
-DISABLE_NAMES = ("mma", "async", "stream", "fused")
+DISABLE_NAMES = ("mma", "async", "wide", "stream", "fused")
 
 
 def _disabled() -> set[str]:
@@ -125,35 +128,121 @@ def mma_status(device: torch.device) -> str | None:
     return _self_check("binary tensor-core cdist", device, check, "mma")
 
 
-def mma_async_status(device: torch.device) -> str | None:
-    """None when the cp.async pipelined tensor-core kernel is usable on ``device``
-    (the tensor cores pass :func:`mma_status`, the card has the shared memory, and
-    both variants agree with the popc kernel over several K slices, ragged ones
-    included), else why not. Checked once per device."""
-
+def _pipelined_status(device: torch.device, kind: str, staging: int, switch: str) -> str | None:
     if (reason := mma_status(device)) is not None:  # every call: FASTSPLINE_CUDA_DISABLE=mma
         return reason
 
     def check(index: int) -> str | None:
-        shapes = ((200, 131, 40), (129, 257, 2), (300, 140, 64), (1, 129, 34))
+        shapes = ((200, 131, 40), (129, 257, 2), (300, 140, 64), (1, 129, 34), (257, 129, 18))
         try:
-            return _compare_cdist(index, "mma-and", 2, shapes) or _compare_cdist(index, "mma-xor", 2, shapes)
+            return _compare_cdist(index, "mma-and", staging, shapes) or _compare_cdist(index, "mma-xor", staging, shapes)
         except ValueError as exc:  # too little shared memory on this card
             return _Unsupported(str(exc))
 
-    return _self_check("pipelined (cp.async) tensor-core cdist", device, check, "async")
+    return _self_check(kind, device, check, switch)
+
+
+def mma_async_status(device: torch.device) -> str | None:
+    """None when the cp.async pipelined tensor-core kernel (128 x 128 tiles) is usable
+    on ``device`` (the tensor cores pass :func:`mma_status`, the card has the shared
+    memory, and both variants agree with the popc kernel over several K slices, ragged
+    ones included), else why not. Checked once per device."""
+    return _pipelined_status(device, "pipelined (cp.async) tensor-core cdist", 2, "async")
+
+
+def mma_wide_status(device: torch.device) -> str | None:
+    """As :func:`mma_async_status`, for the pipelined kernel with 256 x 128 tiles (64 x 64
+    per warp; 148 KB of shared memory, so sm_80 / sm_90 class cards)."""
+    return _pipelined_status(device, "pipelined wide-tile tensor-core cdist", 3, "wide")
 
 
 def mma_staging(device: torch.device) -> int:
-    """``FASTSPLINE_CUDA_MMA_STAGING`` (auto, sync, async) as the extension's code;
-    auto keeps to synchronous staging where the pipelined kernel failed its check."""
+    """``FASTSPLINE_CUDA_MMA_STAGING`` (auto, sync, async, wide) as the extension's code;
+    a forced pipelined kernel that failed its check raises. Auto stays 0 here and is
+    resolved per call by :func:`_auto_staging`."""
     name = _env("FASTSPLINE_CUDA_MMA_STAGING", MMA_STAGINGS)
-    if name == "sync":
-        return 1
-    reason = mma_async_status(device)
-    if name == "async" and reason is not None:
-        raise RuntimeError(f"FASTSPLINE_CUDA_MMA_STAGING=async: the pipelined kernel is unavailable: {reason}")
-    return MMA_STAGINGS[name] if reason is None else 1
+    if name in ("async", "wide"):
+        status = mma_async_status if name == "async" else mma_wide_status
+        if (reason := status(device)) is not None:
+            raise RuntimeError(f"FASTSPLINE_CUDA_MMA_STAGING={name}: the pipelined kernel is unavailable: {reason}")
+    return MMA_STAGINGS[name]
+
+
+def staging_candidates(a: torch.Tensor, b: torch.Tensor) -> list[int]:
+    """The tensor-core stagings that can run ``a`` against ``b`` on their device: sync
+    always; the pipelined ones for even word counts and 16-byte aligned rows, where
+    their checks passed."""
+    out = [1]
+    if a.shape[1] % 2 == 0 and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0:
+        out += [code for code, status in ((2, mma_async_status), (3, mma_wide_status)) if status(a.device) is None]
+    return out
+
+
+# Auto staging for calls of at least this many word pairs (n m w) is timed on the card
+# (FASTSPLINE_CUDA_AUTOTUNE=0: never), once per device and shape class, on random codes
+# of at most 4,096 x 4,096 rows and 512 words; smaller calls use the static rule.
+_AUTOTUNE_MIN_WORD_PAIRS = 1 << 33
+_AUTOTUNE_ROWS, _AUTOTUNE_WORDS = 4096, 512
+_tuned: dict[tuple, int] = {}
+
+
+def _time_ms(fn, device: torch.device, reps: int = 3) -> float:
+    """Fastest of ``reps`` runs of ``fn`` after one warm-up, by CUDA events."""
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end))
+    return best
+
+
+def tuned_staging(n: int, m: int, w: int, method: str, device: torch.device, candidates: list[int]) -> int:
+    """The fastest of ``candidates`` for ``method`` on ``device``, timed once per shape
+    class (rows up to 4,096 by powers of two, words up to 512) on random codes of that
+    class; all stagings give the same bits, so only speed is at stake."""
+    ns, ms, ws = min(n, _AUTOTUNE_ROWS), min(m, _AUTOTUNE_ROWS), min(w, _AUTOTUNE_WORDS)
+    key = (_index(device), method, ws, ns.bit_length(), ms.bit_length(), tuple(candidates))
+    if key not in _tuned:
+        names = {code: name for name, code in MMA_STAGINGS.items()}
+        try:
+            gen = torch.Generator(device=device).manual_seed(99)
+            a, b = _random_words((ns, ws), gen, _index(device)), _random_words((ms, ws), gen, _index(device))
+            out = torch.empty(ns, ms, dtype=torch.int32, device=device)
+            times = {code: _time_ms(lambda code=code: _cdist(a, b, out, method, code), device) for code in candidates}
+        except torch.cuda.OutOfMemoryError:  # no room to time: the static rule, for good
+            best = _static_staging(w, candidates)
+            logger.info("fastspline: no memory to time %s stagings on cuda:%d; using %s", method, key[0], names[best])
+        else:
+            best = min(candidates, key=lambda code: (times[code], code))
+            logger.info("fastspline: %s staging on cuda:%d for ~%dx%dx%d words: %s (%s)", method, key[0], ns, ms, ws,
+                        names[best], ", ".join(f"{names[c]} {t:.3f} ms" for c, t in times.items()))
+        _tuned[key] = best
+    return _tuned[key]
+
+
+def _capturing() -> bool:
+    """Whether the current stream is being captured into a CUDA graph (no timing then)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def _auto_staging(a: torch.Tensor, b: torch.Tensor, method: str) -> int:
+    """Staging for an auto call: timed (:func:`tuned_staging`) for large calls with a
+    choice to make, else wide, then square pipelined tiles from 2,048-bit codes, else sync."""
+    candidates = staging_candidates(a, b)
+    n, m, w = a.shape[0], b.shape[0], a.shape[1]
+    if (len(candidates) > 1 and n * m * w >= _AUTOTUNE_MIN_WORD_PAIRS
+            and _env("FASTSPLINE_CUDA_AUTOTUNE", ("0", "1"), "1") == "1" and not _capturing()):
+        return tuned_staging(n, m, w, method, a.device, candidates)
+    return _static_staging(w, candidates)
+
+
+def _static_staging(w: int, candidates: list[int]) -> int:
+    """Untimed: the widest pipelined kernel from 2,048-bit codes, else synchronous."""
+    return max(candidates) if w >= _ASYNC_MIN_WORDS else 1
 
 
 def cdist_method(n: int, m: int, device: torch.device) -> str:
@@ -293,10 +382,10 @@ def _cdist(
                     _cuda.hamming_cdist(*args, _stream(a))
                 else:
                     if staging is None:
-                        staging = mma_staging(a.device)
-                    # The pipelined AND kernel takes row popcounts counted beforehand (n + m int64).
+                        staging = mma_staging(a.device) or _auto_staging(a, b, method)
+                    # The pipelined AND kernels take row popcounts counted beforehand (n + m int64).
                     pops = None
-                    if method == "mma-and" and a.shape[1] % 2 == 0 and (staging == 2 or (staging == 0 and a.shape[1] >= 32)):
+                    if method == "mma-and" and staging >= 2:
                         pops = torch.empty(a.shape[0] + b.shape[0], dtype=torch.int64, device=a.device)
                     _cuda.hamming_cdist_mma(
                         *args, method == "mma-xor", _stream(a), staging, 0 if pops is None else pops.data_ptr()
