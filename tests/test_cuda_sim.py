@@ -32,7 +32,7 @@ CPU = torch.device("cpu")
 # Planted bugs (ops.cu text -> replacement) the emulator must catch.
 MUTANTS = {
     "short cp.async wait": ("cp_async_wait<kStages - 2>();", "cp_async_wait<kStages - 1>();"),
-    "no barrier before a slice is read": ("__syncthreads();  // slice s is in", ";  // slice s is in"),
+    "no barrier before a slice is read": ("__syncthreads();  // entry g is in", ";  // entry g is in"),
     "no barrier after the top-k lists start": ("__syncthreads();  // lists are read by other warps",
                                                ";  // lists are read by other warps"),
     "per-lane branch around warp collectives": ("if (__ballot_sync(kFull, key < kth) == 0) continue;",
@@ -258,3 +258,19 @@ def test_pack_grid_stride_over_sm_counts(sim, monkeypatch, sms, dtype):
         monkeypatch.setenv("FASTSPLINE_CUDA_PACK", kernel)
         passed("stream pack kernel")
         same(cuda.pack_signs(x, 0.0), want)
+
+
+@pytest.mark.parametrize("sms", [1, 3])
+@pytest.mark.parametrize("staging", ["async", "wide"])
+def test_pipelined_cdist_streams_tiles_over_sm_counts(sim, monkeypatch, sms, staging):
+    """The pipelined kernels are persistent: each block runs its tiles' K slices as one
+    stream (the ring crosses tile boundaries). One SM: one block takes every tile;
+    three: ragged shares."""
+    monkeypatch.setenv("FASTSPLINE_SIM_SMS", str(sms))
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
+    passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "pipelined wide-tile tensor-core cdist")
+    for method in ("mma-and", "mma-xor"):
+        monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", method)
+        for n, m, w in ((300, 270, 34), (520, 130, 2)):
+            a, b = words_pair(n, m, w, make_gen("sim-persistent", sms, staging, method, n, m, w))
+            same(cuda.hamming_cdist(a, b), fs.hamming_cdist(a, b, backend="reference"))

@@ -455,7 +455,7 @@ __device__ __forceinline__ void mma_tile(const u64* __restrict__ a, int64_t n, c
 
 // The tile's distances from acc: emit(lr, lc, d(lr, lc), d(lr, lc + 1)) for this warp's
 // pairs (tile-local row lr, even column lc), warps laid out as in WarpTiles. kXor false:
-// pop_a / pop_b hold the row popcounts of the tile's A and B rows, and
+// pop_a(lr) / pop_b(lc) give the row popcounts of the tile's A and B rows, and
 // d = |a| + |b| - 2 |a AND b|.
 template <int WarpsN, int FragN>
 struct WarpTiles {  // 8 warps, kWarpsN across the tile's columns; each 64 x 8 kFragN
@@ -467,9 +467,8 @@ struct WarpTiles {  // 8 warps, kWarpsN across the tile's columns; each 64 x 8 k
 using SquareTiles = WarpTiles<4, 4>;  // 128 x 128 tiles, 64 x 32 per warp
 using WideTiles = WarpTiles<2, 8>;    // 256 x 128 tiles, 64 x 64 per warp
 
-template <bool kXor, int kWarpsN, int kFragN, typename Emit>
-__device__ __forceinline__ void tile_results(const int (&acc)[4][kFragN][4], const int* pop_a, const int* pop_b,
-                                             Emit emit) {
+template <bool kXor, int kWarpsN, int kFragN, typename Pop, typename Emit>
+__device__ __forceinline__ void tile_results(const int (&acc)[4][kFragN][4], Pop pop_a, Pop pop_b, Emit emit) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int wm = (warp / kWarpsN) * 64, wn = (warp % kWarpsN) * 8 * kFragN;
 #pragma unroll
@@ -481,14 +480,20 @@ __device__ __forceinline__ void tile_results(const int (&acc)[4][kFragN][4], con
         const int lr = wm + 16 * i + g + 8 * h, lc = wn + 8 * j + 2 * t;
         int v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
         if (!kXor) {
-          v0 = pop_a[lr] + pop_b[lc] - 2 * v0;
-          v1 = pop_a[lr] + pop_b[lc + 1] - 2 * v1;
+          v0 = pop_a(lr) + pop_b(lc) - 2 * v0;
+          v1 = pop_a(lr) + pop_b(lc + 1) - 2 * v1;
         }
         emit(lr, lc, v0, v1);
       }
 }
 
 // Stores a distance pair into row-major int32 out (ldo per row), n x m valid.
+// Row popcounts of a tile from an array in shared memory.
+struct SharedPops {
+  const int* pop;
+  __device__ int operator()(int i) const { return pop[i]; }
+};
+
 struct StorePair {
   int32_t* out;
   int64_t ldo, r0, c0, n, m;
@@ -521,7 +526,7 @@ __global__ void __launch_bounds__(kThreads) cdist_mma_kernel(const u64* __restri
     (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] = pop;
     __syncthreads();
   }
-  tile_results<kXor, 4, 4>(acc, pop_a, pop_b, StorePair{out, ldo, r0, c0, n, m});
+  tile_results<kXor, 4, 4>(acc, SharedPops{pop_a}, SharedPops{pop_b}, StorePair{out, ldo, r0, c0, n, m});
 #endif
 }
 
@@ -572,6 +577,17 @@ __device__ inline void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
 }
 #endif
 
+// Row popcounts of a tile's rows from 64-bit counts in global memory (0 past the end).
+struct GlobalPops {
+  const int64_t* pop;
+  int64_t first, count;
+  __device__ int operator()(int i) const { return first + i < count ? (int)pop[first + i] : 0; }
+};
+
+// Persistent: the grid is at most the blocks resident at once; block b takes tiles b,
+// b + gridDim.x, ... (column tiles fastest, so blocks running together share A's rows),
+// and its K slices form one stream across its tiles, so the ring loads the next tile's
+// first slices while the current tile's last are multiplied and its results stored.
 template <bool kXor, typename Tiles, int kMinBlocks>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) cdist_mma_async_kernel(
     const u64* __restrict__ a, int64_t n, const u64* __restrict__ b, int64_t m, int64_t w, int32_t* __restrict__ out,
@@ -582,42 +598,41 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) cdist_mma_async_kernel(
   constexpr int kStageU32 = (kRows + kCols) * kRowU32;  // A rows, then B rows
   FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
   unsigned* smem = reinterpret_cast<unsigned*>(dyn_smem);
-  __shared__ int pop_a[kRows], pop_b[kCols];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wm = (warp / kWarpsN) * 64, wn = (warp % kWarpsN) * 8 * kFragN;
-  const int64_t r0 = (int64_t)blockIdx.y * kRows, c0 = (int64_t)blockIdx.x * kCols;
-  const int slices = (int)((w + kAsyncWords - 1) / kAsyncWords);
+  const int64_t col_tiles = (m + kCols - 1) / kCols, tiles = (n + kRows - 1) / kRows * col_tiles;
+  const int64_t slices = std::max<int64_t>(1, (w + kAsyncWords - 1) / kAsyncWords);  // w = 0: one empty slice
+  const int64_t mine = blockIdx.x < tiles ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  const int64_t total = mine * slices;  // this block's stream of (tile, slice)
+  auto origin = [&](int64_t g, int64_t& r0, int64_t& c0) {  // the tile of stream entry g
+    const int64_t t = blockIdx.x + g / slices * gridDim.x;
+    r0 = t / col_tiles * kRows;
+    c0 = t % col_tiles * kCols;
+  };
 
-  // Slice s into stage s % kStages: 8 consecutive threads on one row's 8 pieces (128
+  // Entry g into stage g % kStages: 8 consecutive threads on one row's 8 pieces (128
   // bytes), 32 rows per step; A's rows first (whole steps: kRows % 32 == 0), then B's.
-  auto load = [&](int s) {
-    unsigned* stage = smem + (s % kStages) * kStageU32;
+  auto load = [&](int64_t g) {
+    int64_t r0, c0;
+    origin(g, r0, c0);
+    unsigned* stage = smem + (int)(g % kStages) * kStageU32;
     const int piece = threadIdx.x % 8;
-    const int64_t gk = (int64_t)s * kAsyncWords + 2 * piece;
+    const int64_t gk = g % slices * kAsyncWords + 2 * piece;
     const bool in_k = gk < w;  // w even: a piece is wholly inside or wholly outside
 #pragma unroll
     for (int i = 0; i < (kRows + kCols) / 32; ++i) {
       const int row = threadIdx.x / 8 + 32 * i;
       const bool is_a = i < kRows / 32;  // row < kRows, known when unrolled
-      const int64_t g = is_a ? r0 + row : c0 + (row - kRows);
-      const bool valid = in_k && g < (is_a ? n : m);
+      const int64_t r = is_a ? r0 + row : c0 + (row - kRows);
+      const bool valid = in_k && r < (is_a ? n : m);
       const u64* src = is_a ? a : b;
-      cp_async16(smem_addr(stage + row * kRowU32 + 4 * (piece ^ (row % 8))), valid ? src + g * w + gk : src, valid);
+      cp_async16(smem_addr(stage + row * kRowU32 + 4 * (piece ^ (row % 8))), valid ? src + r * w + gk : src, valid);
     }
   };
 
-  int acc[4][kFragN][4] = {};
-  if (!kXor) {  // row popcounts, counted beforehand (pops_a / pops_b): none in the main loop
-    for (int e = threadIdx.x; e < kRows + kCols; e += kThreads) {
-      const bool is_a = e < kRows;
-      const int64_t row = is_a ? r0 + e : c0 + (e - kRows);
-      const bool valid = row < (is_a ? n : m);
-      (is_a ? pop_a[e] : pop_b[e - kRows]) = valid ? (int)(is_a ? pops_a : pops_b)[row] : 0;
-    }
-  }
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < slices) load(s);
+  for (int g = 0; g < kStages - 1; ++g) {
+    if (g < total) load(g);
     cp_async_commit();
   }
   // ldmatrix row addresses of this lane: A matrix q = lane / 8 is rows (q % 2) * 8 .. + 7 of
@@ -627,12 +642,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) cdist_mma_async_kernel(
   const int q = lane / 8, r8 = lane % 8;
   const int a_row = wm + (q % 2) * 8 + r8, a_piece = q / 2;
   const int b_row = kRows + wn + (q / 2) * 8 + r8, b_piece = q % 2;
-  for (int s = 0; s < slices; ++s) {
+  int acc[4][kFragN][4] = {};
+  for (int64_t g = 0; g < total; ++g) {
     cp_async_wait<kStages - 2>();
-    __syncthreads();  // slice s is in; everyone is done with slice s - 1's stage
-    if (s + kStages - 1 < slices) load(s + kStages - 1);
+    __syncthreads();  // entry g is in; everyone is done with entry g - 1's stage
+    if (g + kStages - 1 < total) load(g + kStages - 1);
     cp_async_commit();
-    const unsigned stage = smem_addr(smem + (s % kStages) * kStageU32);
+    const unsigned stage = smem_addr(smem + (int)(g % kStages) * kStageU32);
     const unsigned a_base = stage + a_row * kRowU32 * 4, b_base = stage + b_row * kRowU32 * 4;
 #pragma unroll
     for (int c = 0; c < kAsyncChunks; ++c) {
@@ -654,10 +670,20 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) cdist_mma_async_kernel(
 #pragma unroll
         for (int j = 0; j < kFragN; ++j) mma_b1<kXor>(acc[i][j], fa[i], fb[j]);
     }
+    if (g % slices == slices - 1) {  // the tile's last slice: its results, from registers
+      int64_t r0, c0;
+      origin(g, r0, c0);
+      tile_results<kXor, kWarpsN, kFragN>(acc, GlobalPops{pops_a, r0, n}, GlobalPops{pops_b, c0, m},
+                                          StorePair{out, ldo, r0, c0, n, m});
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < kFragN; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
+    }
   }
-  cp_async_wait<0>();
-  __syncthreads();  // publishes pop_a / pop_b (also when there was no slice)
-  tile_results<kXor, kWarpsN, kFragN>(acc, pop_a, pop_b, StorePair{out, ldo, r0, c0, n, m});
+  cp_async_wait<0>();  // only empty groups can be left; no block exits with copies in flight
 #endif
 }
 
@@ -686,7 +712,7 @@ __device__ __forceinline__ void tile_to_shared(const u64* __restrict__ a, int64_
   (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] = pop;
   __syncthreads();
   int* dist = reinterpret_cast<int*>(smem);
-  tile_results<false, 4, 4>(acc, pop_a, pop_b, [dist](int lr, int lc, int v0, int v1) {
+  tile_results<false, 4, 4>(acc, SharedPops{pop_a}, SharedPops{pop_b}, [dist](int lr, int lc, int v0, int v1) {
     *reinterpret_cast<int2*>(dist + lr * kDistStride + lc) = make_int2(v0, v1);
   });
   __syncthreads();
@@ -1019,24 +1045,39 @@ constexpr auto async_kernel() {
 template <typename Tiles>
 bool async_smem_ready() {
   constexpr bool wide = std::is_same_v<Tiles, WideTiles>;
-  constexpr int bytes = async_smem_bytes<Tiles>(), statics = (Tiles::kRows + Tiles::kCols) * (int)sizeof(int);
-  return smem_ready((const void*)async_kernel<true, Tiles>(), bytes, wide ? 5 : 0, statics) &&
-         smem_ready((const void*)async_kernel<false, Tiles>(), bytes, wide ? 6 : 1, statics);
+  constexpr int bytes = async_smem_bytes<Tiles>();  // no static shared memory
+  return smem_ready((const void*)async_kernel<true, Tiles>(), bytes, wide ? 5 : 0, 0) &&
+         smem_ready((const void*)async_kernel<false, Tiles>(), bytes, wide ? 6 : 1, 0);
+}
+
+// Blocks of `kernel` (kThreads threads, `smem` bytes of dynamic shared memory) resident
+// at once on the current device, cached per (slot, device).
+int resident_blocks(const void* kernel, int smem, int slot) {
+  static int cached[8][64] = {};
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  if (device < 0 || device >= 64) device = 0;
+  if (cached[slot][device] == 0) {
+    int per_sm = 0;
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem),
+          "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    cached[slot][device] = std::max(1, per_sm) * sm_count();
+  }
+  return cached[slot][device];
 }
 
 template <typename Tiles>
 void launch_async(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int32_t* out, int64_t ldo, bool use_xor,
                   const int64_t* workspace, cudaStream_t s) {
-  const int64_t col_tiles = (m + Tiles::kCols - 1) / Tiles::kCols;
-  if (col_tiles > 0x7fffffff) throw std::invalid_argument("hamming_cdist: b has too many rows for one grid");
   constexpr int bytes = async_smem_bytes<Tiles>();
-  for_row_bands(n, Tiles::kRows, [&](int64_t r, int64_t rows, unsigned grid_y) {
-    const dim3 grid((unsigned)col_tiles, grid_y);
-    const auto kernel = use_xor ? async_kernel<true, Tiles>() : async_kernel<false, Tiles>();
-    kernel<<<grid, kThreads, bytes, s>>>(a + r * w, rows, b, m, w, out + r * ldo, ldo, use_xor ? nullptr : workspace + r,
-                                         use_xor ? nullptr : workspace + n);
-    check(cudaGetLastError(), "cdist_mma_async_kernel launch");
-  });
+  constexpr bool wide = std::is_same_v<Tiles, WideTiles>;
+  const auto kernel = use_xor ? async_kernel<true, Tiles>() : async_kernel<false, Tiles>();
+  const int64_t tiles = (n + Tiles::kRows - 1) / Tiles::kRows * ((m + Tiles::kCols - 1) / Tiles::kCols);
+  const int slot = (wide ? 2 : 0) + (use_xor ? 1 : 0);
+  const unsigned grid = (unsigned)std::min<int64_t>(tiles, resident_blocks((const void*)kernel, bytes, slot));
+  kernel<<<grid, kThreads, bytes, s>>>(a, n, b, m, w, out, ldo, use_xor ? nullptr : workspace,
+                                       use_xor ? nullptr : workspace + n);
+  check(cudaGetLastError(), "cdist_mma_async_kernel launch");
 }
 
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
