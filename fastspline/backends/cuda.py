@@ -5,8 +5,8 @@ allocates outputs with torch on the input's device. ``hamming_cdist`` has two
 kernels: XOR + popc on the CUDA cores, and binary tensor cores (``mma.sync``
 b1, sm_80+, synchronous or cp.async-pipelined staging in 128 x 128 or 256 x 128
 tiles); :func:`cdist_method` says which one a call uses, and for large calls the
-staging is timed once per device and shape class (:func:`tuned_staging`). Each tensor-core kernel, and the ``stream`` pack
-kernel, is checked once per device against the kernel it replaces before first
+staging is timed once per device and shape class (:func:`tuned_staging`). Each
+tensor-core kernel, and the ``stream`` pack kernel, is checked once per device against the kernel it replaces before first
 use and is not used (with a logged warning) if it disagrees. ``hamming_topk`` (k <= 32)
 and ``hamming_radius`` have fused tensor-core kernels (per-block candidate lists
 merged by torch; count, scan, fill), else run the cdist kernel over row blocks
@@ -31,7 +31,7 @@ _BLOCK_BYTES = 1 << 28  # int32 distances held at once by topk / radius (256 MiB
 
 CDIST_METHODS = ("auto", "popc", "mma-xor", "mma-and")
 # How the tensor-core kernel stages its K slices in shared memory: synchronous loads, or
-# a cp.async pipeline (auto: the pipeline from 2,048-bit codes, where it applies).
+# a cp.async pipeline with 128 x 128 or 256 x 128 tiles (auto: _auto_staging).
 MMA_STAGINGS = {"auto": 0, "sync": 1, "async": 2, "wide": 3}
 # Codes of at least this many words (2,048 bits) take a pipelined kernel when not timed.
 _ASYNC_MIN_WORDS = 32
@@ -61,8 +61,8 @@ class _Unsupported(str):
     """A reason a kernel is off that is the card's, not a failed check: no warning."""
 
 
-# FASTSPLINE_CUDA_DISABLE: comma-separated kernels never to use (mma, async, stream,
-# fused), e.g. to work around a driver fault; they count as unsupported, without a check.
+# FASTSPLINE_CUDA_DISABLE: comma-separated kernels never to use (mma, async, wide,
+# stream, fused), e.g. to work around a driver fault; they count as unsupported, without a check.
 DISABLE_NAMES = ("mma", "async", "wide", "stream", "fused")
 
 
