@@ -66,8 +66,8 @@ def _has_ninja() -> bool:
 
 
 setup(
-    packages=find_packages(include=["fastspline", "fastspline.*"]) + ["fastspline.kernels"],
-    package_dir={"fastspline.kernels": "kernels"},
+    packages=find_packages(include=["fastspline", "fastspline.*"]) + ["fastspline.kernels", "fastspline.benchmarks"],
+    package_dir={"fastspline.kernels": "kernels", "fastspline.benchmarks": "benchmarks"},  # `fastspline bench`
     ext_modules=[CMakeExtension("fastspline._C")],
     cmdclass={"build_ext": CMakeBuild},
     zip_safe=False,

@@ -57,12 +57,12 @@ import torch
 from torch import nn
 
 import _setup  # noqa: F401  (fastspline: installed, else this checkout)
+from _setup import RESULTS_DIR
 import fastspline
 from fastspline._files import atomic_write_json
 from machine import cpu_info
 from shared import random_bn_vgg_features
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 METHODS = ("forward", "codes", "float")
 GOAL_TIME_RATIO = 1.10  # codes() at most 10% slower than the plain forward pass
 GOAL_MEMORY_RATIO = 30.0  # float activations at least 30x the bytes of packed codes

@@ -55,13 +55,13 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import _setup  # noqa: F401  (fastspline: installed, else this checkout)
+from _setup import RESULTS_DIR
 import fastspline
 from fastspline import distributed
 from fastspline._files import atomic_write_json
 from machine import cpu_info
 from shared import random_bn_vgg_features
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 VGG_CFG = (32, 32, "M", 64, 64, "M", 128, 128, "M")
 CONFIGS = (("1 process x 2 threads", 1, 2, False), ("1 rank x 1 thread", 1, 1, True), ("2 ranks x 1 thread", 2, 1, True))
 

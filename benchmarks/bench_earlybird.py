@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 import _setup  # noqa: F401  (fastspline: installed, else this checkout)
+from _setup import RESULTS_DIR
 import fastspline
 from fastspline import data, models, ops, train
 from fastspline._files import atomic_write_json
@@ -50,7 +51,6 @@ from machine import cpu_info
 from shared import median_time
 from fastspline.codes import codes
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WINDOW = 3
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 import _setup  # noqa: F401  (fastspline: installed, else this checkout)
+from _setup import RESULTS_DIR
 import fastspline as fs
 from fastspline import backends
 from fastspline._files import atomic_write_json
@@ -56,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--out-dir", default=str(RESULTS_DIR))
     args = parser.parse_args()
     device = torch.device("cuda")
     card = torch.cuda.get_device_name()

@@ -42,12 +42,12 @@ import numpy as np
 import torch
 
 import _setup  # noqa: F401  (fastspline: installed, else this checkout)
+from _setup import RESULTS_DIR
 import fastspline
 from fastspline import backends
 from fastspline._files import atomic_write_json
 from machine import cpu_info
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SECTIONS = ("cdist", "topk", "radius", "pack_signs", "rowwise", "bit_transpose", "count_regions")
 CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vpopcntdq", "avx512_bf16")
 NUMPY_CHUNK_ELEMENTS = 1 << 20  # uint64 words per xor temporary (8 MB): stays near cache

@@ -33,13 +33,13 @@ import numpy as np
 import torch
 
 import _setup  # noqa: F401  (fastspline: installed, else this checkout)
+from _setup import RESULTS_DIR
 import fastspline
 from fastspline import models, pruning
 from fastspline._files import atomic_write_json
 from machine import cpu_info
 from shared import median_time
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def float_peer(model: torch.nn.Module, probe: torch.Tensor, ratio: float) -> list[int]:

@@ -19,6 +19,9 @@ matrices), ``checkpoint.pt`` (latest state, for ``--resume``) and
 runs early bird -> prune -> retrain (:mod:`fastspline.pipeline`) and prints the
 table of accuracies at each stage, parameters, FLOPs and the saving against dense
 training; ``fastspline demo`` is that comparison on digits, sized for a few minutes.
+
+``fastspline bench ops --quick`` runs a benchmark script (benchmarks/bench_*.py: kernel
+ops on the CPU or a GPU, codes(), early bird, pruning, distributed) and leaves its JSON.
 """
 from __future__ import annotations
 
@@ -682,9 +685,66 @@ def run_plot(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- entry point
 
+# ---------------------------------------------------------------- bench
+
+BENCHMARKS = {
+    "ops": "kernel ops on the CPU (every ISA) vs torch, numpy and faiss-cpu",
+    "gpu": "CUDA and Triton kernels on a GPU vs the torch float trick, against the card's peaks",
+    "codes": "codes() vs a plain forward pass and the float-activation method",
+    "earlybird": "the early-bird step vs the authors' float-activation detection",
+    "pruning": "spline pruning plans of a 16,384-unit layer vs the paper's float-activation way",
+    "distributed": "codes() + distances over 1 and 2 ranks (gloo)",
+}
+
+
+def add_bench_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="run a benchmark: kernel ops (CPU, GPU), codes(), early bird, pruning, distributed",
+        description="Runs the benchmark script benchmarks/bench_NAME.py with this Python. Everything after NAME "
+        "goes to the script (`fastspline bench ops --help` lists its options; most take --quick). It prints a "
+        "table with ratios against the peers and writes JSON to --results (default: benchmarks/results of a "
+        "source checkout, else ./fastspline-benchmarks). Benchmarks: "
+        + "; ".join(f"{name}: {text}" for name, text in BENCHMARKS.items()) + ".",
+    )
+    parser.add_argument("--results", default=None, help="folder for the JSON results")
+    parser.add_argument("name", choices=list(BENCHMARKS), help="which benchmark")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments, e.g. --quick")
+    parser.set_defaults(func=run_bench, check=_check_bench_args)
+
+
+def _check_bench_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    _check_out_folder(parser, "--results", args.results)
+
+
+def benchmarks_dir() -> Path:
+    """The bench_*.py scripts: installed as fastspline.benchmarks, or in this checkout."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastspline.benchmarks")
+    for folder in [*(spec.submodule_search_locations or [] if spec else []), Path(__file__).resolve().parents[1] / "benchmarks"]:
+        if (Path(folder) / "bench_ops.py").is_file():
+            return Path(folder)
+    raise SystemExit("fastspline bench: the benchmark scripts are not installed with this fastspline (reinstall it)")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import subprocess
+
+    folder = benchmarks_dir()
+    env = dict(os.environ)
+    results = args.results
+    if results is None and not (folder / "results").is_dir():  # an installed copy: not into site-packages
+        results = "fastspline-benchmarks"
+    if results is not None:
+        env["FASTSPLINE_BENCH_RESULTS"] = str(Path(results).resolve())
+    script = folder / f"bench_{args.name}.py"
+    return subprocess.run([sys.executable, str(script), *args.args], env=env, check=False).returncode
+
+
 COMMANDS: dict[str, Callable[[Any], None]] = {"train": add_train_command}
 COMMANDS.update(run=add_run_command, demo=add_demo_command)
-COMMANDS.update(plot=add_plot_command)
+COMMANDS.update(plot=add_plot_command, bench=add_bench_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

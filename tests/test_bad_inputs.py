@@ -1078,6 +1078,9 @@ CLI_USAGE_ERRORS = [
     ("plot-source", ["plot", "partition", "missing-run"], "source 'missing-run' does not exist"),
     ("plot-eb-source", ["plot", "eb", "missing/history.json"], "source 'missing/history.json' does not exist"),
     ("plot-out-dir-file", ["plot", "eb", str(Path(__file__).parent), "--out-dir", __file__], "--out-dir", "is a file, not a folder"),
+    ("bench-name", ["bench"], "the following arguments are required: name"),
+    ("bench-unknown", ["bench", "faiss"], "argument name: invalid choice: 'faiss'"),
+    ("bench-results-file", ["bench", "--results", __file__, "ops"], "--results", "is a file, not a folder"),
 ]
 
 
