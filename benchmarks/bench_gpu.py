@@ -101,7 +101,7 @@ def main() -> None:
     x = big.view(1 << 14, -1).normal_(generator=gen)
     pack_impls = [(n, None) for n in names]
     if "cuda" in names:
-        pack_impls += [("cuda", k) for k in ("rows", "columns", "stream")]
+        pack_impls += [("cuda", k) for k in ("rows", "columns", "stream", "columns16")]
 
     def time_pack(label: str, view: torch.Tensor, dim: int, want: torch.Tensor) -> None:
         for name, kernel in pack_impls:

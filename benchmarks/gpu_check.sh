@@ -23,7 +23,7 @@ python3 -c "import fastspline, pprint; pprint.pprint(fastspline.build_info())" |
 # first: one that disagrees is turned off by the library itself; one that crashes the
 # process is turned off for the rest of this run (FASTSPLINE_CUDA_DISABLE) and fails it.
 disable=""
-for pair in mma:mma_status async:mma_async_status wide:mma_wide_status stream:pack_stream_status fused:topk_status fused:radius_status; do
+for pair in mma:mma_status async:mma_async_status wide:mma_wide_status stream:pack_stream_status columns16:pack_columns16_status fused:topk_status fused:radius_status; do
   name=${pair%%:*} check=${pair#*:}
   # Earlier crashes carry over, so a later check is not blamed for them.
   if ! FASTSPLINE_CUDA_DISABLE=$disable timeout 45 python3 -c "import torch; from fastspline.backends import cuda

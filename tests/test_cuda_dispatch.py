@@ -174,17 +174,26 @@ def test_self_check_runs_once_and_warns_only_on_a_failed_check(fake, monkeypatch
     assert len(warnings) == 1 and "kernel x disabled on cuda:0: disagreed" in warnings[0]
 
 
-def test_pack_uses_stream_only_after_its_check(fake, monkeypatch):
+def test_pack_uses_new_kernels_only_after_their_checks(fake, monkeypatch):
+    """Auto packing may pick stream (bit 0 of allow) and columns16 (bit 1) only where
+    their per-device checks passed; a forced kernel that failed its check raises."""
     x = torch.zeros(2, 64)
     monkeypatch.setattr(cuda, "pack_stream_status", lambda device: None)
+    monkeypatch.setattr(cuda, "pack_columns16_status", lambda device: "disagreed")
+    cuda.pack_signs(x, 0.0)
+    monkeypatch.setattr(cuda, "pack_columns16_status", lambda device: None)
     cuda.pack_signs(x, 0.0)
     monkeypatch.setattr(cuda, "pack_stream_status", lambda device: "disagreed")
     cuda.pack_signs(x, 0.0)
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "rows")
     cuda.pack_signs(x, 0.0)
-    assert fake.calls == [("pack", 0, True), ("pack", 0, False), ("pack", cuda.PACK_KERNELS["rows"], False)]
+    assert fake.calls == [("pack", 0, 1), ("pack", 0, 3), ("pack", 0, 2), ("pack", cuda.PACK_KERNELS["rows"], 0)]
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "stream")
     with pytest.raises(RuntimeError, match="FASTSPLINE_CUDA_PACK=stream: the kernel is unavailable: disagreed"):
+        cuda.pack_signs(x, 0.0)
+    monkeypatch.setattr(cuda, "pack_columns16_status", lambda device: "too old")
+    monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "columns16")
+    with pytest.raises(RuntimeError, match="FASTSPLINE_CUDA_PACK=columns16: the kernel is unavailable: too old"):
         cuda.pack_signs(x, 0.0)
 
 
@@ -247,10 +256,10 @@ def test_disable_switch_turns_kernels_off_without_running_their_checks(fake, mon
     assert reason == "disabled by FASTSPLINE_CUDA_DISABLE=stream, fused" and not ran
     assert cuda._self_check("async", torch.device("cpu"), lambda i: ran.append(i), "async") is None and ran == [0]
     monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", "stream,warp")
-    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_DISABLE takes names from \('mma', 'async', 'wide', 'stream', 'fused'\), got \['warp'\]"):
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_DISABLE takes names from \('mma', 'async', 'wide', 'stream', 'columns16', 'fused'\), got \['warp'\]"):
         cuda._self_check("stream pack kernel", torch.device("cpu"), lambda i: None, "stream")
     monkeypatch.delenv("FASTSPLINE_CUDA_DISABLE")
     x = torch.zeros(2, 64)
-    monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", "stream")
-    cuda.pack_signs(x, 0.0)  # auto: not the stream kernel
-    assert fake.calls[-1] == ("pack", 0, False)
+    monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", "stream,columns16")
+    cuda.pack_signs(x, 0.0)  # auto: neither the stream nor the columns16 kernel
+    assert fake.calls[-1] == ("pack", 0, 0)

@@ -125,11 +125,39 @@ def test_pack_stream_kernel_layout_rules():
 
 
 @needs_nvcc
+@no_gpu
+def test_pack_columns16_kernel_layout_rules():
+    """Kernel 4 (columns16) takes a strided packed dim whose innermost neighbour dim is
+    contiguous with a size, and every other stride, of whole 16-byte vectors, x aligned;
+    other layouts are refused by name before any CUDA call."""
+    from fastspline import _cuda
+
+    refused = [  # (x, dtype code, sizes, strides): NCHW [2, 64, H, W] with channels moved last
+        (16, 0, [2, 4, 6, 64], [1536, 6, 1, 24]),  # W = 6 not whole vectors
+        (16, 2, [2, 4, 4, 64], [1024, 4, 1, 16]),  # float16: W = 4 < 8
+        (16, 0, [2, 4, 8, 64], [2048, 8, 1, 34]),  # channel stride 34 not whole vectors
+        (16, 0, [2, 4, 8, 64], [2050, 8, 1, 32]),  # batch stride not whole vectors
+        (24, 0, [2, 4, 8, 64], [2048, 8, 1, 32]),  # base not 16-byte aligned
+        (16, 0, [3, 128], [128, 1]),  # packed dim contiguous (stream / rows)
+    ]
+    for x, dtype, sizes, strides in refused:
+        with pytest.raises(ValueError, match="pack_signs: kernel 4 does not apply to this input"):
+            _cuda.pack_signs(x, dtype, sizes, strides, 0.0, 16, 0, 4)
+    accepted = [
+        (16, 0, [2, 4, 8, 64], [2048, 8, 1, 32]), (16, 2, [2, 4, 8, 64], [2048, 8, 1, 32]),
+        (16, 1, [3, 2, 70], [140, 1, 2]), (16, 0, [2, 8, 64], [512, 1, 8]), (32, 3, [1, 16, 3], [48, 1, 16]),
+    ]
+    for x, dtype, sizes, strides in accepted:  # get as far as a CUDA call, which fails without a GPU
+        with pytest.raises(RuntimeError, match=r"fastspline\._cuda: [\w ]+ failed: cuda"):  # the launch
+            _cuda.pack_signs(x, dtype, sizes, strides, 0.0, 16, 0, 4)
+
+
+@needs_nvcc
 def test_kernel_choice_envs_are_validated(monkeypatch):
     from fastspline.backends import cuda
 
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "ballot")
-    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_PACK must be one of \('auto', 'rows', 'columns', 'stream'\), got 'ballot'"):
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_PACK must be one of \('auto', 'rows', 'columns', 'stream', 'columns16'\), got 'ballot'"):
         cuda.pack_kernel()
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "stream")
     assert cuda.pack_kernel() == 3

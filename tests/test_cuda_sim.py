@@ -94,7 +94,7 @@ def test_self_checks_pass_in_the_emulator(sim, monkeypatch, schedule, copies):
     monkeypatch.setenv("FASTSPLINE_SIM_SCHEDULE", schedule)
     monkeypatch.setenv("FASTSPLINE_SIM_CP_ASYNC", copies)
     for status in (cuda.mma_status, cuda.mma_async_status, cuda.mma_wide_status, cuda.pack_stream_status,
-                   cuda.topk_status, cuda.radius_status):
+                   cuda.pack_columns16_status, cuda.topk_status, cuda.radius_status):
         assert status(CPU) is None, status.__name__
 
 
@@ -167,7 +167,7 @@ def test_autotune_times_each_staging_once_and_keeps_the_fastest(sim, monkeypatch
         cuda.hamming_cdist(a, b)
 
 
-@pytest.mark.parametrize("kernel", ["rows", "columns", "stream"])
+@pytest.mark.parametrize("kernel", ["rows", "columns", "stream", "columns16"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_pack_kernels(sim, monkeypatch, kernel, dtype):
     """Each pack kernel forced, on the layouts it takes (the others must refuse)."""
@@ -197,8 +197,9 @@ def test_pack_kernels(sim, monkeypatch, kernel, dtype):
             continue
         same(got, want)
         ran += 1
-    # stream: rows of whole 16-byte vectors (136 and 128 elements), aligned, one row stride.
-    assert ran == {"columns": 4, "stream": 5}.get(kernel, len(cases))
+    # stream: rows of whole 16-byte vectors (136 and 128 elements), aligned, one row stride;
+    # columns16: as columns (the row run of 136 and every stride are whole vectors).
+    assert ran == {"columns": 4, "columns16": 4, "stream": 5}.get(kernel, len(cases))
 
 
 @pytest.mark.parametrize("schedule", ["forward", "reverse", "random:3"])

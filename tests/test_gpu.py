@@ -127,6 +127,18 @@ def test_pack_stream_kernel_passes_its_self_check_and_is_auto():
 
 
 @needs_cuda_backend
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_pack_columns16_kernel_passes_its_self_check_and_is_auto(dtype):
+    """The same for the columns16 kernel on NCHW channels (dim=1), whole and ragged words."""
+    from fastspline.backends import cuda
+
+    assert cuda.pack_columns16_status(torch.device("cuda")) is None
+    for channels in (256, 200):
+        x = torch.randn(8, channels, 16, 16, device="cuda").to(dtype)
+        same(fs.pack_signs(x, 1, backend="cuda"), fs.pack_signs(x.cpu(), 1, backend="reference"))
+
+
+@needs_cuda_backend
 @pytest.mark.parametrize("method", ["popc", "mma-xor", "mma-and"])
 @pytest.mark.parametrize("w", [1, 3, 4, 5, 8, 17])
 @pytest.mark.parametrize("shape", [(1, 1), (127, 129), (128, 128), (300, 517), (1000, 64)])

@@ -38,12 +38,12 @@ PYBIND11_MODULE(FASTSPLINE_CUDA_MODULE, m) {
   m.def(
       "pack_signs",
       [](std::uintptr_t x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
-         double threshold, std::uintptr_t out, std::uintptr_t stream, int variant, bool allow_stream) {
+         double threshold, std::uintptr_t out, std::uintptr_t stream, int variant, int allow) {
         pack_signs(ptr<const void>(x, 1, "x"), dtype, sizes, strides, threshold, ptr<uint64_t>(out, 1, "out"), stream,
-                   variant, allow_stream);
+                   variant, allow);
       },
       py::arg("x"), py::arg("dtype"), py::arg("sizes"), py::arg("strides"), py::arg("threshold"), py::arg("out"),
-      py::arg("stream"), py::arg("variant") = 0, py::arg("allow_stream") = true, gil());
+      py::arg("stream"), py::arg("variant") = 0, py::arg("allow") = 3, gil());
   m.def(
       "unpack_bits",
       [](std::uintptr_t words, int64_t rows, int64_t w, int64_t n_bits, std::uintptr_t out, std::uintptr_t stream) {

@@ -5,7 +5,9 @@
 //                  word, two __ballot_sync over 64 elements, 8 words per step with their
 //                  loads issued together. A strided packed dim with a contiguous
 //                  neighbour (NCHW channels) takes one thread per word instead (columns),
-//                  the warp's threads on adjacent rows. Bandwidth-bound.
+//                  the warp's threads on adjacent rows; where 16 / sizeof(T) adjacent
+//                  rows make an aligned 16-byte vector, one thread per vector of rows and
+//                  word with 16-byte loads (columns16). Bandwidth-bound.
 //   unpack_bits    one thread per output bool. Bandwidth-bound.
 //   hamming_rows   one warp per row, __popcll + warp shuffle reduction. Bandwidth-bound.
 //   hamming_total  grid-stride, block reduction, one atomicAdd per block.
@@ -262,6 +264,32 @@ __global__ void pack_columns_kernel(const T* __restrict__ x, Lead lead, int64_t 
 #pragma unroll 16
     for (int j = 0; j < bits; ++j) word |= (u64)above(p[j * stride_n], thr32, thr64) << j;
     out[r * w + k] = word;
+  }
+}
+
+// The same layouts when V = 16 / sizeof(T) neighbouring rows are one aligned 16-byte
+// vector (the innermost other dim's size, every other stride and x: whole vectors): one
+// thread per V rows and output word, 16-byte loads, so a warp's load is 512 consecutive
+// bytes instead of 128, with a quarter (float32) of the load instructions.
+template <typename T>
+__global__ void pack_columns16_kernel(const T* __restrict__ x, Lead lead, int64_t n, int64_t stride_n, int64_t rows,
+                                      float thr32, double thr64, u64* __restrict__ out) {
+  constexpr int V = 16 / (int)sizeof(T);
+  const int64_t w = (n + 63) / 64, groups = rows / V, tasks = groups * w, step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < tasks; t += step) {
+    const int64_t k = t / groups, r = t % groups * V;  // consecutive threads: consecutive vectors of rows
+    const uint4* p = reinterpret_cast<const uint4*>(x + row_offset(lead, r) + k * 64 * stride_n);
+    const int64_t step_n = stride_n / V;  // in vectors
+    const int bits = (int)min((int64_t)64, n - k * 64);
+    u64 words[V] = {};
+#pragma unroll 8
+    for (int j = 0; j < bits; ++j) {
+      const unsigned b = vector_bits<T>(__ldcs(p + j * step_n), thr32, thr64);
+#pragma unroll
+      for (int i = 0; i < V; ++i) words[i] |= (u64)((b >> i) & 1u) << j;
+    }
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[(r + i) * w + k] = words[i];
   }
 }
 
@@ -909,7 +937,7 @@ int device_count() {
   return count;
 }
 
-// Launches pack kernel `variant` (1 rows, 2 columns, 3 stream) for element type T.
+// Launches pack kernel `variant` (1 rows, 2 columns, 3 stream, 4 columns16) for element type T.
 template <typename T>
 void launch_pack(int variant, const void* x, const Lead& lead, int64_t n, int64_t stride_n, int64_t rows, float thr32,
                  double thr64, u64* out, cudaStream_t s) {
@@ -927,6 +955,10 @@ void launch_pack(int variant, const void* x, const Lead& lead, int64_t n, int64_
     else
       pack_stream_kernel<T, 8, false><<<std::min(want, resident_grid<pack_stream_kernel<T, 8, false>>()), kThreads, 0, s>>>(
           xt, rows, vr, vpad, rs, thr32, thr64, o32);
+  } else if (variant == 4) {
+    constexpr int V = 16 / (int)sizeof(T);
+    pack_columns16_kernel<T><<<grid_for(words / V, kThreads), kThreads, 0, s>>>(xt, lead, n, stride_n, rows, thr32, thr64,
+                                                                                out);
   } else if (variant == 2) {
     pack_columns_kernel<T><<<grid_for(words, kThreads), kThreads, 0, s>>>(xt, lead, n, stride_n, rows, thr32, thr64, out);
   } else {
@@ -936,7 +968,7 @@ void launch_pack(int variant, const void* x, const Lead& lead, int64_t n, int64_
 }
 
 void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
-                double threshold, uint64_t* out, std::uintptr_t stream, int variant, bool allow_stream) {
+                double threshold, uint64_t* out, std::uintptr_t stream, int variant, int allow) {
   if (sizes.empty() || sizes.size() != strides.size() || sizes.size() > kMaxDims + 1)
     throw std::invalid_argument("pack_signs: sizes and strides must have equal length in [1, 9]");
   Lead lead{};
@@ -954,15 +986,20 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
   u64* o = reinterpret_cast<u64*>(out);
   // Kernels: 1 rows (a warp per 8 words, ballots; any layout), 2 columns (a strided packed
   // dim with a contiguous neighbour, e.g. NCHW channels), 3 stream (16-byte loads; rows
-  // of whole 16-byte vectors, aligned, at one row stride). 0 picks stream where it applies
-  // (and allow_stream), else columns where it applies, else rows. On an H200 (before
-  // stream existed): 1 GiB float32 rows: rows 0.55 ms; NCHW channels: columns 0.37, rows 1.17.
+  // of whole 16-byte vectors, aligned, at one row stride), 4 columns16 (columns with
+  // 16-byte loads, where vectors of neighbouring rows are whole and aligned). 0 picks
+  // stream where it applies (and allow & 1), else columns16 (and allow & 2), else columns,
+  // else rows. On an H200 (before stream and columns16 existed): 1 GiB float32 rows: rows
+  // 0.55 ms; NCHW channels: columns 0.37, rows 1.17.
   const bool columns_ok = stride_n != 1 && lead.ndim > 0 && lead.strides[lead.ndim - 1] == 1 && lead.sizes[lead.ndim - 1] > 1;
   const int64_t vec = dtype == 1 ? 2 : dtype == 0 ? 4 : 8, rs = row_stride(lead, n);
-  const bool stream_ok = stride_n == 1 && n % vec == 0 && (reinterpret_cast<std::uintptr_t>(x) & 15) == 0 &&
-                         rs >= 0 && rs % vec == 0;
-  if (variant == 0) variant = stream_ok && allow_stream ? 3 : columns_ok ? 2 : 1;
-  if ((variant == 2 && !columns_ok) || (variant == 3 && !stream_ok) || variant < 1 || variant > 3)
+  const bool aligned = (reinterpret_cast<std::uintptr_t>(x) & 15) == 0;
+  const bool stream_ok = stride_n == 1 && n % vec == 0 && aligned && rs >= 0 && rs % vec == 0;
+  bool columns16_ok = columns_ok && aligned && stride_n % vec == 0 && lead.sizes[lead.ndim - 1] % vec == 0;
+  for (int k = 0; k + 1 < lead.ndim; ++k) columns16_ok = columns16_ok && lead.strides[k] % vec == 0;
+  if (variant == 0) variant = stream_ok && (allow & 1) ? 3 : columns16_ok && (allow & 2) ? 4 : columns_ok ? 2 : 1;
+  if ((variant == 2 && !columns_ok) || (variant == 3 && !stream_ok) || (variant == 4 && !columns16_ok) || variant < 1 ||
+      variant > 4)
     throw std::invalid_argument("pack_signs: kernel " + std::to_string(variant) + " does not apply to this input");
   switch (dtype) {
     case 0: launch_pack<float>(variant, x, lead, n, stride_n, rows, thr32, threshold, o, s); break;

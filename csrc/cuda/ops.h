@@ -21,10 +21,11 @@ int device_count();          // throws when there is no usable driver
 // out: [prod(sizes[:-1]), ceil(sizes[-1]/64)] words.
 // variant: 0 auto; 1 rows (any layout), 2 columns (packed dim strided, innermost other dim
 // contiguous), 3 stream (packed dim contiguous, n and the row stride whole 16-byte
-// vectors, x 16-byte aligned, leading dims collapsing to one row stride); see ops.cu.
-// allow_stream false: auto never picks 3.
+// vectors, x 16-byte aligned, leading dims collapsing to one row stride), 4 columns16
+// (columns where the innermost other dim's size, the other strides and x are whole 16-byte
+// vectors); see ops.cu. allow: the kernels auto may pick beyond 1 and 2 (bit 0: 3, bit 1: 4).
 void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
-                double threshold, uint64_t* out, std::uintptr_t stream, int variant = 0, bool allow_stream = true);
+                double threshold, uint64_t* out, std::uintptr_t stream, int variant = 0, int allow = 3);
 // out: bool [rows, n_bits].
 void unpack_bits(const uint64_t* words, int64_t rows, int64_t w, int64_t n_bits, bool* out, std::uintptr_t stream);
 // out[r] = popcount(a[r]) (b == nullptr) or popcount(a[r] ^ b[r]) over w words; rows contiguous.

@@ -62,8 +62,8 @@ class _Unsupported(str):
 
 
 # FASTSPLINE_CUDA_DISABLE: comma-separated kernels never to use (mma, async, wide,
-# stream, fused), e.g. to work around a driver fault; they count as unsupported, without a check.
-DISABLE_NAMES = ("mma", "async", "wide", "stream", "fused")
+# stream, columns16, fused), e.g. to work around a driver fault; they count as unsupported, without a check.
+DISABLE_NAMES = ("mma", "async", "wide", "stream", "columns16", "fused")
 
 
 def _disabled() -> set[str]:
@@ -269,16 +269,16 @@ def _words(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-PACK_KERNELS = {"auto": 0, "rows": 1, "columns": 2, "stream": 3}
+PACK_KERNELS = {"auto": 0, "rows": 1, "columns": 2, "stream": 3, "columns16": 4}
 
 
 def pack_kernel() -> int:
-    """``FASTSPLINE_CUDA_PACK`` (auto, rows, columns, stream) as the extension's
+    """``FASTSPLINE_CUDA_PACK`` (auto, rows, columns, stream, columns16) as the extension's
     code; a kernel that does not apply to an input raises ValueError (benchmarks and tests)."""
     return PACK_KERNELS[_env("FASTSPLINE_CUDA_PACK", PACK_KERNELS)]
 
 
-def _pack(x: torch.Tensor, threshold: float, kernel: int, allow_stream: bool = True) -> torch.Tensor:
+def _pack(x: torch.Tensor, threshold: float, kernel: int, allow: int = 3) -> torch.Tensor:
     n = x.shape[-1]
     out = torch.empty(*x.shape[:-1], (n + 63) // 64, dtype=torch.int64, device=x.device)
     if x.dim() > 9:  # the kernel takes up to 8 leading dims; merging them may copy
@@ -287,9 +287,32 @@ def _pack(x: torch.Tensor, threshold: float, kernel: int, allow_stream: bool = T
         with torch.cuda.device(x.device):
             _cuda.pack_signs(
                 x.data_ptr(), _DTYPE_CODES[x.dtype], list(x.shape), list(x.stride()), threshold,
-                out.data_ptr(), _stream(x), kernel, allow_stream,
+                out.data_ptr(), _stream(x), kernel, allow,
             )
     return out
+
+
+def _special_values(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with NaN, +-inf, +-0 and values at the threshold 0.25 written into its start."""
+    flat = x.view(-1)
+    flat[:7] = float("nan")
+    flat[7:9] = float("inf")
+    flat[9:11] = -float("inf")
+    flat[11:13] = 0.0
+    flat[13:15] = -0.0
+    flat[15:40] = 0.25
+    return x
+
+
+def _compare_pack(kernel: str, baseline: str, views) -> str | None:
+    """None when pack kernel ``kernel`` gives ``baseline``'s words on every view at three
+    thresholds, else which view differed."""
+    for v in views:
+        for threshold in (0.0, 0.25, -0.5):
+            if not torch.equal(_pack(v, threshold, PACK_KERNELS[kernel]), _pack(v, threshold, PACK_KERNELS[baseline])):
+                return (f"{kernel} pack kernel disagreed with the {baseline} kernel "
+                        f"({v.dtype}, {tuple(v.shape)}, strides {v.stride()}, threshold {threshold})")
+    return None
 
 
 def pack_stream_status(device: torch.device) -> str | None:
@@ -303,31 +326,46 @@ def pack_stream_status(device: torch.device) -> str | None:
         gen = torch.Generator(device=_check_device(index)).manual_seed(2024)
         for dtype in _DTYPE_CODES:
             for shape in ((3, 192), (37, 64), (2, 5, 4160), (7, 104), (1, 8), (5, 200)):
-                x = torch.randn(shape, generator=gen, device=_check_device(index)).to(dtype)
-                flat = x.view(-1)
-                flat[:7] = float("nan")
-                flat[7:9] = float("inf")
-                flat[9:11] = -float("inf")
-                flat[11:13] = 0.0
-                flat[13:15] = -0.0
-                flat[15:40] = 0.25
+                x = _special_values(torch.randn(shape, generator=gen, device=_check_device(index)).to(dtype))
                 views = (x, x[:, :96]) if shape == (5, 200) else (x,)  # rows 200 apart, 96 long
-                for v in views:
-                    for threshold in (0.0, 0.25, -0.5):
-                        stream = _pack(v, threshold, PACK_KERNELS["stream"])
-                        if not torch.equal(stream, _pack(v, threshold, PACK_KERNELS["rows"])):
-                            return (f"stream pack kernel disagreed with the rows kernel "
-                                    f"({dtype}, {tuple(v.shape)}, strides {v.stride()}, threshold {threshold})")
+                if (reason := _compare_pack("stream", "rows", views)) is not None:
+                    return reason
         return None
 
     return _self_check("stream pack kernel", device, check, "stream")
 
 
+def pack_columns16_status(device: torch.device) -> str | None:
+    """None when the ``columns16`` pack kernel (16-byte loads across neighbouring rows)
+    agrees with the ``columns`` kernel on ``device`` for every dtype: NCHW channels with
+    whole and ragged last words, a batch slice, a channel-strided view, several 16-byte
+    vectors per row run, special values; else why not. Checked once per device; auto
+    packing uses ``columns16`` only when this passes."""
+
+    def check(index: int) -> str | None:
+        gen = torch.Generator(device=_check_device(index)).manual_seed(2025)
+        for dtype in _DTYPE_CODES:
+            for shape in ((2, 64, 2, 8), (3, 130, 1, 16), (1, 65, 3, 8), (5, 7, 2, 24)):  # W: whole vectors
+                x = _special_values(torch.randn(shape, generator=gen, device=_check_device(index)).to(dtype))
+                views = [x.movedim(1, -1), x[1:].movedim(1, -1)]
+                if shape[1] > 64:
+                    views.append(x[:, ::2].movedim(1, -1))  # channels two apart
+                if (reason := _compare_pack("columns16", "columns", views)) is not None:
+                    return reason
+        return None
+
+    return _self_check("columns16 pack kernel", device, check, "columns16")
+
+
 def pack_signs(x: torch.Tensor, threshold: float) -> torch.Tensor:
     kernel = pack_kernel()
-    if kernel == PACK_KERNELS["stream"] and (reason := pack_stream_status(x.device)) is not None:
-        raise RuntimeError(f"FASTSPLINE_CUDA_PACK=stream: the kernel is unavailable: {reason}")
-    return _pack(x, threshold, kernel, allow_stream=kernel == 0 and pack_stream_status(x.device) is None)
+    for name, status in (("stream", pack_stream_status), ("columns16", pack_columns16_status)):
+        if kernel == PACK_KERNELS[name] and (reason := status(x.device)) is not None:
+            raise RuntimeError(f"FASTSPLINE_CUDA_PACK={name}: the kernel is unavailable: {reason}")
+    allow = 0
+    if kernel == 0:
+        allow = (pack_stream_status(x.device) is None) | (pack_columns16_status(x.device) is None) << 1
+    return _pack(x, threshold, kernel, allow)
 
 
 def unpack_bits(words: torch.Tensor, n_bits: int) -> torch.Tensor:
