@@ -257,7 +257,7 @@ def main() -> None:
 
     save()
     # hamming_topk (k = 10) and hamming_radius over queries x database codes of n_bits:
-    # the fused kernels, the row-block path, and the torch peer (fp16 trick, then topk /
+    # the fused kernels (synchronous and pipelined staging), the row-block path, and the torch peer (fp16 trick, then topk /
     # nonzero per block). The radius keeps about 1e-4 of the pairs.
     if "cuda" in names:
         queries, base = rows // 4, rows
@@ -266,7 +266,7 @@ def main() -> None:
         size = f"{queries}x{base}x{n_bits}b"
         radius = n_bits // 2 - 60  # ~1e-4 of random pairs (mean 512, std 16 at 1,024 bits)
         search_times: dict[str, float] = {}
-        for method in ("fused", "blocks"):
+        for method in ("fused", "pipelined", "blocks"):
             os.environ["FASTSPLINE_CUDA_SEARCH"] = method
             try:
                 small_q, small_db = qa[:200], db[:3000]
@@ -305,7 +305,7 @@ def main() -> None:
         for op, label in (("topk", "hamming_topk k=10"), ("radius", f"hamming_radius r={radius}")):
             times = cuda_time(lambda op=op: trick_search(op), 2, warmup=1)
             record(label, size, "torch fp16 trick + topk/nonzero", times)
-            for method in ("fused", "blocks"):
+            for method in ("fused", "pipelined", "blocks"):
                 if f"{label} {method}" in search_times:
                     ratio = statistics.median(times) / search_times[f"{label} {method}"]
                     print(f"  {label} cuda {method}: {ratio:.2f}x the torch peer")

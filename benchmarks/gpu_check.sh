@@ -19,20 +19,29 @@ start=$(date +%s)
 FASTSPLINE_CUDA=1 python3 -m pip install --no-build-isolation --no-deps -e . -q 2>&1 | tail -20
 echo "build: $(( $(date +%s) - start )) s"
 python3 -c "import fastspline, pprint; pprint.pprint(fastspline.build_info())" || exit 1
-# Kernels not yet run on a GPU get their per-device self-check in a process of their own
-# first: one that disagrees is turned off by the library itself; one that crashes the
-# process is turned off for the rest of this run (FASTSPLINE_CUDA_DISABLE) and fails it.
+# Kernels not yet run on a GPU get their per-device self-checks first, all in one process;
+# one that disagrees is turned off by the library itself. If that process crashes, each
+# check runs in a process of its own: a kernel whose check crashes it is turned off for
+# the rest of this run (FASTSPLINE_CUDA_DISABLE) and fails it.
+checks="mma:mma_status async:mma_async_status wide:mma_wide_status stream:pack_stream_status
+columns16:pack_columns16_status fused:topk_status fused:radius_status fused:topk_pipelined_status
+fused:radius_pipelined_status"
 disable=""
-for pair in mma:mma_status async:mma_async_status wide:mma_wide_status stream:pack_stream_status columns16:pack_columns16_status fused:topk_status fused:radius_status; do
-  name=${pair%%:*} check=${pair#*:}
-  # Earlier crashes carry over, so a later check is not blamed for them.
-  if ! FASTSPLINE_CUDA_DISABLE=$disable timeout 45 python3 -c "import torch; from fastspline.backends import cuda
+all=$(for pair in $checks; do printf "print('self-check %s:', cuda.%s(dev) or 'passed', flush=True)\n" "${pair#*:}" "${pair#*:}"; done)
+if ! timeout 120 python3 -c "import torch; from fastspline.backends import cuda; dev = torch.device('cuda')
+$all"; then
+  echo "!! a self-check crashed its process: each again, alone"
+  for pair in $checks; do
+    name=${pair%%:*} check=${pair#*:}
+    # Earlier crashes carry over, so a later check is not blamed for them.
+    if ! FASTSPLINE_CUDA_DISABLE=$disable timeout 45 python3 -c "import torch; from fastspline.backends import cuda
 print('self-check $check:', cuda.$check(torch.device('cuda')) or 'passed')"; then
-    echo "!! the $name kernel crashed its self-check: disabled for this run"
-    case ",$disable," in *",$name,"*) ;; *) disable=${disable:+$disable,}$name ;; esac
-    status=1
-  fi
-done
+      echo "!! the $name kernel crashed its self-check: disabled for this run"
+      case ",$disable," in *",$name,"*) ;; *) disable=${disable:+$disable,}$name ;; esac
+      status=1
+    fi
+  done
+fi
 export FASTSPLINE_CUDA_DISABLE=$disable
 # Compiled Triton on the GPU, not the interpreter the CPU tests use.
 export TRITON_INTERPRET=0

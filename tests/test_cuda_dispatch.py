@@ -45,7 +45,7 @@ class FakeKernels:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def hamming_topk_mma(self, a, n, b, m, w, k, splits, cand, stream):
+    def hamming_topk_mma(self, a, n, b, m, w, k, splits, cand, stream, workspace=0):
         self.calls.append(("topk", n, m, k, splits))
         d = distances(a, n, b, m, w)
         out = view(cand, n * splits * k, np.int64).reshape(n, splits, k)
@@ -58,7 +58,7 @@ class FakeKernels:
                 keys[:, : hi - lo] = (d[:, lo:hi] << 32) | np.arange(lo, hi)
             out[:, s, :] = np.sort(keys, axis=1)[:, :k]
 
-    def hamming_radius_mma(self, a, n, b, m, w, r, counts, offsets, oi, oj, od, fill, stream):
+    def hamming_radius_mma(self, a, n, b, m, w, r, counts, offsets, oi, oj, od, fill, stream, workspace=0):
         self.calls.append(("radius-fill" if fill else "radius-count", n, m, r))
         d = distances(a, n, b, m, w)
         col_tiles = -(-m // 128)
@@ -263,3 +263,23 @@ def test_disable_switch_turns_kernels_off_without_running_their_checks(fake, mon
     monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", "stream,columns16")
     cuda.pack_signs(x, 0.0)  # auto: neither the stream nor the columns16 kernel
     assert fake.calls[-1] == ("pack", 0, 0)
+
+
+def test_search_takes_the_pipelined_kernels_for_long_aligned_codes(fake, monkeypatch):
+    dev = torch.device("cuda", 0)
+    for name in ("topk_status", "radius_status", "topk_pipelined_status", "radius_pipelined_status"):
+        monkeypatch.setattr(cuda, name, lambda device: None)
+    long, short, odd = (torch.zeros(8, w, dtype=torch.int64) for w in (32, 30, 33))
+    misaligned = torch.zeros(8 * 32 + 1, dtype=torch.int64)[1:].view(8, 32)
+    for op in ("topk", "radius"):
+        assert cuda.search_method(op, dev, long, long) == "pipelined"
+        assert cuda.search_method(op, dev) == "fused"  # no operands: no layout to judge
+        for a in (short, odd, misaligned):
+            assert cuda.search_method(op, dev, a, a) == "fused"
+    monkeypatch.setattr(cuda, "topk_pipelined_status", lambda device: "disagreed")
+    assert cuda.search_method("topk", dev, long, long) == "fused"
+    assert cuda.search_method("radius", dev, long, long) == "pipelined"
+    monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", "pipelined")
+    with pytest.raises(RuntimeError, match="FASTSPLINE_CUDA_SEARCH=pipelined: the pipelined topk kernel is unavailable: disagreed"):
+        cuda.search_method("topk", dev, long, long)
+    assert cuda.search_method("radius", dev, short, short) == "pipelined"  # forced: whatever the layout

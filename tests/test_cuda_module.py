@@ -186,6 +186,14 @@ def test_fused_search_launchers_check_arguments_before_any_cuda_call():
         _cuda.hamming_radius_mma(16, 4, 16, 4, 2, 3, 0, 16, 0, 16, 16, True, 0)
     with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):
         _cuda.hamming_radius_mma(16, 4, 16, 4, 2, 3, 16, 0, 0, 0, 0, False, 0)
+    # The pipelined kernels (a workspace given): even word counts, 16-byte aligned rows.
+    for a, w in ((16, 3), (24, 2)):
+        with pytest.raises(ValueError, match="hamming_topk_mma: the pipelined kernel needs an even word count and 16-byte aligned rows"):
+            _cuda.hamming_topk_mma(a, 4, 16, 4, w, 5, 1, 16, 0, 64)
+        with pytest.raises(ValueError, match="hamming_radius_mma: the pipelined kernel needs an even word count and 16-byte aligned rows"):
+            _cuda.hamming_radius_mma(a, 4, 16, 4, w, 3, 16, 0, 0, 0, 0, False, 0, 64)
+    with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):
+        _cuda.hamming_topk_mma(16, 4, 16, 4, 2, 32, 3, 16, 0, 64)
 
 
 @needs_nvcc
@@ -193,7 +201,7 @@ def test_search_method_env_is_validated(monkeypatch):
     from fastspline.backends import cuda
 
     monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", "heap")
-    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_SEARCH must be one of \('auto', 'fused', 'blocks'\), got 'heap'"):
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_SEARCH must be one of \('auto', 'fused', 'pipelined', 'blocks'\), got 'heap'"):
         cuda.search_method("topk", torch.device("cuda", 0))
     monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", "blocks")
     assert cuda.search_method("radius", torch.device("cuda", 0)) == "blocks"

@@ -94,7 +94,8 @@ def test_self_checks_pass_in_the_emulator(sim, monkeypatch, schedule, copies):
     monkeypatch.setenv("FASTSPLINE_SIM_SCHEDULE", schedule)
     monkeypatch.setenv("FASTSPLINE_SIM_CP_ASYNC", copies)
     for status in (cuda.mma_status, cuda.mma_async_status, cuda.mma_wide_status, cuda.pack_stream_status,
-                   cuda.pack_columns16_status, cuda.topk_status, cuda.radius_status):
+                   cuda.pack_columns16_status, cuda.topk_status, cuda.radius_status, cuda.topk_pipelined_status,
+                   cuda.radius_pipelined_status):
         assert status(CPU) is None, status.__name__
 
 
@@ -217,6 +218,25 @@ def test_fused_search(sim, monkeypatch, schedule, n, m, w):
     for k in sorted({1, 7, min(m, 32)}):
         same(cuda.hamming_topk(a, b, k), fs.hamming_topk(a, b, k, backend="reference"))
     same(cuda._topk_fused(a, b, 5, splits=3), fs.hamming_topk(a, b, 5, backend="reference"))
+    for r in (0, 32 * w, 64 * w):
+        same(cuda.hamming_radius(a, b, r), fs.hamming_radius(a, b, r, backend="reference"))
+
+
+@pytest.mark.parametrize("sms", [1, 3])
+@pytest.mark.parametrize("n, m, w", [(1, 300, 2), (130, 517, 34), (300, 260, 18)])
+def test_pipelined_fused_search(sim, monkeypatch, sms, n, m, w):
+    """The pipelined fused top-k (a tile stream per column range) and radius (persistent
+    over all tiles: one SM, one block takes them all), forced, as test_fused_search."""
+    monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", "pipelined")
+    monkeypatch.setenv("FASTSPLINE_SIM_SMS", str(sms))
+    passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "fused top-k kernel",
+           "fused radius kernels", "pipelined fused top-k kernel", "pipelined fused radius kernels")
+    a, b = words_pair(n, m, w, make_gen("sim-search-pipelined", sms, n, m, w))
+    b[::3] = b[1].clone()
+    b[m // 2 : m // 2 + 40] = a[0].clone()
+    for k in sorted({1, 7, min(m, 32)}):
+        same(cuda.hamming_topk(a, b, k), fs.hamming_topk(a, b, k, backend="reference"))
+    same(cuda._topk_fused(a, b, 5, splits=3, pipelined=True), fs.hamming_topk(a, b, 5, backend="reference"))
     for r in (0, 32 * w, 64 * w):
         same(cuda.hamming_radius(a, b, r), fs.hamming_radius(a, b, r, backend="reference"))
 

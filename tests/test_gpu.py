@@ -198,18 +198,21 @@ def test_cdist_async_refuses_odd_word_counts(monkeypatch, staging):
 
 
 @needs_cuda_backend
-@pytest.mark.parametrize("method", ["fused", "blocks"])
-@pytest.mark.parametrize("w", [1, 2, 17])
+@pytest.mark.parametrize("method", ["fused", "pipelined", "blocks"])
+@pytest.mark.parametrize("w", [1, 2, 17, 34])
 @pytest.mark.parametrize("shape", [(1, 1), (1, 300), (127, 129), (300, 517), (129, 4200)])
 def test_search_kernels(monkeypatch, method, w, shape):
-    """Top-k (k <= 32 fused, larger k by row blocks) and radius, each path forced, with
-    ties, all-equal rows, column splits, radius 0 and past every distance."""
+    """Top-k (k <= 32 fused or pipelined, larger k by row blocks) and radius, each path
+    forced, with ties, all-equal rows, column splits, radius 0 and past every distance."""
     from fastspline.backends import cuda
 
-    if method == "fused":
-        for status in (cuda.topk_status, cuda.radius_status):
-            if (reason := status(torch.device("cuda"))) is not None:
-                pytest.fail(f"{status.__name__}: fused kernel unusable: {reason}")
+    if method == "pipelined" and w % 2:
+        pytest.skip("the pipelined kernels take even word counts")
+    statuses = {"fused": (cuda.topk_status, cuda.radius_status),
+                "pipelined": (cuda.topk_pipelined_status, cuda.radius_pipelined_status)}.get(method, ())
+    for status in statuses:
+        if (reason := status(torch.device("cuda"))) is not None:
+            pytest.fail(f"{status.__name__}: {method} kernel unusable: {reason}")
     monkeypatch.setenv("FASTSPLINE_CUDA_SEARCH", method)
     n, m = shape
     gen = make_gen("gpu-search", method, w, shape)

@@ -86,25 +86,28 @@ PYBIND11_MODULE(FASTSPLINE_CUDA_MODULE, m) {
   m.def(
       "hamming_topk_mma",
       [](std::uintptr_t a, int64_t n, std::uintptr_t b, int64_t mm, int64_t w, int k, int splits, std::uintptr_t cand,
-         std::uintptr_t stream) {
+         std::uintptr_t stream, std::uintptr_t workspace) {
         hamming_topk_mma(ptr<const uint64_t>(a, n * w, "a"), n, ptr<const uint64_t>(b, mm * w, "b"), mm, w, k, splits,
-                         ptr<int64_t>(cand, n * (int64_t)splits * k, "cand"), stream);
+                         ptr<int64_t>(cand, n * (int64_t)splits * k, "cand"), stream,
+                         ptr<int64_t>(workspace, 0, "workspace"));
       },
       py::arg("a"), py::arg("n"), py::arg("b"), py::arg("m"), py::arg("w"), py::arg("k"), py::arg("splits"),
-      py::arg("cand"), py::arg("stream"), gil());
+      py::arg("cand"), py::arg("stream"), py::arg("workspace") = 0, gil());
   m.def(
       "hamming_radius_mma",
       [](std::uintptr_t a, int64_t n, std::uintptr_t b, int64_t mm, int64_t w, int r, std::uintptr_t counts,
          std::uintptr_t offsets, std::uintptr_t oi, std::uintptr_t oj, std::uintptr_t od, bool fill,
-         std::uintptr_t stream) {
+         std::uintptr_t stream, std::uintptr_t workspace) {
         const int64_t slots = n * ((mm + 127) / 128);
         hamming_radius_mma(ptr<const uint64_t>(a, n * w, "a"), n, ptr<const uint64_t>(b, mm * w, "b"), mm, w, r,
                            ptr<int32_t>(counts, fill ? 0 : slots, "counts"),
                            ptr<const int64_t>(offsets, fill ? slots : 0, "offsets"), ptr<int64_t>(oi, 0, "oi"),
-                           ptr<int64_t>(oj, 0, "oj"), ptr<int32_t>(od, 0, "od"), fill, stream);
+                           ptr<int64_t>(oj, 0, "oj"), ptr<int32_t>(od, 0, "od"), fill, stream,
+                           ptr<int64_t>(workspace, 0, "workspace"));
       },
       py::arg("a"), py::arg("n"), py::arg("b"), py::arg("m"), py::arg("w"), py::arg("r"), py::arg("counts"),
-      py::arg("offsets"), py::arg("oi"), py::arg("oj"), py::arg("od"), py::arg("fill"), py::arg("stream"), gil());
+      py::arg("offsets"), py::arg("oi"), py::arg("oj"), py::arg("od"), py::arg("fill"), py::arg("stream"),
+      py::arg("workspace") = 0, gil());
   m.def("compute_capability", &compute_capability);
   m.def(
       "peak",

@@ -612,37 +612,29 @@ struct GlobalPops {
   __device__ int operator()(int i) const { return first + i < count ? (int)pop[first + i] : 0; }
 };
 
-// Persistent: the grid is at most the blocks resident at once; block b takes tiles b,
-// b + gridDim.x, ... (column tiles fastest, so blocks running together share A's rows),
-// and its K slices form one stream across its tiles, so the ring loads the next tile's
-// first slices while the current tile's last are multiplied and its results stored.
-template <bool kXor, typename Tiles, int kMinBlocks>
-__global__ void __launch_bounds__(kThreads, kMinBlocks) cdist_mma_async_kernel(
-    const u64* __restrict__ a, int64_t n, const u64* __restrict__ b, int64_t m, int64_t w, int32_t* __restrict__ out,
-    int64_t ldo, const int64_t* __restrict__ pops_a, const int64_t* __restrict__ pops_b) {
+// This block's stream of `count` tiles (tile_of(i, r0, c0): tile i's first rows of A and
+// of B): their K slices run as one stream through the cp.async ring in smem
+// (async_smem_bytes<Tiles>()), so the ring loads the next tile's first slices while the
+// current tile's last are multiplied. After a tile's last slice, on_tile(r0, c0, acc)
+// with its accumulators (zeroed after); every thread calls it, so it may hold barriers.
+template <bool kXor, typename Tiles, typename TileOf, typename OnTile>
+__device__ __forceinline__ void stream_tiles(const u64* __restrict__ a, int64_t n, const u64* __restrict__ b,
+                                             int64_t m, int64_t w, int64_t count, unsigned* smem, TileOf tile_of,
+                                             OnTile on_tile) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int kWarpsN = Tiles::kWarpsN, kFragN = Tiles::kFragN;
   constexpr int kRows = Tiles::kRows, kCols = Tiles::kCols, kRowU32 = kAsyncWords * 2;
   constexpr int kStageU32 = (kRows + kCols) * kRowU32;  // A rows, then B rows
-  FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
-  unsigned* smem = reinterpret_cast<unsigned*>(dyn_smem);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wm = (warp / kWarpsN) * 64, wn = (warp % kWarpsN) * 8 * kFragN;
-  const int64_t col_tiles = (m + kCols - 1) / kCols, tiles = (n + kRows - 1) / kRows * col_tiles;
   const int64_t slices = std::max<int64_t>(1, (w + kAsyncWords - 1) / kAsyncWords);  // w = 0: one empty slice
-  const int64_t mine = blockIdx.x < tiles ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
-  const int64_t total = mine * slices;  // this block's stream of (tile, slice)
-  auto origin = [&](int64_t g, int64_t& r0, int64_t& c0) {  // the tile of stream entry g
-    const int64_t t = blockIdx.x + g / slices * gridDim.x;
-    r0 = t / col_tiles * kRows;
-    c0 = t % col_tiles * kCols;
-  };
+  const int64_t total = count * slices;  // the stream of (tile, slice)
 
   // Entry g into stage g % kStages: 8 consecutive threads on one row's 8 pieces (128
   // bytes), 32 rows per step; A's rows first (whole steps: kRows % 32 == 0), then B's.
   auto load = [&](int64_t g) {
     int64_t r0, c0;
-    origin(g, r0, c0);
+    tile_of(g / slices, r0, c0);
     unsigned* stage = smem + (int)(g % kStages) * kStageU32;
     const int piece = threadIdx.x % 8;
     const int64_t gk = g % slices * kAsyncWords + 2 * piece;
@@ -698,11 +690,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) cdist_mma_async_kernel(
 #pragma unroll
         for (int j = 0; j < kFragN; ++j) mma_b1<kXor>(acc[i][j], fa[i], fb[j]);
     }
-    if (g % slices == slices - 1) {  // the tile's last slice: its results, from registers
+    if (g % slices == slices - 1) {  // the tile's last slice
       int64_t r0, c0;
-      origin(g, r0, c0);
-      tile_results<kXor, kWarpsN, kFragN>(acc, GlobalPops{pops_a, r0, n}, GlobalPops{pops_b, c0, m},
-                                          StorePair{out, ldo, r0, c0, n, m});
+      tile_of(g / slices, r0, c0);
+      on_tile(r0, c0, acc);
 #pragma unroll
       for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -712,6 +703,31 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) cdist_mma_async_kernel(
     }
   }
   cp_async_wait<0>();  // only empty groups can be left; no block exits with copies in flight
+#endif
+}
+
+// Persistent: the grid is at most the blocks resident at once; block b takes tiles b,
+// b + gridDim.x, ... (column tiles fastest, so blocks running together share A's rows),
+// one stream_tiles stream, each tile's results stored from registers.
+template <bool kXor, typename Tiles, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) cdist_mma_async_kernel(
+    const u64* __restrict__ a, int64_t n, const u64* __restrict__ b, int64_t m, int64_t w, int32_t* __restrict__ out,
+    int64_t ldo, const int64_t* __restrict__ pops_a, const int64_t* __restrict__ pops_b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
+  const int64_t col_tiles = (m + Tiles::kCols - 1) / Tiles::kCols, tiles = (n + Tiles::kRows - 1) / Tiles::kRows * col_tiles;
+  const int64_t mine = blockIdx.x < tiles ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  stream_tiles<kXor, Tiles>(
+      a, n, b, m, w, mine, reinterpret_cast<unsigned*>(dyn_smem),
+      [&](int64_t i, int64_t& r0, int64_t& c0) {
+        const int64_t t = blockIdx.x + i * gridDim.x;
+        r0 = t / col_tiles * Tiles::kRows;
+        c0 = t % col_tiles * Tiles::kCols;
+      },
+      [&](int64_t r0, int64_t c0, const int (&acc)[4][Tiles::kFragN][4]) {
+        tile_results<kXor, Tiles::kWarpsN, Tiles::kFragN>(acc, GlobalPops{pops_a, r0, n}, GlobalPops{pops_b, c0, m},
+                                                           StorePair{out, ldo, r0, c0, n, m});
+      });
 #endif
 }
 
@@ -762,6 +778,43 @@ __device__ __forceinline__ long long warp_sort(long long v, int lane) {
   return v;
 }
 
+// Merges tile (c0..) of the distances in dist into the lists: warp w takes rows 16 w ..
+// 16 w + 15 of the tile, 32 columns at a time; a chunk is skipped when no key beats a
+// row's k-th best so far, else sorted and merged (min of the list and the reversed chunk,
+// then a bitonic merge). Columns from c_end on count as absent.
+__device__ __forceinline__ void topk_merge_tile(const int* dist, long long* lists, int64_t c0, int64_t c_end, int k) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int lr = warp * 16; lr < warp * 16 + 16; ++lr) {
+    long long* list = lists + lr * kTopkMaxK;
+#pragma unroll
+    for (int q = 0; q < kMmaTile / 32; ++q) {
+      const int64_t col = c0 + 32 * q + lane;
+      const long long key = col < c_end ? ((long long)dist[lr * kDistStride + 32 * q + lane] << 32) | col : kNoKey;
+      const long long kth = list[k - 1];
+      if (__ballot_sync(kFull, key < kth) == 0) continue;
+      const long long sorted = warp_sort(key, lane);
+      long long v = min(list[lane], shfl_xor_key(sorted, 31));  // lane i: min(list[i], chunk[31 - i])
+#pragma unroll
+      for (int stride = 16; stride > 0; stride /= 2) {
+        const long long other = shfl_xor_key(v, stride);
+        v = (lane & stride) == 0 ? min(v, other) : max(v, other);
+      }
+      __syncwarp();
+      list[lane] = v;
+      __syncwarp();
+    }
+  }
+}
+
+// The first k keys of each row's list to cand[row][blockIdx.x][0..k).
+__device__ __forceinline__ void topk_lists_out(const long long* lists, int64_t n, int64_t r0, int k, int splits,
+                                               long long* cand) {
+  for (int e = threadIdx.x; e < kMmaTile * k; e += kThreads) {
+    const int lr = e / k, i = e % k;
+    if (r0 + lr < n) cand[((r0 + lr) * splits + blockIdx.x) * k + i] = lists[lr * kTopkMaxK + i];
+  }
+}
+
 // Per-block candidate lists: block (s, y) keeps, for each of its 128 rows, the 32 smallest
 // keys over columns [s * cols_per_split, (s + 1) * cols_per_split) as a sorted list in
 // shared memory (one key per lane); a 32-column chunk is skipped when no key beats the
@@ -778,66 +831,73 @@ __global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) topk_mma
   __shared__ int pop_a[kMmaTile], pop_b[kMmaTile];
   long long* lists = reinterpret_cast<long long*>(smem + kTileSmemBytes);
   const int* dist = reinterpret_cast<const int*>(smem);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t r0 = (int64_t)blockIdx.y * kMmaTile;
   const int64_t c_begin = (int64_t)blockIdx.x * cols_per_split, c_end = min(m, c_begin + cols_per_split);
   for (int e = threadIdx.x; e < kMmaTile * kTopkMaxK; e += kThreads) lists[e] = kNoKey;
   __syncthreads();  // lists are read by other warps (also when this split has no columns)
   for (int64_t c0 = c_begin; c0 < c_end; c0 += kMmaTile) {
     tile_to_shared(a, n, b, m, w, r0, c0, smem, pop_a, pop_b);
-    for (int lr = warp * 16; lr < warp * 16 + 16; ++lr) {
-      long long* list = lists + lr * kTopkMaxK;
-#pragma unroll
-      for (int q = 0; q < kMmaTile / 32; ++q) {
-        const int64_t col = c0 + 32 * q + lane;
-        const long long key = col < c_end ? ((long long)dist[lr * kDistStride + 32 * q + lane] << 32) | col : kNoKey;
-        const long long kth = list[k - 1];
-        if (__ballot_sync(kFull, key < kth) == 0) continue;
-        const long long sorted = warp_sort(key, lane);
-        long long v = min(list[lane], shfl_xor_key(sorted, 31));  // lane i: min(list[i], chunk[31 - i])
-#pragma unroll
-        for (int stride = 16; stride > 0; stride /= 2) {
-          const long long other = shfl_xor_key(v, stride);
-          v = (lane & stride) == 0 ? min(v, other) : max(v, other);
-        }
-        __syncwarp();
-        list[lane] = v;
-        __syncwarp();
-      }
-    }
+    topk_merge_tile(dist, lists, c0, c_end, k);
     __syncthreads();  // dist aliases the next tile's staging buffers
   }
-  for (int e = threadIdx.x; e < kMmaTile * k; e += kThreads) {
-    const int lr = e / k, i = e % k;
-    if (r0 + lr < n) cand[((r0 + lr) * splits + blockIdx.x) * k + i] = lists[lr * kTopkMaxK + i];
-  }
+  topk_lists_out(lists, n, r0, k, splits, cand);
 #endif
 }
 
-// Radius in two passes over the same tiles (one per block): kFill false counts, per row and
-// column tile, the columns with d <= r into counts[row * col_tiles + tile]; kFill true
-// writes them in column order from offsets[row * col_tiles + tile] (an exclusive scan of
-// the counts, row-major, so the output is sorted by (i, j)) into oi, oj, od.
-template <bool kFill>
-__global__ void __launch_bounds__(kThreads) radius_mma_kernel(const u64* __restrict__ a, int64_t n,
-                                                              const u64* __restrict__ b, int64_t m, int64_t w, int r,
-                                                              int64_t row_base, int64_t col_tiles,
-                                                              int* __restrict__ counts,
-                                                              const int64_t* __restrict__ offsets,
-                                                              int64_t* __restrict__ oi, int64_t* __restrict__ oj,
-                                                              int32_t* __restrict__ od) {
+// The same with the tiles' K slices through stream_tiles' cp.async ring (row popcounts
+// from pops_a / pops_b, counted beforehand) and each tile's distances in a buffer of
+// their own past the ring (which is busy with the next tile's slices by then): 196 KB of
+// shared memory, one block per SM, sm_90 class cards. Needs w even, a and b aligned.
+constexpr int kTopkAsyncSmemBytes = async_smem_bytes<SquareTiles>() + kDistBytes + kMmaTile * kTopkMaxK * 8;
+
+__global__ void __launch_bounds__(kThreads, 1) topk_mma_async_kernel(const u64* __restrict__ a, int64_t n,
+                                                                    const u64* __restrict__ b, int64_t m, int64_t w,
+                                                                    int k, int64_t cols_per_split, int splits,
+                                                                    const int64_t* __restrict__ pops_a,
+                                                                    const int64_t* __restrict__ pops_b,
+                                                                    long long* __restrict__ cand) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
-  unsigned char* smem = dyn_smem;
-  __shared__ int pop_a[kMmaTile], pop_b[kMmaTile];
-  const int* dist = reinterpret_cast<const int*>(smem);
+  int* dist = reinterpret_cast<int*>(dyn_smem + async_smem_bytes<SquareTiles>());
+  long long* lists = reinterpret_cast<long long*>(dyn_smem + async_smem_bytes<SquareTiles>() + kDistBytes);
+  const int64_t r0 = (int64_t)blockIdx.y * kMmaTile;
+  const int64_t c_begin = (int64_t)blockIdx.x * cols_per_split, c_end = min(m, c_begin + cols_per_split);
+  for (int e = threadIdx.x; e < kMmaTile * kTopkMaxK; e += kThreads) lists[e] = kNoKey;
+  // The first stream step's barrier orders these before any merge.
+  const int64_t tiles = c_end > c_begin ? (c_end - c_begin + kMmaTile - 1) / kMmaTile : 0;
+  stream_tiles<false, SquareTiles>(
+      a, n, b, m, w, tiles, reinterpret_cast<unsigned*>(dyn_smem),
+      [&](int64_t i, int64_t& tr, int64_t& tc) {
+        tr = r0;
+        tc = c_begin + i * kMmaTile;
+      },
+      [&](int64_t tr, int64_t tc, const int (&acc)[4][4][4]) {
+        tile_results<false, 4, 4>(acc, GlobalPops{pops_a, tr, n}, GlobalPops{pops_b, tc, m},
+                                  [dist](int lr, int lc, int v0, int v1) {
+                                    *reinterpret_cast<int2*>(dist + lr * kDistStride + lc) = make_int2(v0, v1);
+                                  });
+        __syncthreads();  // the tile's distances are in; the next write comes after a stream barrier
+        topk_merge_tile(dist, lists, tc, c_end, k);
+      });
+  __syncthreads();  // lists complete (also when this range has no columns)
+  topk_lists_out(lists, n, r0, k, splits, cand);
+#endif
+}
+
+// Radius, for the tile (r0, c0) in dist (column tile tile_col of col_tiles): kFill false
+// counts, per row, the columns with d <= r into counts[row * col_tiles + tile_col]; kFill
+// true writes them in column order from offsets[row * col_tiles + tile_col] (an exclusive
+// scan of the counts, row-major, so the output is sorted by (i, j)) into oi (row_base +
+// row), oj, od. Warp w takes rows 16 w .. 16 w + 15 of the tile.
+template <bool kFill>
+__device__ __forceinline__ void radius_scan_tile(const int* dist, int64_t n, int64_t m, int r, int64_t r0, int64_t c0,
+                                                 int64_t tile_col, int64_t row_base, int64_t col_tiles, int* counts,
+                                                 const int64_t* offsets, int64_t* oi, int64_t* oj, int32_t* od) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t r0 = (int64_t)blockIdx.y * kMmaTile, c0 = (int64_t)blockIdx.x * kMmaTile;
-  tile_to_shared(a, n, b, m, w, r0, c0, smem, pop_a, pop_b);
   for (int lr = warp * 16; lr < warp * 16 + 16; ++lr) {
     const int64_t row = r0 + lr;
     if (row >= n) break;
-    const int64_t slot = row * col_tiles + blockIdx.x;
+    const int64_t slot = row * col_tiles + tile_col;
     int64_t at = kFill ? offsets[slot] : 0;
 #pragma unroll
     for (int q = 0; q < kMmaTile / 32; ++q) {
@@ -855,6 +915,58 @@ __global__ void __launch_bounds__(kThreads) radius_mma_kernel(const u64* __restr
     }
     if (!kFill && lane == 0) counts[slot] = (int)at;
   }
+}
+
+// Radius in two passes over the same tiles (one per block; radius_scan_tile).
+template <bool kFill>
+__global__ void __launch_bounds__(kThreads) radius_mma_kernel(const u64* __restrict__ a, int64_t n,
+                                                              const u64* __restrict__ b, int64_t m, int64_t w, int r,
+                                                              int64_t row_base, int64_t col_tiles,
+                                                              int* __restrict__ counts,
+                                                              const int64_t* __restrict__ offsets,
+                                                              int64_t* __restrict__ oi, int64_t* __restrict__ oj,
+                                                              int32_t* __restrict__ od) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
+  __shared__ int pop_a[kMmaTile], pop_b[kMmaTile];
+  const int64_t r0 = (int64_t)blockIdx.y * kMmaTile, c0 = (int64_t)blockIdx.x * kMmaTile;
+  tile_to_shared(a, n, b, m, w, r0, c0, dyn_smem, pop_a, pop_b);
+  radius_scan_tile<kFill>(reinterpret_cast<const int*>(dyn_smem), n, m, r, r0, c0, blockIdx.x, row_base, col_tiles,
+                          counts, offsets, oi, oj, od);
+#endif
+}
+
+// The same passes with the tiles' K slices through stream_tiles (persistent: block b takes
+// tiles b, b + gridDim.x, ...; row popcounts from pops_a / pops_b, counted beforehand) and
+// each tile's distances in a buffer of their own past the ring: 164 KB of shared memory,
+// sm_90 class cards. Needs w even, a and b aligned.
+constexpr int kRadiusAsyncSmemBytes = async_smem_bytes<SquareTiles>() + kDistBytes;
+
+template <bool kFill>
+__global__ void __launch_bounds__(kThreads, 1) radius_mma_async_kernel(
+    const u64* __restrict__ a, int64_t n, const u64* __restrict__ b, int64_t m, int64_t w, int r, int* __restrict__ counts,
+    const int64_t* __restrict__ offsets, int64_t* __restrict__ oi, int64_t* __restrict__ oj, int32_t* __restrict__ od,
+    const int64_t* __restrict__ pops_a, const int64_t* __restrict__ pops_b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
+  int* dist = reinterpret_cast<int*>(dyn_smem + async_smem_bytes<SquareTiles>());
+  const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile, tiles = (n + kMmaTile - 1) / kMmaTile * col_tiles;
+  const int64_t mine = blockIdx.x < tiles ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  stream_tiles<false, SquareTiles>(
+      a, n, b, m, w, mine, reinterpret_cast<unsigned*>(dyn_smem),
+      [&](int64_t i, int64_t& r0, int64_t& c0) {
+        const int64_t t = blockIdx.x + i * gridDim.x;
+        r0 = t / col_tiles * kMmaTile;
+        c0 = t % col_tiles * kMmaTile;
+      },
+      [&](int64_t r0, int64_t c0, const int (&acc)[4][4][4]) {
+        tile_results<false, 4, 4>(acc, GlobalPops{pops_a, r0, n}, GlobalPops{pops_b, c0, m},
+                                  [dist](int lr, int lc, int v0, int v1) {
+                                    *reinterpret_cast<int2*>(dist + lr * kDistStride + lc) = make_int2(v0, v1);
+                                  });
+        __syncthreads();  // the tile's distances are in; the next write comes after a stream barrier
+        radius_scan_tile<kFill>(dist, n, m, r, r0, c0, c0 / kMmaTile, 0, col_tiles, counts, offsets, oi, oj, od);
+      });
 #endif
 }
 
@@ -1059,7 +1171,7 @@ void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, i
 // current device; sets the opt-in once per (slot, device). Cards with less (some
 // sm_86/89) answer false and the caller falls back.
 bool smem_ready(const void* kernel, int bytes, int slot, int static_bytes = 2 * kMmaTile * (int)sizeof(int)) {
-  static int ready[8][64] = {};  // 0 unknown, 1 yes, 2 no
+  static int ready[16][64] = {};  // per slot and device: 0 unknown, 1 yes, 2 no
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   if (device < 0 || device >= 64) device = 0;
@@ -1090,7 +1202,7 @@ bool async_smem_ready() {
 // Blocks of `kernel` (kThreads threads, `smem` bytes of dynamic shared memory) resident
 // at once on the current device, cached per (slot, device).
 int resident_blocks(const void* kernel, int smem, int slot) {
-  static int cached[8][64] = {};
+  static int cached[16][64] = {};
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   if (device < 0 || device >= 64) device = 0;
@@ -1167,47 +1279,92 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   });
 }
 
+// The pipelined fused kernels (workspace != nullptr: n + m int64 for the row popcounts,
+// counted here first): w even and a, b 16-byte aligned, and the card's shared memory.
+void fused_async_prologue(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, const void* kernel, int bytes,
+                          int slot, int64_t* workspace, cudaStream_t s, const char* op) {
+  if (w % 2 != 0 || (reinterpret_cast<std::uintptr_t>(a) & 15) != 0 || (reinterpret_cast<std::uintptr_t>(b) & 15) != 0)
+    throw std::invalid_argument(std::string(op) + ": the pipelined kernel needs an even word count and 16-byte aligned rows");
+  if (!smem_ready(kernel, bytes, slot, 0))
+    throw std::invalid_argument(std::string(op) + ": this device has too little shared memory for the pipelined kernel");
+  hamming_rows_kernel<<<grid_for(n, kThreads / 32), kThreads, 0, s>>>(a, nullptr, n, w, workspace);
+  hamming_rows_kernel<<<grid_for(m, kThreads / 32), kThreads, 0, s>>>(b, nullptr, m, w, workspace + n);
+  check(cudaGetLastError(), "hamming_rows_kernel launch (row popcounts)");
+}
+
 void hamming_topk_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int k, int splits,
-                      int64_t* cand, std::uintptr_t stream) {
+                      int64_t* cand, std::uintptr_t stream, int64_t* workspace) {
   if (k < 1 || k > kTopkMaxK) throw std::invalid_argument("hamming_topk_mma: k must be in [1, 32]");
   if (splits < 1) throw std::invalid_argument("hamming_topk_mma: splits must be >= 1");
   if (m >= ((int64_t)1 << 31)) throw std::invalid_argument("hamming_topk_mma: b must have fewer than 2^31 rows");
   if (n == 0 || m == 0) return;
-  if (!smem_ready((const void*)topk_mma_kernel, kTopkSmemBytes, 2))
-    throw std::invalid_argument("hamming_topk_mma: this device has too little shared memory for the fused kernel");
   const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
   const int64_t cols_per_split = (col_tiles + splits - 1) / splits * kMmaTile;
+  const u64* ap = reinterpret_cast<const u64*>(a);
+  const u64* bp = reinterpret_cast<const u64*>(b);
+  cudaStream_t s = as_stream(stream);
+  if (workspace != nullptr) {
+    fused_async_prologue(ap, n, bp, m, w, (const void*)topk_mma_async_kernel, kTopkAsyncSmemBytes, 7, workspace, s,
+                         "hamming_topk_mma");
+    for_row_bands(n, kMmaTile, [&](int64_t r, int64_t rows, unsigned grid_y) {
+      topk_mma_async_kernel<<<dim3((unsigned)splits, grid_y), kThreads, kTopkAsyncSmemBytes, s>>>(
+          ap + r * w, rows, bp, m, w, k, cols_per_split, splits, workspace + r, workspace + n,
+          reinterpret_cast<long long*>(cand) + r * splits * k);
+      check(cudaGetLastError(), "topk_mma_async_kernel launch");
+    });
+    return;
+  }
+  if (!smem_ready((const void*)topk_mma_kernel, kTopkSmemBytes, 2))
+    throw std::invalid_argument("hamming_topk_mma: this device has too little shared memory for the fused kernel");
   for_row_bands(n, kMmaTile, [&](int64_t r, int64_t rows, unsigned grid_y) {
-    topk_mma_kernel<<<dim3((unsigned)splits, grid_y), kThreads, kTopkSmemBytes, as_stream(stream)>>>(
-        reinterpret_cast<const u64*>(a) + r * w, rows, reinterpret_cast<const u64*>(b), m, w, k, cols_per_split, splits,
-        reinterpret_cast<long long*>(cand) + r * splits * k);
+    topk_mma_kernel<<<dim3((unsigned)splits, grid_y), kThreads, kTopkSmemBytes, s>>>(
+        ap + r * w, rows, bp, m, w, k, cols_per_split, splits, reinterpret_cast<long long*>(cand) + r * splits * k);
     check(cudaGetLastError(), "topk_mma_kernel launch");
   });
 }
 
 void hamming_radius_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int r, int32_t* counts,
                         const int64_t* offsets, int64_t* oi, int64_t* oj, int32_t* od, bool fill,
-                        std::uintptr_t stream) {
+                        std::uintptr_t stream, int64_t* workspace) {
   if (r < 0) throw std::invalid_argument("hamming_radius_mma: r must be >= 0");
   if (fill && (offsets == nullptr || oi == nullptr || oj == nullptr || od == nullptr))
     throw std::invalid_argument("hamming_radius_mma: the fill pass needs offsets and outputs");
   if (n == 0 || m == 0) return;
+  const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
+  if (col_tiles > 0x7fffffff) throw std::invalid_argument("hamming_radius_mma: b has too many rows for one grid");
+  const u64* ap = reinterpret_cast<const u64*>(a);
+  const u64* bp = reinterpret_cast<const u64*>(b);
+  cudaStream_t s = as_stream(stream);
+  if (workspace != nullptr) {  // persistent: a grid of the blocks resident at once
+    const void* kernel = fill ? (const void*)radius_mma_async_kernel<true> : (const void*)radius_mma_async_kernel<false>;
+    fused_async_prologue(ap, n, bp, m, w, kernel, kRadiusAsyncSmemBytes, fill ? 9 : 8, workspace, s,
+                         "hamming_radius_mma");
+    const int64_t tiles = (n + kMmaTile - 1) / kMmaTile * col_tiles;
+    const unsigned grid =
+        (unsigned)std::min<int64_t>(tiles, resident_blocks(kernel, kRadiusAsyncSmemBytes, fill ? 5 : 4));
+    if (fill)
+      radius_mma_async_kernel<true><<<grid, kThreads, kRadiusAsyncSmemBytes, s>>>(ap, n, bp, m, w, r, nullptr, offsets, oi,
+                                                                                  oj, od, workspace, workspace + n);
+    else
+      radius_mma_async_kernel<false><<<grid, kThreads, kRadiusAsyncSmemBytes, s>>>(ap, n, bp, m, w, r, counts, nullptr,
+                                                                                   nullptr, nullptr, nullptr, workspace,
+                                                                                   workspace + n);
+    check(cudaGetLastError(), "radius_mma_async_kernel launch");
+    return;
+  }
   const int slot = fill ? 4 : 3;
   const void* kernel = fill ? (const void*)radius_mma_kernel<true> : (const void*)radius_mma_kernel<false>;
   if (!smem_ready(kernel, kTileSmemBytes, slot))
     throw std::invalid_argument("hamming_radius_mma: this device has too little shared memory for the fused kernel");
-  const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
-  if (col_tiles > 0x7fffffff) throw std::invalid_argument("hamming_radius_mma: b has too many rows for one grid");
   for_row_bands(n, kMmaTile, [&](int64_t r0, int64_t rows, unsigned grid_y) {
     const dim3 grid((unsigned)col_tiles, grid_y);
-    const u64* ap = reinterpret_cast<const u64*>(a) + r0 * w;
-    const u64* bp = reinterpret_cast<const u64*>(b);
+    const u64* part = ap + r0 * w;
     if (fill)
-      radius_mma_kernel<true><<<grid, kThreads, kTileSmemBytes, as_stream(stream)>>>(
-          ap, rows, bp, m, w, r, r0, col_tiles, nullptr, offsets + r0 * col_tiles, oi, oj, od);
+      radius_mma_kernel<true><<<grid, kThreads, kTileSmemBytes, s>>>(
+          part, rows, bp, m, w, r, r0, col_tiles, nullptr, offsets + r0 * col_tiles, oi, oj, od);
     else
-      radius_mma_kernel<false><<<grid, kThreads, kTileSmemBytes, as_stream(stream)>>>(
-          ap, rows, bp, m, w, r, r0, col_tiles, counts + r0 * col_tiles, nullptr, nullptr, nullptr, nullptr);
+      radius_mma_kernel<false><<<grid, kThreads, kTileSmemBytes, s>>>(
+          part, rows, bp, m, w, r, r0, col_tiles, counts + r0 * col_tiles, nullptr, nullptr, nullptr, nullptr);
     check(cudaGetLastError(), "radius_mma_kernel launch");
   });
 }

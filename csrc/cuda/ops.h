@@ -47,15 +47,17 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
 // each row's k smallest keys (distance << 32 | index of b) over each of `splits` column
 // ranges, ascending (0x7fff... where a range has fewer than k columns); the caller merges
 // the splits. a, b contiguous, m < 2^31.
+// workspace (n + m int64) != nullptr: the pipelined kernel (cp.async ring, persistent tile
+// stream; w even, a and b 16-byte aligned, sm_90 class shared memory), else synchronous staging.
 void hamming_topk_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int k, int splits,
-                      int64_t* cand, std::uintptr_t stream);
+                      int64_t* cand, std::uintptr_t stream, int64_t* workspace = nullptr);
 // Fused radius on binary tensor cores, two passes over 128x128 tiles. fill false:
 // counts [n, ceil(m / 128)] = pairs with d <= r per row and column tile. fill true:
 // offsets (same shape, int64, the exclusive row-major scan of counts) -> oi, oj, od sorted
 // by (i, j).
 void hamming_radius_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int r, int32_t* counts,
                         const int64_t* offsets, int64_t* oi, int64_t* oj, int32_t* od, bool fill,
-                        std::uintptr_t stream);
+                        std::uintptr_t stream, int64_t* workspace = nullptr);  // workspace: as for top-k
 int compute_capability();  // of the current device, e.g. 90
 // Peak-rate probes for the benchmarks: kind 0 XOR+popc on registers, 1 b1 MMA xor, 2 b1 MMA and;
 // `blocks` blocks of 256 threads, `iters` iterations (popc: 8 per thread; mma: 4 per warp).

@@ -444,9 +444,11 @@ def _row_blocks(n: int, m: int, bytes_per_pair: int = 4, multiple: int = 1):
 
 
 # hamming_topk (k <= 32) and hamming_radius: "fused" kernels on the tensor-core tiles (no
-# distance matrix in global memory), or "blocks": the cdist kernel over row blocks of a,
-# then torch sort / nonzero on each block.
-SEARCH_METHODS = ("auto", "fused", "blocks")
+# distance matrix in global memory) with synchronous staging, "pipelined" ones whose tiles
+# run through the cp.async ring as one stream per block (sm_90 class shared memory; w even,
+# rows 16-byte aligned), or "blocks": the cdist kernel over row blocks of a, then torch
+# sort / nonzero on each block.
+SEARCH_METHODS = ("auto", "fused", "pipelined", "blocks")
 _TOPK_FUSED_MAX_K = 32
 
 
@@ -469,15 +471,24 @@ def _topk_splits(n: int, m: int, sms: int) -> int:
     return -(-col_tiles // -(-col_tiles // splits))  # tiles per range, then ranges that use them
 
 
-def _topk_fused(a: torch.Tensor, b: torch.Tensor, k: int, splits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _workspace(pipelined: bool, rows: int, device: torch.device) -> torch.Tensor | None:
+    """The pipelined fused kernels' row popcounts (n + m int64), else None."""
+    return torch.empty(rows, dtype=torch.int64, device=device) if pipelined else None
+
+
+def _topk_fused(
+    a: torch.Tensor, b: torch.Tensor, k: int, splits: int | None = None, pipelined: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     n, m, w = a.shape[0], b.shape[0], a.shape[1]
     if n == 0:
         return torch.empty(0, k, dtype=torch.int32, device=a.device), torch.empty(0, k, dtype=torch.int64, device=a.device)
     if splits is None:
         splits = _topk_splits(n, m, torch.cuda.get_device_properties(a.device).multi_processor_count)
     cand = torch.empty(n, splits, k, dtype=torch.int64, device=a.device)
+    pops = _workspace(pipelined, n + m, a.device)
     with torch.cuda.device(a.device):
-        _cuda.hamming_topk_mma(a.data_ptr(), n, b.data_ptr(), m, w, k, splits, cand.data_ptr(), _stream(a))
+        _cuda.hamming_topk_mma(a.data_ptr(), n, b.data_ptr(), m, w, k, splits, cand.data_ptr(), _stream(a),
+                               0 if pops is None else pops.data_ptr())
     keys = cand.view(n, splits * k)
     if splits > 1:  # keys are distinct (they hold the index): no ties to order
         keys = torch.topk(keys, k, dim=1, largest=False, sorted=True).values
@@ -501,7 +512,9 @@ def _cat_pairs(rows, cols, dists, device) -> tuple[torch.Tensor, torch.Tensor, t
     return torch.cat(rows), torch.cat(cols), torch.cat(dists)
 
 
-def _radius_fused(a: torch.Tensor, b: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _radius_fused(
+    a: torch.Tensor, b: torch.Tensor, r: int, pipelined: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n, m, w = a.shape[0], b.shape[0], a.shape[1]
     col_tiles = -(-m // 128)
     rows, cols, dists = [], [], []
@@ -509,9 +522,11 @@ def _radius_fused(a: torch.Tensor, b: torch.Tensor, r: int) -> tuple[torch.Tenso
     for lo, hi in _row_blocks(n, col_tiles, bytes_per_pair=12, multiple=128):
         part = a[lo:hi]
         counts = torch.empty(hi - lo, col_tiles, dtype=torch.int32, device=a.device)
+        pops = _workspace(pipelined, hi - lo + m, a.device)
+        space = 0 if pops is None else pops.data_ptr()
         with torch.cuda.device(a.device):
             _cuda.hamming_radius_mma(part.data_ptr(), hi - lo, b.data_ptr(), m, w, r, counts.data_ptr(), 0, 0, 0, 0,
-                                     False, _stream(a))
+                                     False, _stream(a), space)
             flat = counts.view(-1).to(torch.int64)
             ends = torch.cumsum(flat, 0)
             total = int(ends[-1]) if ends.numel() else 0
@@ -521,11 +536,52 @@ def _radius_fused(a: torch.Tensor, b: torch.Tensor, r: int) -> tuple[torch.Tenso
             if total:
                 offsets = ends - flat
                 _cuda.hamming_radius_mma(part.data_ptr(), hi - lo, b.data_ptr(), m, w, r, 0, offsets.data_ptr(),
-                                         i.data_ptr(), j.data_ptr(), d.data_ptr(), True, _stream(a))
+                                         i.data_ptr(), j.data_ptr(), d.data_ptr(), True, _stream(a), space)
         rows.append(i + lo)
         cols.append(j)
         dists.append(d)
     return _cat_pairs(rows, cols, dists, a.device)
+
+
+_TOPK_CASES = ((200, 300, 3, 5, None), (129, 1000, 1, 32, None), (1, 129, 17, 1, None), (300, 4100, 2, 7, None),
+               (130, 50, 4, 32, None), (70, 500, 2, 32, None), (200, 600, 3, 5, 1), (200, 600, 3, 5, 3),
+               (200, 600, 3, 12, 7))  # splits 7 over 5 tiles: two empty ranges
+_RADIUS_CASES = ((200, 300, 3), (129, 1000, 1), (1, 129, 17), (300, 4100, 2), (130, 50, 4))
+
+
+def _check_topk(index: int, pipelined: bool) -> str | None:
+    gen = torch.Generator(device=_check_device(index)).manual_seed(777)
+    try:
+        for n, m, w, k, splits in _TOPK_CASES:
+            w += w % 2 if pipelined else 0  # the pipelined kernel takes even word counts
+            a, b = _random_words((n, w), gen, index), _random_words((m, w), gen, index)
+            b[::3] = b[0]  # ties
+            if m == 500:
+                b[:] = b[0]  # every distance equal: the order is the index order
+            got, want = _topk_fused(a, b, k, splits, pipelined), _topk_blocks(a, b, k)
+            if not all(torch.equal(x, y) for x, y in zip(got, want)):
+                kind = "pipelined fused" if pipelined else "fused"
+                return f"{kind} top-k disagreed with the row-block path ({n}x{m}x{w} words, k={k}, splits={splits})"
+    except ValueError as exc:  # too little shared memory on this card
+        return _Unsupported(str(exc))
+    return None
+
+
+def _check_radius(index: int, pipelined: bool) -> str | None:
+    gen = torch.Generator(device=_check_device(index)).manual_seed(778)
+    try:
+        for n, m, w in _RADIUS_CASES:
+            w += w % 2 if pipelined else 0
+            a, b = _random_words((n, w), gen, index), _random_words((m, w), gen, index)
+            b[::3] = b[0]
+            b[1] = a[0]  # a pair at distance 0
+            for r in (0, 32 * w - 4, 64 * w):
+                if not all(torch.equal(x, y) for x, y in zip(_radius_fused(a, b, r, pipelined), _radius_blocks(a, b, r))):
+                    kind = "pipelined fused" if pipelined else "fused"
+                    return f"{kind} radius disagreed with the row-block path ({n}x{m}x{w} words, r={r})"
+    except ValueError as exc:  # too little shared memory on this card
+        return _Unsupported(str(exc))
+    return None
 
 
 def topk_status(device: torch.device) -> str | None:
@@ -535,26 +591,7 @@ def topk_status(device: torch.device) -> str | None:
     ranges and one range per tile), else why not. Checked once per device."""
     if (reason := mma_status(device)) is not None:
         return reason
-
-    def check(index: int) -> str | None:
-        gen = torch.Generator(device=_check_device(index)).manual_seed(777)
-        cases = ((200, 300, 3, 5, None), (129, 1000, 1, 32, None), (1, 129, 17, 1, None), (300, 4100, 2, 7, None),
-                 (130, 50, 4, 32, None), (70, 500, 2, 32, None), (200, 600, 3, 5, 1), (200, 600, 3, 5, 3),
-                 (200, 600, 3, 12, 7))  # splits 7 over 5 tiles: two empty ranges
-        try:
-            for n, m, w, k, splits in cases:
-                a, b = _random_words((n, w), gen, index), _random_words((m, w), gen, index)
-                b[::3] = b[0]  # ties
-                if m == 500:
-                    b[:] = b[0]  # every distance equal: the order is the index order
-                got, want = _topk_fused(a, b, k, splits), _topk_blocks(a, b, k)
-                if not all(torch.equal(x, y) for x, y in zip(got, want)):
-                    return f"fused top-k disagreed with the row-block path ({n}x{m}x{w} words, k={k}, splits={splits})"
-        except ValueError as exc:  # too little shared memory on this card
-            return _Unsupported(str(exc))
-        return None
-
-    return _self_check("fused top-k kernel", device, check, "fused")
+    return _self_check("fused top-k kernel", device, lambda index: _check_topk(index, False), "fused")
 
 
 def radius_status(device: torch.device) -> str | None:
@@ -563,47 +600,59 @@ def radius_status(device: torch.device) -> str | None:
     tiles), else why not. Checked once per device."""
     if (reason := mma_status(device)) is not None:
         return reason
-
-    def check(index: int) -> str | None:
-        gen = torch.Generator(device=_check_device(index)).manual_seed(778)
-        try:
-            for n, m, w in ((200, 300, 3), (129, 1000, 1), (1, 129, 17), (300, 4100, 2), (130, 50, 4)):
-                a, b = _random_words((n, w), gen, index), _random_words((m, w), gen, index)
-                b[::3] = b[0]
-                b[1] = a[0]  # a pair at distance 0
-                for r in (0, 32 * w - 4, 64 * w):
-                    if not all(torch.equal(x, y) for x, y in zip(_radius_fused(a, b, r), _radius_blocks(a, b, r))):
-                        return f"fused radius disagreed with the row-block path ({n}x{m}x{w} words, r={r})"
-        except ValueError as exc:  # too little shared memory on this card
-            return _Unsupported(str(exc))
-        return None
-
-    return _self_check("fused radius kernels", device, check, "fused")
+    return _self_check("fused radius kernels", device, lambda index: _check_radius(index, False), "fused")
 
 
-def search_method(op: str, device: torch.device) -> str:
-    """``FASTSPLINE_CUDA_SEARCH`` (auto, fused, blocks) resolved for ``op`` ("topk" or
-    "radius") on ``device``: auto is fused where that kernel's check passes."""
+def topk_pipelined_status(device: torch.device) -> str | None:
+    """As :func:`topk_status` for the pipelined fused top-k kernel (the same cases with
+    even word counts); off with the fused kernels or the pipelined cdist (its main loop)."""
+    if (reason := topk_status(device) or mma_async_status(device)) is not None:
+        return reason
+    return _self_check("pipelined fused top-k kernel", device, lambda index: _check_topk(index, True), "fused")
+
+
+def radius_pipelined_status(device: torch.device) -> str | None:
+    """As :func:`radius_status` for the pipelined (persistent) fused radius kernels."""
+    if (reason := radius_status(device) or mma_async_status(device)) is not None:
+        return reason
+    return _self_check("pipelined fused radius kernels", device, lambda index: _check_radius(index, True), "fused")
+
+
+def search_method(op: str, device: torch.device, a: torch.Tensor | None = None, b: torch.Tensor | None = None) -> str:
+    """``FASTSPLINE_CUDA_SEARCH`` (auto, fused, pipelined, blocks) resolved for ``op``
+    ("topk" or "radius") on ``device``: auto is pipelined for codes of 2,048+ bits with
+    even word counts and aligned rows (``a``, ``b``) where that kernel's check passes,
+    else fused where its check passes, else blocks."""
     method = _env("FASTSPLINE_CUDA_SEARCH", SEARCH_METHODS)
     if method == "blocks":
         return method
-    reason = topk_status(device) if op == "topk" else radius_status(device)
-    if method == "fused" and reason is not None:
-        raise RuntimeError(f"FASTSPLINE_CUDA_SEARCH=fused: the fused {op} kernel is unavailable: {reason}")
-    return "fused" if reason is None else "blocks"
+    statuses = {"fused": topk_status, "pipelined": topk_pipelined_status} if op == "topk" else \
+        {"fused": radius_status, "pipelined": radius_pipelined_status}
+    if method != "auto":
+        if (reason := statuses[method](device)) is not None:
+            raise RuntimeError(f"FASTSPLINE_CUDA_SEARCH={method}: the {method} {op} kernel is unavailable: {reason}")
+        return method
+    if (a is not None and b is not None and a.shape[1] >= _ASYNC_MIN_WORDS and a.shape[1] % 2 == 0
+            and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0 and statuses["pipelined"](device) is None):
+        return "pipelined"
+    return "fused" if statuses["fused"](device) is None else "blocks"
 
 
 def hamming_topk(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = _words(a), _words(b)
-    if k <= _TOPK_FUSED_MAX_K and b.shape[0] < 2**31 and search_method("topk", a.device) == "fused":
-        return _topk_fused(a, b, k)
+    if k <= _TOPK_FUSED_MAX_K and b.shape[0] < 2**31:
+        method = search_method("topk", a.device, a, b)
+        if method != "blocks":
+            return _topk_fused(a, b, k, pipelined=method == "pipelined")
     return _topk_blocks(a, b, k)
 
 
 def hamming_radius(a: torch.Tensor, b: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     a, b = _words(a), _words(b)
-    if a.shape[0] and b.shape[0] and r < 2**31 and search_method("radius", a.device) == "fused":
-        return _radius_fused(a, b, r)
+    if a.shape[0] and b.shape[0] and r < 2**31:
+        method = search_method("radius", a.device, a, b)
+        if method != "blocks":
+            return _radius_fused(a, b, r, pipelined=method == "pipelined")
     return _radius_blocks(a, b, r)
 
 
