@@ -250,7 +250,7 @@ def main() -> None:
             auto = cuda_backend.cdist_method(rows_n, rows_n, device)
             names = {code: name for name, code in cuda_backend.MMA_STAGINGS.items()}
             staging = names[cuda_backend._auto_staging(a[:block], a, auto)] if auto != "popc" else "-"
-            print(f"  {size}: auto method = {auto}, tensor-core staging = {staging} (timed: {cuda_backend._tuned})")
+            print(f"  {size}: auto method = {auto}, tensor-core staging = {staging} (timed choices: {cuda_backend._tuned})")
             results.append({"op": "hamming_cdist", "size": size, "implementation": "cuda auto",
                             "auto_choice": {"method": auto, "staging": staging}})
         del a, out

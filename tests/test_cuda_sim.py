@@ -158,7 +158,7 @@ def test_autotune_times_each_staging_once_and_keeps_the_fastest(sim, monkeypatch
     want = fs.hamming_cdist(a, b, backend="reference")
     same(cuda.hamming_cdist(a, b), want)
     assert timed == [((200, 34), 1), ((200, 34), 2), ((200, 34), 3)]
-    assert list(cuda._tuned.values()) == [2] and cuda._auto_staging(a, b, "mma-and") == 2
+    assert list(cuda._tuned.values()) == ["async"] and cuda._auto_staging(a, b, "mma-and") == 2
     same(cuda.hamming_cdist(a[:250], b), want[:250])  # same shape class: no new timing
     assert len(timed) == 3
     monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "0")
@@ -166,6 +166,32 @@ def test_autotune_times_each_staging_once_and_keeps_the_fastest(sim, monkeypatch
     monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "yes")
     with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_AUTOTUNE must be one of \('0', '1'\), got 'yes'"):
         cuda.hamming_cdist(a, b)
+
+
+def test_autotune_chooses_between_the_fused_search_kernels(sim, monkeypatch):
+    """Large auto top-k / radius calls time the pipelined and synchronous fused kernels
+    (real kernels on the sample) and keep the faster, here against the static rule."""
+    passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "fused top-k kernel",
+           "fused radius kernels", "pipelined fused top-k kernel", "pipelined fused radius kernels")
+    monkeypatch.setattr(cuda, "_AUTOTUNE_MIN_WORD_PAIRS", 1)
+    monkeypatch.setattr(cuda, "_AUTOTUNE_ROWS", 130)
+    runs = []
+
+    def fake_time(fn, device, reps=3):  # candidates in order: pipelined, fused
+        fn()
+        runs.append(len(runs))
+        return 5.0 if len(runs) % 2 else 1.0
+
+    monkeypatch.setattr(cuda, "_time_ms", fake_time)
+    a, b = words_pair(200, 300, 34, make_gen("sim-autotune-search"))
+    b[::3] = b[1].clone()
+    assert cuda.search_method("topk", CPU, a, b) == "fused" and cuda.search_method("radius", CPU, a, b) == "fused"
+    assert len(runs) == 4 and sorted(cuda._tuned.values()) == ["fused", "fused"]
+    same(cuda.hamming_topk(a, b, 9), fs.hamming_topk(a, b, 9, backend="reference"))
+    same(cuda.hamming_radius(a, b, 32 * 34), fs.hamming_radius(a, b, 32 * 34, backend="reference"))
+    assert len(runs) == 4  # timed once per op and shape class
+    monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "0")
+    assert cuda.search_method("topk", CPU, a, b) == "pipelined"  # untimed: the static rule
 
 
 @pytest.mark.parametrize("kernel", ["rows", "columns", "stream", "columns16"])

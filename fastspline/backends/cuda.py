@@ -178,12 +178,13 @@ def staging_candidates(a: torch.Tensor, b: torch.Tensor) -> list[int]:
     return out
 
 
-# Auto staging for calls of at least this many word pairs (n m w) is timed on the card
-# (FASTSPLINE_CUDA_AUTOTUNE=0: never), once per device and shape class, on random codes
-# of at most 4,096 x 4,096 rows and 512 words; smaller calls use the static rule.
+# Auto choices between kernels that give the same bits (the cdist staging; fused top-k /
+# radius staging) are timed on the card for calls of at least this many word pairs (n m w;
+# FASTSPLINE_CUDA_AUTOTUNE=0: never), once per device, op and shape class, on random codes
+# of at most 4,096 x 4,096 rows and 512 words; smaller calls use the static rules.
 _AUTOTUNE_MIN_WORD_PAIRS = 1 << 33
 _AUTOTUNE_ROWS, _AUTOTUNE_WORDS = 4096, 512
-_tuned: dict[tuple, int] = {}
+_tuned: dict[tuple, str] = {}
 
 
 def _time_ms(fn, device: torch.device, reps: int = 3) -> float:
@@ -200,33 +201,50 @@ def _time_ms(fn, device: torch.device, reps: int = 3) -> float:
     return best
 
 
-def tuned_staging(n: int, m: int, w: int, method: str, device: torch.device, candidates: list[int]) -> int:
-    """The fastest of ``candidates`` for ``method`` on ``device``, timed once per shape
-    class (rows up to 4,096 by powers of two, words up to 512) on random codes of that
-    class; all stagings give the same bits, so only speed is at stake."""
-    ns, ms, ws = min(n, _AUTOTUNE_ROWS), min(m, _AUTOTUNE_ROWS), min(w, _AUTOTUNE_WORDS)
-    key = (_index(device), method, ws, ns.bit_length(), ms.bit_length(), tuple(candidates))
-    if key not in _tuned:
-        names = {code: name for name, code in MMA_STAGINGS.items()}
-        try:
-            gen = torch.Generator(device=device).manual_seed(99)
-            a, b = _random_words((ns, ws), gen, _index(device)), _random_words((ms, ws), gen, _index(device))
-            out = torch.empty(ns, ms, dtype=torch.int32, device=device)
-            times = {code: _time_ms(lambda code=code: _cdist(a, b, out, method, code), device) for code in candidates}
-        except torch.cuda.OutOfMemoryError:  # no room to time: the static rule, for good
-            best = _static_staging(w, candidates)
-            logger.info("fastspline: no memory to time %s stagings on cuda:%d; using %s", method, key[0], names[best])
-        else:
-            best = min(candidates, key=lambda code: (times[code], code))
-            logger.info("fastspline: %s staging on cuda:%d for ~%dx%dx%d words: %s (%s)", method, key[0], ns, ms, ws,
-                        names[best], ", ".join(f"{names[c]} {t:.3f} ms" for c, t in times.items()))
-        _tuned[key] = best
-    return _tuned[key]
-
-
 def _capturing() -> bool:
     """Whether the current stream is being captured into a CUDA graph (no timing then)."""
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def _worth_timing(n: int, m: int, w: int, candidates: list[str]) -> bool:
+    return (len(candidates) > 1 and n * m * w >= _AUTOTUNE_MIN_WORD_PAIRS
+            and _env("FASTSPLINE_CUDA_AUTOTUNE", ("0", "1"), "1") == "1" and not _capturing())
+
+
+def _timed_choice(op: str, n: int, m: int, w: int, device: torch.device, candidates: list[str], run,
+                  fallback: str) -> str:
+    """The fastest of ``candidates`` for ``op`` on ``device``: ``run(candidate, a, b)`` timed
+    once per shape class (rows up to 4,096 by powers of two, words up to 512, the
+    candidates) on random codes of that class; ``fallback`` when there is no memory to time.
+    Every candidate gives the same bits, so only speed is at stake."""
+    ns, ms, ws = min(n, _AUTOTUNE_ROWS), min(m, _AUTOTUNE_ROWS), min(w, _AUTOTUNE_WORDS)
+    key = (_index(device), op, ws, ns.bit_length(), ms.bit_length(), tuple(candidates))
+    if key not in _tuned:
+        try:
+            gen = torch.Generator(device=device).manual_seed(99)
+            a, b = _random_words((ns, ws), gen, _index(device)), _random_words((ms, ws), gen, _index(device))
+            times = {c: _time_ms(lambda c=c: run(c, a, b), device) for c in candidates}
+        except torch.cuda.OutOfMemoryError:  # no room to time: the static rule, for good
+            _tuned[key] = fallback
+            logger.info("fastspline: no memory to time %s on cuda:%d; using %s", op, key[0], fallback)
+        else:
+            _tuned[key] = min(candidates, key=lambda c: (times[c], candidates.index(c)))
+            logger.info("fastspline: %s on cuda:%d for ~%dx%dx%d words: %s (%s)", op, key[0], ns, ms, ws, _tuned[key],
+                        ", ".join(f"{c} {t:.3f} ms" for c, t in times.items()))
+    return _tuned[key]
+
+
+_STAGING_NAMES = {code: name for name, code in MMA_STAGINGS.items()}
+
+
+def tuned_staging(n: int, m: int, w: int, method: str, device: torch.device, candidates: list[int]) -> int:
+    """The fastest of the staging codes ``candidates`` for cdist ``method`` (see
+    :func:`_timed_choice`)."""
+    name = _timed_choice(
+        f"cdist {method} staging", n, m, w, device, [_STAGING_NAMES[c] for c in candidates],
+        lambda c, a, b: _cdist(a, b, None, method, MMA_STAGINGS[c]), _STAGING_NAMES[_static_staging(w, candidates)],
+    )
+    return MMA_STAGINGS[name]
 
 
 def _auto_staging(a: torch.Tensor, b: torch.Tensor, method: str) -> int:
@@ -234,8 +252,7 @@ def _auto_staging(a: torch.Tensor, b: torch.Tensor, method: str) -> int:
     choice to make, else wide, then square pipelined tiles from 2,048-bit codes, else sync."""
     candidates = staging_candidates(a, b)
     n, m, w = a.shape[0], b.shape[0], a.shape[1]
-    if (len(candidates) > 1 and n * m * w >= _AUTOTUNE_MIN_WORD_PAIRS
-            and _env("FASTSPLINE_CUDA_AUTOTUNE", ("0", "1"), "1") == "1" and not _capturing()):
+    if _worth_timing(n, m, w, candidates):
         return tuned_staging(n, m, w, method, a.device, candidates)
     return _static_staging(w, candidates)
 
@@ -620,9 +637,10 @@ def radius_pipelined_status(device: torch.device) -> str | None:
 
 def search_method(op: str, device: torch.device, a: torch.Tensor | None = None, b: torch.Tensor | None = None) -> str:
     """``FASTSPLINE_CUDA_SEARCH`` (auto, fused, pipelined, blocks) resolved for ``op``
-    ("topk" or "radius") on ``device``: auto is pipelined for codes of 2,048+ bits with
-    even word counts and aligned rows (``a``, ``b``) where that kernel's check passes,
-    else fused where its check passes, else blocks."""
+    ("topk" or "radius") on ``device``. Auto, among the fused kernels whose checks pass
+    (pipelined only for even word counts and aligned rows of ``a``, ``b``): timed for
+    large calls (as the cdist staging), else pipelined for codes of 2,048+ bits, else
+    fused; blocks when neither passes."""
     method = _env("FASTSPLINE_CUDA_SEARCH", SEARCH_METHODS)
     if method == "blocks":
         return method
@@ -632,10 +650,23 @@ def search_method(op: str, device: torch.device, a: torch.Tensor | None = None, 
         if (reason := statuses[method](device)) is not None:
             raise RuntimeError(f"FASTSPLINE_CUDA_SEARCH={method}: the {method} {op} kernel is unavailable: {reason}")
         return method
-    if (a is not None and b is not None and a.shape[1] >= _ASYNC_MIN_WORDS and a.shape[1] % 2 == 0
-            and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0 and statuses["pipelined"](device) is None):
-        return "pipelined"
-    return "fused" if statuses["fused"](device) is None else "blocks"
+    candidates = [c for c in ("pipelined", "fused") if statuses[c](device) is None]
+    if "pipelined" in candidates and not (a is not None and b is not None and a.shape[1] % 2 == 0
+                                          and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0):
+        candidates.remove("pipelined")
+    if not candidates:
+        return "blocks"
+    n, m, w = (0, 0, 0) if a is None or b is None else (a.shape[0], b.shape[0], a.shape[1])
+    static = "pipelined" if "pipelined" in candidates and w >= _ASYNC_MIN_WORDS else candidates[-1]
+    if _worth_timing(n, m, w, candidates):
+
+        def run(c: str, sa: torch.Tensor, sb: torch.Tensor):
+            if op == "topk":
+                return _topk_fused(sa, sb, min(10, sb.shape[0]), pipelined=c == "pipelined")
+            return _radius_fused(sa, sb, 0, pipelined=c == "pipelined")
+
+        return _timed_choice(f"fused {op} staging", n, m, w, device, candidates, run, static)
+    return static
 
 
 def hamming_topk(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
