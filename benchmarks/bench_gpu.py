@@ -7,7 +7,11 @@ for the bandwidth-bound ops (against the card's copy bandwidth, measured in
 the same run with a device-to-device copy) and tera word-pair XOR-popcounts
 per second for hamming_cdist. Writes ``gpu-<card>.json`` atomically.
 
-    python benchmarks/bench_gpu.py [--quick] [--out-dir benchmarks/results]
+    python benchmarks/bench_gpu.py [--quick] [--targets] [--out-dir benchmarks/results]
+
+``--targets``: only what the CUDA issue's targets need, at full size (copy bandwidth,
+peaks, pack_signs and hamming_cdist on the CUDA backend, no peers), about a minute:
+for trying kernel changes on a lent GPU.
 """
 from __future__ import annotations
 
@@ -56,12 +60,16 @@ def float_trick(a_bits: torch.Tensor, b_bits: torch.Tensor, n_bits: int, dtype: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    parser.add_argument("--targets", action="store_true",
+                        help="only the CUDA targets' measurements (pack_signs, hamming_cdist; no peers, no search or word ops)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out-dir", default=str(RESULTS_DIR))
     args = parser.parse_args()
     device = torch.device("cuda")
     card = torch.cuda.get_device_name()
     names = [n for n in ("cuda", "triton") if backends.available().get(n) is None]
+    if args.targets:
+        names = [n for n in names if n == "cuda"]
     rows = 4096 if args.quick else 65536
     n_bits = 1024
     gen = torch.Generator(device=device).manual_seed(0)
@@ -69,7 +77,7 @@ def main() -> None:
     copy_gbps = float("nan")
     peaks: dict[str, float] = {}
     targets: list[dict] = []
-    path = Path(args.out_dir) / f"gpu-{card.replace(' ', '_')}.json"
+    path = Path(args.out_dir) / f"gpu-{card.replace(' ', '_')}{'-targets' if args.targets else ''}.json"
 
     def save() -> None:
         """Writes what is measured so far (after each section: a crash or timeout keeps it)."""
@@ -219,6 +227,8 @@ def main() -> None:
         small = fs.unpack_bits(a[:704], k_bits)
         peers = [(f"torch float trick {d}".replace("torch.", ""), d) for d in (torch.float16, torch.bfloat16)]
         peers.append(("torch int8 _int_mm trick", torch.int8))
+        if args.targets:
+            peers = []
         for label, dtype in peers:
             try:
                 trick = float_trick(small[:300], small, k_bits, dtype)
@@ -240,16 +250,18 @@ def main() -> None:
             record("hamming_cdist", size, label, times, tera_bit_pairs_per_s=bit_pairs / med / 1e12)
         fastest_peer = min((v for k, v in best.items() if k.startswith("torch")), default=float("nan"))
         for label in [k for k in best if not k.startswith("torch")]:
-            ratios = {"vs_best_torch_trick": fastest_peer / best[label]}
+            ratios = {"vs_best_torch_trick": fastest_peer / best[label]} if fastest_peer == fastest_peer else {}
             cuda_best = [v for k, v in best.items() if k.startswith("cuda")]
             if cuda_best and label.startswith("triton"):
                 ratios["vs_best_cuda"] = min(cuda_best) / best[label]
+            if not ratios:  # --targets: no peers timed
+                continue
             print(f"  {size} {label}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
             results.append({"op": "hamming_cdist", "size": size, "implementation": label, "ratios": ratios})
         if "cuda" in names:
             auto = cuda_backend.cdist_method(rows_n, rows_n, device)
-            names = {code: name for name, code in cuda_backend.MMA_STAGINGS.items()}
-            staging = names[cuda_backend._auto_staging(a[:block], a, auto)] if auto != "popc" else "-"
+            staging_names = {code: name for name, code in cuda_backend.MMA_STAGINGS.items()}
+            staging = staging_names[cuda_backend._auto_staging(a[:block], a, auto)] if auto != "popc" else "-"
             print(f"  {size}: auto method = {auto}, tensor-core staging = {staging} (timed choices: {cuda_backend._tuned})")
             results.append({"op": "hamming_cdist", "size": size, "implementation": "cuda auto",
                             "auto_choice": {"method": auto, "staging": staging}})
@@ -259,7 +271,7 @@ def main() -> None:
     # hamming_topk (k = 10) and hamming_radius over queries x database codes of n_bits:
     # the fused kernels (synchronous and pipelined staging), the row-block path, and the torch peer (fp16 trick, then topk /
     # nonzero per block). The radius keeps about 1e-4 of the pairs.
-    if "cuda" in names:
+    if "cuda" in names and not args.targets:
         queries, base = rows // 4, rows
         qa = torch.randint(-(2**63), 2**63 - 1, (queries, n_bits // 64), generator=gen, device=device)
         db = torch.randint(-(2**63), 2**63 - 1, (base, n_bits // 64), generator=gen, device=device)
@@ -316,23 +328,24 @@ def main() -> None:
     save()
     # Bandwidth-bound word ops on 1 GiB of codes (64 MiB with --quick); bytes moved =
     # read + written, against the copy bandwidth (which also counts both).
-    a = torch.randint(-(2**63), 2**63 - 1, (rows * 128, n_bits // 64), generator=gen, device=device)
-    b = a.flip(0).contiguous()
-    small = a[: rows * 8]
-    size = f"{a.shape[0]}x{n_bits}b"
-    for name in names:
-        for op, fn, moved in (
-            ("hamming_total", lambda: fs.hamming_total(a, b, backend=name), 2 * a.nbytes),
-            ("hamming", lambda: fs.hamming(a, b, backend=name), 2 * a.nbytes + 8 * a.shape[0]),
-            ("popcount", lambda: fs.popcount(a, backend=name), a.nbytes + 8 * a.shape[0]),
-            ("bit_transpose", lambda: fs.bit_transpose(a, n_bits, backend=name), 2 * a.nbytes),
-            ("unpack_bits", lambda: fs.unpack_bits(small, n_bits, backend=name), small.nbytes + small.shape[0] * n_bits),
-        ):
-            times = cuda_time(fn, args.repeats)
-            gbps = moved / statistics.median(times) / 1e9
-            record(op, size if op != "unpack_bits" else f"{small.shape[0]}x{n_bits}b", name, times, gbps=gbps,
-                   fraction_of_copy=gbps / copy_gbps)
-    del a, b, small
+    if not args.targets:
+        a = torch.randint(-(2**63), 2**63 - 1, (rows * 128, n_bits // 64), generator=gen, device=device)
+        b = a.flip(0).contiguous()
+        small = a[: rows * 8]
+        size = f"{a.shape[0]}x{n_bits}b"
+        for name in names:
+            for op, fn, moved in (
+                ("hamming_total", lambda: fs.hamming_total(a, b, backend=name), 2 * a.nbytes),
+                ("hamming", lambda: fs.hamming(a, b, backend=name), 2 * a.nbytes + 8 * a.shape[0]),
+                ("popcount", lambda: fs.popcount(a, backend=name), a.nbytes + 8 * a.shape[0]),
+                ("bit_transpose", lambda: fs.bit_transpose(a, n_bits, backend=name), 2 * a.nbytes),
+                ("unpack_bits", lambda: fs.unpack_bits(small, n_bits, backend=name), small.nbytes + small.shape[0] * n_bits),
+            ):
+                times = cuda_time(fn, args.repeats)
+                gbps = moved / statistics.median(times) / 1e9
+                record(op, size if op != "unpack_bits" else f"{small.shape[0]}x{n_bits}b", name, times, gbps=gbps,
+                       fraction_of_copy=gbps / copy_gbps)
+        del a, b, small
 
     save()
     # The CUDA issue's targets, from this run's default (auto) choices.

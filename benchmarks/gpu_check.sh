@@ -5,6 +5,8 @@
 # About 6 minutes on an H100/H200. Results go to $OUT (or benchmarks/results/):
 # gpu-<card>.json, gpu-tests.log, gpu-bench.log, gpu-matrix.log.
 #   device run:  bash benchmarks/gpu_check.sh
+#   GPU_CHECK_TARGETS=1 bash benchmarks/gpu_check.sh: build, self-checks, then only the
+#   measurements behind the CUDA targets (bench_gpu.py --targets), for kernel work.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -43,6 +45,10 @@ print('self-check $check:', cuda.$check(torch.device('cuda')) or 'passed')"; the
   done
 fi
 export FASTSPLINE_CUDA_DISABLE=$disable
+if [ "${GPU_CHECK_TARGETS:-0}" = 1 ]; then  # the targets' measurements alone (~1 min): kernel work
+  timeout 240 python3 benchmarks/bench_gpu.py --targets --out-dir "$out_dir" 2>&1 | tee "$out_dir/gpu-targets.log" || status=1
+  exit $status
+fi
 # Compiled Triton on the GPU, not the interpreter the CPU tests use.
 export TRITON_INTERPRET=0
 FASTSPLINE_TRITON_AUTOTUNE=0 timeout 240 python3 -m pytest tests/test_gpu.py tests/test_cuda_module.py -q -p no:cacheprovider -rfE 2>&1 \
