@@ -30,11 +30,18 @@ from _setup import RESULTS_DIR
 import fastspline as fs
 from fastspline import backends
 from fastspline._files import atomic_write_json
+from shared import median_time
+
+# --dry-run (tests/test_benchmarks.py): the script's logic on the CPU at tiny sizes, the
+# CUDA backend being ``cuda@sim`` (the CUDA kernels' code in the SIMT emulator).
+DRY_RUN = False
 
 
 def cuda_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> list[float]:
     for _ in range(warmup):
         fn()
+    if DRY_RUN:  # CPU tensors: wall time
+        return [median_time(fn, 1, 0)[0] for _ in range(repeats)]
     torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
@@ -57,20 +64,25 @@ def float_trick(a_bits: torch.Tensor, b_bits: torch.Tensor, n_bits: int, dtype: 
     return ((n_bits - sa @ sb.t()) / 2).round().to(torch.int32)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
     parser.add_argument("--targets", action="store_true",
                         help="only the CUDA targets' measurements (pack_signs, hamming_cdist; no peers, no search or word ops)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out-dir", default=str(RESULTS_DIR))
-    args = parser.parse_args()
-    device = torch.device("cuda")
-    card = torch.cuda.get_device_name()
-    names = [n for n in ("cuda", "triton") if backends.available().get(n) is None]
-    if args.targets:
-        names = [n for n in names if n == "cuda"]
-    rows = 4096 if args.quick else 65536
+    parser.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    global DRY_RUN
+    DRY_RUN = args.dry_run
+    device = torch.device("cpu" if DRY_RUN else "cuda")
+    card = "dry run" if DRY_RUN else torch.cuda.get_device_name()
+    cuda = "cuda@sim" if DRY_RUN else "cuda"  # the CUDA backend's name
+    names = [n for n in (cuda, "triton") if backends.available().get(n) is None]
+    if args.targets or DRY_RUN:
+        names = [n for n in names if n == cuda]
+    rows = 512 if DRY_RUN else 4096 if args.quick else 65536
+    side = 1 << 8 if DRY_RUN else 1 << 14  # pack_signs: side x side float32 (1 GiB)
     n_bits = 1024
     gen = torch.Generator(device=device).manual_seed(0)
     results: list[dict] = []
@@ -98,7 +110,7 @@ def main() -> None:
         print(f"{op:14s} {size:28s} {impl:28s} {med * 1e3:10.3f} ms  {extras}")
 
     # Copy bandwidth of this card, the roofline of the bandwidth-bound ops.
-    big = torch.empty(1 << 28, dtype=torch.float32, device=device)
+    big = torch.empty(side * side, dtype=torch.float32, device=device)
     copy = torch.empty_like(big)
     times = cuda_time(lambda: copy.copy_(big), args.repeats)
     copy_gbps = 2 * big.nbytes / statistics.median(times) / 1e9
@@ -106,10 +118,10 @@ def main() -> None:
     del copy
 
     # pack_signs of a 1 GiB float32 activation.
-    x = big.view(1 << 14, -1).normal_(generator=gen)
+    x = big.view(side, side).normal_(generator=gen)
     pack_impls = [(n, None) for n in names]
-    if "cuda" in names:
-        pack_impls += [("cuda", k) for k in ("rows", "columns", "stream", "columns16")]
+    if cuda in names:
+        pack_impls += [(cuda, k) for k in ("rows", "columns", "stream", "columns16")]
 
     def time_pack(label: str, view: torch.Tensor, dim: int, want: torch.Tensor) -> None:
         for name, kernel in pack_impls:
@@ -133,54 +145,58 @@ def main() -> None:
             finally:
                 os.environ.pop("FASTSPLINE_CUDA_PACK", None)
             gbps = (view.nbytes + view.numel() // 8) / statistics.median(times) / 1e9
-            impl = name if kernel is None else f"{name} {kernel}"
+            impl = (name if kernel is None else f"{name} {kernel}").replace(cuda, "cuda")
             record("pack_signs", label, impl, times, gbps=gbps, fraction_of_copy=gbps / copy_gbps)
 
-    time_pack("[16384, 16384] f32", x, -1, fs.pack_signs(x[:2].cpu(), backend="reference"))
+    def shape(t: torch.Tensor) -> str:
+        return "[" + ", ".join(map(str, t.shape)) + "]"
+
+    time_pack(f"{shape(x)} f32", x, -1, fs.pack_signs(x[:2].cpu(), backend="reference"))
     # A width that is not whole words (an MLP layer of 1,000 units): rows padded to words.
-    x1000 = big.view(-1)[: 262144 * 1000].view(262144, 1000)
-    time_pack("[262144, 1000] f32", x1000, -1, fs.pack_signs(x1000[:2].cpu(), backend="reference"))
+    x1000 = big.view(-1)[: side * side // 1024 * 1000].view(-1, 1000)
+    time_pack(f"{shape(x1000)} f32", x1000, -1, fs.pack_signs(x1000[:2].cpu(), backend="reference"))
     del x1000
-    xh = x.view(1 << 14, -1)[:, : 1 << 13].to(torch.bfloat16)
-    time_pack("[16384, 8192] bf16", xh, -1, fs.pack_signs(xh[:2].cpu(), backend="reference"))
+    xh = x[:, : side // 2].to(torch.bfloat16)
+    time_pack(f"{shape(xh)} bf16", xh, -1, fs.pack_signs(xh[:2].cpu(), backend="reference"))
     del xh
     # Channels of NCHW activations (the packed dim strided, its neighbour contiguous).
-    x4 = big.view(256, 1024, 32, 32)
-    time_pack("[256, 1024, 32, 32] f32 dim=1", x4, 1, fs.pack_signs(x4[:2].cpu(), 1, backend="reference"))
+    x4 = big.view(-1, min(1024, side * side // 1024), 32, 32)
+    time_pack(f"{shape(x4)} f32 dim=1", x4, 1, fs.pack_signs(x4[:2].cpu(), 1, backend="reference"))
     del big, x, x4
 
     save()
     # Peak rates of this card, measured: XOR+popc on the CUDA cores and b1 MMA on
     # the tensor cores (register-only loops), the compute rooflines of hamming_cdist.
-    if "cuda" in names:
-        from fastspline import _cuda
+    if cuda in names:
+        from fastspline.backends import cuda as cuda_backend
 
         sink = torch.zeros(1, dtype=torch.int32, device=device)
         sms = torch.cuda.get_device_properties(device).multi_processor_count
-        blocks, stream = sms * 8, torch.cuda.current_stream().cuda_stream
+        blocks, stream = sms * 8, 0 if DRY_RUN else torch.cuda.current_stream().cuda_stream
+        scale = 1 << 10 if DRY_RUN else 1
         for kind, label, iters, per_iter in (
-            (0, "popc", 1 << 14, blocks * 256 * 8 * 32),  # bit pairs: 8 popc of 32 bits per thread
-            (1, "b1 mma xor", 1 << 12, blocks * 8 * 4 * 16 * 8 * 256),  # 4 m16n8k256 per warp
-            (2, "b1 mma and", 1 << 12, blocks * 8 * 4 * 16 * 8 * 256),
+            (0, "popc", (1 << 14) // scale, blocks * 256 * 8 * 32),  # bit pairs: 8 popc of 32 bits per thread
+            (1, "b1 mma xor", (1 << 12) // scale, blocks * 8 * 4 * 16 * 8 * 256),  # 4 m16n8k256 per warp
+            (2, "b1 mma and", (1 << 12) // scale, blocks * 8 * 4 * 16 * 8 * 256),
         ):
-            times = cuda_time(lambda: _cuda.peak(kind, iters, blocks, sink.data_ptr(), stream), args.repeats)
+            times = cuda_time(lambda: cuda_backend._cuda.peak(kind, iters, blocks, sink.data_ptr(), stream), args.repeats)
             peaks[label] = per_iter * iters / statistics.median(times)
             record("peak", label, "register loop", times, tera_bit_pairs_per_s=peaks[label] / 1e12)
     binary_peak = max(peaks.values(), default=float("nan"))
 
     # hamming_cdist rows x rows x bits, in row blocks of the output.
     cuda_backend = None
-    if "cuda" in names:
+    if cuda in names:
         from fastspline.backends import cuda as cuda_backend
 
     impls: list[tuple[str, str, dict[str, str]]] = []  # (label, backend, the variables forcing its kernel)
-    if "cuda" in names:
-        impls.append(("cuda popc", "cuda", {"FASTSPLINE_CUDA_CDIST": "popc"}))
+    if cuda in names:
+        impls.append(("cuda popc", cuda, {"FASTSPLINE_CUDA_CDIST": "popc"}))
         for m in ("mma-xor", "mma-and"):
             for staging in ("sync", "async", "wide"):
-                impls.append((f"cuda {m} {staging}", "cuda",
+                impls.append((f"cuda {m} {staging}", cuda,
                               {"FASTSPLINE_CUDA_CDIST": m, "FASTSPLINE_CUDA_MMA_STAGING": staging}))
-        impls.append(("cuda auto", "cuda", {}))
+        impls.append(("cuda auto", cuda, {}))
     if "triton" in names:
         impls += [(f"triton {m}", "triton", {"FASTSPLINE_TRITON_CDIST": m}) for m in ("popc", "dot")]
         impls.append(("triton auto", "triton", {}))
@@ -258,7 +274,7 @@ def main() -> None:
                 continue
             print(f"  {size} {label}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
             results.append({"op": "hamming_cdist", "size": size, "implementation": label, "ratios": ratios})
-        if "cuda" in names:
+        if cuda in names:
             auto = cuda_backend.cdist_method(rows_n, rows_n, device)
             staging_names = {code: name for name, code in cuda_backend.MMA_STAGINGS.items()}
             staging = staging_names[cuda_backend._auto_staging(a[:block], a, auto)] if auto != "popc" else "-"
@@ -271,7 +287,7 @@ def main() -> None:
     # hamming_topk (k = 10) and hamming_radius over queries x database codes of n_bits:
     # the fused kernels (synchronous and pipelined staging), the row-block path, and the torch peer (fp16 trick, then topk /
     # nonzero per block). The radius keeps about 1e-4 of the pairs.
-    if "cuda" in names and not args.targets:
+    if cuda in names and not args.targets:
         queries, base = rows // 4, rows
         qa = torch.randint(-(2**63), 2**63 - 1, (queries, n_bits // 64), generator=gen, device=device)
         db = torch.randint(-(2**63), 2**63 - 1, (base, n_bits // 64), generator=gen, device=device)
@@ -283,10 +299,10 @@ def main() -> None:
             try:
                 small_q, small_db = qa[:200], db[:3000]
                 for op, fn, check in (
-                    ("hamming_topk k=10", lambda: fs.hamming_topk(qa, db, 10, backend="cuda"),
-                     lambda: fs.hamming_topk(small_q, small_db, 10, backend="cuda")),
-                    (f"hamming_radius r={radius}", lambda: fs.hamming_radius(qa, db, radius, backend="cuda"),
-                     lambda: fs.hamming_radius(small_q, small_db, radius, backend="cuda")),
+                    ("hamming_topk k=10", lambda: fs.hamming_topk(qa, db, 10, backend=cuda),
+                     lambda: fs.hamming_topk(small_q, small_db, 10, backend=cuda)),
+                    (f"hamming_radius r={radius}", lambda: fs.hamming_radius(qa, db, radius, backend=cuda),
+                     lambda: fs.hamming_radius(small_q, small_db, radius, backend=cuda)),
                 ):
                     try:
                         got = check()
@@ -329,7 +345,8 @@ def main() -> None:
     # Bandwidth-bound word ops on 1 GiB of codes (64 MiB with --quick); bytes moved =
     # read + written, against the copy bandwidth (which also counts both).
     if not args.targets:
-        a = torch.randint(-(2**63), 2**63 - 1, (rows * 128, n_bits // 64), generator=gen, device=device)
+        a = torch.randint(-(2**63), 2**63 - 1, (rows * (4 if DRY_RUN else 128), n_bits // 64), generator=gen,
+                          device=device)
         b = a.flip(0).contiguous()
         small = a[: rows * 8]
         size = f"{a.shape[0]}x{n_bits}b"
@@ -343,8 +360,8 @@ def main() -> None:
             ):
                 times = cuda_time(fn, args.repeats)
                 gbps = moved / statistics.median(times) / 1e9
-                record(op, size if op != "unpack_bits" else f"{small.shape[0]}x{n_bits}b", name, times, gbps=gbps,
-                       fraction_of_copy=gbps / copy_gbps)
+                record(op, size if op != "unpack_bits" else f"{small.shape[0]}x{n_bits}b", name.replace(cuda, "cuda"),
+                       times, gbps=gbps, fraction_of_copy=gbps / copy_gbps)
         del a, b, small
 
     save()

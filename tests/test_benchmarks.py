@@ -2,6 +2,7 @@
 timings belong in benchmarks/, never in tests)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,34 @@ def test_cli_bench_writes_results_outside_an_installed_copy(tmp_path, monkeypatc
     assert not (installed / "results").exists()
     assert cli.main(["bench", "ops", "--only", "nothing"]) == 2
     assert "invalid choice: 'nothing'" in capfd.readouterr().err
+
+
+def test_bench_gpu_dry_run_on_the_emulator(tmp_path, monkeypatch) -> None:
+    """bench_gpu.py's own logic end to end, so a lent GPU's minutes are not lost to a
+    Python slip: --dry-run runs every section on the CPU at tiny sizes with the CUDA
+    backend as cuda@sim (the kernels' code in the SIMT emulator); every checked result
+    must agree with the reference and every target line must be there."""
+    import json
+
+    import cuda_sim
+    from fastspline import backends
+
+    if "cuda@sim" not in backends.available():
+        pytest.skip("the emulator backend is not registered (FASTSPLINE_TEST_SIM=0, or no g++ / pybind11)")
+    for name in [n for n in os.environ if n.startswith("FASTSPLINE_CUDA_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.syspath_prepend(str(BENCHMARKS[0].parent))
+    import bench_gpu
+
+    module = cuda_sim.load(cuda_sim.build(cuda_sim.build_dir()))
+    with cuda_sim.installed(module):
+        bench_gpu.main(["--dry-run", "--repeats", "1", "--out-dir", str(tmp_path)])
+    data = json.loads((tmp_path / "gpu-dry_run.json").read_text())
+    errors = [r for r in data["results"] if "error" in r]
+    assert not errors, errors
+    done = {(r["op"], r["implementation"]) for r in data["results"] if "median_s" in r}
+    for op, impl in [("pack_signs", "cuda"), ("pack_signs", "cuda columns16"), ("pack_signs", "cuda stream"),
+                     ("hamming_cdist", "cuda auto"), ("hamming_cdist", "cuda mma-and wide"),
+                     ("hamming_topk k=10", "cuda pipelined"), ("hamming_total", "cuda"), ("peak", "register loop")]:
+        assert (op, impl) in done, (op, impl)
+    assert len(data["targets"]) == 6  # 2 cdist sizes, 4 pack layouts
