@@ -82,6 +82,10 @@ def test_bench_gpu_dry_run_on_the_emulator(tmp_path, monkeypatch) -> None:
     module = cuda_sim.load(cuda_sim.build(cuda_sim.build_dir()))
     with cuda_sim.installed(module):
         bench_gpu.main(["--dry-run", "--repeats", "1", "--out-dir", str(tmp_path)])
+        bench_gpu.main(["--dry-run", "--targets", "--repeats", "1", "--out-dir", str(tmp_path)])
+    targets_only = json.loads((tmp_path / "gpu-dry_run-targets.json").read_text())
+    assert len(targets_only["targets"]) == 6 and not any("error" in r for r in targets_only["results"])
+    assert not any(r["op"].startswith(("hamming_topk", "hamming_total")) for r in targets_only["results"])
     data = json.loads((tmp_path / "gpu-dry_run.json").read_text())
     errors = [r for r in data["results"] if "error" in r]
     assert not errors, errors
