@@ -94,12 +94,15 @@ def main(argv: list[str] | None = None) -> None:
     def save() -> None:
         """Writes what is measured so far (after each section: a crash or timeout keeps it)."""
         checks = getattr(sys.modules.get("fastspline.backends.cuda"), "_checks", {})
+        tuned = getattr(sys.modules.get("fastspline.backends.cuda"), "_tuned", {})
         atomic_write_json(path, {
             "benchmark": "bench_gpu", "card": card, "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
             "torch": torch.__version__, "build_info": fs.build_info(), "copy_gbps": copy_gbps,
             "peaks_bit_pairs_per_s": peaks, "results": results, "targets": targets,
             # Per-device kernel self-checks (None: the kernel passed and is used).
             "self_checks": {f"{kind} on cuda:{index}": why for (kind, index), why in checks.items()},
+            # The auto path's timed kernel choices (key: device, op, shape class / layout).
+            "timed_choices": {" ".join(map(str, key)): choice for key, choice in tuned.items()},
         })
 
     def record(op: str, size: str, impl: str, times: list[float], **extra: float) -> None:

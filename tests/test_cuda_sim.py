@@ -194,6 +194,39 @@ def test_autotune_chooses_between_the_fused_search_kernels(sim, monkeypatch):
     assert cuda.search_method("topk", CPU, a, b) == "pipelined"  # untimed: the static rule
 
 
+def test_autotune_chooses_the_pack_kernel_per_layout(sim, monkeypatch):
+    """Large auto packs time every kernel that takes the layout (on a slice of the input
+    along its first dim) once per layout and keep the fastest: NCHW channels try
+    columns16, columns and rows (stream refuses the layout); results stay bit-exact."""
+    passed("stream pack kernel", "columns16 pack kernel")
+    monkeypatch.setattr(cuda, "_PACK_TIME_BYTES", 1)
+    monkeypatch.setattr(cuda, "_PACK_SAMPLE_BYTES", 16384)  # 2 of the 6 batch rows
+    fake_ms, tried, used, real = {2: 1.0, 4: 2.0, 1: 3.0, 3: 0.5}, [], [], cuda._pack
+
+    def spy(x, threshold, kernel, allow=3):
+        used.append((x.shape[0], kernel))
+        return real(x, threshold, kernel, allow)
+
+    def fake_time(fn, device, reps=3):
+        before = len(used)
+        fn()  # raises ValueError for a kernel that refuses the layout
+        tried.append(used[before][1])
+        return fake_ms[used[before][1]]
+
+    monkeypatch.setattr(cuda, "_pack", spy)
+    monkeypatch.setattr(cuda, "_time_ms", fake_time)
+    x = torch.randn(6, 64, 4, 8, generator=make_gen("sim-autotune-pack")).movedim(1, -1)  # NCHW channels last
+    want = fs.pack_signs(x, -1, 0.25, backend="reference")
+    same(cuda.pack_signs(x, 0.25), want)
+    assert tried == [4, 2, 1]  # columns16, columns, rows; stream does not take it
+    assert used[0][0] == 2 and used[-1] == (6, 2)  # timed on 2 of 6 batch rows; the call: columns
+    same(cuda.pack_signs(x[3:], 0.25), want[3:])  # same layout: no new timing
+    assert len(tried) == 3 and used[-1] == (3, 2)
+    monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "0")
+    same(cuda.pack_signs(x, 0.25), want)
+    assert used[-1] == (6, 0)  # untimed: auto's own rule
+
+
 @pytest.mark.parametrize("kernel", ["rows", "columns", "stream", "columns16"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_pack_kernels(sim, monkeypatch, kernel, dtype):

@@ -374,6 +374,33 @@ def pack_columns16_status(device: torch.device) -> str | None:
     return _self_check("columns16 pack kernel", device, check, "columns16")
 
 
+# Auto packing of inputs from 256 MiB on times the kernels that take the input's layout
+# (stream or columns16 where their checks passed, columns, rows) once per layout, on its
+# first 64 MiB or so, and keeps the fastest (FASTSPLINE_CUDA_AUTOTUNE=0: never).
+_PACK_TIME_BYTES, _PACK_SAMPLE_BYTES = 1 << 28, 1 << 26
+
+
+def tuned_pack(x: torch.Tensor, threshold: float, allow: int) -> int:
+    """The fastest pack kernel for ``x``'s layout (dtype, trailing shape, strides, 16-byte
+    alignment) among those ``allow`` lets auto use, timed on a slice of ``x`` along its
+    first dim (same layout); 0 (auto's own rule) when none takes it."""
+    names = [name for name, bit in (("stream", 1), ("columns16", 2)) if allow & bit] + ["columns", "rows"]
+    key = (_index(x.device), "pack", x.dtype, tuple(x.shape[1:]), tuple(x.stride()), x.data_ptr() % 16, allow)
+    if key not in _tuned:
+        rows = max(1, min(x.shape[0], x.shape[0] * _PACK_SAMPLE_BYTES // (x.numel() * x.element_size())))
+        sample = x.narrow(0, 0, rows)
+        times = {}
+        for name in names:
+            try:
+                times[name] = _time_ms(lambda name=name: _pack(sample, threshold, PACK_KERNELS[name], allow), x.device)
+            except ValueError:  # this kernel does not take the layout
+                continue
+        _tuned[key] = min(times, key=lambda name: (times[name], names.index(name))) if times else "auto"
+        logger.info("fastspline: pack_signs on cuda:%d for %s %s strides %s: %s (%s)", key[0], x.dtype,
+                    tuple(x.shape), x.stride(), _tuned[key], ", ".join(f"{k} {t:.3f} ms" for k, t in times.items()))
+    return PACK_KERNELS[_tuned[key]]
+
+
 def pack_signs(x: torch.Tensor, threshold: float) -> torch.Tensor:
     kernel = pack_kernel()
     for name, status in (("stream", pack_stream_status), ("columns16", pack_columns16_status)):
@@ -382,6 +409,9 @@ def pack_signs(x: torch.Tensor, threshold: float) -> torch.Tensor:
     allow = 0
     if kernel == 0:
         allow = (pack_stream_status(x.device) is None) | (pack_columns16_status(x.device) is None) << 1
+        if (x.dim() >= 2 and x.numel() * x.element_size() >= _PACK_TIME_BYTES
+                and _env("FASTSPLINE_CUDA_AUTOTUNE", ("0", "1"), "1") == "1" and not _capturing()):
+            kernel = tuned_pack(x, threshold, allow)
     return _pack(x, threshold, kernel, allow)
 
 
