@@ -219,16 +219,17 @@ __global__ void __launch_bounds__(kThreads) pack_stream_kernel(const T* __restri
 
 int sm_count();
 
-// Blocks of kThreads threads that fit on all SMs at once (cached per kernel and device).
+// Blocks of kThreads threads (with `smem` bytes of dynamic shared memory, the same on
+// every launch of `kernel`) that fit on all SMs at once (cached per kernel and device).
 template <auto kernel>
-unsigned resident_grid() {
+unsigned resident_grid(int smem = 0) {
   static int cached[64] = {};  // per kernel (one instantiation each) and device
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   if (device < 0 || device >= 64) device = 0;
   if (cached[device] == 0) {
     int per_sm = 0;
-    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0),
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem),
           "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
     cached[device] = std::max(1, per_sm);
   }
@@ -515,13 +516,23 @@ __device__ __forceinline__ void tile_results(const int (&acc)[4][kFragN][4], Pop
       }
 }
 
-// Stores a distance pair into row-major int32 out (ldo per row), n x m valid.
+constexpr int kDistStride = kMmaTile + 8;  // a tile's distances in shared memory: int2 stores hit 2 banks at most
+
 // Row popcounts of a tile from an array in shared memory.
 struct SharedPops {
   const int* pop;
   __device__ int operator()(int i) const { return pop[i]; }
 };
 
+// Stores a distance pair into a tile's distances in shared memory (kDistStride per row).
+struct StoreShared {
+  int* dist;
+  __device__ void operator()(int lr, int lc, int v0, int v1) const {
+    *reinterpret_cast<int2*>(dist + lr * kDistStride + lc) = make_int2(v0, v1);
+  }
+};
+
+// Stores a distance pair into row-major int32 out (ldo per row), n x m valid.
 struct StorePair {
   int32_t* out;
   int64_t ldo, r0, c0, n, m;
@@ -706,24 +717,34 @@ __device__ __forceinline__ void stream_tiles(const u64* __restrict__ a, int64_t 
 #endif
 }
 
-// Persistent: the grid is at most the blocks resident at once; block b takes tiles b,
-// b + gridDim.x, ... (column tiles fastest, so blocks running together share A's rows),
-// one stream_tiles stream, each tile's results stored from registers.
+// A persistent grid's tiles for this block: of the n x m pairs in Tiles' tiles, block b takes
+// tiles b, b + gridDim.x, ... (column tiles fastest, so blocks running together share A's
+// rows); count of them, and tile i's first rows as stream_tiles' tile_of.
+template <typename Tiles>
+struct PersistentTiles {
+  int64_t col_tiles, count;
+  __device__ PersistentTiles(int64_t n, int64_t m) : col_tiles((m + Tiles::kCols - 1) / Tiles::kCols) {
+    const int64_t tiles = (n + Tiles::kRows - 1) / Tiles::kRows * col_tiles;
+    count = blockIdx.x < tiles ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  }
+  __device__ void operator()(int64_t i, int64_t& r0, int64_t& c0) const {
+    const int64_t t = blockIdx.x + i * gridDim.x;
+    r0 = t / col_tiles * Tiles::kRows;
+    c0 = t % col_tiles * Tiles::kCols;
+  }
+};
+
+// Persistent (PersistentTiles), one stream_tiles stream, each tile's results stored from
+// registers.
 template <bool kXor, typename Tiles, int kMinBlocks>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) cdist_mma_async_kernel(
     const u64* __restrict__ a, int64_t n, const u64* __restrict__ b, int64_t m, int64_t w, int32_t* __restrict__ out,
     int64_t ldo, const int64_t* __restrict__ pops_a, const int64_t* __restrict__ pops_b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
-  const int64_t col_tiles = (m + Tiles::kCols - 1) / Tiles::kCols, tiles = (n + Tiles::kRows - 1) / Tiles::kRows * col_tiles;
-  const int64_t mine = blockIdx.x < tiles ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  const PersistentTiles<Tiles> tiles(n, m);
   stream_tiles<kXor, Tiles>(
-      a, n, b, m, w, mine, reinterpret_cast<unsigned*>(dyn_smem),
-      [&](int64_t i, int64_t& r0, int64_t& c0) {
-        const int64_t t = blockIdx.x + i * gridDim.x;
-        r0 = t / col_tiles * Tiles::kRows;
-        c0 = t % col_tiles * Tiles::kCols;
-      },
+      a, n, b, m, w, tiles.count, reinterpret_cast<unsigned*>(dyn_smem), tiles,
       [&](int64_t r0, int64_t c0, const int (&acc)[4][Tiles::kFragN][4]) {
         tile_results<kXor, Tiles::kWarpsN, Tiles::kFragN>(acc, GlobalPops{pops_a, r0, n}, GlobalPops{pops_b, c0, m},
                                                            StorePair{out, ldo, r0, c0, n, m});
@@ -736,7 +757,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) cdist_mma_async_kernel(
 // Both compute 128x128 tiles with mma_tile (and.popc) and put each tile's distances in
 // shared memory (kDistStride int32 per row, aliasing the staging buffers, which are free
 // between tiles), where warp w then reads rows 16 w .. 16 w + 15 in 32-column chunks.
-constexpr int kDistStride = kMmaTile + 8;  // int2 stores hit 2 banks at most
 constexpr int kStagingBytes = 2 * kMmaTile * kMmaStride * 4;
 constexpr int kDistBytes = kMmaTile * kDistStride * 4;
 constexpr int kTileSmemBytes = kStagingBytes > kDistBytes ? kStagingBytes : kDistBytes;
@@ -756,9 +776,7 @@ __device__ __forceinline__ void tile_to_shared(const u64* __restrict__ a, int64_
   (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] = pop;
   __syncthreads();
   int* dist = reinterpret_cast<int*>(smem);
-  tile_results<false, 4, 4>(acc, SharedPops{pop_a}, SharedPops{pop_b}, [dist](int lr, int lc, int v0, int v1) {
-    *reinterpret_cast<int2*>(dist + lr * kDistStride + lc) = make_int2(v0, v1);
-  });
+  tile_results<false, 4, 4>(acc, SharedPops{pop_a}, SharedPops{pop_b}, StoreShared{dist});
   __syncthreads();
 }
 
@@ -872,10 +890,7 @@ __global__ void __launch_bounds__(kThreads, 1) topk_mma_async_kernel(const u64* 
         tc = c_begin + i * kMmaTile;
       },
       [&](int64_t tr, int64_t tc, const int (&acc)[4][4][4]) {
-        tile_results<false, 4, 4>(acc, GlobalPops{pops_a, tr, n}, GlobalPops{pops_b, tc, m},
-                                  [dist](int lr, int lc, int v0, int v1) {
-                                    *reinterpret_cast<int2*>(dist + lr * kDistStride + lc) = make_int2(v0, v1);
-                                  });
+        tile_results<false, 4, 4>(acc, GlobalPops{pops_a, tr, n}, GlobalPops{pops_b, tc, m}, StoreShared{dist});
         __syncthreads();  // the tile's distances are in; the next write comes after a stream barrier
         topk_merge_tile(dist, lists, tc, c_end, k);
       });
@@ -950,22 +965,13 @@ __global__ void __launch_bounds__(kThreads, 1) radius_mma_async_kernel(
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
   int* dist = reinterpret_cast<int*>(dyn_smem + async_smem_bytes<SquareTiles>());
-  const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile, tiles = (n + kMmaTile - 1) / kMmaTile * col_tiles;
-  const int64_t mine = blockIdx.x < tiles ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  const PersistentTiles<SquareTiles> tiles(n, m);
   stream_tiles<false, SquareTiles>(
-      a, n, b, m, w, mine, reinterpret_cast<unsigned*>(dyn_smem),
-      [&](int64_t i, int64_t& r0, int64_t& c0) {
-        const int64_t t = blockIdx.x + i * gridDim.x;
-        r0 = t / col_tiles * kMmaTile;
-        c0 = t % col_tiles * kMmaTile;
-      },
+      a, n, b, m, w, tiles.count, reinterpret_cast<unsigned*>(dyn_smem), tiles,
       [&](int64_t r0, int64_t c0, const int (&acc)[4][4][4]) {
-        tile_results<false, 4, 4>(acc, GlobalPops{pops_a, r0, n}, GlobalPops{pops_b, c0, m},
-                                  [dist](int lr, int lc, int v0, int v1) {
-                                    *reinterpret_cast<int2*>(dist + lr * kDistStride + lc) = make_int2(v0, v1);
-                                  });
+        tile_results<false, 4, 4>(acc, GlobalPops{pops_a, r0, n}, GlobalPops{pops_b, c0, m}, StoreShared{dist});
         __syncthreads();  // the tile's distances are in; the next write comes after a stream barrier
-        radius_scan_tile<kFill>(dist, n, m, r, r0, c0, c0 / kMmaTile, 0, col_tiles, counts, offsets, oi, oj, od);
+        radius_scan_tile<kFill>(dist, n, m, r, r0, c0, c0 / kMmaTile, 0, tiles.col_tiles, counts, offsets, oi, oj, od);
       });
 #endif
 }
@@ -1168,65 +1174,57 @@ void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, i
 }
 
 // Whether `kernel` can have `bytes` of dynamic shared memory (plus `static_bytes`) on the
-// current device; sets the opt-in once per (slot, device). Cards with less (some
+// current device; sets the opt-in once per (kernel, device). Cards with less (some
 // sm_86/89) answer false and the caller falls back.
-bool smem_ready(const void* kernel, int bytes, int slot, int static_bytes = 2 * kMmaTile * (int)sizeof(int)) {
-  static int ready[16][64] = {};  // per slot and device: 0 unknown, 1 yes, 2 no
+template <auto kernel>
+bool smem_ready(int bytes, int static_bytes = 2 * kMmaTile * (int)sizeof(int)) {
+  static int ready[64] = {};  // per kernel (one instantiation each) and device: 0 unknown, 1 yes, 2 no
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   if (device < 0 || device >= 64) device = 0;
-  if (ready[slot][device] == 0) {
+  if (ready[device] == 0) {
     int optin = 0;
     check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
     const bool ok = optin >= bytes + static_bytes;
-    if (ok) check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "cudaFuncSetAttribute");
-    ready[slot][device] = ok ? 1 : 2;
+    if (ok)
+      check(cudaFuncSetAttribute((const void*)kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+            "cudaFuncSetAttribute");
+    ready[device] = ok ? 1 : 2;
   }
-  return ready[slot][device] == 1;
+  return ready[device] == 1;
 }
 
-// The cp.async kernels: square tiles (staging 2), wide tiles (staging 3).
+// The cp.async cdist kernels: square tiles (staging 2), wide tiles (staging 3).
 template <bool kXor, typename Tiles>
-constexpr auto async_kernel() {
-  return cdist_mma_async_kernel<kXor, Tiles, std::is_same_v<Tiles, WideTiles> ? 1 : FASTSPLINE_BIG_SMEM_BLOCKS>;
-}
+constexpr auto kAsyncKernel =
+    cdist_mma_async_kernel<kXor, Tiles, std::is_same_v<Tiles, WideTiles> ? 1 : FASTSPLINE_BIG_SMEM_BLOCKS>;
 
 template <typename Tiles>
 bool async_smem_ready() {
-  constexpr bool wide = std::is_same_v<Tiles, WideTiles>;
   constexpr int bytes = async_smem_bytes<Tiles>();  // no static shared memory
-  return smem_ready((const void*)async_kernel<true, Tiles>(), bytes, wide ? 5 : 0, 0) &&
-         smem_ready((const void*)async_kernel<false, Tiles>(), bytes, wide ? 6 : 1, 0);
-}
-
-// Blocks of `kernel` (kThreads threads, `smem` bytes of dynamic shared memory) resident
-// at once on the current device, cached per (slot, device).
-int resident_blocks(const void* kernel, int smem, int slot) {
-  static int cached[16][64] = {};
-  int device = 0;
-  check(cudaGetDevice(&device), "cudaGetDevice");
-  if (device < 0 || device >= 64) device = 0;
-  if (cached[slot][device] == 0) {
-    int per_sm = 0;
-    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem),
-          "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-    cached[slot][device] = std::max(1, per_sm) * sm_count();
-  }
-  return cached[slot][device];
+  return smem_ready<kAsyncKernel<true, Tiles>>(bytes, 0) && smem_ready<kAsyncKernel<false, Tiles>>(bytes, 0);
 }
 
 template <typename Tiles>
 void launch_async(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int32_t* out, int64_t ldo, bool use_xor,
                   const int64_t* workspace, cudaStream_t s) {
   constexpr int bytes = async_smem_bytes<Tiles>();
-  constexpr bool wide = std::is_same_v<Tiles, WideTiles>;
-  const auto kernel = use_xor ? async_kernel<true, Tiles>() : async_kernel<false, Tiles>();
+  const auto kernel = use_xor ? kAsyncKernel<true, Tiles> : kAsyncKernel<false, Tiles>;
+  const unsigned resident = use_xor ? resident_grid<kAsyncKernel<true, Tiles>>(bytes)
+                                    : resident_grid<kAsyncKernel<false, Tiles>>(bytes);
   const int64_t tiles = (n + Tiles::kRows - 1) / Tiles::kRows * ((m + Tiles::kCols - 1) / Tiles::kCols);
-  const int slot = (wide ? 2 : 0) + (use_xor ? 1 : 0);
-  const unsigned grid = (unsigned)std::min<int64_t>(tiles, resident_blocks((const void*)kernel, bytes, slot));
+  const unsigned grid = (unsigned)std::min<int64_t>(tiles, resident);
   kernel<<<grid, kThreads, bytes, s>>>(a, n, b, m, w, out, ldo, use_xor ? nullptr : workspace,
                                        use_xor ? nullptr : workspace + n);
   check(cudaGetLastError(), "cdist_mma_async_kernel launch");
+}
+
+// Row popcounts of a's n and b's m rows into workspace[0..n) and [n..n + m), for the
+// kernels that count a AND b from pipelined staging.
+void row_popcounts(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int64_t* workspace, cudaStream_t s) {
+  hamming_rows_kernel<<<grid_for(n, kThreads / 32), kThreads, 0, s>>>(a, nullptr, n, w, workspace);
+  hamming_rows_kernel<<<grid_for(m, kThreads / 32), kThreads, 0, s>>>(b, nullptr, m, w, workspace + n);
+  check(cudaGetLastError(), "hamming_rows_kernel launch (row popcounts)");
 }
 
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
@@ -1262,11 +1260,7 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   cudaStream_t s = as_stream(stream);
   const u64* ap = reinterpret_cast<const u64*>(a);
   const u64* bp = reinterpret_cast<const u64*>(b);
-  if (staging >= 2 && !use_xor) {  // row popcounts first: the AND kernel adds them in its epilogue
-    hamming_rows_kernel<<<grid_for(n, kThreads / 32), kThreads, 0, s>>>(ap, nullptr, n, w, workspace);
-    hamming_rows_kernel<<<grid_for(m, kThreads / 32), kThreads, 0, s>>>(bp, nullptr, m, w, workspace + n);
-    check(cudaGetLastError(), "hamming_rows_kernel launch (row popcounts)");
-  }
+  if (staging >= 2 && !use_xor) row_popcounts(ap, n, bp, m, w, workspace, s);  // added in the AND kernel's epilogue
   if (staging == 3) return launch_async<WideTiles>(ap, n, bp, m, w, out, ldo, use_xor, workspace, s);
   if (staging == 2) return launch_async<SquareTiles>(ap, n, bp, m, w, out, ldo, use_xor, workspace, s);
   for_row_bands(n, kMmaTile, [&](int64_t r, int64_t rows, unsigned grid_y) {
@@ -1280,16 +1274,16 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
 }
 
 // The pipelined fused kernels (workspace != nullptr: n + m int64 for the row popcounts,
-// counted here first): w even and a, b 16-byte aligned, and the card's shared memory.
-void fused_async_prologue(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, const void* kernel, int bytes,
-                          int slot, int64_t* workspace, cudaStream_t s, const char* op) {
+// counted here first): w even and a, b 16-byte aligned, and the card's shared memory for
+// `kernel` (`bytes`, no static).
+template <auto kernel>
+void fused_async_prologue(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int bytes, int64_t* workspace,
+                          cudaStream_t s, const char* op) {
   if (w % 2 != 0 || (reinterpret_cast<std::uintptr_t>(a) & 15) != 0 || (reinterpret_cast<std::uintptr_t>(b) & 15) != 0)
     throw std::invalid_argument(std::string(op) + ": the pipelined kernel needs an even word count and 16-byte aligned rows");
-  if (!smem_ready(kernel, bytes, slot, 0))
+  if (!smem_ready<kernel>(bytes, 0))
     throw std::invalid_argument(std::string(op) + ": this device has too little shared memory for the pipelined kernel");
-  hamming_rows_kernel<<<grid_for(n, kThreads / 32), kThreads, 0, s>>>(a, nullptr, n, w, workspace);
-  hamming_rows_kernel<<<grid_for(m, kThreads / 32), kThreads, 0, s>>>(b, nullptr, m, w, workspace + n);
-  check(cudaGetLastError(), "hamming_rows_kernel launch (row popcounts)");
+  row_popcounts(a, n, b, m, w, workspace, s);
 }
 
 void hamming_topk_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int k, int splits,
@@ -1304,8 +1298,7 @@ void hamming_topk_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m
   const u64* bp = reinterpret_cast<const u64*>(b);
   cudaStream_t s = as_stream(stream);
   if (workspace != nullptr) {
-    fused_async_prologue(ap, n, bp, m, w, (const void*)topk_mma_async_kernel, kTopkAsyncSmemBytes, 7, workspace, s,
-                         "hamming_topk_mma");
+    fused_async_prologue<topk_mma_async_kernel>(ap, n, bp, m, w, kTopkAsyncSmemBytes, workspace, s, "hamming_topk_mma");
     for_row_bands(n, kMmaTile, [&](int64_t r, int64_t rows, unsigned grid_y) {
       topk_mma_async_kernel<<<dim3((unsigned)splits, grid_y), kThreads, kTopkAsyncSmemBytes, s>>>(
           ap + r * w, rows, bp, m, w, k, cols_per_split, splits, workspace + r, workspace + n,
@@ -1314,13 +1307,27 @@ void hamming_topk_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m
     });
     return;
   }
-  if (!smem_ready((const void*)topk_mma_kernel, kTopkSmemBytes, 2))
+  if (!smem_ready<topk_mma_kernel>(kTopkSmemBytes))
     throw std::invalid_argument("hamming_topk_mma: this device has too little shared memory for the fused kernel");
   for_row_bands(n, kMmaTile, [&](int64_t r, int64_t rows, unsigned grid_y) {
     topk_mma_kernel<<<dim3((unsigned)splits, grid_y), kThreads, kTopkSmemBytes, s>>>(
         ap + r * w, rows, bp, m, w, k, cols_per_split, splits, reinterpret_cast<long long*>(cand) + r * splits * k);
     check(cudaGetLastError(), "topk_mma_kernel launch");
   });
+}
+
+// Pipelined radius pass kFill, persistent: a grid of the blocks resident at once.
+template <bool kFill>
+void launch_radius_async(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int r, int32_t* counts,
+                         const int64_t* offsets, int64_t* oi, int64_t* oj, int32_t* od, int64_t* workspace,
+                         cudaStream_t s) {
+  constexpr auto kernel = radius_mma_async_kernel<kFill>;
+  fused_async_prologue<kernel>(a, n, b, m, w, kRadiusAsyncSmemBytes, workspace, s, "hamming_radius_mma");
+  const int64_t tiles = (n + kMmaTile - 1) / kMmaTile * ((m + kMmaTile - 1) / kMmaTile);
+  const unsigned grid = (unsigned)std::min<int64_t>(tiles, resident_grid<kernel>(kRadiusAsyncSmemBytes));
+  kernel<<<grid, kThreads, kRadiusAsyncSmemBytes, s>>>(a, n, b, m, w, r, counts, offsets, oi, oj, od, workspace,
+                                                       workspace + n);
+  check(cudaGetLastError(), "radius_mma_async_kernel launch");
 }
 
 void hamming_radius_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int r, int32_t* counts,
@@ -1335,26 +1342,14 @@ void hamming_radius_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t
   const u64* ap = reinterpret_cast<const u64*>(a);
   const u64* bp = reinterpret_cast<const u64*>(b);
   cudaStream_t s = as_stream(stream);
-  if (workspace != nullptr) {  // persistent: a grid of the blocks resident at once
-    const void* kernel = fill ? (const void*)radius_mma_async_kernel<true> : (const void*)radius_mma_async_kernel<false>;
-    fused_async_prologue(ap, n, bp, m, w, kernel, kRadiusAsyncSmemBytes, fill ? 9 : 8, workspace, s,
-                         "hamming_radius_mma");
-    const int64_t tiles = (n + kMmaTile - 1) / kMmaTile * col_tiles;
-    const unsigned grid =
-        (unsigned)std::min<int64_t>(tiles, resident_blocks(kernel, kRadiusAsyncSmemBytes, fill ? 5 : 4));
+  if (workspace != nullptr) {
     if (fill)
-      radius_mma_async_kernel<true><<<grid, kThreads, kRadiusAsyncSmemBytes, s>>>(ap, n, bp, m, w, r, nullptr, offsets, oi,
-                                                                                  oj, od, workspace, workspace + n);
+      launch_radius_async<true>(ap, n, bp, m, w, r, counts, offsets, oi, oj, od, workspace, s);
     else
-      radius_mma_async_kernel<false><<<grid, kThreads, kRadiusAsyncSmemBytes, s>>>(ap, n, bp, m, w, r, counts, nullptr,
-                                                                                   nullptr, nullptr, nullptr, workspace,
-                                                                                   workspace + n);
-    check(cudaGetLastError(), "radius_mma_async_kernel launch");
+      launch_radius_async<false>(ap, n, bp, m, w, r, counts, offsets, oi, oj, od, workspace, s);
     return;
   }
-  const int slot = fill ? 4 : 3;
-  const void* kernel = fill ? (const void*)radius_mma_kernel<true> : (const void*)radius_mma_kernel<false>;
-  if (!smem_ready(kernel, kTileSmemBytes, slot))
+  if (!(fill ? smem_ready<radius_mma_kernel<true>>(kTileSmemBytes) : smem_ready<radius_mma_kernel<false>>(kTileSmemBytes)))
     throw std::invalid_argument("hamming_radius_mma: this device has too little shared memory for the fused kernel");
   for_row_bands(n, kMmaTile, [&](int64_t r0, int64_t rows, unsigned grid_y) {
     const dim3 grid((unsigned)col_tiles, grid_y);
