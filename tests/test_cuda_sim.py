@@ -144,7 +144,7 @@ def test_autotune_times_each_staging_once_and_keeps_the_fastest(sim, monkeypatch
     monkeypatch.setattr(cuda, "_AUTOTUNE_ROWS", 200)  # the timed sample: 200 x 200 rows
     fake_ms, timed, real = {1: 3.0, 2: 1.0, 3: 2.0}, [], cuda._cdist
 
-    def fake_time(fn, device, reps=3):
+    def fake_time(fn, reps=3):
         seen = []
         monkeypatch.setattr(cuda, "_cdist", lambda *args: seen.append((args[0].shape, args[4])) or real(*args))
         fn()
@@ -177,7 +177,7 @@ def test_autotune_chooses_between_the_fused_search_kernels(sim, monkeypatch):
     monkeypatch.setattr(cuda, "_AUTOTUNE_ROWS", 130)
     runs = []
 
-    def fake_time(fn, device, reps=3):  # candidates in order: pipelined, fused
+    def fake_time(fn, reps=3):  # candidates in order: pipelined, fused
         fn()
         runs.append(len(runs))
         return 5.0 if len(runs) % 2 else 1.0
@@ -207,7 +207,7 @@ def test_autotune_chooses_the_pack_kernel_per_layout(sim, monkeypatch):
         used.append((x.shape[0], kernel))
         return real(x, threshold, kernel, allow)
 
-    def fake_time(fn, device, reps=3):
+    def fake_time(fn, reps=3):
         before = len(used)
         fn()  # raises ValueError for a kernel that refuses the layout
         tried.append(used[before][1])

@@ -187,7 +187,7 @@ _AUTOTUNE_ROWS, _AUTOTUNE_WORDS = 4096, 512
 _tuned: dict[tuple, str] = {}
 
 
-def _time_ms(fn, device: torch.device, reps: int = 3) -> float:
+def _time_ms(fn, reps: int = 3) -> float:
     """Fastest of ``reps`` runs of ``fn`` after one warm-up, by CUDA events."""
     fn()
     best = float("inf")
@@ -206,32 +206,52 @@ def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
+def _timing_on() -> bool:
+    """FASTSPLINE_CUDA_AUTOTUNE is not 0 and no CUDA graph is being captured."""
+    return _env("FASTSPLINE_CUDA_AUTOTUNE", ("0", "1"), "1") == "1" and not _capturing()
+
+
 def _worth_timing(n: int, m: int, w: int, candidates: list[str]) -> bool:
-    return (len(candidates) > 1 and n * m * w >= _AUTOTUNE_MIN_WORD_PAIRS
-            and _env("FASTSPLINE_CUDA_AUTOTUNE", ("0", "1"), "1") == "1" and not _capturing())
+    return len(candidates) > 1 and n * m * w >= _AUTOTUNE_MIN_WORD_PAIRS and _timing_on()
+
+
+def _fastest(key: tuple, candidates: list[str], make_run, fallback: str, what: str) -> str:
+    """The fastest of ``candidates``, timed once per ``key`` (its first item the device
+    index): ``make_run()`` prepares the inputs and returns ``run(candidate)``; a candidate
+    whose run raises ValueError (it does not take the input) is left out; ``fallback`` when
+    none ran or there is no memory to time (for good). Every candidate gives the same
+    bits, so only speed is at stake."""
+    if key not in _tuned:
+        times: dict[str, float] = {}
+        try:
+            run = make_run()
+            for c in candidates:
+                try:
+                    times[c] = _time_ms(lambda c=c: run(c))
+                except ValueError:
+                    continue
+        except torch.cuda.OutOfMemoryError:  # no room to time: the static rule
+            times = {}
+        _tuned[key] = min(times, key=lambda c: (times[c], candidates.index(c))) if times else fallback
+        logger.info("fastspline: %s on cuda:%d: %s (%s)", what, key[0], _tuned[key],
+                    ", ".join(f"{c} {t:.3f} ms" for c, t in times.items()) or "not timed")
+    return _tuned[key]
 
 
 def _timed_choice(op: str, n: int, m: int, w: int, device: torch.device, candidates: list[str], run,
                   fallback: str) -> str:
-    """The fastest of ``candidates`` for ``op`` on ``device``: ``run(candidate, a, b)`` timed
-    once per shape class (rows up to 4,096 by powers of two, words up to 512, the
-    candidates) on random codes of that class; ``fallback`` when there is no memory to time.
-    Every candidate gives the same bits, so only speed is at stake."""
+    """:func:`_fastest` of ``run(candidate, a, b)`` for ``op`` on ``device``, once per shape
+    class (rows up to 4,096 by powers of two, words up to 512, the candidates), on random
+    codes of that class."""
     ns, ms, ws = min(n, _AUTOTUNE_ROWS), min(m, _AUTOTUNE_ROWS), min(w, _AUTOTUNE_WORDS)
     key = (_index(device), op, ws, ns.bit_length(), ms.bit_length(), tuple(candidates))
-    if key not in _tuned:
-        try:
-            gen = torch.Generator(device=device).manual_seed(99)
-            a, b = _random_words((ns, ws), gen, _index(device)), _random_words((ms, ws), gen, _index(device))
-            times = {c: _time_ms(lambda c=c: run(c, a, b), device) for c in candidates}
-        except torch.cuda.OutOfMemoryError:  # no room to time: the static rule, for good
-            _tuned[key] = fallback
-            logger.info("fastspline: no memory to time %s on cuda:%d; using %s", op, key[0], fallback)
-        else:
-            _tuned[key] = min(candidates, key=lambda c: (times[c], candidates.index(c)))
-            logger.info("fastspline: %s on cuda:%d for ~%dx%dx%d words: %s (%s)", op, key[0], ns, ms, ws, _tuned[key],
-                        ", ".join(f"{c} {t:.3f} ms" for c, t in times.items()))
-    return _tuned[key]
+
+    def make_run():
+        gen = torch.Generator(device=device).manual_seed(99)
+        a, b = _random_words((ns, ws), gen, _index(device)), _random_words((ms, ws), gen, _index(device))
+        return lambda c: run(c, a, b)
+
+    return _fastest(key, candidates, make_run, fallback, f"{op} for ~{ns}x{ms}x{ws} words")
 
 
 _STAGING_NAMES = {code: name for name, code in MMA_STAGINGS.items()}
@@ -386,19 +406,14 @@ def tuned_pack(x: torch.Tensor, threshold: float, allow: int) -> int:
     first dim (same layout); 0 (auto's own rule) when none takes it."""
     names = [name for name, bit in (("stream", 1), ("columns16", 2)) if allow & bit] + ["columns", "rows"]
     key = (_index(x.device), "pack", x.dtype, tuple(x.shape[1:]), tuple(x.stride()), x.data_ptr() % 16, allow)
-    if key not in _tuned:
+
+    def make_run():
         rows = max(1, min(x.shape[0], x.shape[0] * _PACK_SAMPLE_BYTES // (x.numel() * x.element_size())))
         sample = x.narrow(0, 0, rows)
-        times = {}
-        for name in names:
-            try:
-                times[name] = _time_ms(lambda name=name: _pack(sample, threshold, PACK_KERNELS[name], allow), x.device)
-            except ValueError:  # this kernel does not take the layout
-                continue
-        _tuned[key] = min(times, key=lambda name: (times[name], names.index(name))) if times else "auto"
-        logger.info("fastspline: pack_signs on cuda:%d for %s %s strides %s: %s (%s)", key[0], x.dtype,
-                    tuple(x.shape), x.stride(), _tuned[key], ", ".join(f"{k} {t:.3f} ms" for k, t in times.items()))
-    return PACK_KERNELS[_tuned[key]]
+        return lambda name: _pack(sample, threshold, PACK_KERNELS[name], allow)
+
+    what = f"pack_signs of {x.dtype} {tuple(x.shape)} strides {x.stride()}"
+    return PACK_KERNELS[_fastest(key, names, make_run, "auto", what)]
 
 
 def pack_signs(x: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -409,8 +424,7 @@ def pack_signs(x: torch.Tensor, threshold: float) -> torch.Tensor:
     allow = 0
     if kernel == 0:
         allow = (pack_stream_status(x.device) is None) | (pack_columns16_status(x.device) is None) << 1
-        if (x.dim() >= 2 and x.numel() * x.element_size() >= _PACK_TIME_BYTES
-                and _env("FASTSPLINE_CUDA_AUTOTUNE", ("0", "1"), "1") == "1" and not _capturing()):
+        if x.dim() >= 2 and x.numel() * x.element_size() >= _PACK_TIME_BYTES and _timing_on():
             kernel = tuned_pack(x, threshold, allow)
     return _pack(x, threshold, kernel, allow)
 
