@@ -95,3 +95,60 @@ def test_bench_gpu_dry_run_on_the_emulator(tmp_path, monkeypatch) -> None:
                      ("hamming_topk k=10", "cuda pipelined"), ("hamming_total", "cuda"), ("peak", "register loop")]:
         assert (op, impl) in done, (op, impl)
     assert len(data["targets"]) == 6  # 2 cdist sizes, 4 pack layouts
+
+
+# A made-up nvdisasm -gi listing: a loop (0x0010..0x0070) with one per-slice MMA, an ldmatrix,
+# a cp.async and an add, and a per-tile store (line 9, inside `void store_tile(`, called
+# for interior tiles from line 11); a branch after the loop does not count.
+FAKE_SRC = """\
+// 1
+// 2
+int slice() {  // 3
+  mma();       // 4
+}              // 5
+// 6
+// 7
+void store_tile(int x) {
+  *p = x;      // 9
+}              // 10
+  store(StorePair<false>(out));
+"""
+FAKE_SASS = """\
+.text.kernel_xyz:
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_0:
+	//## File "/src/csrc/cuda/ops.cu", line 4 inlined at "/src/csrc/cuda/ops.cu", line 3
+	//## File "/src/csrc/cuda/ops.cu", line 3
+        /*0010*/                   BMMA.168256.AND.POPC R4, R8.ROW, R12.COL, R4 ;
+        /*0020*/                   LDSM.16.M88.4 R8, [R2] ;
+        /*0030*/                   LDGSTS.E.BYPASS.128 [R3], desc[UR4][R6.64], P0 ;
+        /*0040*/                   IADD3 R5, R5, 0x1, RZ ;
+	//## File "/src/csrc/cuda/ops.cu", line 9 inlined at "/src/csrc/cuda/ops.cu", line 11
+	//## File "/src/csrc/cuda/ops.cu", line 11
+        /*0050*/                   STG.E.64 desc[UR4][R10.64], R4 ;
+	//## File "/src/csrc/cuda/ops.cu", line 3
+        /*0060*/               @P1 BRA `(.L_x_0) ;
+        /*0070*/                   BRA `(.L_x_0) ;
+        /*0080*/                   EXIT ;
+.L_x_1:
+        /*0090*/                   BRA `(.L_x_1) ;
+//--------------------- .text.other_kernel
+"""
+
+
+def test_sass_report_counts_the_main_loop_by_origin() -> None:
+    sys.path.insert(0, str(BENCHMARKS[0].parent))
+    try:
+        import sass_report
+    finally:
+        sys.path.pop(0)
+    src = FAKE_SRC.split("\n")
+    assert list(sass_report.block_lines(src, 8)) == [8, 9, 10]
+    tile, interior = sass_report.tile_line_sets(src)
+    assert {8, 9, 10} <= tile and 4 not in tile and interior == {11}
+    ins = sass_report.parse(FAKE_SASS, "kernel_xyz", "ops.cu")
+    assert [x.chain for x in ins[1:3]] == [(4, 3), (4, 3)] and ins[5].chain == (9, 11)
+    assert sass_report.main_loop(ins) == (1, 7)  # the outer back edge at 0x70, not 0x90's self loop
+    counts = sass_report.classify(ins, tile, interior, set())
+    assert counts == {"loop_instructions": 7, "slice:cp.async": 1, "slice:ldsm": 1, "slice:mma": 1,
+                      "slice:other": 3, "tile:interior": 1}

@@ -3,7 +3,8 @@
 ptxas reports registers and spills per kernel; the hot kernels must not spill, and the
 pipelined tensor-core kernel with square tiles must fit two 256-thread blocks per SM on
 sm_90 (128 registers; the wide-tile one runs one block per SM and may take 255). The XOR
-variants are not auto choices: on sm_90 the wide XOR one spills (b1 XOR MMA is emulated there).
+variants are not auto choices: on sm_90, where b1 XOR MMA is emulated, both pipelined XOR
+kernels spill.
 """
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ CPU = torch.device("cpu")
 MUTANTS = {
     "short cp.async wait": ("cp_async_wait<kStages - 2>();", "cp_async_wait<kStages - 1>();"),
     "no barrier before a slice is read": ("__syncthreads();  // entry g is in", ";  // entry g is in"),
+    "cp.async loads stuck on a block's first tile": ("if (++lt < count) start_tile();", "++lt;"),
     "no barrier after the top-k lists start": ("__syncthreads();  // lists are read by other warps",
                                                ";  // lists are read by other warps"),
     "per-lane branch around warp collectives": ("if (__ballot_sync(kFull, key < kth) == 0) continue;",
@@ -111,10 +112,12 @@ def words_pair(n: int, m: int, w: int, gen: torch.Generator) -> tuple[torch.Tens
                                              ("mma-xor", "async"), ("mma-and", "async"),
                                              ("mma-xor", "wide"), ("mma-and", "wide")])
 @pytest.mark.parametrize("n, m, w", [(1, 1, 2), (127, 129, 4), (130, 260, 18), (40, 300, 34), (129, 70, 66),
-                                     (300, 140, 36)])
+                                     (300, 140, 36), (270, 131, 34)])
 def test_cdist_kernels(sim, monkeypatch, method, staging, n, m, w):
     """Each cdist kernel forced: ragged tiles (wide ones: 256 x 128), one to five K
-    slices, a given out, a row block of a (as top-k and radius take it)."""
+    slices, a given out, a row block of a (as top-k and radius take it). Whole tiles
+    inside take the unchecked 8-byte stores when rows of out are 8-byte aligned (m even),
+    the checked ones when they are not (m odd)."""
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", method)
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
     a, b = words_pair(n, m, w, make_gen("sim-cdist", method, staging, n, m, w))

@@ -34,6 +34,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -482,10 +483,6 @@ __device__ __forceinline__ void mma_tile(const u64* __restrict__ a, int64_t n, c
 #endif
 }
 
-// The tile's distances from acc: emit(lr, lc, d(lr, lc), d(lr, lc + 1)) for this warp's
-// pairs (tile-local row lr, even column lc), warps laid out as in WarpTiles. kXor false:
-// pop_a(lr) / pop_b(lc) give the row popcounts of the tile's A and B rows, and
-// d = |a| + |b| - 2 |a AND b|.
 template <int WarpsN, int FragN>
 struct WarpTiles {  // 8 warps, kWarpsN across the tile's columns; each 64 x 8 kFragN
   static constexpr int kWarpsN = WarpsN, kFragN = FragN;
@@ -496,24 +493,40 @@ struct WarpTiles {  // 8 warps, kWarpsN across the tile's columns; each 64 x 8 k
 using SquareTiles = WarpTiles<4, 4>;  // 128 x 128 tiles, 64 x 32 per warp
 using WideTiles = WarpTiles<2, 8>;    // 256 x 128 tiles, 64 x 64 per warp
 
+// The tile's distances from acc, for this warp's pairs (tile-local row lr, even column
+// lc), warps laid out as in WarpTiles: per row, at = emit.row(lr, lc0) once (lc0 = this
+// lane's first column), then emit(at, lc, lc - lc0, d(lr, lc), d(lr, lc + 1)) for its
+// pairs. kXor false: pop_a(lr) / pop_b(lc) give the row popcounts of the tile's A and B
+// rows (read once per lane: 8 rows, 2 kFragN columns), and d = |a| + |b| - 2 |a AND b|.
 template <bool kXor, int kWarpsN, int kFragN, typename Pop, typename Emit>
 __device__ __forceinline__ void tile_results(const int (&acc)[4][kFragN][4], Pop pop_a, Pop pop_b, Emit emit) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int wm = (warp / kWarpsN) * 64, wn = (warp % kWarpsN) * 8 * kFragN;
+  const int wm = (warp / kWarpsN) * 64, lc0 = (warp % kWarpsN) * 8 * kFragN + 2 * t;
+  int pb[kFragN][2] = {};
+  if (!kXor) {
+#pragma unroll
+    for (int j = 0; j < kFragN; ++j) {
+      pb[j][0] = pop_b(lc0 + 8 * j);
+      pb[j][1] = pop_b(lc0 + 8 * j + 1);
+    }
+  }
 #pragma unroll
   for (int i = 0; i < 4; ++i)
 #pragma unroll
-    for (int j = 0; j < kFragN; ++j)
+    for (int h = 0; h < 2; ++h) {  // h = 0: row g (c0, c1); h = 1: row g + 8 (c2, c3)
+      const int lr = wm + 16 * i + g + 8 * h;
+      const int pa = kXor ? 0 : pop_a(lr);
+      const auto at = emit.row(lr, lc0);
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {  // h = 0: row g (c0, c1); h = 1: row g + 8 (c2, c3)
-        const int lr = wm + 16 * i + g + 8 * h, lc = wn + 8 * j + 2 * t;
+      for (int j = 0; j < kFragN; ++j) {
         int v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
         if (!kXor) {
-          v0 = pop_a(lr) + pop_b(lc) - 2 * v0;
-          v1 = pop_a(lr) + pop_b(lc + 1) - 2 * v1;
+          v0 = pa + pb[j][0] - 2 * v0;
+          v1 = pa + pb[j][1] - 2 * v1;
         }
-        emit(lr, lc, v0, v1);
+        emit(at, lc0 + 8 * j, 8 * j, v0, v1);
       }
+    }
 }
 
 constexpr int kDistStride = kMmaTile + 8;  // a tile's distances in shared memory: int2 stores hit 2 banks at most
@@ -527,27 +540,57 @@ struct SharedPops {
 // Stores a distance pair into a tile's distances in shared memory (kDistStride per row).
 struct StoreShared {
   int* dist;
-  __device__ void operator()(int lr, int lc, int v0, int v1) const {
-    *reinterpret_cast<int2*>(dist + lr * kDistStride + lc) = make_int2(v0, v1);
+  __device__ int* row(int lr, int lc0) const { return dist + lr * kDistStride + lc0; }
+  __device__ void operator()(int* at, int, int dc, int v0, int v1) const {
+    *reinterpret_cast<int2*>(at + dc) = make_int2(v0, v1);
   }
 };
 
-// Stores a distance pair into row-major int32 out (ldo per row), n x m valid.
+// Stores a distance pair into row-major int32 out (ldo per row), n x m valid, for the tile
+// at (r0, c0). kChecked false: the caller has checked (interior()) that the tile lies
+// wholly inside and its pairs are 8-byte aligned (out and ldo even), so every pair is one
+// unchecked 8-byte store; else rows past n get a null row, columns are checked.
+template <bool kChecked>
 struct StorePair {
-  int32_t* out;
-  int64_t ldo, r0, c0, n, m;
-  __device__ void operator()(int lr, int lc, int v0, int v1) const {
-    const int64_t row = r0 + lr, col = c0 + lc;
-    if (row >= n) return;
-    int32_t* o = out + row * ldo + col;
-    if (col + 1 < m && ((reinterpret_cast<std::uintptr_t>(o) & 7) == 0)) {
-      *reinterpret_cast<int2*>(o) = make_int2(v0, v1);
+  int32_t* tile;  // out at (r0, c0)
+  int64_t ldo;
+  int rows, cols;  // of the tile inside n x m (capped: a tile has at most 256 of either)
+  bool pairs;      // 8-byte pair stores are aligned
+  __device__ StorePair(int32_t* out, int64_t ldo, int64_t r0, int64_t c0, int64_t n, int64_t m)
+      : tile(out + r0 * ldo + c0), ldo(ldo), rows((int)std::min<int64_t>(n - r0, 1 << 16)),
+        cols((int)std::min<int64_t>(m - c0, 1 << 16)),
+        pairs(((reinterpret_cast<std::uintptr_t>(out) | (std::uintptr_t)ldo * 4 | (std::uintptr_t)c0 * 4) & 7) == 0) {}
+  __device__ bool interior(int tile_rows, int tile_cols) const {
+    return pairs && rows >= tile_rows && cols >= tile_cols;
+  }
+  __device__ int32_t* row(int lr, int lc0) const {
+    return !kChecked || lr < rows ? tile + lr * ldo + lc0 : nullptr;
+  }
+  __device__ void operator()(int32_t* at, int lc, int dc, int v0, int v1) const {
+    if (!kChecked) {
+      *reinterpret_cast<int2*>(at + dc) = make_int2(v0, v1);
+      return;
+    }
+    if (at == nullptr) return;
+    if (pairs && lc + 1 < cols) {
+      *reinterpret_cast<int2*>(at + dc) = make_int2(v0, v1);
     } else {
-      if (col < m) o[0] = v0;
-      if (col + 1 < m) o[1] = v1;
+      if (lc < cols) at[dc] = v0;
+      if (lc + 1 < cols) at[dc + 1] = v1;
     }
   }
 };
+
+// Stores a tile's distances into out with StorePair: unchecked for interior tiles.
+template <bool kXor, typename Tiles, typename Pop>
+__device__ __forceinline__ void store_tile(const int (&acc)[4][Tiles::kFragN][4], Pop pop_a, Pop pop_b, int32_t* out,
+                                           int64_t ldo, int64_t r0, int64_t c0, int64_t n, int64_t m) {
+  const StorePair<true> checked(out, ldo, r0, c0, n, m);
+  if (checked.interior(Tiles::kRows, Tiles::kCols))
+    tile_results<kXor, Tiles::kWarpsN, Tiles::kFragN>(acc, pop_a, pop_b, StorePair<false>(out, ldo, r0, c0, n, m));
+  else
+    tile_results<kXor, Tiles::kWarpsN, Tiles::kFragN>(acc, pop_a, pop_b, checked);
+}
 
 template <bool kXor>
 __global__ void __launch_bounds__(kThreads) cdist_mma_kernel(const u64* __restrict__ a, int64_t n,
@@ -565,7 +608,7 @@ __global__ void __launch_bounds__(kThreads) cdist_mma_kernel(const u64* __restri
     (threadIdx.x < kMmaTile ? pop_a : pop_b)[threadIdx.x % kMmaTile] = pop;
     __syncthreads();
   }
-  tile_results<kXor, 4, 4>(acc, SharedPops{pop_a}, SharedPops{pop_b}, StorePair{out, ldo, r0, c0, n, m});
+  store_tile<kXor, SquareTiles>(acc, SharedPops{pop_a}, SharedPops{pop_b}, out, ldo, r0, c0, n, m);
 #endif
 }
 
@@ -628,6 +671,8 @@ struct GlobalPops {
 // (async_smem_bytes<Tiles>()), so the ring loads the next tile's first slices while the
 // current tile's last are multiplied. After a tile's last slice, on_tile(r0, c0, acc)
 // with its accumulators (zeroed after); every thread calls it, so it may hold barriers.
+// The loading and the multiplying side each keep a cursor (tile, slice, ring stage) that
+// steps by one entry: no division per slice, tile_of once per tile on each side.
 template <bool kXor, typename Tiles, typename TileOf, typename OnTile>
 __device__ __forceinline__ void stream_tiles(const u64* __restrict__ a, int64_t n, const u64* __restrict__ b,
                                              int64_t m, int64_t w, int64_t count, unsigned* smem, TileOf tile_of,
@@ -640,30 +685,53 @@ __device__ __forceinline__ void stream_tiles(const u64* __restrict__ a, int64_t 
   const int wm = (warp / kWarpsN) * 64, wn = (warp % kWarpsN) * 8 * kFragN;
   const int64_t slices = std::max<int64_t>(1, (w + kAsyncWords - 1) / kAsyncWords);  // w = 0: one empty slice
   const int64_t total = count * slices;  // the stream of (tile, slice)
+  const unsigned smem_base = smem_addr(smem);
 
-  // Entry g into stage g % kStages: 8 consecutive threads on one row's 8 pieces (128
-  // bytes), 32 rows per step; A's rows first (whole steps: kRows % 32 == 0), then B's.
-  auto load = [&](int64_t g) {
+  // Loading: 8 consecutive threads on one row's 8 pieces (128 bytes), 32 rows per step; A's
+  // rows first (whole steps: kRows % 32 == 0), then B's. This thread's rows are row0 + 32 i,
+  // all with row % 8 == row0 % 8, so their swizzled pieces sit at one offset.
+  const int piece = threadIdx.x % 8, row0 = threadIdx.x / 8;
+  const unsigned dst0 = smem_base + (row0 * kRowU32 + 4 * (piece ^ (row0 % 8))) * 4;
+  // Global addresses as integers: a row past the end is never formed as a pointer.
+  const std::uintptr_t a_addr = reinterpret_cast<std::uintptr_t>(a), b_addr = reinterpret_cast<std::uintptr_t>(b);
+  const std::uintptr_t row_bytes = (std::uintptr_t)w * 32 * 8;  // from one of this thread's rows to the next
+  int64_t lt = 0, ls = 0;          // the next entry to load: slice ls of tile lt ...
+  int lstage = 0;                  // ... into this stage
+  std::uintptr_t a_first = 0, b_first = 0;  // this thread's first row of A / B in tile lt, at its piece
+  int a_firsts = 0, b_firsts = 0;      // rows of tile lt from that row on that exist (<= kRows / kCols)
+  auto start_tile = [&]() {
     int64_t r0, c0;
-    tile_of(g / slices, r0, c0);
-    unsigned* stage = smem + (int)(g % kStages) * kStageU32;
-    const int piece = threadIdx.x % 8;
-    const int64_t gk = g % slices * kAsyncWords + 2 * piece;
-    const bool in_k = gk < w;  // w even: a piece is wholly inside or wholly outside
+    tile_of(lt, r0, c0);
+    a_firsts = (int)std::min<int64_t>(std::max<int64_t>(n - r0 - row0, 0), kRows);
+    b_firsts = (int)std::min<int64_t>(std::max<int64_t>(m - c0 - row0, 0), kCols);
+    a_first = a_addr + (std::uintptr_t)((r0 + row0) * w + 2 * piece) * 8;
+    b_first = b_addr + (std::uintptr_t)((c0 + row0) * w + 2 * piece) * 8;
+  };
+  auto load = [&]() {
+    const int64_t k = ls * kAsyncWords;
+    const bool in_k = k + 2 * piece < w;  // w even: a piece is wholly inside or wholly outside
+    const unsigned dst = dst0 + lstage * kStageU32 * 4;
+    const std::uintptr_t a_k = a_first + (std::uintptr_t)k * 8, b_k = b_first + (std::uintptr_t)k * 8;
 #pragma unroll
     for (int i = 0; i < (kRows + kCols) / 32; ++i) {
-      const int row = threadIdx.x / 8 + 32 * i;
-      const bool is_a = i < kRows / 32;  // row < kRows, known when unrolled
-      const int64_t r = is_a ? r0 + row : c0 + (row - kRows);
-      const bool valid = in_k && r < (is_a ? n : m);
-      const u64* src = is_a ? a : b;
-      cp_async16(smem_addr(stage + row * kRowU32 + 4 * (piece ^ (row % 8))), valid ? src + r * w + gk : src, valid);
+      const bool is_a = i < kRows / 32;  // known when unrolled
+      const int li = is_a ? i : i - kRows / 32;
+      const bool valid = in_k && 32 * li < (is_a ? a_firsts : b_firsts);
+      const std::uintptr_t src = (is_a ? a_k : b_k) + li * row_bytes;
+      cp_async16(dst + i * 32 * kRowU32 * 4, reinterpret_cast<const void*>(valid ? src : (is_a ? a_addr : b_addr)),
+                 valid);
+    }
+    if (++lstage == kStages) lstage = 0;
+    if (++ls == slices) {
+      ls = 0;
+      if (++lt < count) start_tile();
     }
   };
 
+  if (count > 0) start_tile();
 #pragma unroll
   for (int g = 0; g < kStages - 1; ++g) {
-    if (g < total) load(g);
+    if (g < total) load();
     cp_async_commit();
   }
   // ldmatrix row addresses of this lane: A matrix q = lane / 8 is rows (q % 2) * 8 .. + 7 of
@@ -674,12 +742,14 @@ __device__ __forceinline__ void stream_tiles(const u64* __restrict__ a, int64_t 
   const int a_row = wm + (q % 2) * 8 + r8, a_piece = q / 2;
   const int b_row = kRows + wn + (q / 2) * 8 + r8, b_piece = q % 2;
   int acc[4][kFragN][4] = {};
+  int64_t ct = 0, cs = 0;  // the entry multiplied: slice cs of tile ct ...
+  int cstage = 0;          // ... in this stage
   for (int64_t g = 0; g < total; ++g) {
     cp_async_wait<kStages - 2>();
     __syncthreads();  // entry g is in; everyone is done with entry g - 1's stage
-    if (g + kStages - 1 < total) load(g + kStages - 1);
+    if (g + kStages - 1 < total) load();
     cp_async_commit();
-    const unsigned stage = smem_addr(smem + (int)(g % kStages) * kStageU32);
+    const unsigned stage = smem_base + cstage * kStageU32 * 4;
     const unsigned a_base = stage + a_row * kRowU32 * 4, b_base = stage + b_row * kRowU32 * 4;
 #pragma unroll
     for (int c = 0; c < kAsyncChunks; ++c) {
@@ -701,9 +771,11 @@ __device__ __forceinline__ void stream_tiles(const u64* __restrict__ a, int64_t 
 #pragma unroll
         for (int j = 0; j < kFragN; ++j) mma_b1<kXor>(acc[i][j], fa[i], fb[j]);
     }
-    if (g % slices == slices - 1) {  // the tile's last slice
+    if (++cstage == kStages) cstage = 0;
+    if (++cs == slices) {  // the tile's last slice
+      cs = 0;
       int64_t r0, c0;
-      tile_of(g / slices, r0, c0);
+      tile_of(ct++, r0, c0);
       on_tile(r0, c0, acc);
 #pragma unroll
       for (int i = 0; i < 4; ++i)
@@ -746,8 +818,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) cdist_mma_async_kernel(
   stream_tiles<kXor, Tiles>(
       a, n, b, m, w, tiles.count, reinterpret_cast<unsigned*>(dyn_smem), tiles,
       [&](int64_t r0, int64_t c0, const int (&acc)[4][Tiles::kFragN][4]) {
-        tile_results<kXor, Tiles::kWarpsN, Tiles::kFragN>(acc, GlobalPops{pops_a, r0, n}, GlobalPops{pops_b, c0, m},
-                                                           StorePair{out, ldo, r0, c0, n, m});
+        store_tile<kXor, Tiles>(acc, GlobalPops{pops_a, r0, n}, GlobalPops{pops_b, c0, m}, out, ldo, r0, c0, n, m);
       });
 #endif
 }

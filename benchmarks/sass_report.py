@@ -1,0 +1,245 @@
+"""Instruction counts of the hot CUDA kernels' main loops, from their SASS (no GPU needed).
+
+Compiles csrc/cuda/ops.cu for one architecture with line info, disassembles it with
+nvdisasm, finds each kernel's main loop (the backward branch spanning the most tensor-core
+MMAs, or for kernels without MMAs the longest loop) and counts its instructions by
+where they come from:
+
+- ``tile``: the per-tile code inside the loop (tile_of, start_tile, tile_results and the
+  result stores, the top-k / radius selection), split into ``tile:interior`` (the
+  unchecked stores of tiles wholly inside the output), ``tile:edge`` (the checked ones)
+  and ``tile:other``;
+- ``slice``: everything else in the loop, i.e. what runs once per K slice, split by kind:
+  ``mma`` (BMMA / HMMA / IMMA), ``ldsm`` (ldmatrix), ``cp.async`` (LDGSTS), ``other``.
+
+Counts are static (instructions in the code, each path once), which for the per-slice
+code is also the per-slice count: it has no branches but the rare ones into per-tile code.
+They show where issue slots go when no GPU is at hand; times come from bench_gpu.py.
+
+    python benchmarks/sass_report.py                   # sm_90, writes results/sass-sm_90.json
+    python benchmarks/sass_report.py --baseline HEAD~3 # the same counts for an older ops.cu too
+
+Needs nvcc and nvdisasm (``pip install nvidia-cuda-nvdisasm`` provides one; its
+nvidia/cu*/bin folder is searched too).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(os.environ.get("FASTSPLINE_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
+
+# Kernels reported: label -> a piece of the mangled name.
+KERNELS = {
+    "cdist async square (and)": "cdist_mma_async_kernelILb0ENS1_9WarpTilesILi4ELi4E",
+    "cdist async wide (and)": "cdist_mma_async_kernelILb0ENS1_9WarpTilesILi2ELi8E",
+    "cdist sync (and)": "cdist_mma_kernelILb0E",
+    "topk async": "topk_mma_async_kernel",
+    "radius async (fill)": "radius_mma_async_kernelILb1E",
+    "pack stream float32": "pack_stream_kernelIfLi8ELb1E",
+    "pack columns16 float32": "pack_columns16_kernelIfE",
+}
+
+# Per-tile code: functions / structs by the line that opens them, and the on_tile lambdas
+# handed to stream_tiles (their parameter list ends with `const int (&acc)`).
+TILE_OPENERS = (
+    r"void tile_results\(", r"^struct StorePair\b", r"^struct StoreShared\b", r"^struct GlobalPops\b",
+    r"^struct SharedPops\b", r"void store_tile\(", r"void topk_merge_tile\(", r"void radius_scan_tile\(",
+    r"^struct PersistentTiles\b", r"auto start_tile = ", r"if \(\+\+cs == slices\)", r"\[&\]\([^)]*const int \(&acc\)",
+)
+INTERIOR_CALL = r"StorePair<false>\("        # store_tile's call for interior tiles
+EDGE_CALL = r"\(acc, pop_a, pop_b, checked\)"  # and for edge tiles
+
+
+def find_tool(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for site in sys.path:
+        for hit in glob.glob(os.path.join(site, "nvidia", "cu*", "bin", name)):
+            return hit
+    raise SystemExit(f"sass_report: {name} not found on PATH or in an nvidia-cuda-{name} pip package "
+                     f"(pip install nvidia-cuda-{name})")
+
+
+def block_lines(src: list[str], start: int) -> range:
+    """1-based lines from `start` to the brace that closes the first one opened there."""
+    depth, opened = 0, False
+    for i in range(start - 1, len(src)):
+        for ch in src[i]:
+            if ch == "{":
+                depth, opened = depth + 1, True
+            elif ch == "}":
+                depth -= 1
+        if opened and depth <= 0:
+            return range(start, i + 2)
+    return range(start, len(src) + 1)
+
+
+def tile_line_sets(src: list[str]) -> tuple[set[int], set[int]]:
+    tile: set[int] = set()
+    interior: set[int] = set()
+    for n, line in enumerate(src, 1):
+        if any(re.search(p, line.strip()) for p in TILE_OPENERS):
+            tile.update(block_lines(src, n))
+        if re.search(INTERIOR_CALL, line):
+            interior.add(n)
+    return tile, interior
+
+
+@dataclass
+class Instr:
+    addr: int
+    text: str
+    chain: tuple[int, ...]  # source lines, innermost first (ops.cu only)
+
+
+def parse(disasm: str, mangled_piece: str, source_name: str) -> list[Instr]:
+    lines = disasm.split("\n")
+    try:
+        start = next(i for i, l in enumerate(lines) if l.startswith(".text.") and mangled_piece in l)
+    except StopIteration:
+        raise SystemExit(f"sass_report: no kernel matching {mangled_piece!r} in the disassembly") from None
+    out: list[Instr] = []
+    labels: dict[str, int] = {}
+    pending: list[str] = []
+    chain: list[int] = []
+    fresh = True
+    for l in lines[start + 1:]:
+        if l.startswith("//-----"):
+            break
+        if m := re.match(r"^(\.L_x_\d+):", l):
+            pending.append(m.group(1))
+            continue
+        if l.lstrip().startswith("//## File"):
+            if fresh:
+                chain, fresh = [], False
+            chain += [int(x) for x in re.findall(r'"[^"]*' + re.escape(source_name) + r'", line (\d+)', l)][:1]
+            continue
+        if m := re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?);", l):
+            text = re.sub(r"^\{?\s*@!?U?P\w+\s+", "", m.group(2).strip().lstrip("{ "))
+            addr = int(m.group(1), 16)
+            out.append(Instr(addr, text, tuple(chain)))
+            for p in pending:
+                labels[p] = addr
+            pending, fresh = [], True
+    for ins in out:  # branch targets as addresses
+        if m := re.search(r"\((\.L_x_\d+)\)", ins.text):
+            ins.text = ins.text.replace(m.group(1), hex(labels.get(m.group(1), -1)))
+    return out
+
+
+def main_loop(ins: list[Instr]) -> tuple[int, int]:
+    index = {x.addr: i for i, x in enumerate(ins)}
+    best = None
+    for i, x in enumerate(ins):
+        if not x.text.startswith("BRA") or not (m := re.search(r"\((0x[0-9a-f]+|-0x1)\)", x.text)):
+            continue
+        target = int(m.group(1), 16)
+        if target < x.addr and target in index:
+            j = index[target]
+            mmas = sum(1 for y in ins[j:i + 1] if re.match(r"(BMMA|HMMA|IMMA)", y.text))
+            key = (mmas, i - j)
+            if best is None or key > best[0]:
+                best = (key, j, i)
+    if best is None:
+        raise SystemExit("sass_report: kernel has no loop")
+    return best[1], best[2]
+
+
+def classify(ins: list[Instr], tile: set[int], interior: set[int], edge: set[int]) -> dict[str, int]:
+    j, i = main_loop(ins)
+    counts: collections.Counter[str] = collections.Counter()
+    for x in ins[j:i + 1]:
+        op = x.text.split()[0] if x.text else ""
+        if any(n in tile for n in x.chain):
+            kind = "interior" if any(n in interior for n in x.chain) else "edge" if any(n in edge for n in x.chain) \
+                else "other"
+            counts[f"tile:{kind}"] += 1
+        elif re.match(r"(BMMA|HMMA|IMMA)", op):
+            counts["slice:mma"] += 1
+        elif op.startswith("LDSM"):
+            counts["slice:ldsm"] += 1
+        elif op.startswith("LDGSTS"):
+            counts["slice:cp.async"] += 1
+        else:
+            counts["slice:other"] += 1
+    return {"loop_instructions": i - j + 1, **dict(sorted(counts.items()))}
+
+
+def report(tree: Path, arch: str, work: Path) -> dict[str, dict]:
+    if not (tree / "csrc" / "cuda" / "ops.cu").is_file():
+        raise SystemExit(f"sass_report: no csrc/cuda/ops.cu under {tree}: run it from a fastspline checkout")
+    nvcc, nvdisasm = find_tool("nvcc"), find_tool("nvdisasm")
+    cubin = work / f"ops-{arch}-{tree.name}.cubin"
+    cmd = [nvcc, "-std=c++17", "-O3", "--expt-relaxed-constexpr", f"-arch={arch}", "-cubin", "-lineinfo",
+           f"-I{tree / 'csrc'}", "-o", str(cubin), str(tree / "csrc" / "cuda" / "ops.cu")]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"sass_report: nvcc failed:\n{done.stderr[-3000:]}")
+    disasm = subprocess.run([nvdisasm, "-gi", str(cubin)], capture_output=True, text=True, check=True).stdout
+    src = (tree / "csrc" / "cuda" / "ops.cu").read_text().split("\n")
+    tile, interior = tile_line_sets(src)
+    edge = {n for n, line in enumerate(src, 1) if re.search(EDGE_CALL, line)}
+    return {label: classify(parse(disasm, piece, "ops.cu"), tile, interior, edge) for label, piece in KERNELS.items()}
+
+
+def checkout(rev: str, work: Path) -> Path:
+    tree = work / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "csrc"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
+def print_table(title: str, rows: dict[str, dict]) -> None:
+    keys = ["loop_instructions", "slice:mma", "slice:ldsm", "slice:cp.async", "slice:other", "tile:interior",
+            "tile:edge", "tile:other"]
+    print(f"\n{title}")
+    print(f"{'kernel':28s}" + "".join(f"{k.split(':')[-1] if ':' in k else 'loop':>10s}" for k in keys))
+    print(f"{'':28s}" + "".join(f"{(k.split(':')[0] if ':' in k else ''):>10s}" for k in keys))
+    for label, r in rows.items():
+        print(f"{label:28s}" + "".join(f"{r.get(k, 0):>10d}" for k in keys))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arch", default="sm_90", help="nvcc -arch (default sm_90)")
+    p.add_argument("--baseline", metavar="REV", help="also count the ops.cu of this git revision")
+    p.add_argument("--out", type=Path, help="JSON path (default results/sass-ARCH.json)")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        payload: dict = {"arch": args.arch, "static_counts": True,
+                         "nvcc": re.sub(r".*release ", "", subprocess.run(
+                             [find_tool("nvcc"), "--version"], capture_output=True, text=True).stdout.strip().split("\n")[-2]),
+                         "current": report(ROOT, args.arch, work)}
+        print_table(f"{args.arch}: this checkout", payload["current"])
+        if args.baseline:
+            rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+            payload["baseline"] = {"rev": rev, "kernels": report(checkout(args.baseline, work), args.arch, work)}
+            print_table(f"{args.arch}: {rev}", payload["baseline"]["kernels"])
+    sys.path.insert(0, str(ROOT))
+    from fastspline._files import atomic_write_json
+
+    out = args.out or RESULTS / f"sass-{args.arch}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, payload)
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
