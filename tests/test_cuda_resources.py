@@ -24,6 +24,11 @@ NO_SPILLS = ("cdist_mma_async_kernelILb0", "cdist_mma_kernelILb0", "cdist_kernel
              "topk_mma_async_kernel")
 
 
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict[tuple[str, str], dict[str, int]]:
+    return ptxas_report(tmp_path_factory.mktemp("ptxas"))
+
+
 def ptxas_report(tmp_path: Path) -> dict[tuple[str, str], dict[str, int]]:
     cmd = [
         "nvcc", "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-Xptxas", "-v", f"-I{ROOT / 'csrc'}",
@@ -45,8 +50,16 @@ def ptxas_report(tmp_path: Path) -> dict[tuple[str, str], dict[str, int]]:
     return report
 
 
-def test_default_kernels_do_not_spill_and_async_cdist_fits_two_blocks(tmp_path):
-    report = ptxas_report(tmp_path)
+def test_every_architecture_compiles_the_same_kernels(report):
+    """The host launches kernels by name, so every device pass must compile the same set:
+    a template argument that differs per architecture (say, blocks per SM) would leave the
+    kernel the host launches without code for the other architecture."""
+    sm80 = {name for name, arch in report if arch == "sm_80"}
+    sm90 = {name for name, arch in report if arch == "sm_90"}
+    assert sm80 and sm80 == sm90, sorted(sm80 ^ sm90)
+
+
+def test_default_kernels_do_not_spill_and_async_cdist_fits_two_blocks(report):
     for arch in ("sm_80", "sm_90"):
         kernels = {name: r for (name, a), r in report.items() if a == arch}
         for key in NO_SPILLS:

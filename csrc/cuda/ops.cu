@@ -806,10 +806,17 @@ struct PersistentTiles {
   }
 };
 
+// Blocks per SM a pipelined cdist kernel is compiled for: square AND tiles
+// FASTSPLINE_BIG_SMEM_BLOCKS, wide tiles one, XOR ones one (on sm_90 their MMA is emulated
+// and capping registers for a second block spills). A launch bound, not a template
+// argument: the host pass and every device pass must name the same kernels.
+template <bool kXor, typename Tiles>
+constexpr int kAsyncMinBlocks = kXor || std::is_same_v<Tiles, WideTiles> ? 1 : FASTSPLINE_BIG_SMEM_BLOCKS;
+
 // Persistent (PersistentTiles), one stream_tiles stream, each tile's results stored from
 // registers.
-template <bool kXor, typename Tiles, int kMinBlocks>
-__global__ void __launch_bounds__(kThreads, kMinBlocks) cdist_mma_async_kernel(
+template <bool kXor, typename Tiles>
+__global__ void __launch_bounds__(kThreads, (kAsyncMinBlocks<kXor, Tiles>)) cdist_mma_async_kernel(
     const u64* __restrict__ a, int64_t n, const u64* __restrict__ b, int64_t m, int64_t w, int32_t* __restrict__ out,
     int64_t ldo, const int64_t* __restrict__ pops_a, const int64_t* __restrict__ pops_b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -1267,8 +1274,7 @@ bool smem_ready(int bytes, int static_bytes = 2 * kMmaTile * (int)sizeof(int)) {
 
 // The cp.async cdist kernels: square tiles (staging 2), wide tiles (staging 3).
 template <bool kXor, typename Tiles>
-constexpr auto kAsyncKernel =
-    cdist_mma_async_kernel<kXor, Tiles, std::is_same_v<Tiles, WideTiles> ? 1 : FASTSPLINE_BIG_SMEM_BLOCKS>;
+constexpr auto kAsyncKernel = cdist_mma_async_kernel<kXor, Tiles>;
 
 template <typename Tiles>
 bool async_smem_ready() {
