@@ -698,12 +698,12 @@ __device__ __forceinline__ void stream_tiles(const u64* __restrict__ a, int64_t 
   int64_t lt = 0, ls = 0;          // the next entry to load: slice ls of tile lt ...
   int lstage = 0;                  // ... into this stage
   std::uintptr_t a_first = 0, b_first = 0;  // this thread's first row of A / B in tile lt, at its piece
-  int a_firsts = 0, b_firsts = 0;      // rows of tile lt from that row on that exist (<= kRows / kCols)
+  int a_left = 0, b_left = 0;      // rows of tile lt that exist from that row on (<= kRows / kCols)
   auto start_tile = [&]() {
     int64_t r0, c0;
     tile_of(lt, r0, c0);
-    a_firsts = (int)std::min<int64_t>(std::max<int64_t>(n - r0 - row0, 0), kRows);
-    b_firsts = (int)std::min<int64_t>(std::max<int64_t>(m - c0 - row0, 0), kCols);
+    a_left = (int)std::min<int64_t>(std::max<int64_t>(n - r0 - row0, 0), kRows);
+    b_left = (int)std::min<int64_t>(std::max<int64_t>(m - c0 - row0, 0), kCols);
     a_first = a_addr + (std::uintptr_t)((r0 + row0) * w + 2 * piece) * 8;
     b_first = b_addr + (std::uintptr_t)((c0 + row0) * w + 2 * piece) * 8;
   };
@@ -716,7 +716,7 @@ __device__ __forceinline__ void stream_tiles(const u64* __restrict__ a, int64_t 
     for (int i = 0; i < (kRows + kCols) / 32; ++i) {
       const bool is_a = i < kRows / 32;  // known when unrolled
       const int li = is_a ? i : i - kRows / 32;
-      const bool valid = in_k && 32 * li < (is_a ? a_firsts : b_firsts);
+      const bool valid = in_k && 32 * li < (is_a ? a_left : b_left);
       const std::uintptr_t src = (is_a ? a_k : b_k) + li * row_bytes;
       cp_async16(dst + i * 32 * kRowU32 * 4, reinterpret_cast<const void*>(valid ? src : (is_a ? a_addr : b_addr)),
                  valid);
