@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not o
 # Kernels that auto selection uses, as they appear in mangled names.
 NO_SPILLS = ("cdist_mma_async_kernelILb0", "cdist_mma_kernelILb0", "cdist_kernel", "pack_stream_kernel",
              "pack_columns_kernel", "pack_columns16_kernel", "radius_mma_kernel", "radius_mma_async_kernel",
-             "topk_mma_async_kernel")
+             "topk_mma_kernel", "topk_mma_async_kernel")
 
 
 @pytest.fixture(scope="module")

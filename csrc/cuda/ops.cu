@@ -437,12 +437,23 @@ __device__ __forceinline__ void mma_tile(const u64* __restrict__ a, int64_t n, c
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;  // this warp's 64x32 piece of the tile
+  // Staging: this thread takes word kk of rows row0 + kRowStep q of A and of B. Global
+  // addresses as integers, set once (a row past the end is never formed as a pointer).
+  constexpr int kRowStep = kThreads / kMmaWords;
+  const int kk = threadIdx.x % kMmaWords, row0 = threadIdx.x / kMmaWords;
+  const int a_left = (int)std::min<int64_t>(std::max<int64_t>(n - r0 - row0, 0), kMmaTile);
+  const int b_left = (int)std::min<int64_t>(std::max<int64_t>(m - c0 - row0, 0), kMmaTile);
+  const std::uintptr_t a_first = reinterpret_cast<std::uintptr_t>(a) + (std::uintptr_t)((r0 + row0) * w + kk) * 8;
+  const std::uintptr_t b_first = reinterpret_cast<std::uintptr_t>(b) + (std::uintptr_t)((c0 + row0) * w + kk) * 8;
+  const std::uintptr_t step = (std::uintptr_t)w * kRowStep * 8;
   for (int64_t k0 = 0; k0 < w; k0 += kMmaWords) {
-    for (int e = threadIdx.x; e < kMmaTile * kMmaWords; e += kThreads) {
-      const int row = e / kMmaWords, kk = e % kMmaWords;
-      const int64_t gk = k0 + kk, gr = r0 + row, gc = c0 + row;
-      const u64 va = (gr < n && gk < w) ? a[gr * w + gk] : 0ull;
-      const u64 vb = (gc < m && gk < w) ? b[gc * w + gk] : 0ull;
+    const bool in_k = k0 + kk < w;
+#pragma unroll
+    for (int q = 0; q < kMmaTile / kRowStep; ++q) {
+      const std::uintptr_t off = q * step + (std::uintptr_t)k0 * 8;
+      const u64 va = in_k && kRowStep * q < a_left ? __ldg(reinterpret_cast<const u64*>(a_first + off)) : 0ull;
+      const u64 vb = in_k && kRowStep * q < b_left ? __ldg(reinterpret_cast<const u64*>(b_first + off)) : 0ull;
+      const int row = row0 + kRowStep * q;
       *reinterpret_cast<u64*>(&As[row * kMmaStride + 2 * kk]) = va;
       *reinterpret_cast<u64*>(&Bs[row * kMmaStride + 2 * kk]) = vb;
     }
