@@ -10,7 +10,10 @@ where they come from:
   unchecked stores of tiles wholly inside the output), ``tile:edge`` (the checked ones)
   and ``tile:other``;
 - ``slice``: everything else in the loop, i.e. what runs once per K slice, split by kind:
-  ``mma`` (BMMA / HMMA / IMMA), ``ldsm`` (ldmatrix), ``cp.async`` (LDGSTS), ``other``.
+  ``mma`` (BMMA / HMMA / IMMA), ``ldsm`` (ldmatrix), ``cp.async`` (LDGSTS), ``other``
+  (of which ``calls``: subroutine calls, e.g. a 64-bit division, on every slice).
+
+Each kernel also gets its registers and spill-store bytes from ``ptxas -v``.
 
 Counts are static (instructions in the code, each path once), which for the per-slice
 code is also the per-slice count: it has no branches but the rare ones into per-tile code.
@@ -175,6 +178,10 @@ def classify(ins: list[Instr], tile: set[int], interior: set[int], edge: set[int
             counts["slice:cp.async"] += 1
         else:
             counts["slice:other"] += 1
+            # A call of a named subroutine (a 64-bit division, an emulated MMA) on every slice;
+            # calls to a label are control-flow idioms, not subroutines.
+            if op.startswith("CALL") and re.search(r"\(\$?[A-Za-z_]", x.text):
+                counts["slice:calls"] += 1
     return {"loop_instructions": i - j + 1, **dict(sorted(counts.items()))}
 
 
@@ -184,15 +191,36 @@ def report(tree: Path, arch: str, work: Path) -> dict[str, dict]:
     nvcc, nvdisasm = find_tool("nvcc"), find_tool("nvdisasm")
     cubin = work / f"ops-{arch}-{tree.name}.cubin"
     cmd = [nvcc, "-std=c++17", "-O3", "--expt-relaxed-constexpr", f"-arch={arch}", "-cubin", "-lineinfo",
-           f"-I{tree / 'csrc'}", "-o", str(cubin), str(tree / "csrc" / "cuda" / "ops.cu")]
+           "-Xptxas", "-v", f"-I{tree / 'csrc'}", "-o", str(cubin), str(tree / "csrc" / "cuda" / "ops.cu")]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"sass_report: nvcc failed:\n{done.stderr[-3000:]}")
+    resources = ptxas_resources(done.stderr)
     disasm = subprocess.run([nvdisasm, "-gi", str(cubin)], capture_output=True, text=True, check=True).stdout
     src = (tree / "csrc" / "cuda" / "ops.cu").read_text().split("\n")
     tile, interior = tile_line_sets(src)
     edge = {n for n, line in enumerate(src, 1) if re.search(EDGE_CALL, line)}
-    return {label: classify(parse(disasm, piece, "ops.cu"), tile, interior, edge) for label, piece in KERNELS.items()}
+    out = {}
+    for label, piece in KERNELS.items():
+        found = [r for name, r in resources.items() if piece in name]
+        out[label] = {**(found[0] if len(found) == 1 else {}),
+                      **classify(parse(disasm, piece, "ops.cu"), tile, interior, edge)}
+    return out
+
+
+def ptxas_resources(log: str) -> dict[str, dict[str, int]]:
+    """Registers and spill-store bytes per kernel from ``ptxas -v`` output."""
+    out: dict[str, dict[str, int]] = {}
+    name = None
+    for line in log.splitlines():
+        if m := re.search(r"Compiling entry function '(\w+)'", line):
+            name = m.group(1)
+            out[name] = {}
+        elif name and (m := re.search(r"(\d+) bytes spill stores", line)):
+            out[name]["spill_bytes"] = int(m.group(1))
+        elif name and (m := re.search(r"Used (\d+) registers", line)):
+            out[name]["registers"] = int(m.group(1))
+    return out
 
 
 def checkout(rev: str, work: Path) -> Path:
@@ -204,13 +232,14 @@ def checkout(rev: str, work: Path) -> Path:
 
 
 def print_table(title: str, rows: dict[str, dict]) -> None:
-    keys = ["loop_instructions", "slice:mma", "slice:ldsm", "slice:cp.async", "slice:other", "tile:interior",
-            "tile:edge", "tile:other"]
+    keys = ["registers", "spill_bytes", "loop_instructions", "slice:mma", "slice:ldsm", "slice:cp.async",
+            "slice:other", "slice:calls", "tile:interior", "tile:edge", "tile:other"]
+    heads = {"registers": ("regs", ""), "spill_bytes": ("spill", "bytes"), "loop_instructions": ("loop", "")}
     print(f"\n{title}")
-    print(f"{'kernel':28s}" + "".join(f"{k.split(':')[-1] if ':' in k else 'loop':>10s}" for k in keys))
-    print(f"{'':28s}" + "".join(f"{(k.split(':')[0] if ':' in k else ''):>10s}" for k in keys))
+    print(f"{'kernel':28s}" + "".join(f"{heads.get(k, k.split(':')[::-1])[0]:>9s}" for k in keys))
+    print(f"{'':28s}" + "".join(f"{heads.get(k, k.split(':')[::-1])[1]:>9s}" for k in keys))
     for label, r in rows.items():
-        print(f"{label:28s}" + "".join(f"{r.get(k, 0):>10d}" for k in keys))
+        print(f"{label:28s}" + "".join(f"{r.get(k, 0):>9d}" for k in keys))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,7 +98,7 @@ def test_bench_gpu_dry_run_on_the_emulator(tmp_path, monkeypatch) -> None:
 
 
 # A made-up nvdisasm -gi listing: a loop (0x0010..0x0070) with one per-slice MMA, an ldmatrix,
-# a cp.async and an add, and a per-tile store (line 9, inside `void store_tile(`, called
+# a cp.async, an add, a subroutine call and a call to a label, and a per-tile store (line 9, inside `void store_tile(`, called
 # for interior tiles from line 11); a branch after the loop does not count.
 FAKE_SRC = """\
 // 1
@@ -123,6 +123,8 @@ FAKE_SASS = """\
         /*0020*/                   LDSM.16.M88.4 R8, [R2] ;
         /*0030*/                   LDGSTS.E.BYPASS.128 [R3], desc[UR4][R6.64], P0 ;
         /*0040*/                   IADD3 R5, R5, 0x1, RZ ;
+        /*0044*/                   CALL.REL.NOINC `($__internal_0_$__cuda_sm20_div_u64) ;
+        /*0048*/                   CALL.REL.NOINC `(.L_x_1) ;
 	//## File "/src/csrc/cuda/ops.cu", line 9 inlined at "/src/csrc/cuda/ops.cu", line 11
 	//## File "/src/csrc/cuda/ops.cu", line 11
         /*0050*/                   STG.E.64 desc[UR4][R10.64], R4 ;
@@ -147,8 +149,13 @@ def test_sass_report_counts_the_main_loop_by_origin() -> None:
     tile, interior = sass_report.tile_line_sets(src)
     assert {8, 9, 10} <= tile and 4 not in tile and interior == {11}
     ins = sass_report.parse(FAKE_SASS, "kernel_xyz", "ops.cu")
-    assert [x.chain for x in ins[1:3]] == [(4, 3), (4, 3)] and ins[5].chain == (9, 11)
-    assert sass_report.main_loop(ins) == (1, 7)  # the outer back edge at 0x70, not 0x90's self loop
-    counts = sass_report.classify(ins, tile, interior, set())
-    assert counts == {"loop_instructions": 7, "slice:cp.async": 1, "slice:ldsm": 1, "slice:mma": 1,
-                      "slice:other": 3, "tile:interior": 1}
+    assert [x.chain for x in ins[1:3]] == [(4, 3), (4, 3)] and ins[7].chain == (9, 11)
+    assert sass_report.main_loop(ins) == (1, 9)  # the outer back edge at 0x70, not 0x90's self loop
+    counts = sass_report.classify(ins, tile, interior, set())  # the call to a label is not a subroutine
+    assert counts == {"loop_instructions": 9, "slice:calls": 1, "slice:cp.async": 1, "slice:ldsm": 1,
+                      "slice:mma": 1, "slice:other": 5, "tile:interior": 1}
+    log = ("ptxas info    : Compiling entry function 'kernel_xyz' for 'sm_90'\n"
+           "ptxas info    : Function properties for kernel_xyz\n"
+           "    8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads\n"
+           "ptxas info    : Used 40 registers, used 0 barriers, 384 bytes cmem[0]\n")
+    assert sass_report.ptxas_resources(log) == {"kernel_xyz": {"spill_bytes": 4, "registers": 40}}
