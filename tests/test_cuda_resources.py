@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,22 @@ def test_default_kernels_do_not_spill_and_async_cdist_fits_two_blocks(report):
         if arch == "sm_90":  # square tiles: two blocks per SM there (one fits on sm_80's shared memory)
             square = [r for name, r in kernels.items() if "cdist_mma_async_kernelILb0ENS1_9WarpTilesILi4ELi4E" in name]
             assert len(square) == 1 and square[0]["registers"] <= 128, square
+
+
+def test_pipelined_loops_call_no_subroutine_per_slice(tmp_path):
+    """The pipelined kernels' main loops (benchmarks/sass_report.py, sm_90 SASS) keep no
+    subroutine call on the per-slice path: a 64-bit division there (the ring's stage or
+    tile index by `%` or `/`) costs ~25-70 instructions a slice."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import sass_report
+    finally:
+        sys.path.pop(0)
+    try:
+        sass_report.find_tool("nvdisasm")
+    except SystemExit as exc:
+        pytest.skip(str(exc))
+    counts = sass_report.report(ROOT, "sm_90", tmp_path)
+    for label in ("cdist async square (and)", "cdist async wide (and)", "topk async", "radius async (fill)"):
+        assert counts[label]["slice:mma"] > 0, (label, counts[label])
+        assert counts[label].get("slice:calls", 0) == 0, (label, counts[label])
