@@ -1,7 +1,7 @@
 """Instruction counts of the hot CUDA kernels' main loops, from their SASS (no GPU needed).
 
 Compiles csrc/cuda/ops.cu for one architecture with line info, disassembles it with
-nvdisasm, finds each kernel's main loop (the backward branch spanning the most tensor-core
+nvdisasm, finds each kernel's main loop (the innermost loop holding all its tensor-core
 MMAs, or for kernels without MMAs the longest loop) and counts its instructions by
 where they come from:
 
@@ -17,6 +17,10 @@ Each kernel also gets its registers and spill-store bytes from ``ptxas -v``.
 
 Counts are static (instructions in the code, each path once), which for the per-slice
 code is also the per-slice count: it has no branches but the rare ones into per-tile code.
+An instruction counts by the source line the compiler gives it, so a value recomputed
+inside the loop keeps the line where it was set up: the top-k kernel's ~70 per-slice
+instructions beyond the square cdist's are its row and list set-up, recomputed for the
+per-tile merge.
 They show where issue slots go when no GPU is at hand; times come from bench_gpu.py.
 
     python benchmarks/sass_report.py                   # sm_90, writes results/sass-sm_90.json
@@ -143,21 +147,26 @@ def parse(disasm: str, mangled_piece: str, source_name: str) -> list[Instr]:
 
 
 def main_loop(ins: list[Instr]) -> tuple[int, int]:
+    """Index range of the main loop: a loop is a head with every backward branch to it (the
+    last one ends it); the main one holds the most MMAs, the innermost such (a loop around
+    it, e.g. one the compiler formed around set-up code, holds them too); without MMAs, the
+    longest loop."""
     index = {x.addr: i for i, x in enumerate(ins)}
-    best = None
+    ends: dict[int, int] = {}  # loop head -> its last backward branch
     for i, x in enumerate(ins):
-        if not x.text.startswith("BRA") or not (m := re.search(r"\((0x[0-9a-f]+|-0x1)\)", x.text)):
-            continue
-        target = int(m.group(1), 16)
-        if target < x.addr and target in index:
-            j = index[target]
-            mmas = sum(1 for y in ins[j:i + 1] if re.match(r"(BMMA|HMMA|IMMA)", y.text))
-            key = (mmas, i - j)
-            if best is None or key > best[0]:
-                best = (key, j, i)
-    if best is None:
+        if x.text.startswith("BRA") and (m := re.search(r"\((0x[0-9a-f]+|-0x1)\)", x.text)):
+            target = int(m.group(1), 16)
+            if target < x.addr and target in index:
+                ends[index[target]] = max(ends.get(index[target], i), i)
+    if not ends:
         raise SystemExit("sass_report: kernel has no loop")
-    return best[1], best[2]
+
+    def key(head: int) -> tuple[int, int]:
+        mmas = sum(1 for y in ins[head:ends[head] + 1] if re.match(r"(BMMA|HMMA|IMMA)", y.text))
+        return (mmas, head) if mmas else (0, ends[head] - head)
+
+    head = max(ends, key=key)
+    return head, ends[head]
 
 
 def classify(ins: list[Instr], tile: set[int], interior: set[int], edge: set[int]) -> dict[str, int]:
