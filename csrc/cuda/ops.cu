@@ -421,6 +421,18 @@ __device__ inline void mma_b1(int (&d)[4], const unsigned (&a)[4], const unsigne
 }
 #endif
 
+// The rows r0 + row0, r0 + row0 + step, ... of x (n rows of w words) a thread stages, from
+// word `word` on: the first one's address as an integer (a row past the end is never
+// formed as a pointer) and how many of rows r0 + row0 .. r0 + row0 + cap - 1 exist.
+struct StagedRows {
+  std::uintptr_t first = 0;
+  int left = 0;
+  StagedRows() = default;
+  __device__ StagedRows(const u64* x, int64_t n, int64_t w, int64_t r0, int row0, int word, int cap)
+      : first(reinterpret_cast<std::uintptr_t>(x) + (std::uintptr_t)((r0 + row0) * w + word) * 8),
+        left((int)std::min<int64_t>(std::max<int64_t>(n - r0 - row0, 0), cap)) {}
+};
+
 // Fragments (PTX ISA, mma.m16n8k256 .b1): lane = 4 g + t. A (16x256, row): a0 = row g bits
 // 32t.., a1 = row g+8 bits 32t.., a2 = row g bits 128+32t.., a3 = row g+8 bits 128+32t..;
 // B (256x8, col): b0 = column g bits 32t.., b1 = column g bits 128+32t..; C (16x8): c0,c1 =
@@ -437,22 +449,18 @@ __device__ __forceinline__ void mma_tile(const u64* __restrict__ a, int64_t n, c
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;  // this warp's 64x32 piece of the tile
-  // Staging: this thread takes word kk of rows row0 + kRowStep q of A and of B. Global
-  // addresses as integers, set once (a row past the end is never formed as a pointer).
+  // Staging: this thread takes word kk of rows row0 + kRowStep q of A and of B.
   constexpr int kRowStep = kThreads / kMmaWords;
   const int kk = threadIdx.x % kMmaWords, row0 = threadIdx.x / kMmaWords;
-  const int a_left = (int)std::min<int64_t>(std::max<int64_t>(n - r0 - row0, 0), kMmaTile);
-  const int b_left = (int)std::min<int64_t>(std::max<int64_t>(m - c0 - row0, 0), kMmaTile);
-  const std::uintptr_t a_first = reinterpret_cast<std::uintptr_t>(a) + (std::uintptr_t)((r0 + row0) * w + kk) * 8;
-  const std::uintptr_t b_first = reinterpret_cast<std::uintptr_t>(b) + (std::uintptr_t)((c0 + row0) * w + kk) * 8;
+  const StagedRows ra(a, n, w, r0, row0, kk, kMmaTile), rb(b, m, w, c0, row0, kk, kMmaTile);
   const std::uintptr_t step = (std::uintptr_t)w * kRowStep * 8;
   for (int64_t k0 = 0; k0 < w; k0 += kMmaWords) {
     const bool in_k = k0 + kk < w;
 #pragma unroll
     for (int q = 0; q < kMmaTile / kRowStep; ++q) {
       const std::uintptr_t off = q * step + (std::uintptr_t)k0 * 8;
-      const u64 va = in_k && kRowStep * q < a_left ? __ldg(reinterpret_cast<const u64*>(a_first + off)) : 0ull;
-      const u64 vb = in_k && kRowStep * q < b_left ? __ldg(reinterpret_cast<const u64*>(b_first + off)) : 0ull;
+      const u64 va = in_k && kRowStep * q < ra.left ? __ldg(reinterpret_cast<const u64*>(ra.first + off)) : 0ull;
+      const u64 vb = in_k && kRowStep * q < rb.left ? __ldg(reinterpret_cast<const u64*>(rb.first + off)) : 0ull;
       const int row = row0 + kRowStep * q;
       *reinterpret_cast<u64*>(&As[row * kMmaStride + 2 * kk]) = va;
       *reinterpret_cast<u64*>(&Bs[row * kMmaStride + 2 * kk]) = vb;
@@ -703,31 +711,27 @@ __device__ __forceinline__ void stream_tiles(const u64* __restrict__ a, int64_t 
   // all with row % 8 == row0 % 8, so their swizzled pieces sit at one offset.
   const int piece = threadIdx.x % 8, row0 = threadIdx.x / 8;
   const unsigned dst0 = smem_base + (row0 * kRowU32 + 4 * (piece ^ (row0 % 8))) * 4;
-  // Global addresses as integers: a row past the end is never formed as a pointer.
   const std::uintptr_t a_addr = reinterpret_cast<std::uintptr_t>(a), b_addr = reinterpret_cast<std::uintptr_t>(b);
   const std::uintptr_t row_bytes = (std::uintptr_t)w * 32 * 8;  // from one of this thread's rows to the next
-  int64_t lt = 0, ls = 0;          // the next entry to load: slice ls of tile lt ...
-  int lstage = 0;                  // ... into this stage
-  std::uintptr_t a_first = 0, b_first = 0;  // this thread's first row of A / B in tile lt, at its piece
-  int a_left = 0, b_left = 0;      // rows of tile lt that exist from that row on (<= kRows / kCols)
+  int64_t lt = 0, ls = 0;  // the next entry to load: slice ls of tile lt ...
+  int lstage = 0;          // ... into this stage
+  StagedRows ra, rb;       // this thread's rows of A / B in tile lt, at its piece
   auto start_tile = [&]() {
     int64_t r0, c0;
     tile_of(lt, r0, c0);
-    a_left = (int)std::min<int64_t>(std::max<int64_t>(n - r0 - row0, 0), kRows);
-    b_left = (int)std::min<int64_t>(std::max<int64_t>(m - c0 - row0, 0), kCols);
-    a_first = a_addr + (std::uintptr_t)((r0 + row0) * w + 2 * piece) * 8;
-    b_first = b_addr + (std::uintptr_t)((c0 + row0) * w + 2 * piece) * 8;
+    ra = StagedRows(a, n, w, r0, row0, 2 * piece, kRows);
+    rb = StagedRows(b, m, w, c0, row0, 2 * piece, kCols);
   };
   auto load = [&]() {
     const int64_t k = ls * kAsyncWords;
     const bool in_k = k + 2 * piece < w;  // w even: a piece is wholly inside or wholly outside
     const unsigned dst = dst0 + lstage * kStageU32 * 4;
-    const std::uintptr_t a_k = a_first + (std::uintptr_t)k * 8, b_k = b_first + (std::uintptr_t)k * 8;
+    const std::uintptr_t a_k = ra.first + (std::uintptr_t)k * 8, b_k = rb.first + (std::uintptr_t)k * 8;
 #pragma unroll
     for (int i = 0; i < (kRows + kCols) / 32; ++i) {
       const bool is_a = i < kRows / 32;  // known when unrolled
       const int li = is_a ? i : i - kRows / 32;
-      const bool valid = in_k && 32 * li < (is_a ? a_left : b_left);
+      const bool valid = in_k && 32 * li < (is_a ? ra.left : rb.left);
       const std::uintptr_t src = (is_a ? a_k : b_k) + li * row_bytes;
       cp_async16(dst + i * 32 * kRowU32 * 4, reinterpret_cast<const void*>(valid ? src : (is_a ? a_addr : b_addr)),
                  valid);
@@ -1307,6 +1311,12 @@ void launch_async(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, i
   check(cudaGetLastError(), "cdist_mma_async_kernel launch");
 }
 
+// Whether the cp.async kernels can stage a and b: they move 16-byte pieces, so w even and
+// both bases 16-byte aligned (row bands keep it).
+static bool cp_async_layout(const void* a, const void* b, int64_t w) {
+  return w % 2 == 0 && (reinterpret_cast<std::uintptr_t>(a) & 15) == 0 && (reinterpret_cast<std::uintptr_t>(b) & 15) == 0;
+}
+
 // Row popcounts of a's n and b's m rows into workspace[0..n) and [n..n + m), for the
 // kernels that count a AND b from pipelined staging.
 void row_popcounts(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int64_t* workspace, cudaStream_t s) {
@@ -1323,9 +1333,7 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   if (n == 0 || m == 0) return;
   const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
   if (col_tiles > 0x7fffffff) throw std::invalid_argument("hamming_cdist: b has too many rows for one grid");
-  // cp.async: 16-byte pieces, so w even and both bases 16-byte aligned (row bands keep it).
-  const bool async_ok = w % 2 == 0 && (reinterpret_cast<std::uintptr_t>(a) & 15) == 0 &&
-                        (reinterpret_cast<std::uintptr_t>(b) & 15) == 0;
+  const bool async_ok = cp_async_layout(a, b, w);
   if (staging >= 2 && !async_ok)
     throw std::invalid_argument("hamming_cdist_mma: the cp.async kernel needs an even word count and 16-byte aligned rows");
   if (staging >= 2 && !use_xor && workspace == nullptr)
@@ -1367,7 +1375,7 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
 template <auto kernel>
 void fused_async_prologue(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int bytes, int64_t* workspace,
                           cudaStream_t s, const char* op) {
-  if (w % 2 != 0 || (reinterpret_cast<std::uintptr_t>(a) & 15) != 0 || (reinterpret_cast<std::uintptr_t>(b) & 15) != 0)
+  if (!cp_async_layout(a, b, w))
     throw std::invalid_argument(std::string(op) + ": the pipelined kernel needs an even word count and 16-byte aligned rows");
   if (!smem_ready<kernel>(bytes, 0))
     throw std::invalid_argument(std::string(op) + ": this device has too little shared memory for the pipelined kernel");

@@ -168,12 +168,18 @@ def mma_staging(device: torch.device) -> int:
     return MMA_STAGINGS[name]
 
 
+def _cp_async_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the pipelined (cp.async) kernels can stage ``a`` and ``b``: they move 16-byte
+    pieces, so an even word count and 16-byte aligned rows."""
+    return a.shape[1] % 2 == 0 and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0
+
+
 def staging_candidates(a: torch.Tensor, b: torch.Tensor) -> list[int]:
     """The tensor-core stagings that can run ``a`` against ``b`` on their device: sync
     always; the pipelined ones for even word counts and 16-byte aligned rows, where
     their checks passed."""
     out = [1]
-    if a.shape[1] % 2 == 0 and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0:
+    if _cp_async_layout(a, b):
         out += [code for code, status in ((2, mma_async_status), (3, mma_wide_status)) if status(a.device) is None]
     return out
 
@@ -695,8 +701,7 @@ def search_method(op: str, device: torch.device, a: torch.Tensor | None = None, 
             raise RuntimeError(f"FASTSPLINE_CUDA_SEARCH={method}: the {method} {op} kernel is unavailable: {reason}")
         return method
     candidates = [c for c in ("pipelined", "fused") if statuses[c](device) is None]
-    if "pipelined" in candidates and not (a is not None and b is not None and a.shape[1] % 2 == 0
-                                          and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0):
+    if "pipelined" in candidates and not (a is not None and b is not None and _cp_async_layout(a, b)):
         candidates.remove("pipelined")
     if not candidates:
         return "blocks"
