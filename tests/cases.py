@@ -139,3 +139,20 @@ def random_floats(
         pick = torch.randint(0, specials.numel(), (int(where.sum()),), generator=gen)
         flat[where] = specials[pick]
     return x
+
+
+def pack_kernel_views(x: torch.Tensor, whole: int) -> list[tuple[torch.Tensor, int]]:
+    """``(view, dim)`` layouts of a 4-D ``x`` (dims 1 and 2 at least 4, last dim past
+    ``whole``, a multiple of 64) for the forced CUDA pack kernels, each taking some and
+    refusing the rest: rows, channels (dim 1), strided and sliced views, one element,
+    ``x[..., :whole]`` made contiguous (one bit stream) whole, offset by a row, reshaped,
+    and at an address 1 element past 16-byte alignment. Built on ``x``'s device, so the
+    same call on a CPU copy gives the reference's inputs."""
+    xc = x[..., :whole].contiguous()
+    buf = torch.empty(xc.numel() + 1, dtype=x.dtype, device=x.device)
+    buf[1:] = xc.flatten()
+    return [
+        (x, -1), (x, 1), (x, 0), (x[..., :whole], -1), (x[:, 3:, :, 4:], -1), (x[..., :1], -1), (x[:, :1], 1),
+        (x.permute(0, 2, 3, 1), 3), (x[:, ::2], 1), (xc, -1), (xc[1:], -1), (xc.reshape(-1, 64), -1),
+        (buf[1:].view(xc.shape), -1),  # not 16-byte aligned
+    ]

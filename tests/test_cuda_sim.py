@@ -23,7 +23,7 @@ import torch
 
 import cuda_sim
 import fastspline as fs
-from cases import make_gen
+from cases import make_gen, pack_kernel_views
 
 pytestmark = pytest.mark.skipif(cuda_sim.can_build() is not None, reason=f"{cuda_sim.can_build()}")
 cuda = pytest.importorskip("fastspline.backends.cuda", reason="fastspline._cuda not built")
@@ -241,14 +241,7 @@ def test_pack_kernels(sim, monkeypatch, kernel, dtype):
     x[1, 1, 1, :9] = 0.0
     x[2, 2, 2, :5] = 0.25  # at the threshold: not above it
     x[2, 3, 1, :4] = float("-inf")
-    xc = x[..., :128].contiguous()  # whole words: one bit stream
-    buf = torch.empty(xc.numel() + 1, dtype=dtype)
-    buf[1:] = xc.flatten()
-    cases = [
-        (x, -1), (x, 1), (x, 0), (x[..., :128], -1), (x[:, 3:, :, 4:], -1), (x[..., :1], -1),
-        (x.permute(0, 2, 3, 1), 3), (x[:, ::2], 1), (xc, -1), (xc[1:], -1), (xc.reshape(-1, 64), -1),
-        (buf[1:].view(xc.shape), -1),  # not 16-byte aligned
-    ]
+    cases = pack_kernel_views(x, 128)
     ran = 0
     for view, dim in cases:
         want = fs.pack_signs(view, dim, 0.25, backend="reference")
@@ -262,7 +255,7 @@ def test_pack_kernels(sim, monkeypatch, kernel, dtype):
         ran += 1
     # stream: rows of whole 16-byte vectors (136 and 128 elements), aligned, one row stride;
     # columns16: as columns (the row run of 136 and every stride are whole vectors).
-    assert ran == {"columns": 4, "columns16": 4, "stream": 5}.get(kernel, len(cases))
+    assert ran == {"columns": 5, "columns16": 5, "stream": 5}.get(kernel, len(cases))
 
 
 @pytest.mark.parametrize("schedule", ["forward", "reverse", "random:3"])

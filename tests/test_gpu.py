@@ -9,7 +9,7 @@ import torch
 
 import fastspline as fs
 from fastspline import backends
-from cases import make_gen, random_words
+from cases import make_gen, pack_kernel_views, random_words
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -88,17 +88,8 @@ def test_pack_kernels(monkeypatch, kernel, dtype):
     x[0, 0, 0, :7] = float("nan")
     x[1, 1, 1, :9] = 0.0
     x[2, 2, 2, :5] = 0.25  # at the threshold: not above it
-    gx = x.cuda()
-    xc, gxc = x[..., :256].contiguous(), gx[..., :256].contiguous()  # whole words: one bit stream
-    gbuf = torch.empty(gxc.numel() + 1, dtype=dtype, device="cuda")
-    gbuf[1:] = gxc.flatten()
-    cases = [
-        (x, gx, -1), (x, gx, 1), (x, gx, 0), (x[:, :, :, :256], gx[:, :, :, :256], -1),
-        (x[:, 3:, :, 4:], gx[:, 3:, :, 4:], -1), (x[..., :1], gx[..., :1], -1), (x[:, :1], gx[:, :1], 1),
-        (x.permute(0, 2, 3, 1), gx.permute(0, 2, 3, 1), 3), (x[:, ::2], gx[:, ::2], 1),
-        (xc, gxc, -1), (xc[1:], gxc[1:], -1), (xc.reshape(-1, 64), gxc.view(-1, 64), -1),
-        (xc, gbuf[1:].view(gxc.shape), -1),  # not 16-byte aligned
-    ]
+    on_gpu = pack_kernel_views(x.cuda(), 256)
+    cases = [(view, gview, dim) for (view, dim), (gview, _) in zip(pack_kernel_views(x, 256), on_gpu)]
     ran = 0
     for view, gview, dim in cases:
         want = fs.pack_signs(view, dim, 0.25, backend="reference")
