@@ -56,6 +56,9 @@ MAX_INT32_BITS = 2**31 - 1
 def _require_tensor(op: str, name: str, value: object) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.layout != torch.strided or value.is_nested:
+        layout = "nested" if value.is_nested else value.layout
+        raise TypeError(f"{op}: {name} must be a dense (torch.strided) tensor, got layout {layout}")
     return value
 
 
@@ -67,7 +70,22 @@ def _require_words(op: str, name: str, value: object, ndim: int | None = None) -
         raise ValueError(f"{op}: {name} must be {ndim}-D [rows, words], got shape {tuple(t.shape)}")
     if t.dim() < 1:
         raise ValueError(f"{op}: {name} must have a words dimension, got a 0-d tensor")
-    return t
+    return t.resolve_neg()  # a lazily negated view as its values: the kernels read raw memory
+
+
+def _memory_overlaps(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether the memory spans of ``x`` and ``y`` (first to last element) intersect:
+    conservative for interleaved views, exact for the contiguous ``out`` of an op."""
+    if x.device != y.device or x.numel() == 0 or y.numel() == 0:
+        return False
+
+    def span(t: torch.Tensor) -> tuple[int, int]:
+        start = t.data_ptr()
+        last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
+        return start, start + (last + 1) * t.element_size()
+
+    (x0, x1), (y0, y1) = span(x), span(y)
+    return x0 < y1 and y0 < x1
 
 
 def _require_same_device(op: str, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -112,10 +130,13 @@ def _float64_floor(op: str, threshold: object) -> float:
         raise TypeError(f"{op}: threshold must be a real number, got {type(threshold).__name__} {threshold!r}")
     if isinstance(threshold, float):
         return threshold
-    value = float(threshold) if not isinstance(threshold, numbers.Rational) else None
-    if value is not None:  # other real types (numpy floats): their float() is exact
-        return value
-    exact = Fraction(threshold)
+    if isinstance(threshold, numbers.Rational):
+        exact = Fraction(threshold)
+    else:  # other real types: numpy floats, whose float() rounds for np.longdouble
+        try:
+            exact = Fraction(*threshold.as_integer_ratio())
+        except (AttributeError, TypeError, ValueError, OverflowError):  # no ratio, NaN, inf
+            return float(threshold)
     try:
         value = float(exact)
     except OverflowError:
@@ -312,6 +333,7 @@ def pack_signs(x: torch.Tensor, dim: int = -1, threshold: float = 0.0, *, backen
         raise TypeError(f"{op}: x must be a floating tensor of dtype {[str(d) for d in FLOAT_DTYPES]}, got {x.dtype}")
     if x.dim() == 0:
         raise ValueError(f"{op}: x must have at least one dimension, got a 0-d tensor")
+    x = x.resolve_neg()  # a lazily negated view (z.conj().imag) as its values: the kernels read raw memory
     dim = _require_int(op, "dim", dim, -x.dim(), x.dim() - 1)
     threshold = _float64_floor(op, threshold)
     name = _backend_for(op, backend, x)
@@ -401,6 +423,9 @@ def hamming_cdist(
         )
     if _use_custom_op(a, b, out):
         _hamming_cdist_out_op(a, b, out, name)
+    elif _memory_overlaps(out, a) or _memory_overlaps(out, b):
+        # The kernels read a and b while they write out: compute apart, then copy.
+        out.copy_(_impl(name).hamming_cdist(a, b))
     else:
         _impl(name).hamming_cdist(a, b, out)
     return out

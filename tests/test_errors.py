@@ -360,3 +360,25 @@ def test_cpu_set_isa_unknown(isa):
         with cpu.forced_isa(isa):
             pass
     assert cpu.isa() == before
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: fs.pack_signs(torch.randn(2, 70).to_sparse()), "x"),
+        (lambda: fs.popcount(torch.ones(2, 1, dtype=torch.int64).to_sparse()), "words"),
+        (lambda: fs.hamming_cdist(torch.ones(2, 1, dtype=torch.int64).to_sparse()), "a"),
+        (lambda: fs.hamming(torch.ones(2, 1, dtype=torch.int64), torch.ones(2, 1, dtype=torch.int64).to_sparse()), "b"),
+        (lambda: fs.count_regions(torch.ones(2, 1, dtype=torch.int64).to_sparse()), "codes"),
+        (
+            lambda: fs.hamming_cdist(
+                torch.ones(2, 1, dtype=torch.int64), out=torch.zeros(2, 2, dtype=torch.int32).to_sparse()
+            ),
+            "out",
+        ),
+    ],
+    ids=["pack_signs", "popcount", "cdist", "hamming", "count_regions", "cdist-out"],
+)
+def test_sparse_inputs_are_rejected(call, name):
+    with pytest.raises(TypeError, match=rf"\b{name} must be a dense"):
+        call()

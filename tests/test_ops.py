@@ -676,3 +676,62 @@ def test_default_backend_matches_reference():
         pairs = zip(got, want) if isinstance(got, tuple) else [(got, want)]
         for g, w in pairs:
             assert g.dtype == w.dtype and torch.equal(g, w), op.__name__
+
+
+# Inputs whose memory is not their values: lazily negated views, an out= sharing memory
+# with the inputs; thresholds of more than float64 precision.
+
+
+def test_pack_signs_reads_negated_views(impl):
+    """``z.conj().imag`` is a float tensor with the negative bit set: its values are
+    the negation of its memory, which kernels reading raw pointers must not miss."""
+    z = torch.randn(3, 70, dtype=torch.complex64, generator=make_gen("neg_view"))
+    x = z.conj().imag
+    assert x.is_neg()
+    for dim in (-1, 0):
+        got = fs.pack_signs(x, dim, backend=impl.backend)
+        want = oracle.pack_signs(oracle.floats_np(x.resolve_neg()), dim, 0.0)
+        assert torch.equal(got, torch.from_numpy(want)), f"dim={dim}"
+
+
+def test_word_ops_read_negated_views(impl):
+    words = random_words(4, 130, make_gen("neg_words"))
+    view = torch._neg_view(-words)  # the values of `words`, stored negated
+    assert view.is_neg()
+    assert torch.equal(fs.popcount(view, backend=impl.backend), torch.from_numpy(oracle.popcount(words.numpy())))
+    assert torch.equal(fs.unpack_bits(view, 130, backend=impl.backend), torch.from_numpy(oracle.unpack_bits(words.numpy(), 130)))
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).nmant <= 52, reason="np.longdouble is float64 here")
+def test_pack_signs_longdouble_threshold_is_exact(impl):
+    """A np.longdouble threshold just below 1.0 is not 1.0: float() would round it."""
+    below = np.longdouble(1) - np.longdouble(2.0) ** -62
+    above = np.longdouble(1) + np.longdouble(2.0) ** -62
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        x = torch.tensor([1.0, 0.5, 2.0], dtype=dtype)
+        assert fs.pack_signs(x, threshold=below, backend=impl.backend).tolist() == [0b101], dtype
+        assert fs.pack_signs(x, threshold=above, backend=impl.backend).tolist() == [0b100], dtype
+    huge = np.longdouble("1e4000")  # beyond float64 but finite: inf is above it
+    x = torch.tensor([float("inf"), 1e308], dtype=torch.float64)
+    assert fs.pack_signs(x, threshold=huge, backend=impl.backend).tolist() == [0b01]
+
+
+def test_hamming_cdist_out_sharing_memory_with_inputs(impl):
+    """``out`` may share memory with ``a`` (or ``b``): the result is still the
+    distances of the inputs as they were, not of half-overwritten rows."""
+    gen = make_gen("cdist_out_alias")
+    n = 70
+    buf = random_words((n * n // 2,), 64, gen).view(-1)
+    a = buf[:n].view(n, 1)
+    b = random_words(n, 64, gen)
+    expected = oracle.hamming_cdist(a.numpy().copy(), b.numpy().copy())
+    out = buf.view(torch.int32).view(n, n)  # its first rows are the memory of a
+    got = fs.hamming_cdist(a, b, out=out, backend=impl.backend)
+    assert got is out
+    assert torch.equal(out, torch.from_numpy(expected))
+    # b aliased instead, a self-distance call on a slice of the buffer too
+    buf = random_words((n * n // 2,), 64, gen).view(-1)
+    b = buf[-n:].view(n, 1)
+    expected = oracle.hamming_cdist(a.numpy().copy(), b.numpy().copy())
+    out = buf.view(torch.int32).view(n, n)
+    assert torch.equal(fs.hamming_cdist(a, b, out=out, backend=impl.backend), torch.from_numpy(expected))
