@@ -358,12 +358,19 @@ def _bn_layers(model: nn.Module, layers: Sequence[str | nn.Module] | None) -> li
         if not found:
             raise ValueError(f"bn_mask: {type(model).__name__} has no affine BatchNorm layer")
         return found
+    if isinstance(layers, (str, nn.Module)):
+        layers = [layers]
+    if not isinstance(layers, Sequence):
+        raise TypeError(f"bn_mask: layers must be None, a module name, a module or a sequence of them, got {type(layers).__name__}")
     named = dict(model.named_modules())
+    own = {id(m) for m in named.values()}
     chosen = []
     for item in layers:
         module = named.get(item) if isinstance(item, str) else item
         if not isinstance(module, nn.modules.batchnorm._BatchNorm) or not module.affine:
             raise ValueError(f"bn_mask: layers must name affine BatchNorm modules of the model, got {item!r}")
+        if id(module) not in own:
+            raise ValueError(f"bn_mask: layers holds a {type(module).__name__} that is not part of the model")
         chosen.append(module)
     if not chosen:
         raise ValueError("bn_mask: layers is empty")
@@ -413,6 +420,8 @@ class MaskEarlyBird(_EarlyBird):
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 1:
             got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise TypeError(f"MaskEarlyBird.step_mask: mask must be a 1-D bool tensor, got {got}")
+        if mask.numel() == 0:
+            raise ValueError("MaskEarlyBird.step_mask: mask is empty (no BatchNorm channels)")
         if self._fifo and self._fifo[-1][1].shape != mask.shape:
             raise ValueError(f"MaskEarlyBird.step_mask: mask has {mask.numel()} entries, earlier masks {self._fifo[-1][1].numel()}")
         epoch = self._check_epoch(epoch)

@@ -180,6 +180,10 @@ def evaluate(model: nn.Module, data: object, *, batch_size: int = 1024, device: 
     (the train/eval mode of every submodule is restored, also when forward raises)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"evaluate: model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"evaluate: batch_size must be an int, got {type(batch_size).__name__} {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"evaluate: batch_size must be >= 1, got {batch_size}")
     x, y = _as_tensors(data, "data", "evaluate")
     device = _model_device(model) if device is None else torch.device(device)
     modes = [(module, module.training) for module in model.modules()]  # each submodule's own mode
@@ -271,7 +275,7 @@ def fit(
             return stops training (see :class:`Callback`).
         checkpoint: path of a checkpoint written atomically every ``checkpoint_every``
             epochs and after the last one: model, optimizer, scheduler, shuffling
-            generator, history, callback states.
+            generator, torch's global generator (dropout), history, callback states.
         resume: continue from ``checkpoint`` when that file exists (else start fresh).
         seed: seeds the shuffling generator (the batch order); seed the model's
             initialisation yourself (:func:`seed_everything`) before building it.
@@ -329,8 +333,11 @@ def fit(
 
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint)
-        # A checkpoint of another model (or a damaged one) must not leave this one half loaded.
+        # A checkpoint of another model (or a damaged one) must not leave this one, or the callbacks, half loaded.
         backup = copy.deepcopy(model.state_dict())
+        callback_backups = [
+            copy.deepcopy(c.state_dict()) if hasattr(c, "state_dict") and hasattr(c, "load_state_dict") else None for c in callbacks
+        ]
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -342,9 +349,17 @@ def fit(
             for callback, saved in zip(callbacks, saved_states):
                 if saved is not None and hasattr(callback, "load_state_dict"):
                     callback.load_state_dict(saved)
+            # The global generators (dropout, ...), last: a failed resume leaves them as they were.
+            if state.get("rng") is not None:
+                torch.set_rng_state(state["rng"])
+            if state.get("cuda_rng") is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
             start_epoch = int(state["epoch"]) + 1
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             model.load_state_dict(backup)
+            for callback, saved in zip(callbacks, callback_backups):
+                if saved is not None:
+                    callback.load_state_dict(saved)
             raise ValueError(f"fit: cannot resume from {os.fspath(checkpoint)!r}: {type(exc).__name__}: {exc}") from exc
         if history.stopped_early:
             return history
@@ -362,6 +377,8 @@ def fit(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "generator": generator.get_state(),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "history": history.records,
                 "stopped_early": history.stopped_early,
                 "flops_by_shape": [[list(shape), flops] for shape, flops in flops_by_shape.items()],

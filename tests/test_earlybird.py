@@ -176,3 +176,28 @@ def test_argument_checks() -> None:
         mask.step_mask(torch.ones(5, dtype=torch.bool), 2)
     with pytest.raises(ValueError, match="no affine BatchNorm"):
         bn_mask(nn.Linear(2, 2), 0.5)
+
+
+def test_bn_mask_rejects_modules_of_another_model() -> None:
+    # Modules of another model (e.g. the detector built on a model later re-created
+    # from a checkpoint) were read silently: the mask of the old model, distance 0.
+    torch.manual_seed(0)
+    model, other = models.mlp([2, 8, 8, 2]), models.mlp([2, 8, 8, 2])
+    detector = MaskEarlyBird(0.5, window=2, layers=[model.layers.bn0, model.layers.bn1])
+    detector.step(model, 1)
+    with pytest.raises(ValueError, match="not part of the model"):
+        detector.step(other, 2)
+    assert detector.epochs == [1]
+    # A single name or module is one layer, as in codes().
+    assert bn_mask(model, 0.5, layers="layers.bn0").tolist() == bn_mask(model, 0.5, layers=[model.layers.bn0]).tolist()
+    assert bn_mask(model, 0.5, layers=model.layers.bn1).shape == (8,)
+    with pytest.raises(TypeError, match="bn_mask: layers must be None"):
+        bn_mask(model, 0.5, layers=5)  # type: ignore[arg-type]
+
+
+def test_mask_earlybird_rejects_an_empty_mask() -> None:
+    detector = MaskEarlyBird(0.5, window=2)
+    empty = torch.zeros(0, dtype=torch.bool)
+    with pytest.raises(ValueError, match="mask is empty"):
+        detector.step_mask(empty, 1)
+    assert detector.epochs == []

@@ -150,3 +150,50 @@ def test_fit_argument_checks(tmp_path) -> None:
     torch.save({"x": 1}, path)
     with pytest.raises(ValueError, match="not a fastspline training checkpoint"):
         train.load_checkpoint(path)
+
+
+def test_failed_resume_leaves_the_callbacks_as_they_were(tmp_path) -> None:
+    split = data.toy_x(200)
+    probe = data.probe_subset(split.train, 32)
+    path = tmp_path / "c.pt"
+    train.fit(
+        models.mlp([2, 8, 2]), split.train, None, 3, batch_size=32, progress=False, checkpoint=path,
+        callbacks=[SplineEarlyBird(probe, window=1), MaskEarlyBird(0.5, window=2)],
+    )
+    # The second callback cannot take the mask detector's state: the resume fails, and
+    # the first one, already loaded, must be rolled back (not left at epoch 3).
+    first, second = SplineEarlyBird(probe, window=1), SplineEarlyBird(probe, window=1)
+    with pytest.raises(ValueError, match="cannot resume"):
+        train.fit(models.mlp([2, 8, 2]), split.train, None, 5, progress=False, checkpoint=path, resume=True, callbacks=[first, second])
+    assert first.epochs == [] and first.distances == {} and second.epochs == []
+
+
+def test_evaluate_checks_batch_size() -> None:
+    x, y = torch.randn(6, 2), torch.randint(0, 2, (6,))
+    with pytest.raises(ValueError, match="evaluate: batch_size must be >= 1, got 0"):
+        train.evaluate(models.mlp([2, 4, 2]), (x, y), batch_size=0)
+    with pytest.raises(TypeError, match="evaluate: batch_size must be an int"):
+        train.evaluate(models.mlp([2, 4, 2]), (x, y), batch_size=2.5)  # type: ignore[arg-type]
+
+
+def test_resume_is_exact_for_a_model_with_dropout(tmp_path) -> None:
+    # Dropout draws from torch's global generator: a resumed run must continue its
+    # state, not the one left by the new process's seed_everything + model build.
+    split = data.toy_x(200)
+
+    def run(path, crash_at: int | None = None, resume: bool = False) -> train.History:
+        train.seed_everything(0)
+        model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2))
+
+        def crash(model: nn.Module, epoch: int, record: dict) -> None:
+            if epoch == crash_at:
+                raise _Crash
+
+        return train.fit(model, split.train, split.test, 4, batch_size=32, progress=False, checkpoint=path, resume=resume, callbacks=[crash])
+
+    straight = run(tmp_path / "a.pt")
+    with pytest.raises(_Crash):
+        run(tmp_path / "b.pt", crash_at=3)
+    resumed = run(tmp_path / "b.pt", resume=True)
+    assert resumed.column("train_loss") == straight.column("train_loss")
+    assert resumed.column("test_acc") == straight.column("test_acc")
