@@ -54,6 +54,7 @@ from __future__ import annotations
 import copy
 import heapq
 import math
+import numbers
 import operator
 import warnings
 from collections import Counter, defaultdict
@@ -249,7 +250,7 @@ class PrunePlan:
 
 
 def _check_ratio(ratio: object, where: str) -> float:
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
+    if isinstance(ratio, (bool, np.bool_)) or not isinstance(ratio, numbers.Real) or not 0.0 <= ratio < 1.0:
         raise ValueError(f"{where}: ratio must be a number in [0, 1), got {ratio!r}")
     return float(ratio)
 
@@ -373,7 +374,7 @@ class _Tracer(TorchFunctionMode):
         self.keep.append((args, kwargs, out))
         for t in data:
             self.uses[id(t)] += 1
-        if name in _LINEAR and len(data) >= 1:
+        if name in _LINEAR and len(data) >= 1 and (name != "linear" or out.dim() == 2):  # units in dim 1
             weight = args[1] if len(args) > 1 else kwargs.get("weight")
             owner = self.weight_owner.get(id(weight))
             if owner is not None:
@@ -401,6 +402,9 @@ class _Tracer(TorchFunctionMode):
             owner = self.weight_owner.get(id(weight))
             if owner is None or not (args and args[0] is t):
                 self.other_uses[layer].append(name)
+                return
+            if name == "linear" and t.dim() != 2:  # acts on the last dim, not on the units (dim 1)
+                self.other_uses[layer].append(f"linear on a {t.dim()}-d input")
                 return
             self.consumers[layer].append((owner, flat))
             self.outputs[id(out)] = (layer, out)
@@ -446,16 +450,20 @@ def _structure(model: nn.Module, example: torch.Tensor, where: str) -> list[_Lay
     if callable(getattr(model, "width_layers", None)):
         specs = list(model.width_layers())
     inferred: dict[str, WidthLayer] = {}
+    reads: dict[str, list[int]] = {}
     with _Frozen(model) as frozen:
         if specs is None:
             for name, module in named.items():
                 if isinstance(module, tuple(ACTIVATIONS)):
                     frozen.handles.append(
-                        module.register_forward_pre_hook(lambda m, args, name=name: _infer(tracer, name, args, inferred))
+                        module.register_forward_pre_hook(
+                            lambda m, args, name=name: _infer(tracer, name, m, args, inferred, reads)
+                        )
                     )
             with tracer:
                 model(example)
-            specs = list(inferred.values())
+            # read by nothing else later in the forward pass either
+            specs = [spec for name, spec in inferred.items() if all(tracer.uses[key] == 1 for key in reads[name])]
             if not specs:
                 raise ValueError(
                     f"{where}: found no prunable layer in {type(model).__name__}: a prunable layer is an activation "
@@ -481,6 +489,11 @@ def _structure(model: nn.Module, example: torch.Tensor, where: str) -> list[_Lay
             )
         consumer, flat = found[0]
         module = named[consumer]
+        if getattr(module, "groups", 1) != 1:
+            raise ValueError(
+                f"{where}: the output of layer {spec.activation!r} is read by grouped conv {consumer!r} "
+                f"(groups={module.groups}); pruning needs a consumer whose every filter reads every unit"
+            )
         uses = tracer.output_uses.get(i, [])
         if getattr(module, "bias", None) is not None:
             shift: str | None = consumer
@@ -495,20 +508,26 @@ def _structure(model: nn.Module, example: torch.Tensor, where: str) -> list[_Lay
     return layers
 
 
-def _infer(tracer: _Tracer, name: str, args: tuple, found: dict[str, WidthLayer]) -> None:
-    """Activation pre-hook: is its input ``conv/linear -> [BatchNorm]`` read by nothing else?"""
+def _infer(
+    tracer: _Tracer, name: str, module: nn.Module, args: tuple, found: dict[str, WidthLayer], reads: dict[str, list[int]]
+) -> None:
+    """Activation pre-hook: is its input ``conv/linear -> [BatchNorm]`` read by nothing else so far?
+    ``reads[name]``: the tensors that must have exactly one use at the end of the forward pass."""
     if not args or not isinstance(args[0], torch.Tensor):
         return
     x = args[0]
     made = tracer.made_by.get(id(x))
     if made is None or made[2] is not x or tracer.uses[id(x)] != 0:
         return
+    own = [] if getattr(module, "inplace", False) else [id(x)]  # in place: later reads see the output
     if made[0] == "linear":
         found[name] = WidthLayer(name, None, made[1])
+        reads[name] = own
         return
     source = tracer.made_by.get(made[3])
     if source is not None and source[0] == "linear" and tracer.uses[id(source[2])] == 1:
         found[name] = WidthLayer(name, made[1], source[1])
+        reads[name] = [id(source[2]), *own]
 
 
 def _width_of(named: dict[str, nn.Module], spec: WidthLayer) -> int:
@@ -1163,6 +1182,9 @@ def plan(
         raise ValueError(f"plan: pair_rule {pair_rule!r} applies to the spline policies only, not {policy!r}")
     neighbours = _check_int(neighbours, "neighbours", 1, where)
     batch_size = _check_int(batch_size, "batch_size", 1, where)
+    probe = _whole_inputs(probe)
+    if isinstance(probe, Iterator):  # read several times (structure, codes, fits): keep a one-shot iterator's batches
+        probe = list(probe)
     example = _probe_example(probe).to(_device_of(model))
     layers = _structure(model, example, where)
     named = dict(model.named_modules())
@@ -1374,7 +1396,7 @@ def apply(plan: PrunePlan, model: nn.Module, data: Any = None) -> nn.Module:
     folded in. When ``plan.recalibrate`` and ``data`` is given (a tensor of inputs,
     an ``(x, y)`` pair, a TensorDataset or a DataLoader), BatchNorm statistics are
     re-estimated on it (:func:`recalibrate_bn`). The input model is not modified;
-    the result is on the model's device, in its train/eval mode."""
+    the result is on the model's device, each module in its train/eval mode."""
     p = _check_plan(plan, "apply")
     _check_model(model, "apply")
     if not callable(getattr(model, "rebuild", None)):
@@ -1418,7 +1440,9 @@ def apply(plan: PrunePlan, model: nn.Module, data: Any = None) -> nn.Module:
     grads = {name: param.requires_grad for name, param in model.named_parameters()}
     for name, param in slim.named_parameters():
         param.requires_grad_(grads.get(name, True))
-    slim.train(model.training)
+    modes = {name: module.training for name, module in model.named_modules()}
+    for name, module in slim.named_modules():
+        module.training = modes.get(name, model.training)
     if p.recalibrate:
         if data is None:
             warnings.warn(
@@ -1433,12 +1457,18 @@ def apply(plan: PrunePlan, model: nn.Module, data: Any = None) -> nn.Module:
 # ---------------------------------------------------------------- BatchNorm re-estimation
 
 
-def _input_batches(data: Any, batch_size: int, where: str) -> Iterator[torch.Tensor]:
+def _whole_inputs(data: Any) -> Any:
+    """The inputs of a TensorDataset or of an ``(x, y)`` pair of whole tensors; anything else as it is."""
     if isinstance(data, torch.utils.data.TensorDataset):
-        data = data.tensors[0]
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return data.tensors[0]
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         if data[0].dim() >= 1 and data[1].dim() >= 1 and data[0].shape[0] == data[1].shape[0] and data[1].dim() == 1:
-            data = data[0]  # an (x, y) pair of whole tensors
+            return data[0]  # an (x, y) pair of whole tensors
+    return data
+
+
+def _input_batches(data: Any, batch_size: int, where: str) -> Iterator[torch.Tensor]:
+    data = _whole_inputs(data)
     try:
         batches, _ = _batches(data, batch_size, None)
     except TypeError as exc:

@@ -491,3 +491,97 @@ def test_merge_error_order_matches_the_full_matrix_greedy(complement: bool, seed
     for neighbours in (2, 16, 64):
         got = pruning._merge_error_order(codes, length, spread, floor=3, complement=complement, neighbours=neighbours)
         assert [(v, p, d) for v, p, d, _, _ in got] == expected
+
+
+# ---------------------------------------------------------------- graphs the channel model does not fit
+
+
+def test_grouped_conv_consumer_is_rejected_by_plan() -> None:
+    # A grouped conv reads in_channels / groups inputs per filter: weight[:, c] is not unit c.
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=4),
+        nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
+    )  # fmt: skip
+    x = torch.randn(32, 3, 6, 6)
+    pruning.recalibrate_bn(model, x)
+    with pytest.raises(ValueError, match="grouped conv '3'"):
+        pruning.plan(model.eval(), x, 0.5)
+
+
+def test_linear_over_a_non_channel_dim_is_not_a_consumer_or_producer() -> None:
+    # Linear layers on [N, C, L] act on L, not on the units (channels, dim 1).
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.relu, self.fc = nn.Conv1d(2, 6, 3, padding=1), nn.ReLU(), nn.Linear(10, 6)
+            self.relu2, self.out = nn.ReLU(), nn.Linear(36, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.relu2(self.fc(self.relu(self.conv(x)))).flatten(1))
+
+    class Producer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.relu, self.out = nn.Linear(4, 6), nn.ReLU(), nn.Linear(36, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.relu(self.fc(x)).flatten(1))  # units would be fc's outputs, in dim 2
+
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="output of layer 'relu' is read by .*linear on a 3-d input"):
+        pruning.plan(Model().eval(), torch.randn(32, 2, 10), 0.5)
+    with pytest.raises(ValueError, match="found no prunable layer in Producer"):
+        pruning.plan(Producer().eval(), torch.randn(32, 6, 4), 0.5)
+
+
+def test_pre_activation_read_after_the_activation_is_not_a_layer() -> None:
+    # fc1's output also feeds skip after the ReLU ran: zeroing fc1 rows would change skip(h).
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.relu, self.fc2, self.skip = nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3), nn.Linear(6, 3)
+            self.fc3, self.relu3, self.fc4 = nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.fc1(x)
+            return self.fc4(self.relu3(self.fc3(self.fc2(self.relu(h)) + self.skip(h))))
+
+    torch.manual_seed(0)
+    model = Model().eval()
+    p = pruning.plan(model, torch.randn(64, 4), 0.4, recalibrate=False)
+    assert [l.name for l in p.layers] == ["relu3"]
+
+
+def test_plan_accepts_an_x_y_pair_probe() -> None:
+    model, x = _model("mlp")
+    y = torch.arange(x.shape[0]) % 10
+    expected = pruning.plan(model, x, 0.5, pair_rule="merge-error").to_dict()
+    assert pruning.plan(model, (x, y), 0.5, pair_rule="merge-error").to_dict() == expected
+    assert pruning.plan(model, torch.utils.data.TensorDataset(x, y), 0.5, pair_rule="merge-error").to_dict() == expected
+
+
+def test_ratio_accepts_numpy_scalars() -> None:
+    model, x = _model("mlp")
+    expected = pruning.plan(model, x, 0.5, policy="l1").widths_after()
+    assert pruning.plan(model, x, np.float32(0.5), policy="l1").widths_after() == expected
+    assert pruning.plan(model, x, np.int64(0), policy="l1").ratio == 0.0
+    for ratio in (np.float32(1.0), np.bool_(False), torch.tensor(0.5)):
+        with pytest.raises(ValueError, match="ratio must be a number in \\[0, 1\\)"):
+            pruning.plan(model, x, ratio)
+
+
+def test_apply_keeps_each_module_mode() -> None:
+    model, x = _model("mlp")
+    model.train()
+    model.layers.bn0.eval()  # a frozen BatchNorm while the rest trains
+    p = pruning.plan(model, x, 0.5, recalibrate=False)
+    slim = pruning.apply(p, model)
+    assert {n: m.training for n, m in slim.named_modules()} == {n: m.training for n, m in model.named_modules()}
+
+
+def test_plan_reads_a_one_shot_iterator_probe_whole() -> None:
+    model, x = _model("mlp")
+    expected = pruning.plan(model, list(x.split(16)), 0.5, pair_rule="merge-error").to_dict()
+    assert pruning.plan(model, iter(x.split(16)), 0.5, pair_rule="merge-error").to_dict() == expected
+    assert pruning.plan(model, (b for b in x.split(16)), 0.5, pair_rule="merge-error").to_dict() == expected
