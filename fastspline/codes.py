@@ -21,7 +21,8 @@ Layers are found three ways:
   whatever their control flow; such a layer is named
   ``"<module path>:relu[k]"`` (the k-th functional call inside that module's
   own forward; ``":relu[k]"`` for the top-level module). Only calls on
-  batched tensors (first dim = the batch) count. The interception is
+  batched tensors (first dim = the batch; never the model's parameters or
+  buffers) count. The interception is
   installed for the first batch only and kept when it found a call, so
   models without functional calls pay nothing for it afterwards;
 - ``layers=``: module names or modules whose *outputs* are the
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -439,6 +441,8 @@ class _ModuleStack:
 
     def install(self, model: nn.Module) -> None:
         for name, module in model.named_modules():
+            if isinstance(module, torch.jit.ScriptModule):
+                continue  # takes no hooks, and a mode never sees the calls of its TorchScript forward
             self.handles.append(module.register_forward_pre_hook(lambda m, args, name=name: self._enter(name)))
             self.handles.append(
                 module.register_forward_hook(lambda m, args, out, name=name: self._leave(name), always_call=True)
@@ -461,12 +465,15 @@ class _ModuleStack:
 class _FunctionalCalls(TorchFunctionMode):
     """Records every functional piecewise-linear call made by a module's forward."""
 
-    def __init__(self, recorder: _Recorder, stack: _ModuleStack, hooked: set[str], where: str) -> None:
+    def __init__(
+        self, recorder: _Recorder, stack: _ModuleStack, hooked: set[str], where: str, constants: set[int]
+    ) -> None:
         super().__init__()
         self.recorder = recorder
         self.stack = stack
         self.hooked = hooked
         self.where = where
+        self.constants = constants  # ids of the model's parameters and buffers: never a batch
         self.recorded = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -476,7 +483,7 @@ class _FunctionalCalls(TorchFunctionMode):
         frame = self.stack.frames[-1]
         x = args[0] if args else kwargs.get("input")
         # Calls inside a hooked activation module's own forward are that module's layer.
-        if frame[0] in self.hooked or not self.recorder.is_batched(x):
+        if frame[0] in self.hooked or id(x) in self.constants or not self.recorder.is_batched(x):
             return func(*args, **kwargs)
         owner, k = frame
         frame[1] = k + 1
@@ -545,7 +552,7 @@ def codes(
     Args:
         model: any ``nn.Module``; run in eval mode under ``no_grad``; the train/eval
             mode of each submodule is restored and every hook removed afterwards,
-            also when forward raises.
+            also when forward raises. A ``torch.compile``d model runs uncompiled.
         data: a DataLoader or iterable of batches (tensors, ``(x, y)`` tuples/lists or
             dicts with ``"x"``/``"input"``), or one tensor (split into ``batch_size``).
         layers: ``None`` finds activation modules and functional calls (see the
@@ -596,9 +603,17 @@ def codes(
 
     recorder = _Recorder(backend, keep_on)
     stack = _ModuleStack()
-    mode = _FunctionalCalls(recorder, stack, set(hooked), where) if find_functional else None
+    mode = None
+    if find_functional:
+        # A weight whose first dim happens to equal a batch's rows is not a layer.
+        constants = {id(t) for t in (*model.parameters(), *model.buffers())}
+        mode = _FunctionalCalls(recorder, stack, set(hooked), where, constants)
     handles: list[Any] = []
     modes = [(module, module.training) for module in model.modules()]
+    # A torch.compile'd model runs its original module (same modules, same names): compiled
+    # code replays the module stack's hooks after the graph, so functional calls lose their module.
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing was compiled
+    forward = model._orig_mod if dynamo is not None and isinstance(model, dynamo.OptimizedModule) else model
     n_seen = 0
     bar = None
     try:
@@ -632,10 +647,10 @@ def codes(
                 x = x.to(device, non_blocking=True)
                 if mode is not None:
                     with mode:
-                        model(x)
+                        forward(x)
                     stack.frames.clear()
                 else:
-                    model(x)
+                    forward(x)
                 recorder.end_batch()
                 if n_seen == 0:
                     if not recorder.words:

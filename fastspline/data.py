@@ -92,10 +92,18 @@ def _check_fraction(test_fraction: object, where: str) -> float:
     return float(test_fraction)
 
 
-def _permuted_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _n_test(n: int, test_fraction: float, where: str) -> int:
+    """``ceil(test_fraction * n)``, refused when it leaves no training sample."""
+    n_test = math.ceil(test_fraction * n)
+    if n_test >= n:
+        raise ValueError(f"{where}: test_fraction={test_fraction!r} puts all {n} samples in test, none in train")
+    return n_test
+
+
+def _permuted_split(n: int, test_fraction: float, seed: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, test indices): a seeded permutation, test first."""
     order = np.random.default_rng(seed).permutation(n)
-    n_test = math.ceil(test_fraction * n)
+    n_test = _n_test(n, test_fraction, where)
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
@@ -145,7 +153,7 @@ def digits(seed: int = 0, test_fraction: float = 0.2) -> Split:
         raise ImportError("digits() needs scikit-learn: pip install scikit-learn (or fastspline[data])") from exc
     bunch = load_digits()
     images = bunch.images.reshape(-1, 1, 8, 8) / 16.0  # pixel values are 0..16
-    train_index, test_index = _permuted_split(len(bunch.target), test_fraction, seed)
+    train_index, test_index = _permuted_split(len(bunch.target), test_fraction, seed, "digits")
     return _standardised_split(images, bunch.target, train_index, test_index, "digits", 10)
 
 
@@ -163,7 +171,7 @@ def mnist5k(seed: int = 0, test_fraction: float = 0.2) -> Split:
         ) from exc
     features, labels = mnist_data()  # [5000, 784] floats 0..255, sorted by class
     images = features.reshape(-1, 1, 28, 28) / 255.0
-    train_index, test_index = _permuted_split(len(labels), test_fraction, seed)
+    train_index, test_index = _permuted_split(len(labels), test_fraction, seed, "mnist5k")
     return _standardised_split(images, labels, train_index, test_index, "mnist5k", 10)
 
 
@@ -193,8 +201,10 @@ def mnist1d() -> Split:
     x, y, x_test, y_test = _mnist1d_arrays()
 
     def tensors(a: np.ndarray, b: np.ndarray) -> TensorDataset:
+        # np.array copies: tensors sharing the cached arrays would let one caller's
+        # in-place edit change every later mnist1d().
         return TensorDataset(
-            torch.from_numpy(np.asarray(a, dtype=np.float32)).unsqueeze(1), torch.from_numpy(np.asarray(b, dtype=np.int64))
+            torch.from_numpy(np.array(a, dtype=np.float32)).unsqueeze(1), torch.from_numpy(np.array(b, dtype=np.int64))
         )
 
     return Split(tensors(x, y), tensors(x_test, y_test), (1, x.shape[1]), 10, name="mnist1d")
@@ -211,7 +221,7 @@ def toy_x(n: int = 2000, seed: int = 0, test_fraction: float = 0.2) -> Split:
     labels = (np.abs(points[:, 1]) > np.abs(points[:, 0])).astype(np.int64)
     x = torch.from_numpy(points.astype(np.float32))
     y = torch.from_numpy(labels)
-    n_test = math.ceil(test_fraction * n)  # the points are already in random order
+    n_test = _n_test(n, test_fraction, "toy_x")  # the points are already in random order
     return Split(TensorDataset(x[n_test:], y[n_test:]), TensorDataset(x[:n_test], y[:n_test]), (2,), 2, name="toy_x")
 
 
@@ -241,16 +251,27 @@ def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndar
     try:
         with open(path, "rb") as f:
             batch = _CifarUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+    except OSError:
+        raise
+    except Exception as exc:  # a corrupt pickle raises almost anything (TypeError, LookupError, MemoryError, ...)
         raise ValueError(f"cifar: {path} is not a readable CIFAR batch ({type(exc).__name__}: {exc})") from exc
     if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
         raise ValueError(f"cifar: {path} lacks b'data' or {label_key!r} (has {keys})")
-    data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[label_key], dtype=np.int64)
+    try:
+        # No cast yet: a cast to uint8 / int64 would silently wrap or truncate floats and big values.
+        data, labels = np.asarray(batch[b"data"]), np.asarray(batch[label_key])
+    except ValueError as exc:  # ragged lists
+        raise ValueError(f"cifar: {path} has malformed data or labels ({exc})") from exc
+    if labels.ndim != 1:
+        raise ValueError(f"cifar: {path} has labels of shape {labels.shape}, expected a list of N labels")
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise ValueError(f"cifar: {path} has data {data.shape} and {len(labels)} labels, expected [N, 3072] and N")
-    return data.reshape(-1, 3, 32, 32), labels
+    if data.dtype != np.uint8 and (data.dtype.kind not in "iu" or (data.size and (data.min() < 0 or data.max() > 255))):
+        raise ValueError(f"cifar: {path} has {data.dtype} pixels, expected integers in 0..255")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"cifar: {path} has {labels.dtype} labels, expected integers")
+    return data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32), labels.astype(np.int64, copy=False)
 
 
 def cifar(root: str | os.PathLike, num_classes: int = 10) -> Split:
@@ -263,7 +284,7 @@ def cifar(root: str | os.PathLike, num_classes: int = 10) -> Split:
 
     Raises FileNotFoundError naming the files looked for, ValueError on malformed files.
     """
-    if num_classes not in (10, 100):
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes not in (10, 100):
         raise ValueError(f"cifar: num_classes must be 10 or 100, got {num_classes!r}")
     if not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"cifar: root must be a path, got {type(root).__name__}")

@@ -762,3 +762,60 @@ def test_save_rejects_meta_that_load_could_not_read(cnn_codes, tmp_path):
     with pytest.raises(TypeError, match=r"meta\['model_object'\] is a ReLU"):
         odd.save(tmp_path / "odd.pt")
     assert os.listdir(tmp_path) == []
+
+
+def test_functional_calls_on_parameters_are_ignored_when_the_batch_has_as_many_rows():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(5, 3))  # first dim 5 = the rows of each batch below
+            self.alpha = nn.Parameter(torch.ones(1))  # first dim 1 = the rows of a last batch of one
+            self.register_buffer("shift", torch.zeros(1, 5))
+
+        def forward(self, x):
+            return F.relu(x @ torch.relu(self.w).t()) * F.relu(self.alpha) + self.shift.relu()
+
+    model, x = Net(), torch.randn(11, 3)
+    with torch.no_grad():
+        z = x @ torch.relu(model.w).t()
+    expected = torch.from_numpy(np_pack(sign_bits(z)))
+    for batch_size in (5, 11):  # 5, 5, 1 rows; then 11
+        rc = fs.codes(model, x, progress=False, batch_size=batch_size)
+        assert rc.names == [":relu[0]"]
+        assert torch.equal(rc[":relu[0]"].words, expected)
+    assert_clean(model)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_model_with_a_scripted_submodule():
+    torch.manual_seed(0)
+    model = nn.Sequential(torch.jit.script(nn.Linear(3, 4)), nn.ReLU(), nn.Linear(4, 2))
+    model.train()
+    x = torch.randn(6, 3)
+    rc = fs.codes(model, x, progress=False)  # ScriptModules take no hooks: not tracked, not an error
+    with torch.no_grad():
+        assert torch.equal(rc["1"].words, torch.from_numpy(np_pack(sign_bits(model[0](x)))))
+    assert all(m.training for m in model.modules())
+    assert_clean(model)
+
+
+def test_compiled_model_gives_the_codes_of_the_original():
+    class Net(nn.Module):  # an nn.ReLU (whose forward calls F.relu) and a functional call
+        def __init__(self):
+            super().__init__()
+            self.a, self.act, self.b = nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5)
+
+        def forward(self, x):
+            return F.relu(self.b(self.act(self.a(x))))
+
+    torch.manual_seed(0)
+    model, x = Net(), torch.randn(9, 4)
+    compiled = torch.compile(model, backend="eager")  # Dynamo alone, as under inductor for hooks and modes
+    rc = fs.codes(compiled, x, progress=False, batch_size=4)  # was: ':relu[0]' changed shape between batches
+    with torch.no_grad():
+        z1 = model.a(x)
+        z2 = model.b(torch.relu(z1))
+    assert rc.names == ["_orig_mod.act", "_orig_mod:relu[0]"]
+    assert torch.equal(rc["_orig_mod.act"].words, torch.from_numpy(np_pack(sign_bits(z1))))
+    assert torch.equal(rc["_orig_mod:relu[0]"].words, torch.from_numpy(np_pack(sign_bits(z2))))
+    assert_clean(model)

@@ -179,3 +179,53 @@ def test_load_by_name_and_argument_checks() -> None:
         data.toy_x(test_fraction=1.5)
     with pytest.raises(ValueError, match="seed"):
         data.toy_x(seed=-1)
+
+
+def test_cifar_refuses_corrupt_and_mistyped_batches(tmp_path) -> None:
+    folder, _, _ = _synthetic_cifar(tmp_path, np.random.default_rng(3))
+    target = folder / "data_batch_2"
+    corrupt = {
+        "bad codec": b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x04\x00\x00\x00nope\x86R.",  # LookupError
+        "bad call": b"\x80\x02c_codecs\nencode\n)R.",  # TypeError
+    }
+    for what, content in corrupt.items():
+        target.write_bytes(content)
+        with pytest.raises(ValueError, match="is not a readable CIFAR batch"):
+            data.cifar(tmp_path, 10)
+    pixels = np.zeros((2, 3072), np.uint8)
+    mistyped = {
+        "float pixels": ({b"data": np.full((2, 3072), 0.7), b"labels": [0, 1]}, "float64 pixels"),  # was all zeros
+        "pixels > 255": ({b"data": np.full((2, 3072), 300), b"labels": [0, 1]}, "int64 pixels"),  # was 44
+        "float labels": ({b"data": pixels, b"labels": [0.5, 1.9]}, "float64 labels"),  # was truncated to [0, 1]
+        "2-d labels": ({b"data": pixels, b"labels": [[0], [1]]}, r"labels of shape \(2, 1\)"),
+        "scalar labels": ({b"data": pixels, b"labels": 3}, r"labels of shape \(\)"),
+    }
+    for what, (batch, message) in mistyped.items():
+        _write_batch(target, batch[b"data"], batch[b"labels"], b"labels")
+        with pytest.raises(ValueError, match=message):
+            data.cifar(tmp_path, 10)
+    _write_batch(target, [[255] * 3072, [0] * 3072], np.array([1, 2]), b"labels")  # lists and arrays of ints: fine
+    assert data.cifar(tmp_path, 10).train.tensors[1][4:6].tolist() == [1, 2]
+    with pytest.raises(ValueError, match="num_classes must be 10 or 100, got 10.0"):
+        data.cifar(tmp_path, 10.0)  # was accepted: Split.num_classes 10.0, name "cifar10.0"
+
+
+def test_split_leaving_no_training_sample_is_an_error() -> None:
+    with pytest.raises(ValueError, match="toy_x: test_fraction=0.6 puts all 2 samples in test"):
+        data.toy_x(n=2, test_fraction=0.6)
+    assert len(data.toy_x(n=2, test_fraction=0.5).train) == 1
+    pytest.importorskip("sklearn")
+    with pytest.raises(ValueError, match="digits: test_fraction=0.9999 puts all 1797 samples in test"):
+        data.digits(test_fraction=0.9999)  # was an empty train split and an all-NaN test split
+
+
+def test_mnist1d_splits_do_not_share_the_cached_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    arrays = (rng.normal(size=(6, 40)), np.arange(6) % 10, rng.normal(size=(2, 40)), np.array([3, 4]))
+    monkeypatch.setattr(data, "_mnist1d_arrays", lambda: arrays)
+    first = data.mnist1d()
+    first.train.tensors[1][0] = 9  # an in-place edit of one caller's split (label noise, ...)
+    first.test.tensors[0].zero_()
+    again = data.mnist1d()
+    assert again.train.tensors[1].tolist() == [0, 1, 2, 3, 4, 5]
+    assert torch.equal(again.test.tensors[0], torch.from_numpy(arrays[2]).float().unsqueeze(1))
