@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset
 
 from fastspline import earlybird, ops
 from fastspline.codes import LayerCodes, RegionCodes, _inputs_of
@@ -157,7 +157,7 @@ def shard(data: Any, *, group: Any = None, rank: int | None = None, world_size: 
     if isinstance(data, (list, tuple)):
         block = shard_range(len(data), group=group, rank=rank, world_size=world_size)
         return data[block.start : block.stop]
-    if isinstance(data, Dataset) and hasattr(data, "__len__"):
+    if isinstance(data, Dataset) and not isinstance(data, IterableDataset) and hasattr(data, "__len__"):
         block = shard_range(len(data), group=group, rank=rank, world_size=world_size)
         return Subset(data, list(block))
     raise TypeError(f"shard: data must be a tensor, a list/tuple or a map-style Dataset with len(), got {type(data).__name__}")
@@ -234,7 +234,12 @@ class ShardedRegionCodes(RegionCodes):
         """All-pairs Hamming distances between the units (channels when ``per_channel``)
         of layer ``name`` over every rank's samples: int32 ``[U, U]`` on every rank,
         equal to ``hamming_cdist(whole.unit_major(name, per_channel))``. Collective."""
-        return hamming_cdist(self.unit_major(name, per_channel, backend=backend), out=out, group=self.group, backend=backend)
+
+        def pairs() -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+            # In the collective's local step: a bad name fails every rank, not this one alone.
+            return [(self.unit_major(name, per_channel, backend=backend), None)]
+
+        return _reduced_cdists("distributed.hamming_cdist", pairs, out, self.group, backend)[0]
 
     def unit_cdists(
         self, names: Sequence[str] | None = None, per_channel: bool = True, *, backend: str | None = None
@@ -242,9 +247,12 @@ class ShardedRegionCodes(RegionCodes):
         """:meth:`unit_cdist` of several layers (default: all) with one ``all_reduce``
         for all of them: layer name -> int32 ``[U, U]``. Collective."""
         chosen = self.names if names is None else list(names)
-        pairs = [(self.unit_major(name, per_channel, backend=backend), None) for name in chosen]
-        if not pairs:
-            raise ValueError("ShardedRegionCodes.unit_cdists: no layers")
+
+        def pairs() -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+            if not chosen:
+                raise ValueError("ShardedRegionCodes.unit_cdists: no layers")
+            return [(self.unit_major(name, per_channel, backend=backend), None) for name in chosen]
+
         return dict(zip(chosen, _reduced_cdists("ShardedRegionCodes.unit_cdists", pairs, None, self.group, backend)))
 
     def distance(
@@ -442,10 +450,14 @@ def distance(
     ``"none"`` (layer -> distance), as :meth:`RegionCodes.distance`, whose single-process
     value it equals exactly. Collective."""
     op = "distributed.distance"
-    if reduce not in ("mean", "none"):
-        raise ValueError(f"{op}: reduce must be 'mean' or 'none', got {reduce!r}")
     _, world = _ranks(op, group)
-    local, error = _run_local(lambda: _partial_distance(a, b, backend))
+
+    def partial() -> tuple[list[str], list[list[int]]]:
+        if reduce not in ("mean", "none"):
+            raise ValueError(f"{op}: reduce must be 'mean' or 'none', got {reduce!r}")
+        return _partial_distance(a, b, backend)
+
+    local, error = _run_local(partial)
     names_of = _exchange(op, group, world, error, None if local is None else local[0])
     for r, names in enumerate(names_of[1:], start=1):
         if names != names_of[0]:
@@ -477,17 +489,24 @@ def hamming_cdist(
     per-rank ``ops.hamming_cdist`` matrices summed by ``all_reduce(SUM)`` (into
     ``out`` when given). Collective.
     """
-    return _reduced_cdists("distributed.hamming_cdist", [(a, b)], out, group, backend)[0]
+    return _reduced_cdists("distributed.hamming_cdist", lambda: [(a, b)], out, group, backend)[0]
 
 
 def _reduced_cdists(
-    op: str, pairs: list[tuple[torch.Tensor, torch.Tensor | None]], out: torch.Tensor | None, group: Any, backend: str | None
+    op: str,
+    pairs_of: Callable[[], list[tuple[torch.Tensor, torch.Tensor | None]]],
+    out: torch.Tensor | None,
+    group: Any,
+    backend: str | None,
 ) -> list[torch.Tensor]:
-    """Per-rank ``ops.hamming_cdist`` of each pair, summed over ranks with one ``all_reduce``
+    """Per-rank ``ops.hamming_cdist`` of each pair ``pairs_of()`` gives (called in the local
+    step, so that its failure fails every rank), summed over ranks with one ``all_reduce``
     (several matrices travel as one flat buffer: one collective, not one per matrix)."""
     _, world = _ranks(op, group)
+    pairs: list[tuple[torch.Tensor, torch.Tensor | None]] = []
 
     def local() -> tuple[list[torch.Tensor], torch.Tensor]:
+        pairs.extend(pairs_of())
         partials = [ops.hamming_cdist(a, b, out=out, backend=backend) for a, b in pairs]
         for partial in partials:
             comm = _comm_device(group, partial.device)

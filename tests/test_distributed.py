@@ -535,3 +535,48 @@ def test_sharded_codes_need_shard_meta() -> None:
     rc = fs.codes(make_net(0), make_probe(), progress=False)
     with pytest.raises(ValueError, match=r"meta\['shard'\] must hold"):
         distributed.ShardedRegionCodes(dict(rc.items()), rc.meta)
+
+
+def failing_argument_scenario(rank: int, world: int) -> dict[str, Any]:
+    """A bad argument on one rank only, to the collectives that read it before their exchange."""
+    rc = distributed.codes(make_net(0), distributed.shard(make_probe()), batch_size=8)
+    calls = {
+        "unit_cdist": lambda: rc.unit_cdist("no such layer" if rank == 1 else rc.names[0]),
+        "unit_cdists": lambda: rc.unit_cdists([] if rank == 1 else None),
+        "distance": lambda: rc.distance(rc, reduce="max" if rank == 1 else "mean"),
+    }
+    result: dict[str, Any] = {}
+    for key, call in calls.items():
+        try:
+            call()
+            result[key] = None
+        except (KeyError, ValueError, RuntimeError) as exc:
+            result[key] = (type(exc).__name__, str(exc))
+    result["after"] = rc.count_regions()  # the group still works
+    return result
+
+
+def test_a_bad_argument_on_one_rank_fails_every_rank(tmp_path: Path) -> None:
+    # The layer name, the names= list and reduce= were read before the first exchange:
+    # the failing rank raised alone and the other waited in the collective until the timeout.
+    first, second = run_ranks(2, failing_argument_scenario, tmp_path)
+    assert second["unit_cdist"][0] == "KeyError" and "no such layer" in second["unit_cdist"][1]
+    assert second["unit_cdists"] == ("ValueError", "ShardedRegionCodes.unit_cdists: no layers")
+    assert second["distance"][0] == "ValueError" and "reduce must be" in second["distance"][1]
+    for key, op in [("unit_cdist", "distributed.hamming_cdist"), ("unit_cdists", "ShardedRegionCodes.unit_cdists"),
+                    ("distance", "distributed.distance")]:  # fmt: skip
+        assert first[key][0] == "RuntimeError" and first[key][1].startswith(f"{op}: rank 1 failed: "), first[key]
+    assert first["after"] == second["after"] > 1
+
+
+def test_shard_refuses_an_iterable_dataset() -> None:
+    # An IterableDataset with len() became a Subset, which failed only when read (no __getitem__).
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self) -> Any:
+            return iter(torch.zeros(6, 3))
+
+        def __len__(self) -> int:
+            return 6
+
+    with pytest.raises(TypeError, match="shard: data must be a tensor, a list/tuple or a map-style Dataset"):
+        distributed.shard(Stream(), rank=0, world_size=2)

@@ -112,3 +112,123 @@ def test_bad_arguments() -> None:
         SplineImportance(model, None)
     with pytest.raises(ValueError, match="neighbours must be an int >= 1"):
         SplineImportance(model, torch.zeros(2, 4), neighbours=0)
+
+
+def test_batchnorm_without_affine() -> None:
+    # An affine-free BatchNorm has no weight: its |gamma| (1 for every channel) was read as None.weight.
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8, affine=False), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 4),
+    ).eval()  # fmt: skip
+    x = _probe(16)
+    pruner = tp.pruner.MetaPruner(
+        model, example_inputs=x[:1], importance=SplineImportance(model, x), pruning_ratio=0.5, ignored_layers=[model[6]]
+    )
+    pruner.step()
+    assert model[0].out_channels == model[1].num_features == 4 and model[3].out_channels == 4
+    assert model(x).shape == (16, 4)
+
+
+def _duplicate_model() -> tuple[nn.Sequential, torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    )  # fmt: skip
+    x = _probe()
+    pruning.recalibrate_bn(model, x)
+    return model.eval(), x
+
+
+def _make_duplicate(model: nn.Sequential) -> None:
+    with torch.no_grad():  # channel 5 = 0.5 x channel 2 after the BatchNorm
+        conv, bn = model[0], model[1]
+        conv.weight[5] = conv.weight[2]
+        bn.running_mean[5], bn.running_var[5] = bn.running_mean[2], bn.running_var[2]
+        bn.weight[5], bn.bias[5] = 0.5 * bn.weight[2], 0.5 * bn.bias[2]
+
+
+def test_an_x_y_pair_probe_is_its_inputs() -> None:
+    # An (x, y) pair was iterated as two batches: y (labels) went through the model.
+    model, x = _duplicate_model()
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x[:1])
+    group = graph.get_pruning_group(model[0], tp.prune_conv_out_channels, idxs=list(range(8)))
+    expected = SplineImportance(model, x)(group)
+    assert torch.equal(SplineImportance(model, (x, torch.zeros(len(x), dtype=torch.long)))(group), expected)
+
+
+def test_scores_follow_weight_changes() -> None:
+    # The codes were cached until a parameter's shape changed: after training (or any
+    # in-place change of the weights or BatchNorm statistics) the scores were stale.
+    model, x = _duplicate_model()
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x[:1])
+    group = graph.get_pruning_group(model[0], tp.prune_conv_out_channels, idxs=list(range(8)))
+    importance = SplineImportance(model, x)
+    before = importance(group)
+    assert float(before.min()) > 1e-3  # no redundant channel yet
+    _make_duplicate(model)
+    after = importance(group)
+    assert torch.equal(after, SplineImportance(model, x)(group))
+    assert int(after.argmin()) == 5 and float(after[5]) < 1e-3
+
+
+class TokenMLP(nn.Module):
+    """Linear layers over tokens: x [N, T, features], the channels in the last dim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+@pytest.mark.parametrize("tokens", [16, 5, 1])
+def test_linear_channels_are_the_last_dim(tokens: int) -> None:
+    # The first dim of a linear output [T, 8] was taken as its channels: wrong scores
+    # with 8 or more tokens, an IndexError with fewer.
+    torch.manual_seed(0)
+    model = TokenMLP().eval()
+    x = torch.randn(16, tokens, 4, generator=torch.Generator().manual_seed(1))
+    flat = x.transpose(0, 1).reshape(-1, 4)  # every (token, input) as one input: the same bits per channel
+
+    def scores(probe: torch.Tensor) -> torch.Tensor:
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=probe[:1])
+        group = graph.get_pruning_group(model.fc1, tp.prune_linear_out_channels, idxs=list(range(8)))
+        return SplineImportance(model, probe)(group)
+
+    assert torch.equal(scores(x), scores(flat))
+    pruner = tp.pruner.MetaPruner(
+        model, example_inputs=x[:1], importance=SplineImportance(model, x), pruning_ratio=0.5, ignored_layers=[model.fc2]
+    )
+    pruner.step()
+    assert model.fc1.out_features == 4 and model(x).shape == (16, tokens, 3)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_transposed_conv_filter_norms(groups: int) -> None:
+    # Without a BatchNorm the filters' norms rank a pair: a transposed conv's weight is
+    # [in, out / groups, *k], and its dim 0 (input channels) was read as the output channels.
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(4, 12, 2, stride=2, groups=groups), nn.ReLU(),
+        nn.Conv2d(12, 2, 3, padding=1),
+    ).eval()  # fmt: skip
+    up = model[2]
+    with torch.no_grad():  # output channel 5 = 0.5 x channel 2 (the same group): the same codes, the smaller filter
+        up.weight[:, 5] = 0.5 * up.weight[:, 2]
+        up.bias[5] = 0.5 * up.bias[2]
+    x = _probe(16)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x[:1])
+    group = graph.get_pruning_group(up, tp.prune_conv_out_channels, idxs=list(range(12)))
+    scores = SplineImportance(model, x)(group)
+    assert int(scores.argmin()) == 5 and float(scores[5]) < 1e-3 < float(scores[2])
+    if groups == 1:  # (Torch-Pruning 1.6 itself cannot slice a grouped transposed conv)
+        pruner = tp.pruner.MetaPruner(
+            model, example_inputs=x[:1], importance=SplineImportance(model, x), pruning_ratio=0.5, ignored_layers=[model[4]]
+        )
+        pruner.step()
+        assert up.out_channels == 6 and model(x).shape == (16, 2, 16, 16)

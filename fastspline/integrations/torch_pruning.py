@@ -33,7 +33,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -47,7 +46,7 @@ except ImportError as exc:  # the optional dependency is missing: say how to get
 
 from fastspline import backends
 from fastspline.codes import codes as region_codes
-from fastspline.pruning import _complement, spline_order
+from fastspline.pruning import _complement, _whole_inputs, spline_order
 
 __all__ = ["SplineImportance"]
 
@@ -67,8 +66,8 @@ class SplineImportance(tp.importance.Importance):
         batch_size, backend: as :func:`fastspline.codes`.
 
     Codes of every BatchNorm, conv and linear output are computed in one pass
-    over the probe when first needed and again whenever a layer's shape changed
-    (after a pruning step).
+    over the probe when first needed and again whenever a parameter or buffer of
+    the model changed (a pruning step, training, ``recalibrate_bn``, a loaded state).
     """
 
     def __init__(
@@ -104,21 +103,24 @@ class SplineImportance(tp.importance.Importance):
         if backend is not None and backend not in backends.names():
             raise ValueError(f"SplineImportance: backend must be None or one of {backends.names()}, got {backend!r}")
         self.model = model
-        self.probe = probe
+        self.probe = _whole_inputs(probe)  # an (x, y) pair of whole tensors: its inputs, as pruning.plan takes it
         self.complement = complement
         self.neighbours = neighbours
         self.batch_size = batch_size
         self.backend = backend
         self._codes: dict[int, tuple[torch.Tensor, int, int]] = {}
-        self._shapes: tuple | None = None
+        self._state: tuple | None = None
 
-    def _shape_key(self) -> tuple:
-        return tuple(tuple(p.shape) for p in self.model.parameters())
+    def _state_key(self) -> tuple:
+        # Shape, storage and in-place version of every tensor the forward pass reads:
+        # pruning changes shapes, training and load_state_dict write in place.
+        tensors = (*self.model.parameters(), *self.model.buffers())
+        return tuple((tuple(t.shape), t.data_ptr(), t._version) for t in tensors)
 
     def _node_codes(self, module: nn.Module) -> tuple[torch.Tensor, int, int]:
         """(unit-major codes [C, P * ceil(N/64)], bits N*P, N) of ``module``'s output."""
-        key = self._shape_key()
-        if key != self._shapes:
+        key = self._state_key()
+        if key != self._state:
             named = {name: m for name, m in self.model.named_modules() if isinstance(m, _NORMS + _LINEAR)}
             rc = region_codes(self.model, self.probe, layers=list(named), progress=False,
                               batch_size=self.batch_size, backend=self.backend)  # fmt: skip
@@ -126,10 +128,17 @@ class SplineImportance(tp.importance.Importance):
             for name, m in named.items():
                 if name in rc:
                     layer = rc[name]
-                    words = rc.unit_major(name, backend=self.backend).cpu().contiguous()
-                    positions = int(np.prod(layer.unit_shape[1:])) if len(layer.unit_shape) > 1 else 1
+                    if isinstance(m, nn.Linear) and len(layer.unit_shape) > 1:
+                        # A linear layer's channels are its output's last dim (x [N, *, in]), the rest positions.
+                        units = rc.unit_major(name, per_channel=False, backend=self.backend)  # unit = position * C + c
+                        channels = layer.unit_shape[-1]
+                        words = units.reshape(-1, channels, units.shape[1]).transpose(0, 1).reshape(channels, -1)
+                    else:
+                        words = rc.unit_major(name, backend=self.backend)
+                    words = words.cpu().contiguous()
+                    positions = layer.n_units // words.shape[0]
                     self._codes[id(m)] = (words, layer.n_samples * positions, layer.n_samples)
-            self._shapes = key
+            self._state = key
         if id(module) not in self._codes:
             raise ValueError(f"SplineImportance: {type(module).__name__} was not reached by the probe's forward pass")
         return self._codes[id(module)]
@@ -161,10 +170,18 @@ class SplineImportance(tp.importance.Importance):
             rows.append(placed)
             comps.append(_complement(placed, n_samples, n_bits // n_samples))
             bits += n_bits
-            if isinstance(module, _NORMS) and module.weight is not None:
-                importance[roots] += module.weight.detach().abs().cpu().double()[idxs]
+            if isinstance(module, _NORMS):
+                if module.weight is not None:
+                    importance[roots] += module.weight.detach().abs().cpu().double()[idxs]
+                else:  # affine=False: gamma is 1 for every channel
+                    importance[roots] += 1.0
             else:
-                importance[roots] += module.weight.detach().flatten(1).norm(dim=1).cpu().double()[idxs]
+                weight = module.weight.detach()
+                if isinstance(module, nn.modules.conv._ConvNd) and module.transposed:
+                    # [in, out / groups, *k]: each output channel's filter, [out, in / groups * k].
+                    groups = module.groups
+                    weight = weight.reshape(groups, -1, *weight.shape[1:]).transpose(1, 2).reshape(module.out_channels, -1)
+                importance[roots] += weight.flatten(1).norm(dim=1).cpu().double()[idxs]
         codes = torch.cat(rows, dim=1).contiguous()
         complement = torch.cat(comps, dim=1).contiguous()
         scores = torch.full((n,), 1.0 + 1.0 / bits, dtype=torch.float64)
