@@ -150,6 +150,10 @@ def _check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if not args.width > 0:
         parser.error(f"--width must be > 0, got {args.width}")
+    if not math.isfinite(args.width):
+        parser.error(f"--width must be finite, got {args.width}")
+    if any(h < 1 for h in args.hidden):
+        parser.error(f"--hidden sizes must be >= 1, got {args.hidden}")
     if "none" in args.eb and len(args.eb) > 1:
         parser.error("--eb none cannot be combined with other detectors")
     for t in args.eb_threshold:
@@ -244,7 +248,8 @@ def run_train(args: argparse.Namespace) -> int:
                     {"epoch": epoch, "detector": detector.name, "model": model.state_dict(), "model_config": model.config()},
                     out / f"eb-{detector.name}.pt",
                 )
-        return bool(args.stop_at_eb and detectors and detectors[0].found)
+        first = next((d for d in detectors if d.name == args.eb[0]), None)  # the first given, not the first built
+        return bool(args.stop_at_eb and first is not None and first.found)
 
     spline = next((d for d in detectors if d.name == "spline"), None)
 
@@ -501,6 +506,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 
 def add_plot_command(subparsers: Any) -> None:
+    from fastspline.data import DATASETS
+
     parser = subparsers.add_parser(
         "plot",
         help="PNG plots of a run folder or a saved model",
@@ -533,7 +540,7 @@ def add_plot_command(subparsers: Any) -> None:
             sub.add_argument("--size", type=int, default=100, help="canvas points per side (default 100)")
             sub.add_argument("--layers", nargs="+", default=None, help="layer names or indices to draw (default every layer)")
             sub.add_argument("--channels", type=int, default=4, help="channels drawn per layer (default 4)")
-            sub.add_argument("--data", default=None, help="dataset of the canvas images (default the run's)")
+            sub.add_argument("--data", default=None, choices=DATASETS, help="dataset of the canvas images (default the run's)")
     kind("eb", "early-bird heatmap (eb-heatmap.png) and accuracy / distance / FLOPs curves (training-curves.png)")
     sub = kind("pruning", "kept vs removed units per layer of a `fastspline run` method (pruning.png); with --save-models "
                "files of a 2-D model, its partition at pruning and after retraining")
@@ -621,6 +628,7 @@ def _plot_pruning(source: Path, folder: Path, seed_folder: Path | None, method: 
         results = _read_json(folder / "results.json")
         pruned = [m for m in results.get("methods", []) if m.get("prune_at") != "never"]
         eb = results.get("config", {}).get("eb")
+        eb = "end" if eb == "none" else eb  # --eb none prunes after full training
         keys = [m["key"] for m in sorted(pruned, key=lambda m: m.get("prune_at") != eb)]  # the run's EB first
         if method is None and not keys:
             raise SystemExit(f"fastspline plot pruning: {folder} has no pruned method")
@@ -645,7 +653,6 @@ def _plot_pruning(source: Path, folder: Path, seed_folder: Path | None, method: 
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from fastspline import data as datasets
     from fastspline import viz
 
     source = Path(args.source)
@@ -660,27 +667,37 @@ def run_plot(args: argparse.Namespace) -> int:
         written = viz.write_run_plots(out, history=history)
     else:
         model = _load_model(_plot_model_path(source, folder, seed_folder, args.checkpoint))
-        name = getattr(args, "data", None) or (data_settings or {}).get("data")
-        split = None
-        if name is not None and (args.plot == "canvas" or args.points):
-            settings = data_settings or {}
-            split = datasets.load(name, root=settings.get("data_root"), seed=settings.get("seed") or 0)
-        if args.plot == "partition":
-            bounds = args.bounds[0] if len(args.bounds) == 1 else args.bounds
-            points = split.test if split is not None else None
-            viz.partition_2d(model, bounds, args.resolution, data=points, path=out / "partition.png")
-            written = [out / "partition.png"]
-        else:
-            if split is None:
-                raise SystemExit("fastspline plot canvas: the canvas images come from a dataset; pass --data NAME")
-            seed = (data_settings or {}).get("seed") or 0
-            img0, img1, labels = viz.labelled_canvas_pair(split.test, seed)
-            layers = None if args.layers is None else [int(v) if v.lstrip("-").isdigit() else v for v in args.layers]
-            viz.canvas_contours(model, img0, img1, layers, n=args.size, channels=args.channels, labels=labels, path=out / "canvas.png")
-            written = [out / "canvas.png"]
+        try:  # a model that does not fit the plot or the data, a bad --layers: say so without a traceback
+            written = _plot_model(args, model, data_settings, out)
+        except ValueError as exc:
+            raise SystemExit(f"fastspline plot {args.plot}: {exc}") from exc
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def _plot_model(args: argparse.Namespace, model: Any, data_settings: dict[str, Any] | None, out: Path) -> list[Path]:
+    """partition.png or canvas.png of ``model``."""
+    from fastspline import data as datasets
+    from fastspline import viz
+
+    name = getattr(args, "data", None) or (data_settings or {}).get("data")
+    split = None
+    if name is not None and (args.plot == "canvas" or args.points):
+        settings = data_settings or {}
+        split = datasets.load(name, root=settings.get("data_root"), seed=settings.get("seed") or 0)
+    if args.plot == "partition":
+        bounds = args.bounds[0] if len(args.bounds) == 1 else args.bounds
+        points = split.test if split is not None else None
+        viz.partition_2d(model, bounds, args.resolution, data=points, path=out / "partition.png")
+        return [out / "partition.png"]
+    if split is None:
+        raise SystemExit("fastspline plot canvas: the canvas images come from a dataset; pass --data NAME")
+    seed = (data_settings or {}).get("seed") or 0
+    img0, img1, labels = viz.labelled_canvas_pair(split.test, seed)
+    layers = None if args.layers is None else [int(v) if v.lstrip("-").isdigit() else v for v in args.layers]
+    viz.canvas_contours(model, img0, img1, layers, n=args.size, channels=args.channels, labels=labels, path=out / "canvas.png")
+    return [out / "canvas.png"]
 
 
 # ---------------------------------------------------------------- entry point

@@ -165,6 +165,10 @@ class PipelineConfig:
             raise ValueError(f"{where}: data must be one of {', '.join(datasets.DATASETS)}, got {self.data!r}")
         _check_real(self.ratio, "ratio", where, low=0.0, high=1.0, open_low=True, open_high=True)
         _check_real(self.width, "width", where, low=0.0, open_low=True)
+        if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, (tuple, list)) or not self.hidden:
+            raise ValueError(f"{where}: hidden must be a non-empty tuple of ints, got {self.hidden!r}")
+        for h in self.hidden:
+            _check_int(h, "hidden[]", where, 1)
         if self.eb not in EARLYBIRDS:
             raise ValueError(f"{where}: eb must be one of {', '.join(EARLYBIRDS)}, got {self.eb!r}")
         _check_choices(self.policies, pruning.POLICIES, "policies", where)
@@ -544,7 +548,8 @@ def _write_plots(
     from fastspline import viz
 
     pruned = [m for m in methods if m.prune_at != "never"]
-    method = next((m for m in pruned if m.prune_at == config.eb), pruned[0] if pruned else None)
+    prune_at = "end" if config.eb == "none" else config.eb  # as methods_for names it
+    method = next((m for m in pruned if m.prune_at == prune_at), pruned[0] if pruned else None)
     snapshot = dense.snapshots["end"]
     if method is not None and method.prune_at in dense.snapshots:
         snapshot = dense.snapshots[method.prune_at]
@@ -696,6 +701,16 @@ def run_methods(
     for method in methods:
         if not isinstance(method, Method):
             raise TypeError(f"run_methods: methods must hold Method objects (see methods_for), got {type(method).__name__} {method!r}")
+        # Checked now, not after the dense training (an unknown prune_at fails in Method.label).
+        if method.prune_at not in ("never", "spline", "mask", "end"):
+            raise ValueError(f"run_methods: methods[].prune_at must be never, spline, mask or end, got {method!r}")
+        if method.prune_at != "never" and (
+            method.policy not in pruning.POLICIES or method.merge not in MERGES or method.pair_rule not in pruning.PAIR_RULES
+        ):
+            raise ValueError(
+                f"run_methods: methods[] pruning needs a policy ({', '.join(pruning.POLICIES)}), a merge ({', '.join(MERGES)}) "
+                f"and a pair_rule ({', '.join(pruning.PAIR_RULES)}), got {method!r}"
+            )
     _check_int(workers, "workers", "run_methods", 1)
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"run_methods: out must be a path or None, got {type(out).__name__}")

@@ -57,3 +57,44 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--help"])
     assert exit_info.value.code == 0 and "train" in capsys.readouterr().out
+
+
+def test_stop_at_eb_stops_at_the_first_detector_given(tmp_path) -> None:
+    # --eb mask spline: the mask EB (fires at epoch 2) stops training, not the spline one (never fires).
+    out = tmp_path / "run"
+    argv = [
+        "train", "--model", "mlp", "--hidden", "8", "--data", "toy-x", "--epochs", "4", "--eb", "mask", "spline",
+        "--eb-threshold", "0", "--mask-threshold", "1", "--mask-window", "2", "--probe-size", "32", "--stop-at-eb",
+        "--quiet", "--out", str(out),
+    ]
+    assert cli.main(argv) == 0
+    result = json.loads((out / "history.json").read_text())
+    assert result["earlybird"]["mask"]["epoch"] == 2 and result["earlybird"]["spline"]["epoch"] is None
+    assert len(result["records"]) == 2 and result["stopped_early"]
+
+
+def test_train_rejects_an_infinite_width_and_empty_hidden_layers(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["train", "--model", "mlp", "--data", "toy-x", "--out", str(tmp_path / "run")]
+    for flags, message in ((["--width", "inf"], "--width must be finite, got inf"), (["--hidden", "8", "0"], "--hidden sizes must be >= 1")):
+        with pytest.raises(SystemExit) as info:
+            cli.main([*base, *flags])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and message in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as info:
+        cli.main(["run", "--model", "mlp", "--data", "toy-x", "--hidden", "0", "--out", str(tmp_path / "run")])
+    assert info.value.code == 2 and "--hidden must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_plot_of_a_model_that_does_not_fit_ends_without_a_traceback(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    cnn = models.create("vgg-small", (1, 8, 8), 10, width=0.125)
+    torch.save({"model": cnn.state_dict(), "model_config": cnn.config()}, tmp_path / "cnn.pt")
+    with pytest.raises(SystemExit, match=r"fastspline plot partition: partition_2d: VGG could not run on inputs of shape \(2,\)"):
+        cli.main(["plot", "partition", str(tmp_path / "cnn.pt"), "--resolution", "4"])
+    with pytest.raises(SystemExit, match="fastspline plot canvas: canvas_contours: layer index 7 is out of range"):
+        cli.main(["plot", "canvas", str(tmp_path / "cnn.pt"), "--data", "digits", "--size", "3", "--layers", "7"])
+    with pytest.raises(SystemExit) as info:
+        cli.main(["plot", "canvas", str(tmp_path / "cnn.pt"), "--data", "imagenet"])
+    assert info.value.code == 2  # a usage error
+    assert [p.name for p in tmp_path.iterdir()] == ["cnn.pt"]

@@ -148,3 +148,18 @@ def test_invalid_arguments_name_the_argument() -> None:
         models.PreResNet(20, [65] + models.default_preresnet_widths(20)[1:])
     with pytest.raises(ValueError, match="arch"):
         models.build({"arch": "alexnet"})
+
+
+def test_create_checks_width_and_hidden_of_every_model() -> None:
+    # An MLP's width and hidden sizes were not checked: 0 or negative became 1-unit layers.
+    for width in (0, -1, math.nan):
+        with pytest.raises(ValueError, match="create: width must be a positive number"):
+            models.create("mlp", (2,), 2, width=width)
+    for hidden in ((0,), (8, -3), (2.5,)):
+        with pytest.raises(ValueError, match="create: hidden must be a sequence of ints >= 1"):
+            models.create("mlp", (2,), 2, hidden=hidden)
+    # An infinite width overflowed in round() with no name.
+    for name, shape in (("mlp", (2,)), ("vgg-small", (1, 8, 8)), ("cnn1d", (40,)), ("preresnet20", (1, 8, 8))):
+        with pytest.raises(ValueError, match="width must be finite, got inf"):
+            models.create(name, shape, 2, width=math.inf)
+    assert models.create("mlp", (2,), 2, hidden=(3, 5), width=2).widths() == [6, 10]

@@ -212,3 +212,41 @@ def test_library_errors_name_the_argument() -> None:
     with pytest.raises(ValueError, match="workers must be >= 1"):
         pipeline.run_pipeline(config, seeds=[0], workers=0, progress=False)
     assert set(pipeline.PipelineConfig().policies) <= set(pruning.POLICIES)
+
+
+def test_eb_none_plots_the_full_training_method(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # --eb none prunes after full training ("end"): its plots show that method, not the mask EB one.
+    pytest.importorskip("matplotlib")
+    from fastspline import viz
+
+    plotted = []
+    write_run_plots, pruning_report = viz.write_run_plots, viz.pruning_report
+
+    def spy_run_plots(folder, **kwargs):
+        plotted.append(kwargs["plan"].policy)
+        return write_run_plots(folder, **kwargs)
+
+    def spy_report(plan, model=None, **kwargs):
+        plotted.append(kwargs.get("title"))
+        return pruning_report(plan, model, **kwargs)
+
+    monkeypatch.setattr(viz, "write_run_plots", spy_run_plots)
+    monkeypatch.setattr(viz, "pruning_report", spy_report)
+    argv = [
+        "run", "--model", "mlp", "--hidden", "8", "--data", "toy-x", "--epochs", "2", "--eb", "none", "--compare",
+        "--policy", "random", "--probe-size", "32", "--quiet", "--out", str(tmp_path),
+    ]
+    assert cli.main(argv) == 0
+    assert cli.main(["plot", "pruning", str(tmp_path), "--out-dir", str(tmp_path / "plots")]) == 0
+    assert plotted[0] == "random" and plotted[-1] == "full training + random + affine merge"
+
+
+def test_run_methods_checks_the_methods_before_training() -> None:
+    config = pipeline.PipelineConfig(model="mlp", data="toy-x", hidden=(4,), epochs=1, probe_size=16)
+    with pytest.raises(ValueError, match=r"methods\[\].prune_at must be never, spline, mask or end"):
+        pipeline.run_methods(config, [pipeline.Method("foo", "random", "affine")], progress=False)
+    for method in (pipeline.Method("end"), pipeline.Method("spline", "magic", "affine"), pipeline.Method("mask", "random", "blend")):
+        with pytest.raises(ValueError, match=r"methods\[\] pruning needs a policy"):
+            pipeline.run_methods(config, [method], progress=False)
+    with pytest.raises(ValueError, match=r"hidden\[\] must be >= 1, got 0"):
+        pipeline.PipelineConfig(model="mlp", data="toy-x", hidden=(4, 0)).check()

@@ -17,7 +17,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
-from fastspline.models.base import SplineModel, WidthLayer, init_weights
+from fastspline.models.base import SplineModel, WidthLayer, check_width, init_weights
 from fastspline.models.cnn1d import CNN1D_CFG, CNN1d, cnn1d
 from fastspline.models.mlp import MLP, mlp
 from fastspline.models.preresnet import ChannelSelect, PreResNet, default_preresnet_widths, preresnet
@@ -109,6 +109,11 @@ def create(
             raise ValueError(f"create: cnn1d needs sequence inputs (C, L), got input_shape {shape}")
         return cnn1d(None, shape[0], num_classes, shape[1], width)
     if name == "mlp":
+        check_width(width, "create")
+        if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence) or not all(
+            hasattr(type(h), "__index__") and not isinstance(h, bool) and operator.index(h) >= 1 for h in hidden
+        ):
+            raise ValueError(f"create: hidden must be a sequence of ints >= 1, got {hidden!r}")
         inputs = 1
         for s in shape:
             inputs *= s

@@ -21,7 +21,7 @@ from torch import nn
 
 CfgEntry = Union[int, str]  # a conv width or "M" (max-pool)
 
-__all__ = ["SplineModel", "WidthLayer", "init_weights", "check_widths", "spatial_size", "conv_features"]
+__all__ = ["SplineModel", "WidthLayer", "init_weights", "check_widths", "check_width", "spatial_size", "conv_features"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,15 @@ def spatial_size(input_size: object, ndim: int, where: str) -> tuple[int, ...]:
     if len(size) != ndim or min(size) < 1:
         raise ValueError(f"{where}: input_size must be {ndim} positive sizes, got {input_size!r}")
     return size
+
+
+def check_width(width: object, where: str) -> float:
+    """A width multiplier: a finite number > 0 (``round(w * width)`` must be an int)."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ValueError(f"{where}: width must be a positive number, got {width!r}")
+    if not math.isfinite(width):
+        raise ValueError(f"{where}: width must be finite, got {width!r}")
+    return width
 
 
 def check_positive_int(value: object, name: str, where: str) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastspline.models.base import CfgEntry, SplineModel, WidthLayer, check_positive_int, conv_features, init_weights
+from fastspline.models.base import CfgEntry, SplineModel, WidthLayer, check_positive_int, check_width, conv_features, init_weights
 
 __all__ = ["CNN1d", "cnn1d", "CNN1D_CFG"]
 
@@ -77,8 +77,7 @@ def cnn1d(
     width: float = 1.0,
 ) -> CNN1d:
     """A :class:`CNN1d` (default cfg ``[32, 32, "M", 64, 64, "M"]``), conv widths scaled by ``width``."""
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ValueError(f"cnn1d: width must be a positive number, got {width!r}")
+    check_width(width, "cnn1d")
     cfg = CNN1D_CFG if cfg is None else cfg
     if isinstance(cfg, (str, bytes)) or not isinstance(cfg, Sequence):
         raise TypeError(f"cnn1d: cfg must be a list of widths and 'M', got {type(cfg).__name__}")

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastspline.models.base import SplineModel, WidthLayer, check_positive_int, init_weights, spatial_size
+from fastspline.models.base import SplineModel, WidthLayer, check_positive_int, check_width, init_weights, spatial_size
 
 __all__ = ["ChannelSelect", "PreResNet", "preresnet", "default_preresnet_widths"]
 
@@ -215,8 +215,7 @@ def preresnet(
     official code, so the selects and the classifier read those); ``widths``
     gives the flat width list directly."""
     if widths is None:
-        if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-            raise ValueError(f"preresnet: width must be a positive number, got {width!r}")
+        check_width(width, "preresnet")
         base = default_preresnet_widths(depth)
         widths = [w if i % 3 == 0 or i == len(base) - 1 else max(1, round(w * width)) for i, w in enumerate(base)]
     return PreResNet(depth, widths, in_channels, num_classes, input_size)

@@ -14,7 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastspline.models.base import CfgEntry, SplineModel, WidthLayer, check_positive_int, conv_features, init_weights, spatial_size
+from fastspline.models.base import (
+    CfgEntry,
+    SplineModel,
+    WidthLayer,
+    check_positive_int,
+    check_width,
+    conv_features,
+    init_weights,
+    spatial_size,
+)
 
 __all__ = ["VGG", "vgg", "VGG_CFGS"]
 
@@ -101,8 +110,7 @@ def vgg(
         if cfg not in VGG_CFGS:
             raise ValueError(f"vgg: cfg must be one of {sorted(VGG_CFGS)} or a list, got {cfg!r}")
         cfg = VGG_CFGS[cfg]
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ValueError(f"vgg: width must be a positive number, got {width!r}")
+    check_width(width, "vgg")
     # Only valid widths are scaled: the model's own check reports 0, negatives and non-ints.
     scaled = [max(1, round(entry * width)) if type(entry) is int and entry >= 1 else entry for entry in cfg]
     return VGG(scaled, in_channels, num_classes, input_size)
