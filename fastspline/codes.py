@@ -107,6 +107,8 @@ class LayerCodes:
     def __post_init__(self) -> None:
         self.unit_shape = tuple(int(s) for s in self.unit_shape)
         self.n_units = int(self.n_units)
+        if any(s < 0 for s in self.unit_shape):
+            raise ValueError(f"LayerCodes: unit_shape must be non-negative, got {self.unit_shape}")
         if self.n_units != math.prod(self.unit_shape):
             raise ValueError(f"LayerCodes: n_units={self.n_units} but unit_shape {self.unit_shape} has {math.prod(self.unit_shape)}")
         w = self.words
@@ -204,7 +206,8 @@ class RegionCodes:
         if not per_channel or len(layer.unit_shape) < 2:
             return units
         # Unit u = c * P + p, so channel c's rows are contiguous: a view, no copy.
-        return units.reshape(layer.unit_shape[0], -1)
+        # Sizes spelled out: -1 is ambiguous for a layer of 0 channels.
+        return units.reshape(layer.unit_shape[0], math.prod(layer.unit_shape[1:]) * units.shape[1])
 
     def concatenated(self) -> torch.Tensor:
         """Words of all layers side by side: int64 ``[N, sum of W]`` (whole-network codes;
@@ -292,8 +295,16 @@ class RegionCodes:
         layers = {}
         for i, entry in enumerate(entries):
             try:
+                if not isinstance(entry, dict):
+                    raise TypeError(f"an entry must be a dict, got {type(entry).__name__}")
                 name = entry["name"]
-                layers[name] = LayerCodes(entry["words"], entry["n_units"], tuple(entry["unit_shape"]))
+                if not isinstance(name, str) or name in layers:
+                    raise ValueError(f"the name {name!r} is not a str or repeats an earlier layer's")
+                layer = LayerCodes(entry["words"], entry["n_units"], tuple(entry["unit_shape"]))
+                tail = layer.n_units % 64
+                if tail and layer.n_samples and bool((layer.words[:, -1] >> tail).any()):  # they would count as units
+                    raise ValueError(f"pad bits past unit {layer.n_units} are set")
+                layers[name] = layer
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"RegionCodes.load: layer {i} of {os.fspath(path)!r} is malformed ({exc})") from exc
         return cls(layers, meta)

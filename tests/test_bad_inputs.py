@@ -186,7 +186,7 @@ def folder_state(folder: Path) -> dict[str, bytes]:
 
 
 def small_codes() -> RegionCodes:
-    words = torch.tensor([[1, 2], [3, -4], [0, -1]], dtype=torch.int64)
+    words = torch.tensor([[1, 2], [3, 36], [0, 63]], dtype=torch.int64)  # 70 units: pad bits zero
     return RegionCodes({"a": LayerCodes(words, 70, (70,)), "b": LayerCodes(words[:, :1] & 7, 3, (3,))}, {"note": "x"})
 
 

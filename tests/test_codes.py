@@ -819,3 +819,59 @@ def test_compiled_model_gives_the_codes_of_the_original():
     assert torch.equal(rc["_orig_mod.act"].words, torch.from_numpy(np_pack(sign_bits(z1))))
     assert torch.equal(rc["_orig_mod:relu[0]"].words, torch.from_numpy(np_pack(sign_bits(z2))))
     assert_clean(model)
+
+
+def test_unit_major_per_channel_of_a_layer_without_channels():
+    # LayerCodes accepts 0 channels; the [C, P * ceil(N/64)] reshape must not guess -1 from 0 elements.
+    for n in (0, 5):
+        rc = RegionCodes({"a": LayerCodes(torch.zeros(n, 0, dtype=torch.int64), 0, (0, 4, 4))})
+        assert rc.unit_major("a").shape == (0, 16 * ((n + 63) // 64))
+        assert rc.unit_major("a", per_channel=False).shape == (0, (n + 63) // 64)
+
+
+def test_load_rejects_malformed_layer_entries(tmp_path):
+    good = {"name": "a", "words": torch.zeros(3, 2, dtype=torch.int64), "n_units": 70, "unit_shape": [70]}
+    cases = {
+        "duplicate name": [good, {**good, "words": torch.ones(3, 2, dtype=torch.int64)}],  # was: one layer dropped
+        "name not a str": [{**good, "name": 5}],
+        "negative dims": [{**good, "n_units": 6, "unit_shape": [-2, -3], "words": torch.zeros(3, 1, dtype=torch.int64)}],
+        "entry a tensor": [torch.zeros(3)],  # was: IndexError
+    }
+    for case, entries in cases.items():
+        path = tmp_path / "bad.pt"
+        torch.save({"format": "fastspline.RegionCodes", "version": 1, "meta": {}, "layers": entries}, path)
+        with pytest.raises(ValueError, match="layer [01] of .* is malformed"):
+            RegionCodes.load(path)
+            pytest.fail(case)
+    with pytest.raises(ValueError, match="non-negative"):
+        LayerCodes(torch.zeros(3, 1, dtype=torch.int64), 6, (-2, -3))
+    # Pad bits set past the last unit would count as differing units and regions.
+    for bad in (1 << 6, -(2**63)):  # bit 70 of a 70-unit code; bit 127, the sign bit
+        words = torch.tensor([[0, 0], [5, bad]], dtype=torch.int64)
+        RegionCodes({"a": LayerCodes(words, 70, (70,))}).save(tmp_path / "pad.pt")
+        with pytest.raises(ValueError, match="pad bits past unit 70 are set"):
+            RegionCodes.load(tmp_path / "pad.pt")
+    words = torch.tensor([[0, 0], [5, (1 << 6) - 1]], dtype=torch.int64)  # units 64..69: not pad
+    RegionCodes({"a": LayerCodes(words, 70, (70,))}).save(tmp_path / "ok.pt")
+    assert torch.equal(RegionCodes.load(tmp_path / "ok.pt")["a"].words, words)
+
+
+def test_load_of_a_damaged_file_raises_value_error(tmp_path):
+    """Single flipped bytes make torch.load raise TypeError, IndexError, AssertionError, ...:
+    each must reach the caller as the documented ValueError naming the file (or load)."""
+    words = torch.tensor([[1, 2], [3, 36]], dtype=torch.int64)
+    good = tmp_path / "good.pt"
+    RegionCodes({"a": LayerCodes(words, 70, (70,))}, {"note": "x"}).save(good)
+    raw = good.read_bytes()
+    bad = tmp_path / "bad.pt"
+    others = []
+    for i in range(4, len(raw)):  # past the zip magic, which load checks itself
+        for flip in (0x01, 0x80):
+            bad.write_bytes(raw[:i] + bytes([raw[i] ^ flip]) + raw[i + 1 :])
+            try:
+                RegionCodes.load(bad)
+            except ValueError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - what the test looks for
+                others.append((i, flip, type(exc).__name__))
+    assert not others, others[:10]
