@@ -283,3 +283,39 @@ def test_search_takes_the_pipelined_kernels_for_long_aligned_codes(fake, monkeyp
     with pytest.raises(RuntimeError, match="FASTSPLINE_CUDA_SEARCH=pipelined: the pipelined topk kernel is unavailable: disagreed"):
         cuda.search_method("topk", dev, long, long)
     assert cuda.search_method("radius", dev, short, short) == "pipelined"  # forced: whatever the layout
+
+
+def test_self_checks_wait_for_the_end_of_a_cuda_graph_capture(fake, monkeypatch):
+    """A self-check reads its results on the host (a sync), which a CUDA graph capture
+    forbids: while one is captured an unchecked kernel is not used (nor checked, nor its
+    absence cached); after it, the check runs as usual."""
+    monkeypatch.setattr(cuda, "_index", lambda device: 0)
+    monkeypatch.setattr(cuda, "_capturing", lambda: True)
+    runs, dev = [], torch.device("cuda", 0)
+    reason = cuda._self_check("binary tensor-core cdist", dev, lambda index: runs.append(index))
+    assert runs == [] and "CUDA graph" in reason and cuda._checks == {}
+    assert cuda.cdist_method(4096, 4096, dev) == "popc"  # no check (compute_capability) ran
+    monkeypatch.setattr(cuda, "_capturing", lambda: False)
+    assert cuda._self_check("binary tensor-core cdist", dev, lambda index: runs.append(index)) is None
+    assert runs == [0] and cuda._checks == {("binary tensor-core cdist", 0): None}
+
+
+def test_timing_runs_on_the_device_it_times(fake, monkeypatch):
+    """_fastest times with CUDA events on the current device's stream, so it makes the
+    timed device current (search and pack timings are reached outside any device context)."""
+    current = [0]
+
+    @contextlib.contextmanager
+    def device(index):
+        saved, current[0] = current[0], index
+        try:
+            yield
+        finally:
+            current[0] = saved
+
+    monkeypatch.setattr(cuda.torch.cuda, "device", device)
+    monkeypatch.setattr(cuda, "_tuned", {})
+    seen = []
+    monkeypatch.setattr(cuda, "_time_ms", lambda fn, reps=3: seen.append(current[0]) or 1.0)
+    assert cuda._fastest((1, "op"), ["x", "y"], lambda: lambda c: None, "x", "op") == "x"
+    assert seen == [1, 1]

@@ -100,6 +100,16 @@ def test_self_checks_pass_in_the_emulator(sim, monkeypatch, schedule, copies):
         assert status(CPU) is None, status.__name__
 
 
+@pytest.mark.parametrize("env, value", [("FASTSPLINE_CUDA_MMA_STAGING", "async"), ("FASTSPLINE_CUDA_CDIST", "mma")])
+def test_fused_search_checks_ignore_the_cdist_switches(sim, monkeypatch, env, value):
+    """The fused top-k / radius self-checks compare with the row-block path on the popc
+    kernel: a forced cdist staging (whose cp.async kernel refuses their odd word counts)
+    or a bad cdist switch must not turn the fused kernels off for good on the device."""
+    passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist")
+    monkeypatch.setenv(env, value)
+    assert cuda.topk_status(CPU) is None and cuda.radius_status(CPU) is None
+
+
 def words_pair(n: int, m: int, w: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     a = torch.randint(-(2**63), 2**63 - 1, (n, w), generator=gen, dtype=torch.int64)
     b = torch.randint(-(2**63), 2**63 - 1, (m, w), generator=gen, dtype=torch.int64)
@@ -228,6 +238,39 @@ def test_autotune_chooses_the_pack_kernel_per_layout(sim, monkeypatch):
     monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "0")
     same(cuda.pack_signs(x, 0.25), want)
     assert used[-1] == (6, 0)  # untimed: auto's own rule
+
+
+def test_autotuned_pack_kernel_takes_the_whole_input(sim, monkeypatch):
+    """The timed pack kernel must take the whole input, not only the sample it was timed on
+    (nor only an input of another first-dim size with the same key): a one-row sample
+    drops the first dim's stride from the stream kernel's row-stride rule, and a 2-D
+    sample of 8 rows makes whole columns16 vectors that 9 rows do not. The timings below
+    favour the kernel the sample alone takes."""
+    passed("stream pack kernel", "columns16 pack kernel")
+    monkeypatch.setattr(cuda, "_PACK_TIME_BYTES", 1)
+    fake_ms, real = {3: 0.5, 4: 1.0, 2: 2.0, 1: 3.0}, cuda._pack
+
+    def fake_time(fn, reps=3):
+        kernels = []
+        monkeypatch.setattr(cuda, "_pack", lambda x, t, k, allow=3: kernels.append(k) or real(x, t, k, allow))
+        try:
+            fn()
+        finally:
+            monkeypatch.setattr(cuda, "_pack", real)
+        return fake_ms[kernels[0]]
+
+    monkeypatch.setattr(cuda, "_time_ms", fake_time)
+    big = torch.randn(3, 6, 64, generator=make_gen("sim-pack-sample"))
+    x = big[:, :4]  # rows 64 apart within a batch, 384 across: no one row stride, so not stream
+    monkeypatch.setattr(cuda, "_PACK_SAMPLE_BYTES", x.numel() * 4 // 3)  # a one-row sample
+    same(cuda.pack_signs(x, 0.0), fs.pack_signs(x, -1, 0.0, backend="reference"))
+    cuda._tuned.clear()
+    same(cuda.pack_signs(big[:1, :4], 0.0), fs.pack_signs(big[:1, :4], -1, 0.0, backend="reference"))  # stream
+    same(cuda.pack_signs(x, 0.0), fs.pack_signs(x, -1, 0.0, backend="reference"))  # same strides and shape[1:]
+    y = torch.randn(200, 16, generator=make_gen("sim-pack-sample-2d")).half()
+    x = y[:, :9].t()  # [9, 200] at strides (1, 16): 9 rows, not whole 8-row vectors
+    monkeypatch.setattr(cuda, "_PACK_SAMPLE_BYTES", x.numel() * 2 * 8 // 9)  # an 8-row sample
+    same(cuda.pack_signs(x, 0.0), fs.pack_signs(x, -1, 0.0, backend="reference"))
 
 
 @pytest.mark.parametrize("kernel", ["rows", "columns", "stream", "columns16"])

@@ -83,6 +83,8 @@ def _self_check(kind: str, device: torch.device, check, switch: str | None = Non
     key = (kind, index)
     if key not in _checks:
         with torch.cuda.device(index):
+            if _capturing():  # a check reads results on the host: never inside a CUDA graph capture
+                return "not self-checked yet (a CUDA graph is being captured): the kernel it replaces until then"
             reason = check(index)
         if reason is not None and not isinstance(reason, _Unsupported):
             logger.warning("fastspline: %s disabled on cuda:%d: %s; using the kernel it replaces", kind, index, reason)
@@ -230,12 +232,13 @@ def _fastest(key: tuple, candidates: list[str], make_run, fallback: str, what: s
     if key not in _tuned:
         times: dict[str, float] = {}
         try:
-            run = make_run()
-            for c in candidates:
-                try:
-                    times[c] = _time_ms(lambda c=c: run(c))
-                except ValueError:
-                    continue
+            with torch.cuda.device(key[0]):  # the events time the current device's stream
+                run = make_run()
+                for c in candidates:
+                    try:
+                        times[c] = _time_ms(lambda c=c: run(c))
+                    except ValueError:
+                        continue
         except torch.cuda.OutOfMemoryError:  # no room to time: the static rule
             times = {}
         _tuned[key] = min(times, key=lambda c: (times[c], candidates.index(c))) if times else fallback
@@ -411,10 +414,17 @@ def tuned_pack(x: torch.Tensor, threshold: float, allow: int) -> int:
     alignment) among those ``allow`` lets auto use, timed on a slice of ``x`` along its
     first dim (same layout); 0 (auto's own rule) when none takes it."""
     names = [name for name, bit in (("stream", 1), ("columns16", 2)) if allow & bit] + ["columns", "rows"]
-    key = (_index(x.device), "pack", x.dtype, tuple(x.shape[1:]), tuple(x.stride()), x.data_ptr() % 16, allow)
+    # The first dim's size enters the kernels' layout rules too: whether it is 1 (a dim of
+    # size 1 has no stride to keep) and, where the kernel sees [rows, n], its count mod 8
+    # (columns16: whole 16-byte vectors of rows). Sample and key keep both.
+    first, flat = x.shape[0], x.dim() == 2 or x.dim() > 9  # _pack views > 9 dims as [rows, n]
+    key = (_index(x.device), "pack", x.dtype, tuple(x.shape[1:]), tuple(x.stride()), x.data_ptr() % 16, allow,
+           first > 1, first % 8 if flat else 0)
 
     def make_run():
-        rows = max(1, min(x.shape[0], x.shape[0] * _PACK_SAMPLE_BYTES // (x.numel() * x.element_size())))
+        rows = max(min(2, first), min(first, first * _PACK_SAMPLE_BYTES // (x.numel() * x.element_size())))
+        if flat:
+            rows += (first - rows) % 8  # the same count mod 8, at most first
         sample = x.narrow(0, 0, rows)
         return lambda name: _pack(sample, threshold, PACK_KERNELS[name], allow)
 
@@ -519,11 +529,17 @@ SEARCH_METHODS = ("auto", "fused", "pipelined", "blocks")
 _TOPK_FUSED_MAX_K = 32
 
 
-def _topk_blocks(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _popc_cdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The popc kernel whatever the switches say: the fused kernels' self-checks compare
+    with it, so FASTSPLINE_CUDA_CDIST / _MMA_STAGING cannot fail them (cached per device)."""
+    return _cdist(a, b, None, "popc")
+
+
+def _topk_blocks(a: torch.Tensor, b: torch.Tensor, k: int, cdist=None) -> tuple[torch.Tensor, torch.Tensor]:
     dist = torch.empty(a.shape[0], k, dtype=torch.int32, device=a.device)
     index = torch.empty(a.shape[0], k, dtype=torch.int64, device=a.device)
     for lo, hi in _row_blocks(a.shape[0], b.shape[0]):
-        block = hamming_cdist(a[lo:hi], b)
+        block = (cdist or hamming_cdist)(a[lo:hi], b)
         values, order = torch.sort(block, dim=1, stable=True)  # stable: ties keep the lower index
         dist[lo:hi] = values[:, :k]
         index[lo:hi] = order[:, :k]
@@ -562,10 +578,12 @@ def _topk_fused(
     return (keys >> 32).to(torch.int32), keys & 0xFFFFFFFF
 
 
-def _radius_blocks(a: torch.Tensor, b: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _radius_blocks(
+    a: torch.Tensor, b: torch.Tensor, r: int, cdist=None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     rows, cols, dists = [], [], []
     for lo, hi in _row_blocks(a.shape[0], b.shape[0]):
-        block = hamming_cdist(a[lo:hi], b)
+        block = (cdist or hamming_cdist)(a[lo:hi], b)
         i, j = torch.nonzero(block <= r, as_tuple=True)  # row-major: sorted by (i, j)
         rows.append(i + lo)
         cols.append(j)
@@ -625,7 +643,7 @@ def _check_topk(index: int, pipelined: bool) -> str | None:
             b[::3] = b[0]  # ties
             if m == 500:
                 b[:] = b[0]  # every distance equal: the order is the index order
-            got, want = _topk_fused(a, b, k, splits, pipelined), _topk_blocks(a, b, k)
+            got, want = _topk_fused(a, b, k, splits, pipelined), _topk_blocks(a, b, k, _popc_cdist)
             if not all(torch.equal(x, y) for x, y in zip(got, want)):
                 kind = "pipelined fused" if pipelined else "fused"
                 return f"{kind} top-k disagreed with the row-block path ({n}x{m}x{w} words, k={k}, splits={splits})"
@@ -643,7 +661,8 @@ def _check_radius(index: int, pipelined: bool) -> str | None:
             b[::3] = b[0]
             b[1] = a[0]  # a pair at distance 0
             for r in (0, 32 * w - 4, 64 * w):
-                if not all(torch.equal(x, y) for x, y in zip(_radius_fused(a, b, r, pipelined), _radius_blocks(a, b, r))):
+                want = _radius_blocks(a, b, r, _popc_cdist)
+                if not all(torch.equal(x, y) for x, y in zip(_radius_fused(a, b, r, pipelined), want)):
                     kind = "pipelined fused" if pipelined else "fused"
                     return f"{kind} radius disagreed with the row-block path ({n}x{m}x{w} words, r={r})"
     except ValueError as exc:  # too little shared memory on this card
