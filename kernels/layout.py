@@ -58,9 +58,10 @@ def _pack_signs_kernel(
     r = (pid // word_tiles) * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)  # [BLOCK_R]
     w = (pid % word_tiles) * BLOCK_W + tl.arange(0, BLOCK_W).to(tl.int64)  # [BLOCK_W]
     outer = r // inner
+    outer01 = outer // outer2  # (outer0, outer1) index; no outer1 * outer2: int32 args, it would wrap
     row_offset = (
-        (outer // (outer1 * outer2)) * stride_outer0
-        + ((outer // outer2) % outer1) * stride_outer1
+        (outer01 // outer1) * stride_outer0
+        + (outer01 % outer1) * stride_outer1
         + (outer % outer2) * stride_outer2
         + (r % inner) * stride_inner
     )

@@ -208,3 +208,19 @@ def test_cdist_method_choice(monkeypatch):
     assert triton_backend.cdist_method(4096, 4096, 16, torch.device("cuda")) == "dot"
     assert triton_backend.cdist_method(64, 4096, 16, torch.device("cuda")) == "popc"
     assert triton_backend.cdist_method(1 << 20, 1 << 20, 16, torch.device("cuda")) == "popc"  # expansion > 1 GiB
+
+
+@interpreter_only
+def test_pack_signs_outer_index_without_int32_product():
+    """Row -> (outer0, outer1, outer2, inner) of a launch whose outer1 * outer2 passes
+    int32 (the sizes are i32 arguments: their product wrapped, 65537 * 65535 to -1,
+    so outer0 came out -1 and rows read memory before x). One program of the kernel,
+    launched directly: rows 0..3 are (0, 0, o2, i), at element 2 * o2 + i of x."""
+    base = torch.tensor([-1.0] * 4 + [1.0] * 4)
+    x = base[4:]  # the element 4 before each of x's (stride_outer0 = 4) is in base: -1
+    out = torch.full((4, 1), -7, dtype=torch.int64)
+    layout._pack_signs_kernel[(1,)](
+        x, torch.zeros(1), out, 2 * 65537 * 65535 * 2, 1, 1, 2, 65537, 65535, 4, 0, 2, 1, 1,
+        IS_FP64=False, IS_BF16=False, BLOCK_R=4, BLOCK_W=1,
+    )
+    assert out.flatten().tolist() == [1, 1, 1, 1]
