@@ -47,8 +47,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     from fastspline.data import DATASETS
 
     group = parser.add_argument_group("data")
-    group.add_argument("--data", required=True, choices=DATASETS, help="dataset (shipped with packages; CIFAR from --data-root)")
-    group.add_argument("--data-root", default=None, help="folder holding the extracted CIFAR python version")
+    group.add_argument("--data", required=True, choices=DATASETS,
+                       help="dataset (shipped with packages; CIFAR and image-folder from --data-root)")
+    group.add_argument("--data-root", default=None,
+                       help="folder holding the extracted CIFAR python version, or the class folders of image-folder "
+                            "(<root>/<class>/<image>, or <root>/train and <root>/val; read at 32 x 32 RGB)")
     group.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation, the batch order and the split")
 
 
@@ -200,6 +203,8 @@ def _check_data_root(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(
             f"--data {args.data} needs --data-root (the folder holding the extracted CIFAR python version; nothing is downloaded)"
         )
+    if args.data == "image-folder" and args.data_root is None:
+        parser.error("--data image-folder needs --data-root (the folder of class folders; nothing is downloaded)")
     if args.data_root is not None and not Path(args.data_root).is_dir():
         parser.error(f"--data-root {args.data_root!r} is not a folder")
 

@@ -626,6 +626,15 @@ DATA_CALLS = [
     ("cifar-missing", lambda: data.cifar("/nonexistent"), FileNotFoundError, "cifar: missing ['/nonexistent/data_batch_1'", "never downloads"),
     ("load-name", lambda: data.load("nope"), ValueError, "load: unknown dataset 'nope'; known: digits"),
     ("load-root", lambda: data.load("cifar100"), ValueError, "load: cifar100 needs root="),
+    ("load-folder-root", lambda: data.load("image-folder"), ValueError, "load: image-folder needs root="),
+    ("image_folder-root", lambda: data.image_folder(3), TypeError, "image_folder: root must be a path, got int"),
+    ("image_folder-missing", lambda: data.image_folder("/nonexistent"), FileNotFoundError,
+     "image_folder: /nonexistent is not a folder", "never downloads"),
+    ("image_folder-size", lambda: data.image_folder("/tmp", size=0), ValueError, "image_folder: size must be an int >= 1, got 0"),
+    ("image_folder-channels", lambda: data.image_folder("/tmp", channels=4), ValueError, "image_folder: channels must be 1 or 3, got 4"),
+    ("image_folder-seed", lambda: data.image_folder("/tmp", seed=-1), ValueError, "image_folder: seed must be a non-negative int, got -1"),
+    ("image_folder-fraction", lambda: data.image_folder("/tmp", test_fraction=1), ValueError,
+     "image_folder: test_fraction must be in (0, 1), got 1"),
     ("canvas-type", lambda: data.canvas(1, 2), TypeError, "canvas: img0 and img1 must be tensors, got int, int"),
     ("canvas-shape", lambda: data.canvas(torch.zeros(2), torch.zeros(3)), ValueError, "canvas: img0 and img1 must have the same shape, got (2,) and (3,)"),
     ("canvas-dtype", lambda: data.canvas(torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)), TypeError,
@@ -651,6 +660,30 @@ DATA_CALLS = [
 def test_data_loaders(what, call, exc, m):
     with raises(exc, *m):
         call()
+
+
+def _image(path: Path, size=(6, 5), mode="RGB") -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, 120).save(path)
+
+
+@pytest.mark.parametrize(("what", "make", "message"), [
+    ("no classes", lambda root: (root / "x.png").write_bytes(b""), "has no class folders"),
+    ("empty class", lambda root: (_image(root / "a" / "1.png"), (root / "b").mkdir(), (root / "b" / "notes.txt").write_text("x")),
+     "holds no image"),
+    ("not an image", lambda root: (_image(root / "a" / "1.png"), _image(root / "b" / "1.png"), (root / "b" / "2.jpg").write_bytes(b"junk")),
+     "cannot read the image"),
+    ("truncated", lambda root: (_image(root / "a" / "1.png", (40, 40)), _image(root / "b" / "1.png"),
+                                (root / "a" / "1.png").write_bytes((root / "a" / "1.png").read_bytes()[:60])), "cannot read the image"),
+    ("val class not in train", lambda root: (_image(root / "train" / "a" / "1.png"), _image(root / "val" / "z" / "1.png")),
+     "has classes that"),
+])
+def test_image_folder_bad_folders(tmp_path, what, make, message):
+    make(tmp_path)
+    with raises(ValueError, "image_folder:", message):
+        data.image_folder(tmp_path)
 
 
 def _cifar_folder(root: Path, n: int = 2) -> Path:
@@ -1513,6 +1546,7 @@ CATALOGUE: dict[str, tuple[str, ...]] = {
     **{f"fastspline.data.{name}": ("test_data_loaders",) for name in
        ("digits", "mnist5k", "toy_x", "canvas", "canvas_pair", "probe_subset", "load")},
     "fastspline.data.cifar": ("test_data_loaders", "test_cifar_bad_files"),
+    "fastspline.data.image_folder": ("test_data_loaders", "test_image_folder_bad_folders"),
     "fastspline.train.fit": ("test_fit_bad_arguments", "test_fit_stops_on_a_non_finite_loss_before_the_step",
                              "test_fit_checkpoint_on_a_full_disk", "test_fit_resume_from_a_truncated_checkpoint",
                              "test_fit_resume_from_another_models_checkpoint"),
@@ -1565,7 +1599,7 @@ CATALOGUE: dict[str, tuple[str, ...]] = {
 # Public names without bad-input entries, and why.
 NOT_COVERED: dict[str, str] = {
     **{f"fastspline.{owner}.{name}": "a constant" for owner, name in [
-        ("codes", "ACTIVATIONS"), ("data", "DATASETS"), ("models", "MODEL_NAMES"), ("models", "VGG_CFGS"), ("models", "CNN1D_CFG"),
+        ("codes", "ACTIVATIONS"), ("data", "DATASETS"), ("data", "IMAGE_EXTENSIONS"), ("models", "MODEL_NAMES"), ("models", "VGG_CFGS"), ("models", "CNN1D_CFG"),
         ("cli", "COMMANDS"), ("pruning", "BUDGETS"), ("pruning", "MERGES"), ("pruning", "POLICIES"), ("pruning", "PAIR_RULES"), ("pipeline", "STAGES"),
         ("pipeline", "MERGES"), ("pipeline", "BUDGETS")]},
     **{f"fastspline.{name}": "a plain container built by the library (no validation of its own)" for name in (

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastspline import data
+import fastspline as fs
+from fastspline import data, models
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -229,3 +230,80 @@ def test_mnist1d_splits_do_not_share_the_cached_arrays(monkeypatch: pytest.Monke
     again = data.mnist1d()
     assert again.train.tensors[1].tolist() == [0, 1, 2, 3, 4, 5]
     assert torch.equal(again.test.tensors[0], torch.from_numpy(arrays[2]).float().unsqueeze(1))
+
+
+# ---------------------------------------------------------------- image folders (ImageNet layout)
+
+
+def _save(path, pixels) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def _unscaled(split, x):
+    """Pixels in [0, 1] again: the standardisation undone."""
+    mean = torch.tensor(split.mean).view(-1, 1, 1)
+    std = torch.tensor(split.std).view(-1, 1, 1)
+    return x * std + mean
+
+
+def test_image_folder_reads_class_folders(tmp_path):
+    """Classes are the sorted folder names, images any depth below them, in path order;
+    formats, modes and sizes mixed; other files ignored; a seeded split."""
+    rng = np.random.default_rng(0)
+    colours = {"ant": (255, 0, 0), "bee": (0, 255, 0), "cow": (0, 0, 255)}
+    for c, (name, colour) in enumerate(colours.items()):
+        for i in range(5):
+            h, w = 9 + i, 12 - i
+            pixels = np.empty((h, w, 3), dtype=np.uint8)
+            pixels[:] = colour
+            sub = "deep/" if i == 4 else ""
+            _save(tmp_path / name / f"{sub}{i}.{['png', 'jpg', 'bmp', 'png', 'gif'][i]}", pixels)
+        (tmp_path / name / "labels.txt").write_text("not an image")
+        _save(tmp_path / name / ".hidden.png", rng.integers(0, 255, (4, 4, 3), dtype=np.uint8))
+    (tmp_path / ".cache").mkdir()
+    split = data.image_folder(tmp_path, size=4, test_fraction=0.2, seed=3, progress=False)
+    assert (len(split.train), len(split.test), split.num_classes, split.input_shape) == (12, 3, 3, (3, 4, 4))
+    labels = torch.cat([split.train.tensors[1], split.test.tensors[1]]).sort().values
+    assert labels.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    for x, y in (split.train.tensors, split.test.tensors):
+        pixels = _unscaled(split, x)
+        for image, label in zip(pixels, y):
+            colour = torch.tensor(list(colours.values())[int(label)], dtype=torch.float32).view(3, 1, 1) / 255
+            assert torch.allclose(image, colour.expand(3, 4, 4), atol=0.02)  # jpg: lossy
+    again = data.image_folder(tmp_path, size=4, test_fraction=0.2, seed=3, progress=False)
+    assert torch.equal(again.test.tensors[0], split.test.tensors[0])
+    other = data.image_folder(tmp_path, size=4, test_fraction=0.2, seed=4, progress=False)
+    assert not torch.equal(other.test.tensors[1], split.test.tensors[1]) or not torch.equal(other.test.tensors[0], split.test.tensors[0])
+
+
+def test_image_folder_crops_the_centre_of_the_resized_image(tmp_path):
+    """Shorter side to ``size``, then the centre: of a 4 x 12 image, the middle third."""
+    pixels = np.zeros((4, 12, 3), dtype=np.uint8)
+    pixels[:, 4:8] = 255  # a white middle band, black sides
+    _save(tmp_path / "a" / "band.png", pixels)
+    _save(tmp_path / "b" / "flat.png", np.full((4, 4, 3), 255, dtype=np.uint8))
+    split = data.image_folder(tmp_path / "", size=4, test_fraction=0.5, progress=False)
+    x = torch.cat([split.train.tensors[0], split.test.tensors[0]])
+    y = torch.cat([split.train.tensors[1], split.test.tensors[1]])
+    band = _unscaled(split, x[y == 0][0])
+    assert torch.allclose(band, torch.ones(3, 4, 4), atol=1e-5)  # only the white band is kept
+
+
+def test_image_folder_official_split_and_gray(tmp_path):
+    """``train/`` + ``val/``: that split, labels from train's classes (val may lack some)."""
+    for part, names in (("train", ["a", "b", "c"]), ("val", ["a", "c"])):
+        for name in names:
+            for i in range(2):
+                _save(tmp_path / part / name / f"{i}.png", np.full((5, 5), 40 * i + 10 * ord(name) % 200, dtype=np.uint8))
+    split = data.load("image-folder", root=tmp_path)
+    assert (len(split.train), len(split.test), split.num_classes, split.input_shape) == (6, 4, 3, (3, 32, 32))
+    assert split.train.tensors[1].tolist() == [0, 0, 1, 1, 2, 2] and split.test.tensors[1].tolist() == [0, 0, 2, 2]
+    gray = data.image_folder(tmp_path, size=5, channels=1, progress=False)
+    assert gray.input_shape == (1, 5, 5)
+    want = torch.tensor([[10 * ord(n) % 200 + 40 * i for i in range(2)] for n in "ac"], dtype=torch.float32).flatten() / 255
+    assert torch.allclose(_unscaled(gray, gray.test.tensors[0])[:, 0, 2, 2], want, atol=1e-5)
+    rc = fs.codes(models.vgg("vgg-small", in_channels=3, num_classes=3, input_size=32), split.test.tensors[0], progress=False)
+    assert rc.n_samples == 4
