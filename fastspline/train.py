@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from fastspline._files import atomic_torch_save as atomic_save
 from fastspline._files import load_torch_archive
@@ -151,6 +151,22 @@ def _as_tensors(data: object, name: str, where: str = "fit") -> tuple[torch.Tens
     return x, y
 
 
+def _conv_backward_flop(
+    grad_out_shape: list[int], x_shape: list[int], w_shape: list[int], _bias: Any, _stride: Any, _padding: Any,
+    _dilation: Any, transposed: bool, _output_padding: Any, _groups: int, output_mask: list[bool], out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
+    """A conv's backward: each gradient asked for (input, weight) costs what its forward does.
+    (torch's formula counts the weight gradient of a grouped conv as a dense one, ``groups`` x.)"""
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def _flop_counter() -> FlopCounterMode:
+    """torch's counter with the grouped-conv backward counted as :func:`_conv_backward_flop` does."""
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
+
+
 def count_flops(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None) -> int:
     """FLOPs of one step on a copy of ``model`` (the model itself is untouched).
 
@@ -162,7 +178,7 @@ def count_flops(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | 
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"count_flops: inputs must be a tensor, got {type(inputs).__name__}")
     clone = copy.deepcopy(model)
-    counter = FlopCounterMode(display=False)
+    counter = _flop_counter()
     if targets is None:
         clone.eval()
         with counter, torch.no_grad():
@@ -410,7 +426,7 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 shape = tuple(xb.shape)
                 if shape not in flops_by_shape:
-                    counter = FlopCounterMode(display=False)
+                    counter = _flop_counter()
                     with counter:
                         logits = model(xb)
                         loss = F.cross_entropy(logits, yb)

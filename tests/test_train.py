@@ -38,6 +38,26 @@ def test_flops_of_a_conv_layer_match_the_closed_form() -> None:
     assert train.count_flops(model, x, torch.randint(0, 10, (n,))) == 2 * forward
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_flops_of_a_grouped_conv_backward_match_the_closed_form(transposed: bool) -> None:
+    # torch's counter takes the weight gradient of a grouped conv for a dense one (x groups);
+    # each gradient of a conv costs what its forward does.
+    n, c, side, groups = 2, 8, 5, 4
+    x, y = torch.randn(n, 3, side, side), torch.randint(0, c, (n,))
+    first = nn.Conv2d(3, c, 1, bias=False)
+    if transposed:  # a transposed conv's FLOPs go by its input's positions
+        grouped = nn.ConvTranspose2d(c, c, 3, stride=2, groups=groups, bias=False)
+    else:
+        grouped = nn.Conv2d(c, c, 3, padding=1, groups=groups, bias=False)
+    grouped_forward = 2 * n * side * side * c * (c // groups) * 9
+    model = nn.Sequential(first, nn.ReLU(), grouped, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    first_forward = 2 * n * side * side * c * 3
+    assert train.count_flops(model, x) == first_forward + grouped_forward
+    assert train.count_flops(model, x, y) == 2 * first_forward + 3 * grouped_forward
+    history = train.fit(model, TensorDataset(x, y), None, 1, batch_size=n, progress=False)
+    assert history[0]["flops"] == 2 * first_forward + 3 * grouped_forward
+
+
 def test_fit_counts_flops_once_per_batch_shape() -> None:
     fan_in, fan_out = 5, 3
     x, y = torch.randn(20, fan_in), torch.randint(0, fan_out, (20,))
