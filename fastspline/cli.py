@@ -4,8 +4,8 @@ Subcommands are registered in :data:`COMMANDS` (name -> function adding its
 parser); each parser sets ``func`` (runs it, returns an exit status) and may set
 ``check`` (``check(parser, args)``, validates, calls ``parser.error``). Argument groups (:func:`add_data_arguments`,
 :func:`add_model_arguments`, :func:`add_training_arguments`,
-:func:`add_earlybird_arguments`) are shared so later commands (``prune``,
-``pipeline``, ``bench``) take the same flags.
+:func:`add_earlybird_arguments`) are shared, so ``run`` takes ``train``'s model,
+data and training flags.
 
 ``fastspline train --model vgg11 --data digits --epochs 40 --eb spline mask``
 trains with the paper's recipe, prints one line per epoch (loss, accuracy,
@@ -133,7 +133,7 @@ def add_train_command(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model with early-bird detection",
-        description="Train with the paper's recipe (SGD 0.1, momentum 0.9, wd 1e-4, lr x0.1 at 50%%/75%%, "
+        description="Train with the paper's recipe (SGD 0.1, momentum 0.9, wd 1e-4, lr x0.1 at 50%/75%, "
         "BN-L1 1e-4) and report the spline / mask early-bird epochs.",
     )
     add_model_arguments(parser)
