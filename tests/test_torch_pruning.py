@@ -73,20 +73,8 @@ def test_resnet_prunes_physically_through_torch_pruning(global_pruning: bool) ->
 
 
 def test_duplicate_channel_scores_lowest() -> None:
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
-    )  # fmt: skip
-    x = _probe()
-    pruning.recalibrate_bn(model, x)
-    model.eval()
-    with torch.no_grad():  # channel 5 = 0.5 x channel 2 after the BatchNorm
-        conv, bn = model[0], model[1]
-        conv.weight[5] = conv.weight[2]
-        bn.running_mean[5], bn.running_var[5] = bn.running_mean[2], bn.running_var[2]
-        bn.weight[5], bn.bias[5] = 0.5 * bn.weight[2], 0.5 * bn.bias[2]
+    model, x = _duplicate_model()
+    _make_duplicate(model)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=x[:1])
     group = graph.get_pruning_group(model[0], tp.prune_conv_out_channels, idxs=list(range(8)))
     scores = SplineImportance(model, x)(group)
