@@ -423,8 +423,9 @@ def hamming_cdist(
         )
     if _use_custom_op(a, b, out):
         _hamming_cdist_out_op(a, b, out, name)
-    elif _memory_overlaps(out, a) or _memory_overlaps(out, b):
-        # The kernels read a and b while they write out: compute apart, then copy.
+    elif out.is_neg() or _memory_overlaps(out, a) or _memory_overlaps(out, b):
+        # The kernels write raw memory (a lazily negated out reads it back negated) and read
+        # a and b while they write out: compute apart, then copy.
         out.copy_(_impl(name).hamming_cdist(a, b))
     else:
         _impl(name).hamming_cdist(a, b, out)

@@ -735,3 +735,15 @@ def test_hamming_cdist_out_sharing_memory_with_inputs(impl):
     expected = oracle.hamming_cdist(a.numpy().copy(), b.numpy().copy())
     out = buf.view(torch.int32).view(n, n)
     assert torch.equal(fs.hamming_cdist(a, b, out=out, backend=impl.backend), torch.from_numpy(expected))
+
+
+def test_hamming_cdist_out_negated_view(impl):
+    """An ``out`` with the negative bit set stores its values negated: the kernels
+    write raw memory, so the distances must still read back as themselves."""
+    gen = make_gen("cdist_out_neg_view")
+    a, b = random_words(5, 130, gen), random_words(7, 130, gen)
+    out = torch._neg_view(torch.zeros(5, 7, dtype=torch.int32))
+    assert out.is_neg()
+    got = fs.hamming_cdist(a, b, out=out, backend=impl.backend)
+    assert got is out
+    assert torch.equal(out, torch.from_numpy(oracle.hamming_cdist(oracle.words_np(a), oracle.words_np(b))))
