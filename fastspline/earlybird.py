@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import torch
@@ -140,16 +140,20 @@ class _EarlyBird:
     def _parse_base_state(self, state: object) -> dict[str, Any]:
         """The shared fields of ``state``, parsed without touching ``self``."""
         saved = {float(t): (None if int(e) < 0 else int(e)) for t, e in state["fired"]}
+        distances = {int(e): float(d) for e, d in state["distances"]}
+        # A threshold the state lacks (changed or added on resume) fires where the saved distances first reach it.
+        first = {t: next((e for e in sorted(distances) if self._fires(distances[e], t)), None) for t in self.thresholds}
         return {
             "epochs": [int(e) for e in state["epochs"]],
-            "distances": {int(e): float(d) for e, d in state["distances"]},
-            "fired": {t: saved.get(t) for t in self.thresholds},
+            "distances": distances,
+            "fired": {t: saved[t] if t in saved else first[t] for t in self.thresholds},
             "_pairs": {(int(t), int(s)): float(d) for t, s, d in state["pairs"]},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`'s output. A malformed state raises
-        ValueError (TypeError for a non-dict) and leaves the detector as it was."""
+        ValueError (TypeError for a non-dict) and leaves the detector as it was.
+        A threshold the state lacks gets the first saved epoch whose distance fires it."""
         if not isinstance(state, dict):
             raise TypeError(f"{self._where}.load_state_dict: state must be a dict from state_dict(), got {type(state).__name__}")
         try:
@@ -236,6 +240,8 @@ class SplineEarlyBird(_EarlyBird):
             raise ValueError(f"SplineEarlyBird: history_depth must be an int >= window ({window}), got {history_depth!r}")
         self.history_depth = history_depth
         self.probe = probe
+        if layers is not None and not isinstance(layers, (str, nn.Module, Sequence)) and isinstance(layers, Iterable):
+            layers = list(layers)  # a generator would be used up by the first step
         self.layers = layers
         self.device = device
         self.batch_size = batch_size

@@ -201,3 +201,33 @@ def test_mask_earlybird_rejects_an_empty_mask() -> None:
     with pytest.raises(ValueError, match="mask is empty"):
         detector.step_mask(empty, 1)
     assert detector.epochs == []
+
+
+def test_load_state_dict_fires_thresholds_the_state_lacks_on_its_distances() -> None:
+    # A run resumed with another threshold (or an added report threshold) started that
+    # threshold at None and fired it at the first epoch *after* the resume, though the
+    # saved window distances were already below it.
+    torch.manual_seed(0)
+    model = models.mlp([3, 8, 2])
+    probe = torch.randn(20, 3)
+    eb = SplineEarlyBird(probe, window=1)
+    for epoch in (1, 2, 3):
+        eb.step(model, epoch)  # the same model: distance 0 at epochs 2 and 3
+    state = eb.state_dict()
+    resumed = SplineEarlyBird(probe, threshold=0.1, window=1, report_thresholds=(0.16, 0.01, 0.0))
+    resumed.load_state_dict(state)
+    assert resumed.fired == {0.1: 2, 0.16: 2, 0.01: 2, 0.0: None} and resumed.epoch == 2
+    resumed.step(model, 4)
+    assert resumed.epoch == 2 and resumed.fired[0.01] == 2
+
+
+def test_layers_given_as_a_generator_are_kept_for_every_step() -> None:
+    # codes() accepts any iterable of layers; a generator was consumed by the first
+    # step, and the second raised "layers is empty".
+    torch.manual_seed(0)
+    model = models.mlp([3, 8, 8, 2])
+    probe = torch.randn(20, 3)
+    eb = SplineEarlyBird(probe, window=1, layers=(m for m in model.modules() if isinstance(m, nn.BatchNorm1d)))
+    for epoch in (1, 2, 3):
+        eb.step(model, epoch)
+    assert eb.distances == {2: 0.0, 3: 0.0} and eb.layer_names == ["layers.bn0", "layers.bn1"]
