@@ -473,6 +473,14 @@ class _ModuleStack:
             self.frames.pop()
 
 
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile``'d model wraps (same modules, same names), else ``model``.
+    codes() runs it: compiled code replays the module stack's hooks after the graph, so
+    functional calls would lose their module."""
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing was compiled
+    return model._orig_mod if dynamo is not None and isinstance(model, dynamo.OptimizedModule) else model
+
+
 class _FunctionalCalls(TorchFunctionMode):
     """Records every functional piecewise-linear call made by a module's forward."""
 
@@ -563,7 +571,7 @@ def codes(
     Args:
         model: any ``nn.Module``; run in eval mode under ``no_grad``; the train/eval
             mode of each submodule is restored and every hook removed afterwards,
-            also when forward raises. A ``torch.compile``d model runs uncompiled.
+            also when forward raises. A ``torch.compile``d model runs _uncompiled.
         data: a DataLoader or iterable of batches (tensors, ``(x, y)`` tuples/lists or
             dicts with ``"x"``/``"input"``), or one tensor (split into ``batch_size``).
         layers: ``None`` finds activation modules and functional calls (see the
@@ -621,10 +629,7 @@ def codes(
         mode = _FunctionalCalls(recorder, stack, set(hooked), where, constants)
     handles: list[Any] = []
     modes = [(module, module.training) for module in model.modules()]
-    # A torch.compile'd model runs its original module (same modules, same names): compiled
-    # code replays the module stack's hooks after the graph, so functional calls lose their module.
-    dynamo = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing was compiled
-    forward = model._orig_mod if dynamo is not None and isinstance(model, dynamo.OptimizedModule) else model
+    forward = _uncompiled(model)
     n_seen = 0
     bar = None
     try:

@@ -29,6 +29,7 @@ points whose bits differ).
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +41,7 @@ from torch import nn
 
 from fastspline import ops
 from fastspline._files import atomic_write, load_torch_archive, read_json_object
-from fastspline.codes import RegionCodes, codes
+from fastspline.codes import RegionCodes, codes, _uncompiled
 
 if TYPE_CHECKING:  # matplotlib is an optional dependency, imported when a plot is made
     from matplotlib.axes import Axes
@@ -126,7 +127,7 @@ def _codes_and_logits(
             raise ValueError(f"{where}: model must return logits [N, classes], got {got}")
         outputs.append(out.detach().float().cpu())
 
-    handle = model.register_forward_hook(keep)
+    handle = _uncompiled(model).register_forward_hook(keep)  # the module codes() runs
     try:
         rc = codes(model, inputs, layers, device=device, backend=backend, batch_size=batch_size, progress=False)
     except RuntimeError as exc:  # the model's own shape checks
@@ -196,13 +197,13 @@ def _line_handle(colour: str, width: float, label: str) -> Any:
 
 
 def _check_bounds(bounds: object, where: str) -> tuple[float, float, float, float]:
-    if isinstance(bounds, (int, float)) and not isinstance(bounds, bool):
+    if isinstance(bounds, numbers.Real) and not isinstance(bounds, bool):
         bounds = (-bounds, bounds, -bounds, bounds)
     if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 4:
         raise ValueError(f"{where}: bounds must be (xmin, xmax, ymin, ymax) or a number r for [-r, r]^2, got {bounds!r}")
     values = []
     for v in bounds:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
             raise ValueError(f"{where}: bounds must hold finite numbers, got {bounds!r}")
         values.append(float(v))
     xmin, xmax, ymin, ymax = values
@@ -456,11 +457,13 @@ def canvas_contours(
     ax = fig.add_subplot()
     steps = np.linspace(0.0, 1.0, n)
     half = 0.5 / (n - 1)
-    predicted = logits.argmax(dim=1).numpy().reshape(n, n)
+    # One output: class 1 where the logit is positive (the decision field of _decision_fields).
+    predicted = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
+    predicted = predicted.numpy().reshape(n, n)
     from matplotlib.colors import ListedColormap, to_rgb
 
     palette = [f"C{i}" for i in range(10) if i != 3]  # C3 is red, the decision boundary's colour
-    class_colours = np.array([to_rgb(palette[c % len(palette)]) for c in range(logits.shape[1])])
+    class_colours = np.array([to_rgb(palette[c % len(palette)]) for c in range(max(logits.shape[1], 2))])
     light = 1.0 - 0.3 * (1.0 - class_colours)  # pale class colours under the lines
     ax.imshow(
         predicted, origin="lower", extent=(-half, 1 + half, -half, 1 + half), interpolation="nearest",
@@ -709,8 +712,10 @@ def training_curves(
     Args:
         history: a :class:`fastspline.train.History`, a list of its records, or a run
             folder / ``history.json`` (path or dict; thresholds and EB epochs are read from it).
-        thresholds: ``{detector: threshold}`` drawn on the distance panel (overrides the run's).
-        eb_epochs: ``{detector: epoch}`` marked on every panel (overrides the run's).
+        thresholds: ``{detector: threshold}`` drawn on the distance panel (overrides the run's;
+            None: not drawn).
+        eb_epochs: ``{detector: epoch}`` marked on every panel (overrides the run's; None: not
+            marked, e.g. ``detector.epoch`` of a detector that has not fired).
         title, path, dpi: figure title; write the PNG.
 
     The distance panel shows each ``"<detector>_distance"`` key of the records; the FLOPs
@@ -732,8 +737,18 @@ def training_curves(
                 marks[name] = int(summary["epoch"])
             if summary.get("threshold") is not None:
                 limits[name] = float(summary["threshold"])
-    marks.update(eb_epochs or {})
-    limits.update(thresholds or {})
+    for name, epoch in (eb_epochs or {}).items():  # None: no EB (the detector has not fired)
+        if epoch is None:
+            marks.pop(name, None)
+        else:
+            marks[name] = _check_int(epoch, f"eb_epochs[{name!r}]", 0, 10**6, where)
+    for name, limit in (thresholds or {}).items():
+        if limit is None:
+            limits.pop(name, None)
+        elif isinstance(limit, bool) or not isinstance(limit, numbers.Real) or not math.isfinite(limit):
+            raise TypeError(f"{where}: thresholds[{name!r}] must be a finite number or None, got {limit!r}")
+        else:
+            limits[name] = float(limit)
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(records)]
     detector_names = [k[: -len("_distance")] for k in records[-1] if k.endswith("_distance")]
     for r in records:
@@ -765,7 +780,8 @@ def training_curves(
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("accuracy", fontsize=10)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no labelled line (keys not recorded, no EB): no legend, no warning
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
 
     if detector_names:
@@ -797,7 +813,8 @@ def training_curves(
     mark(ax)
     ax.set_xlabel("epoch")
     ax.set_title("training FLOPs", fontsize=10)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no labelled line (keys not recorded, no EB): no legend, no warning
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     from matplotlib.ticker import MaxNLocator
 

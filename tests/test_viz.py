@@ -290,3 +290,66 @@ def test_run_writes_plots_and_plot_pruning_reads_them(tmp_path: Path, capsys: py
     assert_not_blank(out / "pruning.png")
     with pytest.raises(SystemExit, match="--method must be one of"):
         cli.main(["plot", "pruning", str(run), "--method", "dense"])
+
+
+# ---------------------------------------------------------------- regressions
+
+
+def test_partition_and_canvas_of_a_compiled_model() -> None:
+    # codes runs a torch.compile'd model's original module: the logits hook must be on it.
+    train.seed_everything(0)
+    model = models.mlp([2, 6, 3], batch_norm=False)
+    fig = viz.partition_2d(torch.compile(model), 2.0, 24)
+    assert title_count(fig) == grid_count(model, 2.0, 24)
+    cnn = models.vgg("vgg-small", 1, 10, 8, width=0.125)
+    img0, img1 = torch.randn(1, 8, 8), torch.randn(1, 8, 8)
+    fig = viz.canvas_contours(torch.compile(cnn), img0, img1, n=8)
+    assert title_count(fig) == codes(cnn, data.canvas(img0, img1, 8), progress=False).count_regions()
+
+
+def test_canvas_of_a_single_output_model_colours_the_logit_sign() -> None:
+    # One logit: class 1 where it is positive, as the decision boundary drawn (its zero set).
+    train.seed_everything(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(48, 1))
+    img0, img1 = torch.randn(1, 4, 4), torch.randn(1, 4, 4)
+    with torch.no_grad():
+        logit = model(data.canvas(img0, img1, 12))[:, 0]
+    assert logit.min() < 0 < logit.max()
+    fig = viz.canvas_contours(model, img0, img1, n=12)
+    shown = np.asarray(fig.axes[0].get_images()[0].get_array())
+    assert np.array_equal(shown, (logit > 0).numpy().reshape(12, 12))
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "predicted class 0" in legend and "predicted class 1" in legend
+
+
+def test_partition_bounds_accept_numpy_numbers() -> None:
+    model = lines_model([(1.0, 0.0, 0.0), (0.0, 1.0, 0.0)])
+    r = np.abs(np.array([[-1.5, 2.0]], dtype=np.float32)).max()  # np.float32
+    assert title_count(viz.partition_2d(model, r, 16)) == grid_count(model, 2.0, 16) == 4
+    box = tuple(np.array([-2.0, 2.0, -2.0, 2.0], dtype=np.float32))
+    assert title_count(viz.partition_2d(model, box, 16)) == 4
+    assert title_count(viz.partition_2d(model, np.int64(2), 16)) == 4
+
+
+def test_training_curves_eb_epochs_and_thresholds_values() -> None:
+    records = [{"epoch": e, "train_acc": 10.0 * e, "cumulative_flops": e, "spline_distance": 0.1 * e} for e in (1, 2, 3)]
+    # A detector that has not fired: eb_epochs={"spline": detector.epoch} is None, no mark.
+    fig = viz.training_curves(records, eb_epochs={"spline": None}, thresholds={"spline": None})
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["spline distance"]
+    # None also removes the run's own mark.
+    fig = viz.training_curves(run_payload(), eb_epochs={"spline": None})
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["spline distance", "spline threshold 0.16"]
+    with pytest.raises(TypeError, match=r"eb_epochs\['spline'\]"):
+        viz.training_curves(records, eb_epochs={"spline": 2.5})
+    with pytest.raises(TypeError, match=r"thresholds\['spline'\]"):
+        viz.training_curves(records, thresholds={"spline": "0.1"})
+
+
+def test_training_curves_without_optional_keys_warns_nothing() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = viz.training_curves([{"epoch": 1, "spline_distance": None}, {"epoch": 2, "test_acc": float("nan")}])
+    assert [ax.get_title() for ax in fig.axes] == ["accuracy", "early-bird distance", "training FLOPs"]
+    assert fig.axes[2].get_legend() is None
