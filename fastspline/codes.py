@@ -571,7 +571,7 @@ def codes(
     Args:
         model: any ``nn.Module``; run in eval mode under ``no_grad``; the train/eval
             mode of each submodule is restored and every hook removed afterwards,
-            also when forward raises. A ``torch.compile``d model runs _uncompiled.
+            also when forward raises. A ``torch.compile``d model runs uncompiled.
         data: a DataLoader or iterable of batches (tensors, ``(x, y)`` tuples/lists or
             dicts with ``"x"``/``"input"``), or one tensor (split into ``batch_size``).
         layers: ``None`` finds activation modules and functional calls (see the
