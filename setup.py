@@ -30,7 +30,10 @@ class CMakeBuild(build_ext):
 
         extdir = (Path.cwd() / self.get_ext_fullpath(ext.name)).parent.resolve()
         debug = os.environ.get("DEBUG", "0") == "1"
-        cuda = {"1": "ON", "0": "OFF"}.get(os.environ.get("FASTSPLINE_CUDA", ""), "AUTO")
+        cuda_env = os.environ.get("FASTSPLINE_CUDA", "")
+        if cuda_env not in ("", "1", "0"):  # ON, yes, ...: refused, not quietly taken as AUTO
+            raise ValueError(f"FASTSPLINE_CUDA must be 1 (build fastspline._cuda) or 0 (skip it), got {cuda_env!r}")
+        cuda = {"1": "ON", "0": "OFF"}.get(cuda_env, "AUTO")
         cmake_args = [
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={extdir}{os.sep}",
             f"-DPython_EXECUTABLE={sys.executable}",
@@ -44,6 +47,9 @@ class CMakeBuild(build_ext):
         generator = ["-G", "Ninja"] if _has_ninja() else []
         build_temp = Path(self.build_temp) / ext.name
         build_temp.mkdir(parents=True, exist_ok=True)
+        # CMake rewrites _cuda only when it builds it: one an earlier build left in extdir
+        # (nvcc found then; FASTSPLINE_CUDA=0 or no nvcc now) would ship as this build's.
+        (extdir / self._cuda_filename()).unlink(missing_ok=True)
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
         subprocess.run(["cmake", str(ROOT), *generator, *cmake_args], cwd=build_temp, check=True)
         subprocess.run(["cmake", "--build", ".", "-j", jobs], cwd=build_temp, check=True)
@@ -52,9 +58,15 @@ class CMakeBuild(build_ext):
         # Editable installs copy only the declared extension (_C); CMake may also
         # have built _cuda beside it, which must land in the source tree too.
         super().copy_extensions_to_source()
-        built = Path(self.build_lib) / "fastspline"
-        for module in built.glob("_cuda*.so"):
-            self.copy_file(str(module), str(ROOT / "fastspline" / module.name), level=self.verbose)
+        built = Path(self.build_lib) / "fastspline" / self._cuda_filename()
+        source = ROOT / "fastspline" / built.name
+        if built.is_file():
+            self.copy_file(str(built), str(source), level=self.verbose)
+        else:  # not built this time: an older one in the tree would still be imported
+            source.unlink(missing_ok=True)
+
+    def _cuda_filename(self) -> str:
+        return Path(self.get_ext_filename("fastspline._cuda")).name
 
 
 def _has_ninja() -> bool:

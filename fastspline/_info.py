@@ -17,7 +17,7 @@ def build_info() -> dict[str, Any]:
     try:
         from fastspline import _C
     except ImportError as exc:
-        info.update(cpu_extension=False, cpu_error=str(exc), compiler=None, isa=None, supported_isas=[])
+        info.update(cpu_extension=False, cpu_error=str(exc), compiler=None, openmp=None, isa=None, supported_isas=[])
     else:
         info.update(cpu_extension=True, **_C.build_info(), isa=_C.isa(), supported_isas=list(_C.supported_isas()))
     try:

@@ -48,6 +48,8 @@ def load(name: str) -> ModuleType:
     except ImportError as exc:  # the compiled extension is missing or unloadable
         _failed[name] = f"{type(exc).__name__}: {exc}"
         raise RuntimeError(f"fastspline backend {name!r} is not available: {_failed[name]}") from exc
+    except ValueError as exc:  # it loads but refuses a setting (FASTSPLINE_ISA=...): an error, never a fallback
+        raise ValueError(f"fastspline backend {name!r} refused its environment settings: {exc}") from exc
     _loaded[name] = module
     return module
 
@@ -61,6 +63,8 @@ def available() -> dict[str, str | None]:
             out[name] = None
         except RuntimeError:
             out[name] = _failed[name]
+        except ValueError as exc:
+            out[name] = f"{type(exc).__name__}: {exc}"
     return out
 
 
