@@ -856,6 +856,7 @@ def test_load_rejects_malformed_layer_entries(tmp_path):
     assert torch.equal(RegionCodes.load(tmp_path / "ok.pt")["a"].words, words)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch.load reading the damaged bytes
 def test_load_of_a_damaged_file_raises_value_error(tmp_path):
     """Single flipped bytes make torch.load raise TypeError, IndexError, AssertionError, ...:
     each must reach the caller as the documented ValueError naming the file (or load)."""
