@@ -632,8 +632,9 @@ def _plot_pruning(source: Path, folder: Path, seed_folder: Path | None, method: 
     elif seed_folder is not None:
         results = _read_json(folder / "results.json")
         pruned = [m for m in results.get("methods", []) if m.get("prune_at") != "never"]
-        eb = results.get("config", {}).get("eb")
-        eb = "end" if eb == "none" else eb  # --eb none prunes after full training
+        from fastspline.pipeline import _prune_at
+
+        eb = _prune_at(results.get("config", {}).get("eb"))
         keys = [m["key"] for m in sorted(pruned, key=lambda m: m.get("prune_at") != eb)]  # the run's EB first
         if method is None and not keys:
             raise SystemExit(f"fastspline plot pruning: {folder} has no pruned method")

@@ -95,6 +95,12 @@ STAGES = ("dense_at_prune", "pruned", "recalibrated", "retrain_1", "final")
 MERGES = ("affine", "scale", "none")
 BUDGETS = ("channels", "flops")
 EARLYBIRDS = ("spline", "mask", "none")
+_PRUNE_AT = ("never", "spline", "mask", "end")  # a Method's prune_at: dense, an EB epoch, after full training
+
+
+def _prune_at(eb: str) -> str:
+    """The prune_at of ``--eb eb``'s methods: its EB epoch, or after full training for ``none``."""
+    return "end" if eb == "none" else eb
 
 Emit = Callable[[str, Any], None]
 
@@ -287,7 +293,7 @@ def methods_for(config: PipelineConfig, compare: bool = False) -> list[Method]:
     _check_config(config, "methods_for")
     if not isinstance(compare, bool):
         raise TypeError(f"methods_for: compare must be a bool, got {type(compare).__name__} {compare!r}")
-    prune_at = "end" if config.eb == "none" else config.eb
+    prune_at = _prune_at(config.eb)
     chosen = [
         Method(prune_at, p, m, r)
         for p in config.policies
@@ -548,8 +554,7 @@ def _write_plots(
     from fastspline import viz
 
     pruned = [m for m in methods if m.prune_at != "never"]
-    prune_at = "end" if config.eb == "none" else config.eb  # as methods_for names it
-    method = next((m for m in pruned if m.prune_at == prune_at), pruned[0] if pruned else None)
+    method = next((m for m in pruned if m.prune_at == _prune_at(config.eb)), pruned[0] if pruned else None)
     snapshot = dense.snapshots["end"]
     if method is not None and method.prune_at in dense.snapshots:
         snapshot = dense.snapshots[method.prune_at]
@@ -702,7 +707,7 @@ def run_methods(
         if not isinstance(method, Method):
             raise TypeError(f"run_methods: methods must hold Method objects (see methods_for), got {type(method).__name__} {method!r}")
         # Checked now, not after the dense training (an unknown prune_at fails in Method.label).
-        if method.prune_at not in ("never", "spline", "mask", "end"):
+        if method.prune_at not in _PRUNE_AT:
             raise ValueError(f"run_methods: methods[].prune_at must be never, spline, mask or end, got {method!r}")
         if method.prune_at != "never" and (
             method.policy not in pruning.POLICIES or method.merge not in MERGES or method.pair_rule not in pruning.PAIR_RULES
