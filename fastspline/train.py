@@ -196,10 +196,7 @@ def evaluate(model: nn.Module, data: object, *, batch_size: int = 1024, device: 
     (the train/eval mode of every submodule is restored, also when forward raises)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"evaluate: model must be an nn.Module, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(f"evaluate: batch_size must be an int, got {type(batch_size).__name__} {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"evaluate: batch_size must be >= 1, got {batch_size}")
+    batch_size = _check_int(batch_size, "batch_size", 1, "evaluate")
     x, y = _as_tensors(data, "data", "evaluate")
     device = _model_device(model) if device is None else torch.device(device)
     modes = [(module, module.training) for module in model.modules()]  # each submodule's own mode
@@ -240,11 +237,11 @@ def _check_number(value: object, name: str, low: float, *, strict: bool = False)
     return float(value)
 
 
-def _check_int(value: object, name: str, low: int) -> int:
+def _check_int(value: object, name: str, low: int, where: str = "fit") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"fit: {name} must be an int, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{where}: {name} must be an int, got {type(value).__name__} {value!r}")
     if value < low:
-        raise ValueError(f"fit: {name} must be >= {low}, got {value}")
+        raise ValueError(f"{where}: {name} must be >= {low}, got {value}")
     return value
 
 
