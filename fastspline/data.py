@@ -339,6 +339,12 @@ def _class_images(folder: Path, where: str) -> dict[str, list[Path]]:
     return found
 
 
+def _labelled(classes: dict[str, list[Path]], label: dict[str, int]) -> tuple[list[Path], list[int]]:
+    """Every image of ``classes`` in order, and its class's label."""
+    pairs = [(path, label[name]) for name, paths in classes.items() for path in paths]
+    return [p for p, _ in pairs], [y for _, y in pairs]
+
+
 def _read_images(files: list[Path], size: int, channels: int, progress: bool, where: str) -> np.ndarray:
     """uint8 ``[N, channels, size, size]``: each image's shorter side resized to ``size``
     (bilinear), then its centre crop."""
@@ -419,15 +425,14 @@ def image_folder(
         if extra:
             raise ValueError(f"{where}: {held_out} has classes that {folder / 'train'} lacks: {extra[:5]}")
         label = {name: i for i, name in enumerate(train)}
-        files = [p for name in train for p in train[name]] + [p for name in test for p in test[name]]
-        labels = [label[name] for name in train for _ in train[name]] + [label[name] for name in test for _ in test[name]]
-        n_train = sum(len(v) for v in train.values())
-        train_index, test_index = np.arange(n_train), np.arange(n_train, len(files))
+        files, labels = _labelled(train, label)
+        test_files, test_labels = _labelled(test, label)
+        train_index, test_index = np.arange(len(files)), np.arange(len(files), len(files) + len(test_files))
+        files, labels = files + test_files, labels + test_labels
         num_classes = len(train)
     else:
         found = _class_images(folder, where)
-        files = [p for paths in found.values() for p in paths]
-        labels = [i for i, paths in enumerate(found.values()) for _ in paths]
+        files, labels = _labelled(found, {name: i for i, name in enumerate(found)})
         train_index, test_index = _permuted_split(len(files), test_fraction, seed, where)
         num_classes = len(found)
     images = _read_images(files, size, channels, progress, where).astype(np.float32)
