@@ -48,6 +48,11 @@ consumer's input over the probe (the post-activation after any pooling), then
 ``W[:, j]`` over the kernel window goes into the consumer's bias or the running
 mean of the BatchNorm after it. ``merge="scale"`` fits ``h_j ~ a h_i``;
 ``"none"`` drops units as they are.
+
+A BatchNorm without running statistics (``track_running_stats=False``) normalises
+by each batch's own, in eval mode too: it is a layer's ``norm`` or an offset target
+like any other, the offset needs no compensation there (the batch mean removes it),
+and ``apply`` keeps it without statistics in the smaller model.
 """
 from __future__ import annotations
 
@@ -359,6 +364,7 @@ class _Tracer(TorchFunctionMode):
         self.made_by: dict[int, tuple[str, str, torch.Tensor, int]] = {}  # id(out) -> (kind, module, out, id(input))
         self.uses: Counter[int] = Counter()
         self.keep: list[Any] = []
+        self.norm: str | None = None  # the BatchNorm module running now (set by its hooks; it may have no running stats)
 
     def track(self, layer: int, value: object) -> None:
         if isinstance(value, torch.Tensor):
@@ -379,20 +385,16 @@ class _Tracer(TorchFunctionMode):
             owner = self.weight_owner.get(id(weight))
             if owner is not None:
                 self.made_by[id(out)] = ("linear", owner, out, id(data[0]))
-        if name == "batch_norm" and data:
-            stats = args[1] if len(args) > 1 else kwargs.get("running_mean")
-            owner = self.stat_owner.get(id(stats))
-            if owner is not None:
-                self.made_by[id(out)] = ("norm", owner, out, id(data[0]))
+        norm = self.norm if name == "batch_norm" else None
+        if norm is not None and data:
+            self.made_by[id(out)] = ("norm", norm, out, id(data[0]))
         for t in data:
             entry = self.tracked.get(id(t))
             if entry is not None and entry[1] is t:
                 self._follow(name, args, kwargs, t, entry, out)
             produced = self.outputs.get(id(t))
             if produced is not None and produced[1] is t:
-                stats = args[1] if len(args) > 1 else kwargs.get("running_mean")
-                owner = self.stat_owner.get(id(stats)) if name == "batch_norm" else None
-                self.output_uses[produced[0]].append((name, owner))
+                self.output_uses[produced[0]].append((name, norm))
         return out
 
     def _follow(self, name: str, args: tuple, kwargs: dict, t: torch.Tensor, entry: tuple, out: torch.Tensor) -> None:
@@ -452,6 +454,10 @@ def _structure(model: nn.Module, example: torch.Tensor, where: str) -> list[_Lay
     inferred: dict[str, WidthLayer] = {}
     reads: dict[str, list[int]] = {}
     with _Frozen(model) as frozen:
+        for name, module in named.items():
+            if isinstance(module, _NORMS):
+                frozen.handles.append(module.register_forward_pre_hook(lambda m, a, name=name: setattr(tracer, "norm", name)))
+                frozen.handles.append(module.register_forward_hook(lambda m, a, out: setattr(tracer, "norm", None)))
         if specs is None:
             for name, module in named.items():
                 if isinstance(module, tuple(ACTIVATIONS)):
@@ -563,8 +569,9 @@ class _Flops:
     def __init__(self, model: nn.Module, example: torch.Tensor, layers: list[_Layer]) -> None:
         counter = FlopCounterMode(display=False)
         with _Frozen(model), counter:
-            model(example[:1])
-        self.dense = int(counter.get_total_flops())
+            model(example)  # not example[:1]: a BatchNorm without running stats needs 2 inputs
+        n = example.shape[0]
+        self.dense = int(counter.get_total_flops()) // n
         per_module = counter.get_flop_counts()
         prefix = type(model).__name__
         self.terms: list[tuple[float, int | None, int | None]] = []  # (flops, out layer, in layer)
@@ -572,7 +579,7 @@ class _Flops:
         for name in touched:
             if name is None:
                 continue
-            flops = sum(per_module.get(f"{prefix}.{name}", {}).values())
+            flops = sum(per_module.get(f"{prefix}.{name}", {}).values()) / n
             out_layer = next((i for i, l in enumerate(layers) if l.spec.producer == name), None)
             in_layer = next((i for i, l in enumerate(layers) if l.consumer == name), None)
             self.terms.append((float(flops), out_layer, in_layer))
@@ -1342,7 +1349,7 @@ def _fold(named: dict[str, nn.Module], p: PrunePlan) -> None:
             target = named[layer.shift]
             if layer.shift == layer.consumer:
                 target.bias += offset.to(target.bias.dtype)
-            else:
+            elif target.running_mean is not None:  # without running stats, the batch mean removes the offset itself
                 target.running_mean -= offset.to(target.running_mean.dtype)
 
 
@@ -1433,6 +1440,11 @@ def apply(plan: PrunePlan, model: nn.Module, data: Any = None) -> nn.Module:
             value = value.index_select(1, in_index[module].to(value.device))
         sliced[key] = value
     slim = model.rebuild(p.widths_after())
+    for name, module in slim.named_modules():
+        source = named.get(name)
+        if isinstance(module, _NORMS) and isinstance(source, _NORMS) and source.running_mean is None:
+            module.track_running_stats = False  # as the model's BatchNorm: batch statistics, no buffers
+            module.running_mean = module.running_var = module.num_batches_tracked = None
     reference = next(model.parameters(), None)
     if reference is not None:
         slim.to(device=reference.device, dtype=reference.dtype)

@@ -585,3 +585,51 @@ def test_plan_reads_a_one_shot_iterator_probe_whole() -> None:
     expected = pruning.plan(model, list(x.split(16)), 0.5, pair_rule="merge-error").to_dict()
     assert pruning.plan(model, iter(x.split(16)), 0.5, pair_rule="merge-error").to_dict() == expected
     assert pruning.plan(model, (b for b in x.split(16)), 0.5, pair_rule="merge-error").to_dict() == expected
+
+
+# ---------------------------------------------------------------- BatchNorm without running statistics
+
+
+def _without_running_stats(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.track_running_stats = False  # as built with track_running_stats=False
+            module.running_mean = module.running_var = module.num_batches_tracked = None
+    return model
+
+
+def test_batchnorm_without_running_stats_absorbs_merge_offsets_and_is_kept_by_apply() -> None:
+    # Such a BatchNorm normalises by the batch's statistics in eval mode too. Every unit of layer 0 is
+    # c_u * z + e_u of one pre-activation z and always on, so merges are exact with b != 0, and the
+    # offset needs no compensation: bn1 (after fc1, which has no bias) subtracts the batch mean.
+    model, x = _without_running_stats(models.mlp([40, 24, 16, 10])).eval(), _sequence(32)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        fc, bn = model.layers.fc0, model.layers.bn0
+        fc.weight.copy_((torch.rand(fc.out_features, generator=gen) + 0.5)[:, None] * fc.weight[0])
+        bn.weight.copy_(torch.rand(fc.out_features, generator=gen) + 0.5)
+        bn.bias.copy_(50.0 + torch.randn(fc.out_features, generator=gen))
+    before = _outputs(model, x)
+    p = pruning.plan(model, x, 0.5, policy="spline-layerwise", complement=False)
+    assert [(l.norm, l.shift) for l in p.layers] == [("layers.bn0", "layers.bn1"), ("layers.bn1", "classifier")]
+    assert any(abs(u.b) > 1e-3 for u in p.layers[0].removed)
+    slim = pruning.apply(p, model, data=x)
+    assert all(m.running_mean is None and not m.track_running_stats for m in (slim.layers.bn0, slim.layers.bn1))
+    torch.testing.assert_close(_outputs(pruning.mask(p, model), x), before, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(_outputs(slim, x), before, rtol=1e-4, atol=1e-4)
+
+
+def test_batchnorm_without_running_stats_is_found_in_plain_models() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8, track_running_stats=False), nn.ReLU(),
+        nn.Conv2d(8, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6, track_running_stats=False), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
+    )  # fmt: skip
+    p = pruning.plan(model.eval(), _digits_like(32), 0.5, policy="bn-layerwise", recalibrate=False)
+    assert [(l.name, l.norm, l.producer, l.consumer, l.shift) for l in p.layers] == [
+        ("2", "1", "0", "3", "4"),
+        ("5", "4", "3", "8", "8"),
+    ]
+    masked = pruning.mask(p, model)
+    assert int((masked[3].weight.abs().sum((0, 2, 3)) == 0).sum()) == 4
