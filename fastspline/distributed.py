@@ -540,14 +540,27 @@ def _reduced_cdists(
 # ---------------------------------------------------------------- pruning plans
 
 
-def broadcast_plan(plan_or_none: Any, src: int = 0, *, group: Any = None) -> Any:
-    """``plan_or_none`` of rank ``src`` (a global rank) on every rank (other ranks pass
-    anything, e.g. None), by ``broadcast_object_list``: any picklable object, e.g. a
-    ``fastspline.pruning.PrunePlan``. Collective."""
-    _ranks("broadcast_plan", group)
+def _check_src(where: str, src: object, group: Any) -> None:
+    """Raise on every rank unless every rank passed the same valid global rank ``src``
+    (a broadcast from different sources would leave the ranks waiting for ever)."""
+    _, world = _ranks(where, group)
     global_world = dist.get_world_size()
-    if isinstance(src, bool) or not isinstance(src, int) or not 0 <= src < global_world:
-        raise ValueError(f"broadcast_plan: src must be a global rank in [0, {global_world}), got {src!r}")
+
+    def check() -> None:
+        if isinstance(src, bool) or not isinstance(src, int) or not 0 <= src < global_world:
+            raise ValueError(f"{where}: src must be a global rank in [0, {global_world}), got {src!r}")
+
+    _, error = _run_local(check)
+    sources = _exchange(where, group, world, error, src)
+    if any(other != src for other in sources):
+        raise ValueError(f"{where}: src must be the same on every rank, got {sources} (one per rank)")
+
+
+def broadcast_plan(plan_or_none: Any, src: int = 0, *, group: Any = None) -> Any:
+    """``plan_or_none`` of rank ``src`` (a global rank, the same on every rank) on every
+    rank (other ranks pass anything, e.g. None), by ``broadcast_object_list``: any
+    picklable object, e.g. a ``fastspline.pruning.PrunePlan``. Collective."""
+    _check_src("broadcast_plan", src, group)
     box = [plan_or_none]
     dist.broadcast_object_list(box, src=src, group=group)
     return box[0]
@@ -558,11 +571,10 @@ def plan(model: nn.Module, probe: Any, ratio: float, *, src: int = 0, group: Any
     ``src`` with its (whole) ``probe``, and broadcast: every rank gets the same plan and
     slims its model identically. ``probe`` is not used on the other ranks (None is
     fine). A DDP wrapper is unwrapped (its forward would wait for the idle ranks). When
-    planning fails on ``src``, it raises there and every other rank raises a RuntimeError.
+    planning fails on ``src``, it raises there and every other rank raises a RuntimeError;
+    when the ranks pass different ``src``, every rank raises the same ValueError.
     Collective."""
-    _ranks("distributed.plan", group)
-    if isinstance(src, bool) or not isinstance(src, int) or not 0 <= src < dist.get_world_size():
-        raise ValueError(f"distributed.plan: src must be a global rank in [0, {dist.get_world_size()}), got {src!r}")
+    _check_src("distributed.plan", src, group)
     error: BaseException | None = None
     payload: tuple[str, Any] | None = None
     if dist.get_rank() == src:
@@ -574,7 +586,9 @@ def plan(model: nn.Module, probe: Any, ratio: float, *, src: int = 0, group: Any
 
         result, error = _run_local(compute)
         payload = ("ok", result) if error is None else ("error", f"{type(error).__name__}: {error}")
-    status, value = broadcast_plan(payload, src, group=group)
+    box = [payload]
+    dist.broadcast_object_list(box, src=src, group=group)
+    status, value = box[0]
     if error is not None:
         raise error
     if status != "ok":

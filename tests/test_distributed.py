@@ -569,6 +569,36 @@ def test_a_bad_argument_on_one_rank_fails_every_rank(tmp_path: Path) -> None:
     assert first["after"] == second["after"] > 1
 
 
+def mismatched_src_scenario(rank: int, world: int) -> dict[str, Any]:
+    """Ranks passing different src (or an invalid src on one rank) to the broadcasts."""
+    calls = {
+        "broadcast_plan": lambda: distributed.broadcast_plan(None, src=rank),
+        "plan": lambda: distributed.plan(small_vgg(), make_probe(), 0.5, src=rank),
+        "bad_src": lambda: distributed.plan(small_vgg(), make_probe(), 0.5, src=5 if rank == 1 else 0),
+    }
+    result: dict[str, Any] = {}
+    for key, call in calls.items():
+        try:
+            call()
+            result[key] = None
+        except (ValueError, RuntimeError) as exc:
+            result[key] = (type(exc).__name__, str(exc))
+    result["after"] = distributed.broadcast_plan(f"from rank {rank}", src=1)  # the group still works
+    return result
+
+
+def test_ranks_passing_different_src_fail_alike_instead_of_hanging(tmp_path: Path) -> None:
+    # Each rank broadcast from its own src: every rank waited in the collective until the timeout.
+    first, second = run_ranks(2, mismatched_src_scenario, tmp_path)
+    for op in ("broadcast_plan", "plan"):
+        where = "broadcast_plan" if op == "broadcast_plan" else "distributed.plan"
+        expected = ("ValueError", f"{where}: src must be the same on every rank, got [0, 1] (one per rank)")
+        assert first[op] == second[op] == expected
+    assert second["bad_src"] == ("ValueError", "distributed.plan: src must be a global rank in [0, 2), got 5")
+    assert first["bad_src"] == ("RuntimeError", f"distributed.plan: rank 1 failed: {': '.join(second['bad_src'])}")
+    assert first["after"] == second["after"] == "from rank 1"
+
+
 def test_shard_refuses_an_iterable_dataset() -> None:
     # An IterableDataset with len() became a Subset, which failed only when read (no __getitem__).
     class Stream(torch.utils.data.IterableDataset):
