@@ -206,7 +206,7 @@ class PipelineConfig:
         """The dense run's lr milestones (``fit``'s default: 50% and 75% of the epochs)."""
         if self.milestones is not None:
             return list(self.milestones)
-        return [m for m in (self.epochs // 2, self.epochs * 3 // 4) if m >= 1]
+        return train._default_milestones(self.epochs)
 
     def finetune_budget(self) -> int:
         if self.finetune_epochs is not None:

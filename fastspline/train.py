@@ -248,6 +248,13 @@ def _check_int(value: object, name: str, low: int, where: str = "fit") -> int:
 # ---------------------------------------------------------------- fit
 
 
+def _default_milestones(epochs: int) -> list[int]:
+    """The recipe's lr milestones: after 50% and 75% of ``epochs`` (rounded down), those
+    >= 1 and each once (a repeat would multiply lr by gamma twice at once): 80, 120 of 160;
+    [2, 3] of 4, [1, 2] of 3, [1] of 2, none of 1."""
+    return sorted({m for m in (epochs // 2, epochs * 3 // 4) if m >= 1})
+
+
 def fit(
     model: nn.Module,
     train: object,
@@ -280,8 +287,9 @@ def fit(
             halves), an ``(x, y)`` pair, or a map-style dataset; ``test`` may be None.
         epochs: total epochs (a resumed run continues up to this).
         lr, momentum, weight_decay, gamma: SGD and schedule (paper: 0.1, 0.9, 1e-4, 0.1).
-        milestones: epochs after which lr is multiplied by ``gamma``; default
-            ``[epochs // 2, epochs * 3 // 4]`` (80, 120 of 160; those >= 1).
+        milestones: epochs after which lr is multiplied by ``gamma`` (a milestone
+            >= ``epochs`` has no effect); default ``[epochs // 2, epochs * 3 // 4]``
+            without 0 and repeats (80, 120 of 160; [1] of 2 epochs, none of 1).
         batch_size: training batch (the last batch of an epoch may be smaller).
         sparsity: ``s`` of the BN-gamma L1 penalty (paper 1e-4; 0 disables it).
         callbacks: called as ``callback(model, epoch, record)`` after each epoch; a True
@@ -316,7 +324,7 @@ def fit(
     gamma = _check_number(gamma, "gamma", 0.0, strict=True)
     sparsity = _check_number(sparsity, "sparsity", 0.0)
     if milestones is None:
-        milestones = [m for m in (epochs // 2, epochs * 3 // 4) if m >= 1]
+        milestones = _default_milestones(epochs)
     elif isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
         raise TypeError(f"fit: milestones must be a sequence of ints, got {type(milestones).__name__}")
     milestones = [_check_int(m, "milestones[]", 1) for m in milestones]

@@ -86,6 +86,18 @@ def test_schedule_learning_and_reproducibility() -> None:
     assert strip(first) == strip(second)
 
 
+@pytest.mark.parametrize(
+    "epochs,lrs",
+    [(1, [0.1]), (2, [0.1, 0.01]), (3, [0.1, 0.01, 0.001]), (4, [0.1, 0.1, 0.01, 0.001]),
+     (40, [0.1] * 20 + [0.01] * 10 + [0.001] * 10)],
+)  # fmt: skip
+def test_default_milestones_are_distinct_for_few_epochs(epochs: int, lrs: list[float]) -> None:
+    # 2 epochs gave milestones [1, 1]: lr x0.01 after epoch 1.
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    history = train.fit(nn.Linear(3, 2), TensorDataset(x, y), None, epochs, batch_size=8, progress=False)
+    assert history.column("lr") == pytest.approx(lrs)
+
+
 def test_bn_l1_penalty_adds_s_sign_gamma() -> None:
     model = models.mlp([3, 4, 2])
     bn = model.layers.bn0
