@@ -256,11 +256,12 @@ def numpy_cdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def faiss_cdist(
-    a_u8: np.ndarray, b_u8: np.ndarray, out: np.ndarray | None = None, pool: ThreadPoolExecutor | None = None
+    a_u8: np.ndarray, b_u8: np.ndarray, out: np.ndarray | None = None, pool: ThreadPoolExecutor | None = None,
+    threads: int = 1,
 ) -> np.ndarray:
     """uint8 [N, nbytes] x uint8 [M, nbytes] -> int32 [N, M] (faiss hamdis_t is int32_t).
-    faiss.hammings runs on one thread whatever omp_set_num_threads says; with ``pool``,
-    its rows are split over the pool's threads."""
+    faiss.hammings runs on one thread whatever omp_set_num_threads says; with ``pool``
+    (of ``threads`` workers), its rows are split in ``threads`` blocks run on the pool."""
     n = a_u8.shape[0]
     if out is None:
         out = np.empty((n, b_u8.shape[0]), dtype=np.int32)
@@ -271,7 +272,7 @@ def faiss_cdist(
             faiss.swig_ptr(out[lo:hi]),
         )
 
-    parts = 1 if pool is None else pool._max_workers
+    parts = 1 if pool is None else threads
     bounds = [n * i // parts for i in range(parts + 1)]
     if parts == 1:
         rows(0, n)
@@ -383,9 +384,10 @@ def bench_cdist(bench: Bench, sizes: Sizes, backend: str, generator: torch.Gener
     check = same_tensor(expected)
     a_u8, b_u8 = a.numpy().view(np.uint8), b.numpy().view(np.uint8)
     bench.run(op, size, FAISS_HAMMINGS, lambda: faiss_cdist(a_u8, b_u8), check=check)
-    if torch.get_num_threads() > 1:
-        with ThreadPoolExecutor(torch.get_num_threads()) as pool:
-            bench.run(op, size, FAISS_HAMMINGS_THREADS, lambda: faiss_cdist(a_u8, b_u8, pool=pool), check=check)
+    threads = torch.get_num_threads()  # --threads
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            bench.run(op, size, FAISS_HAMMINGS_THREADS, lambda: faiss_cdist(a_u8, b_u8, pool=pool, threads=threads), check=check)
     out = torch.empty(n, n, dtype=torch.int32)
     bench.run(op, size, FASTSPLINE_CDIST_OUT, lambda: fastspline.hamming_cdist(a, b, out=out, backend=backend), check=check)
     out_np = np.empty((n, n), dtype=np.int32)

@@ -159,3 +159,24 @@ def test_sass_report_counts_the_main_loop_by_origin() -> None:
            "    8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads\n"
            "ptxas info    : Used 40 registers, used 0 barriers, 384 bytes cmem[0]\n")
     assert sass_report.ptxas_resources(log) == {"kernel_xyz": {"spill_bytes": 4, "registers": 40}}
+
+
+def test_bench_ops_splits_faiss_rows_over_the_threads_it_is_given(monkeypatch) -> None:
+    # The row-split peer read the pool's private _max_workers (absent from other executors).
+    pytest.importorskip("faiss")
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS[0].parent))
+    import bench_ops
+
+    class Pool:  # an Executor's map, recording the row blocks
+        def map(self, fn, starts, ends):
+            self.blocks = list(zip(starts, ends))
+            return map(fn, starts, ends)
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 256, (10, 16), dtype=np.uint8), rng.integers(0, 256, (7, 16), dtype=np.uint8)
+    pool = Pool()
+    split = bench_ops.faiss_cdist(a, b, pool=pool, threads=3)
+    assert pool.blocks == [(0, 3), (3, 6), (6, 10)]
+    np.testing.assert_array_equal(split, np.unpackbits(a[:, None] ^ b[None], axis=2).sum(2))
