@@ -45,6 +45,28 @@ INTERPRETER_PROGRAM_COST = 1 << 15
 # The largest int64, as a constexpr that kernels can read (sentinel keys sort last).
 INT64_MAX = tl.constexpr(2**63 - 1)
 
+# CUDA's bound on grid dim 0 (dims 1 and 2: 65535).
+MAX_GRID_DIM0 = 2**31 - 1
+
+
+def split_grid(programs: int) -> tuple[int, int]:
+    """Launch grid of a 1-D tiling of ``programs`` programs, over grid dims 0 and 1 once
+    they pass dim 0's bound (cdiv(rows, BLOCK_R) does from 2**31 rows at BLOCK_R = 1).
+    Pruning such configs would not do: autotune keys leave out the row count, so a config
+    tuned on a small launch is reused for a large one. Dim 0 is balanced, so fewer than
+    ``grid[1]`` programs past ``programs`` run; they find no rows (the kernels mask by
+    row). Kernels read their index with :func:`program_index`. The pair kernels (cdist,
+    top-k, radius) keep 1-D grids: their tiles are at least 16 x 128 pairs, so their
+    outputs would outgrow a GPU's memory first."""
+    parts = max(1, -(-programs // MAX_GRID_DIM0))
+    return (-(-programs // parts), parts)
+
+
+@triton.jit
+def program_index():
+    """This program's index (int64) in a :func:`split_grid` launch."""
+    return tl.program_id(1).to(tl.int64) * tl.num_programs(0) + tl.program_id(0)
+
 
 @triton.jit
 def popcount64(x, USE_LIBDEVICE: tl.constexpr):

@@ -19,12 +19,14 @@ from .common import (
     next_power_of_2,
     on_device,
     popcount64,
+    program_index,
+    split_grid,
 )
 
 # ---------------------------------------------------------------- row-wise
 
 
-# Tiling: 1-D grid over [BLOCK_R rows] x [BLOCK_W words] tiles of a (and b), word tiles
+# Tiling: 1-D (split_grid) over [BLOCK_R rows] x [BLOCK_W words] tiles of a (and b), word tiles
 # fastest. Each tile popcounts a (or a ^ b), sums over its words and adds the row sums
 # (or, TOTAL, the tile's sum) into the zeroed int64 output with atomics, so long rows
 # spread over many programs. Bandwidth-bound: every word is read once.
@@ -57,7 +59,7 @@ def _rows_kernel(
     BLOCK_W: tl.constexpr,  # words per tile
     USE_LIBDEVICE: tl.constexpr,  # popcount: libdevice (GPU) or SWAR (interpreter)
 ):
-    pid = tl.program_id(0).to(tl.int64)
+    pid = program_index()
     word_tiles = tl.cdiv(W, BLOCK_W)
     r = (pid // word_tiles) * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
     k = (pid % word_tiles) * BLOCK_W + tl.arange(0, BLOCK_W).to(tl.int64)
@@ -86,7 +88,7 @@ def rows_popcount(a: torch.Tensor, b: torch.Tensor | None, out: torch.Tensor, to
         blocks = {"BLOCK_R": interpreter_block(rows, block_w), "BLOCK_W": block_w}
 
     def grid(meta):
-        return (triton.cdiv(rows, meta["BLOCK_R"]) * triton.cdiv(w, meta["BLOCK_W"]),)
+        return split_grid(triton.cdiv(rows, meta["BLOCK_R"]) * triton.cdiv(w, meta["BLOCK_W"]))
 
     with on_device(a):
         _rows_kernel[grid](

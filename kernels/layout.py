@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import INTERPRETED, LAUNCH_OPTIONS, autotune_on_gpu, interpreter_block, on_device
+from .common import INTERPRETED, LAUNCH_OPTIONS, autotune_on_gpu, interpreter_block, on_device, program_index, split_grid
 
 # ---------------------------------------------------------------- pack_signs
 
@@ -15,7 +15,7 @@ from .common import INTERPRETED, LAUNCH_OPTIONS, autotune_on_gpu, interpreter_bl
 PACK_OUTER_DIMS = 3
 
 
-# Tiling: 1-D grid over [BLOCK_R rows] x [BLOCK_W words] tiles, word tiles fastest,
+# Tiling: 1-D (split_grid) over [BLOCK_R rows] x [BLOCK_W words] tiles, word tiles fastest,
 # where rows run over the leading dims in row-major order (each row's element offset
 # comes from its (outer0, outer1, outer2, inner) index and the strides, so any view is
 # read in place). A program loads a [BLOCK_R, BLOCK_W, 64] float tile, compares, shifts
@@ -53,7 +53,7 @@ def _pack_signs_kernel(
     BLOCK_R: tl.constexpr,  # rows per program
     BLOCK_W: tl.constexpr,  # words per program
 ):
-    pid = tl.program_id(0).to(tl.int64)
+    pid = program_index()
     word_tiles = tl.cdiv(W, BLOCK_W)
     r = (pid // word_tiles) * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)  # [BLOCK_R]
     w = (pid % word_tiles) * BLOCK_W + tl.arange(0, BLOCK_W).to(tl.int64)  # [BLOCK_W]
@@ -136,7 +136,7 @@ def pack_signs(x: torch.Tensor, threshold: float, out: torch.Tensor) -> None:
         blocks = {"BLOCK_R": interpreter_block(rows, block_w * 64), "BLOCK_W": block_w}
 
     def grid(meta):
-        return (triton.cdiv(rows, meta["BLOCK_R"]) * triton.cdiv(w, meta["BLOCK_W"]),)
+        return split_grid(triton.cdiv(rows, meta["BLOCK_R"]) * triton.cdiv(w, meta["BLOCK_W"]))
 
     is_bf16 = x.dtype == torch.bfloat16
     with on_device(x):
@@ -150,7 +150,7 @@ def pack_signs(x: torch.Tensor, threshold: float, out: torch.Tensor) -> None:
 # ---------------------------------------------------------------- unpack_bits
 
 
-# Tiling: 1-D grid over [BLOCK_R rows] x [BLOCK_W words] tiles, word tiles fastest; a
+# Tiling: 1-D (split_grid) over [BLOCK_R rows] x [BLOCK_W words] tiles, word tiles fastest; a
 # program expands its words to a [BLOCK_R, BLOCK_W, 64] byte tile. Bandwidth-bound on
 # the writes (64 bytes out per word in).
 @autotune_on_gpu(
@@ -175,7 +175,7 @@ def _unpack_bits_kernel(
     BLOCK_R: tl.constexpr,  # rows per program
     BLOCK_W: tl.constexpr,  # words per program
 ):
-    pid = tl.program_id(0).to(tl.int64)
+    pid = program_index()
     word_tiles = tl.cdiv(W, BLOCK_W)
     r = (pid // word_tiles) * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
     w = (pid % word_tiles) * BLOCK_W + tl.arange(0, BLOCK_W).to(tl.int64)
@@ -199,7 +199,7 @@ def unpack_bits(words: torch.Tensor, n_bits: int, out: torch.Tensor) -> None:
         blocks = {"BLOCK_R": interpreter_block(rows, block_w * 64), "BLOCK_W": block_w}
 
     def grid(meta):
-        return (triton.cdiv(rows, meta["BLOCK_R"]) * triton.cdiv(w, meta["BLOCK_W"]),)
+        return split_grid(triton.cdiv(rows, meta["BLOCK_R"]) * triton.cdiv(w, meta["BLOCK_W"]))
 
     with on_device(words):
         _unpack_bits_kernel[grid](
@@ -211,7 +211,7 @@ def unpack_bits(words: torch.Tensor, n_bits: int, out: torch.Tensor) -> None:
 # ---------------------------------------------------------------- bit_transpose
 
 
-# Tiling: 1-D grid over ([BLOCK_S output words] = 64*BLOCK_S input rows) x
+# Tiling: 1-D (split_grid) over ([BLOCK_S output words] = 64*BLOCK_S input rows) x
 # ([BLOCK_W input words] = 64*BLOCK_W output rows). A program loads the
 # [BLOCK_S, 64, BLOCK_W] input words once, spreads them to a
 # [BLOCK_S, 64 (row t), BLOCK_W, 64 (bit b)] tile of bits, shifts bit b of input row t
@@ -239,7 +239,7 @@ def _bit_transpose_kernel(
     BLOCK_S: tl.constexpr,  # output words (64 input rows each) per program
     BLOCK_W: tl.constexpr,  # input words (64 output rows each) per program
 ):
-    pid = tl.program_id(0).to(tl.int64)
+    pid = program_index()
     word_tiles = tl.cdiv(W, BLOCK_W)
     s = (pid // word_tiles) * BLOCK_S + tl.arange(0, BLOCK_S).to(tl.int64)  # [BLOCK_S]
     w = (pid % word_tiles) * BLOCK_W + tl.arange(0, BLOCK_W).to(tl.int64)  # [BLOCK_W]
@@ -268,7 +268,7 @@ def bit_transpose(words: torch.Tensor, n_bits: int, out: torch.Tensor) -> None:
         blocks = {"BLOCK_S": interpreter_block(s, block_w * 64 * 64), "BLOCK_W": block_w}
 
     def grid(meta):
-        return (triton.cdiv(s, meta["BLOCK_S"]) * triton.cdiv(w, meta["BLOCK_W"]),)
+        return split_grid(triton.cdiv(s, meta["BLOCK_S"]) * triton.cdiv(w, meta["BLOCK_W"]))
 
     with on_device(words):
         _bit_transpose_kernel[grid](

@@ -5,10 +5,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import INTERPRETED, LAUNCH_OPTIONS, autotune_on_gpu, interpreter_block, on_device
+from .common import INTERPRETED, LAUNCH_OPTIONS, autotune_on_gpu, interpreter_block, on_device, program_index, split_grid
 
 
-# Tiling: 1-D grid over [BLOCK_R] positions of the sorted order; a program walks the
+# Tiling: 1-D (split_grid) over [BLOCK_R] positions of the sorted order; a program walks the
 # words BLOCK_W at a time, comparing row order[p] with row order[p - 1], and stores 1
 # where they differ anywhere (or p == 0): the first row of each distinct code.
 # Bandwidth-bound: two gathered reads per word (rows land in sorted, not memory, order).
@@ -33,7 +33,7 @@ def _row_starts_kernel(
     BLOCK_R: tl.constexpr,  # sorted positions per program
     BLOCK_W: tl.constexpr,  # words per step
 ):
-    p = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
+    p = program_index() * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
     valid = p < N
     row = tl.load(order_ptr + p, mask=valid, other=0)
     before = tl.load(order_ptr + p - 1, mask=valid & (p > 0), other=0)
@@ -59,7 +59,7 @@ def row_starts(codes: torch.Tensor, order: torch.Tensor, out: torch.Tensor) -> N
         blocks = {"BLOCK_R": interpreter_block(n, 2 * block_w), "BLOCK_W": block_w}
 
     def grid(meta):
-        return (triton.cdiv(n, meta["BLOCK_R"]),)
+        return split_grid(triton.cdiv(n, meta["BLOCK_R"]))
 
     with on_device(codes):
         _row_starts_kernel[grid](

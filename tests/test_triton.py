@@ -105,6 +105,35 @@ def test_many_small_tiles(monkeypatch, n_bits):
         _same(_run(op, *args), op(*args, backend="reference"))
 
 
+def test_split_grid_stays_within_cuda_bounds():
+    # cdiv(rows, BLOCK_R) programs passed grid dim 0's bound (2**31 - 1) from 2**31 rows at BLOCK_R = 1.
+    for programs in (1, 1000, 2**31 - 1, 2**31, 2**31 + 1, 3 * 2**33 + 5, 2**46):
+        x, y = common.split_grid(programs)
+        assert x <= common.MAX_GRID_DIM0 and y <= 65535 and 0 <= x * y - programs < y, programs
+    assert common.split_grid(2**31 - 1) == (2**31 - 1, 1)
+    assert common.split_grid(2**31) == (2**30, 2)
+
+
+@interpreter_only
+def test_row_tilings_split_over_two_grid_dims(monkeypatch):
+    """Grid dim 0 shrunk to 7 programs: the row tilings (11 to 495 programs here) run
+    over dims 0 and 1, with programs past the last tile, and give the same results."""
+    monkeypatch.setattr(common, "INTERPRETER_TILE_ELEMENTS", 64)
+    monkeypatch.setattr(common, "MAX_GRID_DIM0", 7)
+    a, b = _pairs(45, 70, 700, "split-grid")
+    x = random_floats((3, 37, 203), torch.float32, 0.2, make_gen("split-grid-x")).transpose(0, 1)
+    for op, args in [
+        (fs.pack_signs, (x, -1, 0.2)),
+        (fs.unpack_bits, (a, 700)),
+        (fs.popcount, (a,)),
+        (fs.hamming, (a, a.flip(0))),
+        (fs.hamming_total, (a, a.flip(0))),
+        (fs.bit_transpose, (a, 700)),
+        (fs.count_regions, (torch.cat([a, a[::3]]),)),
+    ]:
+        _same(_run(op, *args), op(*args, backend="reference"))
+
+
 @needs_device
 @pytest.mark.parametrize("splits", [2, 3, 8])
 @pytest.mark.parametrize("k", [1, 5, 16, 17])
