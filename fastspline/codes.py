@@ -412,11 +412,11 @@ class _Recorder:
             raise ValueError(f"codes: layer {name!r} changed shape between batches: {self.unit_shape[name]} vs {shape}")
         # Packed now, while this batch's activation is alive: floats are never kept.
         # reshape is a view for the usual contiguous activations; pack_signs reads any strides.
-        self.pending.append((name, ops.pack_signs(value.reshape(value.shape[0], -1), backend=self.backend)))
-        # Checked in end_batch: one host sync per batch, not one per layer. amax propagates
-        # NaN and reads the activation once (isnan().any() also writes a bool copy: 3x slower).
-        if value.numel():
-            self.nan_flags.append((name, torch.isnan(value.amax())))
+        # The NaN flag comes from the same read on the cpu backend; elsewhere it is a device
+        # tensor, checked in end_batch: one host sync per batch, not one per layer.
+        words, nan = ops._pack_signs_any_nan(value.reshape(value.shape[0], -1), backend=self.backend)
+        self.pending.append((name, words))
+        self.nan_flags.append((name, nan))
 
     def end_batch(self) -> None:
         for name, flag in self.nan_flags:

@@ -327,6 +327,12 @@ def pack_signs(x: torch.Tensor, dim: int = -1, threshold: float = 0.0, *, backen
     Returns:
         int64 ``[..., ceil(n/64)]``: the other dims in their order, then words.
     """
+    x, threshold, name = _pack_args(x, dim, threshold, backend)
+    return _run(_pack_signs_op, "pack_signs", name, x, threshold)
+
+
+def _pack_args(x: object, dim: int, threshold: float, backend: str | None) -> tuple[torch.Tensor, float, str]:
+    """pack_signs' checked arguments: ``x`` with the packed dim last, the threshold, the backend."""
     op = "pack_signs"
     x = _require_tensor(op, "x", x)
     if x.dtype not in FLOAT_DTYPES:
@@ -335,9 +341,20 @@ def pack_signs(x: torch.Tensor, dim: int = -1, threshold: float = 0.0, *, backen
         raise ValueError(f"{op}: x must have at least one dimension, got a 0-d tensor")
     x = x.resolve_neg()  # a lazily negated view (z.conj().imag) as its values: the kernels read raw memory
     dim = _require_int(op, "dim", dim, -x.dim(), x.dim() - 1)
-    threshold = _float64_floor(op, threshold)
-    name = _backend_for(op, backend, x)
-    return _run(_pack_signs_op, "pack_signs", name, x.movedim(dim, -1), threshold)
+    return x.movedim(dim, -1), _float64_floor(op, threshold), _backend_for(op, backend, x)
+
+
+def _pack_signs_any_nan(x: torch.Tensor, *, backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor | bool]:
+    """``pack_signs(x)`` (last dim) and whether ``x`` holds a NaN, for ``codes()``.
+
+    The ``cpu`` backend finds NaN while packing (one read of ``x``); other backends
+    add ``isnan(x.amax())``, a 0-d bool tensor on ``x``'s device (no host sync here).
+    """
+    x, threshold, name = _pack_args(x, -1, 0.0, backend)
+    if name == "cpu" and not _use_custom_op(x):
+        return _impl(name).pack_signs_any_nan(x, threshold)
+    words = _run(_pack_signs_op, "pack_signs", name, x, threshold)
+    return words, (torch.isnan(x.amax()) if x.numel() else False)
 
 
 def unpack_bits(words: torch.Tensor, n_bits: int, *, backend: str | None = None) -> torch.Tensor:

@@ -8,6 +8,7 @@ ignores a word, a tail or the sign bit, or breaks ties the wrong way fails.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -202,6 +203,67 @@ def test_pack_signs_noncontiguous(impl, dtype, layout, dim):
     expected = oracle.pack_signs(oracle.floats_np(x.contiguous()), dim, 0.3)
     assert_exact(got, reference, expected, f"pack_signs {layout} dim={dim}")
     assert oracle.pad_bits_are_zero(got.numpy(), x.shape[dim])
+
+
+def _nan_cases(dtype: torch.dtype, gen: torch.Generator) -> list[tuple[str, torch.Tensor, Callable]]:
+    """(name, base, view) covering every pack path, packed along the view's last dim: rows of
+    whole words and tails, short rows back to back (one bit stream), a transposed view (64x64
+    bit blocks), general strides, and a view whose neighbouring memory holds NaN."""
+    def floats(*shape: int) -> torch.Tensor:
+        x = random_floats(shape, dtype, 0.0, gen)  # with infinities, zeros, subnormals...
+        x[torch.isnan(x)] = math.inf  # ...but no NaN
+        return x
+
+    padded = floats(7, 300)
+    padded[:, 201:] = math.nan  # outside the view
+    same = lambda x: x  # noqa: E731
+    return [
+        ("rows", floats(9, 1000), same), ("tail", floats(5, 65), same), ("one", floats(1, 1), same),
+        ("short", floats(300, 37), same), ("long_stream", floats(9000, 5), same),
+        ("transposed", floats(200, 70), lambda x: x.t()), ("strided", floats(40, 330), lambda x: x[::3, ::2]),
+        ("view_beside_nan", padded, lambda x: x[:, :201]),
+    ]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_pack_signs_any_nan(impl, dtype):
+    """codes()' pack with a NaN check: the same words as pack_signs, and True exactly when
+    some element of the view (not of the memory around it) is NaN, wherever it is."""
+    for name, base, view in _nan_cases(dtype, make_gen("pack_nan", dtype)):
+        x = view(base)
+        words, nan = fs.ops._pack_signs_any_nan(x, backend=impl.backend)
+        assert torch.equal(words, fs.pack_signs(x, backend="reference")) and not bool(nan), name
+        last_row, last_col = x.shape[0] - 1, x.shape[1] - 1
+        for row, col in sorted({(0, 0), (last_row, last_col), (last_row // 2, last_col // 2), (last_row, 0)}):
+            for value in (math.nan, -math.nan):
+                y = view(base.clone())
+                y[row, col] = value
+                words, nan = fs.ops._pack_signs_any_nan(y, backend=impl.backend)
+                assert bool(nan), (name, row, col, value)
+                assert torch.equal(words, fs.pack_signs(y, backend="reference")), (name, row, col)
+        assert torch.isinf(x).any() or name == "one"  # infinities are not NaN (checked above)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_pack_signs_any_nan_at_every_position(impl, dtype):
+    """Every SIMD lane and tail position: a NaN at each index of 130-element rows."""
+    x = torch.ones(2, 130, dtype=dtype)
+    for i in range(130):
+        y = x.clone()
+        y[1, i] = math.nan
+        assert bool(fs.ops._pack_signs_any_nan(y, backend=impl.backend)[1]), i
+        assert bool(fs.ops._pack_signs_any_nan(y[:, : i + 1], backend=impl.backend)[1]), i
+        assert not bool(fs.ops._pack_signs_any_nan(y[:, :i], backend=impl.backend)[1]), i
+
+
+def test_pack_signs_any_nan_reads_16_bit_nan_bits(impl):
+    """float16 / bfloat16 NaN by their bits: every mantissa pattern above infinity, either sign."""
+    for dtype, inf_bits in ((torch.float16, 0x7C00), (torch.bfloat16, 0x7F80)):
+        for bits in (inf_bits, inf_bits + 1, inf_bits | 0x0200, 0x7FFF, inf_bits | 0x8000, 0xFFFF):
+            x = torch.zeros(3, 70, dtype=torch.int16)
+            x[1, 69] = bits - 0x10000 if bits >= 0x8000 else bits
+            nan = bool(fs.ops._pack_signs_any_nan(x.view(dtype), backend=impl.backend)[1])
+            assert nan == ((bits & 0x7FFF) > inf_bits), (dtype, hex(bits))
 
 
 @pytest.mark.parametrize(

@@ -65,14 +65,15 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "pack_signs",
       [](std::uintptr_t x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
-         double threshold, std::uintptr_t out, int threads) {
+         double threshold, std::uintptr_t out, int threads, bool check_nan) {
         int64_t n = 1;
         for (int64_t s : sizes) n *= s;
         check_sizes("pack_signs", {n});
-        pack_signs(ptr<const void>(x, n, "pack_signs x"), dtype, sizes, strides, threshold,
-                   ptr<uint64_t>(out, n, "pack_signs out"), threads_of(threads));
+        return pack_signs(ptr<const void>(x, n, "pack_signs x"), dtype, sizes, strides, threshold,
+                          ptr<uint64_t>(out, n, "pack_signs out"), threads_of(threads), check_nan);
       },
-      gil());
+      py::arg("x"), py::arg("dtype"), py::arg("sizes"), py::arg("strides"), py::arg("threshold"), py::arg("out"),
+      py::arg("threads"), py::arg("check_nan") = false, gil());
   m.def(
       "unpack_bits",
       [](std::uintptr_t words, int64_t rows, int64_t w, int64_t n_bits, std::uintptr_t out, int threads) {

@@ -66,6 +66,40 @@ void pack_contiguous(const void* x, int dtype, int64_t n, float thr32, double th
   }
 }
 
+// NaN: float32/64 unordered with themselves; 16-bit floats by their bits (|h| > inf).
+bool any_nan(const void* x, int dtype, int64_t n) {
+  int64_t i = 0;
+  int found = 0;
+  if (dtype == kFloat32) {
+    const float* p = static_cast<const float*>(x);
+    __m256 acc = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+      __m256 v = _mm256_loadu_ps(p + i);
+      acc = _mm256_or_ps(acc, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    found = _mm256_movemask_ps(acc);
+  } else if (dtype == kFloat64) {
+    const double* p = static_cast<const double*>(x);
+    __m256d acc = _mm256_setzero_pd();
+    for (; i + 4 <= n; i += 4) {
+      __m256d v = _mm256_loadu_pd(p + i);
+      acc = _mm256_or_pd(acc, _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
+    }
+    found = _mm256_movemask_pd(acc);
+  } else {
+    const uint16_t* p = static_cast<const uint16_t*>(x);
+    const __m256i abs_mask = _mm256_set1_epi16(0x7FFF);
+    const __m256i inf = _mm256_set1_epi16(dtype == kFloat16 ? 0x7C00 : 0x7F80);
+    __m256i acc = _mm256_setzero_si256();
+    for (; i + 16 <= n; i += 16) {
+      __m256i v = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)), abs_mask);
+      acc = _mm256_or_si256(acc, _mm256_cmpgt_epi16(v, inf));  // both non-negative as int16
+    }
+    found = _mm256_movemask_epi8(acc);
+  }
+  return found != 0 || any_nan_scalar(x, dtype, i, n);
+}
+
 inline __m256i popcount_bytes(__m256i v) {
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,  //
                                        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
@@ -133,6 +167,7 @@ KernelTable make_table() {
   t.lanes = 4;
   t.pack_rows = pack_rows_with<pack_contiguous>;
   t.cdist_tile = cdist_tile;
+  t.any_nan = any_nan;
   return t;
 }
 

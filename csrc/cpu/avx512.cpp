@@ -88,6 +88,41 @@ void pack_contiguous(const void* x, int dtype, int64_t n, float thr32, double th
   }
 }
 
+// NaN: float32/64 unordered with themselves; 16-bit floats by their bits (|h| > inf).
+// Masked loads for the tail: nothing past x + n is read.
+bool any_nan(const void* x, int dtype, int64_t n) {
+  if (dtype == kFloat32) {
+    const float* p = static_cast<const float*>(x);
+    __mmask16 found = 0;
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 mask = low_mask16(n - i);
+      const __m512 v = _mm512_maskz_loadu_ps(mask, p + i);
+      found |= _mm512_mask_cmp_ps_mask(mask, v, v, _CMP_UNORD_Q);
+    }
+    return found != 0;
+  }
+  if (dtype == kFloat64) {
+    const double* p = static_cast<const double*>(x);
+    __mmask8 found = 0;
+    for (int64_t i = 0; i < n; i += 8) {
+      const __mmask8 mask = low_mask8(n - i);
+      const __m512d v = _mm512_maskz_loadu_pd(mask, p + i);
+      found |= _mm512_mask_cmp_pd_mask(mask, v, v, _CMP_UNORD_Q);
+    }
+    return found != 0;
+  }
+  const uint16_t* p = static_cast<const uint16_t*>(x);
+  const __m512i abs_mask = _mm512_set1_epi16(0x7FFF);
+  const __m512i inf = _mm512_set1_epi16(dtype == kFloat16 ? 0x7C00 : 0x7F80);
+  __mmask32 found = 0;
+  for (int64_t i = 0; i < n; i += 32) {
+    const __mmask32 mask = n - i >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (n - i)) - 1u);
+    const __m512i v = _mm512_and_si512(_mm512_maskz_loadu_epi16(mask, p + i), abs_mask);
+    found |= _mm512_mask_cmpgt_epi16_mask(mask, v, inf);  // both non-negative as int16
+  }
+  return found != 0;
+}
+
 // Sum of popcount(a[k] (^ b[k])) over w words, 8 at a time with a masked tail.
 template <bool XOR>
 inline int64_t row_popcount(const uint64_t* a, const uint64_t* b, int64_t w) {
@@ -171,7 +206,7 @@ void cdist_tile(const uint64_t* a, int64_t lda, int64_t na, const uint64_t* bp, 
 }
 
 const KernelTable table = {
-    "avx512", 8, pack_rows_with<pack_contiguous>, popcount_rows, hamming_rows, hamming_sum, cdist_tile,
+    "avx512", 8, pack_rows_with<pack_contiguous>, popcount_rows, hamming_rows, hamming_sum, cdist_tile, any_nan,
 };
 
 }  // namespace

@@ -45,6 +45,10 @@ struct KernelTable {
   // accumulate = false overwrites, true adds (blocking over the words of long codes).
   void (*cdist_tile)(const uint64_t* a, int64_t lda, int64_t na, const uint64_t* bp, int64_t ldb, int64_t nb,
                      int64_t kw, int32_t* out, int64_t ldo, bool accumulate);
+
+  // True when any of n contiguous elements of `dtype` at x is NaN (pack_signs' NaN
+  // check, run on a row right after packing it, while it is in cache).
+  bool (*any_nan)(const void* x, int dtype, int64_t n);
 };
 
 // Tables of the ISA files; nullptr when that file was compiled out (not x86-64).

@@ -177,8 +177,8 @@ inline int64_t row_offset(const Dims& d, int64_t row) {
 
 // ------------------------------------------------------------------ pack / unpack
 
-void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
-                double threshold, uint64_t* out, int threads) {
+bool pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
+                double threshold, uint64_t* out, int threads, bool check_nan) {
   if (sizes.empty() || sizes.size() != strides.size())
     throw std::invalid_argument("pack_signs: sizes and strides must be non-empty and of equal length");
   const int64_t es = element_size(dtype);
@@ -187,7 +187,8 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
                              std::vector<int64_t>(strides.begin(), strides.end() - 1));
   int64_t rows = 1;
   for (int64_t s : lead.sizes) rows *= s;
-  if (rows == 0 || n == 0) return;
+  if (rows == 0 || n == 0) return false;
+  bool nan = false;  // any NaN seen (only looked for when check_nan)
   const float thr32 = round_down_to_float(threshold);
   const KernelTable& t = kt();
   const char* base = static_cast<const char*>(x);
@@ -205,17 +206,34 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
     // Short rows stored back to back (n < 64, one word each): pack the run as one bit
     // stream at full SIMD width, then cut each row's n bits out of it.
     const bool stream = n < 64 && inner_stride == n;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (tasks > 1)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(|| : nan) if (tasks > 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t g = task / runs, r0 = (task % runs) * run, rn = std::min(run, inner - r0);
       const char* first = base + (row_offset(outer, g) + r0 * inner_stride) * es;
       uint64_t* dst = out + (g * inner + r0) * w;
       if (!stream) {
-        t.pack_rows(first, dtype, rn, inner_stride, n, thr32, threshold, dst);
+        if (!check_nan) {
+          t.pack_rows(first, dtype, rn, inner_stride, n, thr32, threshold, dst);
+          continue;
+        }
+        for (int64_t r = 0; r < rn; ++r) {
+          const char* row = first + r * inner_stride * es;
+          t.pack_rows(row, dtype, 1, 0, n, thr32, threshold, dst + r * w);
+          nan = t.any_nan(row, dtype, n) || nan;
+        }
         continue;
       }
       std::vector<uint64_t> bits(ceil_div(rn * n, 64) + 1, 0);
-      t.pack_rows(first, dtype, 1, 0, rn * n, thr32, threshold, bits.data());
+      if (!check_nan) {
+        t.pack_rows(first, dtype, 1, 0, rn * n, thr32, threshold, bits.data());
+      } else {
+        constexpr int64_t kPiece = 64 * 64;  // elements (whole words) packed, then scanned
+        for (int64_t i = 0; i < rn * n; i += kPiece) {
+          const int64_t count = std::min(kPiece, rn * n - i);
+          t.pack_rows(first + i * es, dtype, 1, 0, count, thr32, threshold, bits.data() + i / 64);
+          nan = t.any_nan(first + i * es, dtype, count) || nan;
+        }
+      }
       const uint64_t mask = (uint64_t(1) << n) - 1;
       for (int64_t r = 0; r < rn; ++r) {
         const int64_t offset = r * n, q = offset / 64, s = offset % 64;
@@ -224,7 +242,7 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
         dst[r] = v & mask;
       }
     }
-    return;
+    return nan;
   }
 
   // Strided packed dim. If the innermost leading dim is contiguous, read along it
@@ -235,7 +253,7 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
     Dims outer = lead;
     outer.sizes.pop_back();
     outer.strides.pop_back();
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(|| : nan)
     for (int64_t task = 0; task < groups * i_blocks; ++task) {
       const int64_t g = task / i_blocks, i0 = (task % i_blocks) * 64;
       const int64_t count = std::min<int64_t>(64, inner - i0);
@@ -243,28 +261,35 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
       uint64_t block[64];
       for (int64_t j0 = 0; j0 < n; j0 += 64) {
         const int64_t jn = std::min<int64_t>(64, n - j0);
-        for (int64_t j = 0; j < jn; ++j)
-          t.pack_rows(plane + (j0 + j) * stride_n * es, dtype, 1, 0, count, thr32, threshold, &block[j]);
+        for (int64_t j = 0; j < jn; ++j) {
+          const char* line = plane + (j0 + j) * stride_n * es;
+          t.pack_rows(line, dtype, 1, 0, count, thr32, threshold, &block[j]);
+          if (check_nan) nan = t.any_nan(line, dtype, count) || nan;
+        }
         for (int64_t j = jn; j < 64; ++j) block[j] = 0;
         transpose64(block);
         uint64_t* dst = out + (g * inner + i0) * w + j0 / 64;
         for (int64_t i = 0; i < count; ++i) dst[i * w] = block[i];
       }
     }
-    return;
+    return nan;
   }
 
   // General strides: element by element.
-#pragma omp parallel for num_threads(threads) schedule(static) if (rows * n > kParallelMin)
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(|| : nan) if (rows * n > kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     const char* row = base + row_offset(lead, r) * es;
     for (int64_t k = 0; k < w; ++k) {
       uint64_t word = 0;
-      for (int64_t j = k * 64; j < std::min<int64_t>(n, k * 64 + 64); ++j)
-        word |= (uint64_t)element_greater(row + j * stride_n * es, dtype, 0, thr32, threshold) << (j - k * 64);
+      for (int64_t j = k * 64; j < std::min<int64_t>(n, k * 64 + 64); ++j) {
+        const char* element = row + j * stride_n * es;
+        word |= (uint64_t)element_greater(element, dtype, 0, thr32, threshold) << (j - k * 64);
+        if (check_nan) nan = element_nan(element, dtype, 0) || nan;
+      }
       out[r * w + k] = word;
     }
   }
+  return nan;
 }
 
 void unpack_bits(const uint64_t* words, int64_t rows, int64_t w, int64_t n_bits, bool* out, int threads) {

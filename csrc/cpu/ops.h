@@ -18,8 +18,10 @@ void set_isa(const std::string& name);  // std::invalid_argument if unknown or u
 // ---- ops; `threads` is the OpenMP thread count to use (>= 1)
 // x: element (i_0, ..., i_{d-1}) at x + sum(i_k * strides[k]) elements; the last dim is packed.
 // out: [prod(sizes[:-1]), ceil(sizes[-1] / 64)] words.
-void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
-                double threshold, uint64_t* out, int threads);
+// check_nan: also return whether any element is NaN (each piece is scanned right after it
+// is packed, while in cache); false when not asked.
+bool pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
+                double threshold, uint64_t* out, int threads, bool check_nan = false);
 void unpack_bits(const uint64_t* words, int64_t rows, int64_t w, int64_t n_bits, bool* out, int threads);
 void popcount(const uint64_t* words, int64_t rows, int64_t w, int64_t* out, int threads);
 void hamming(const uint64_t* a, const uint64_t* b, int64_t rows, int64_t w, int64_t* out, int threads);

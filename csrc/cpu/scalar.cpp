@@ -18,6 +18,8 @@ void pack_contiguous(const void* x, int dtype, int64_t n, float thr32, double th
   }
 }
 
+bool any_nan(const void* x, int dtype, int64_t n) { return any_nan_scalar(x, dtype, 0, n); }
+
 void popcount_rows(const uint64_t* a, int64_t rows, int64_t w, int64_t* out) {
   for (int64_t r = 0; r < rows; ++r) {
     int64_t sum = 0;
@@ -83,7 +85,7 @@ void cdist_tile(const uint64_t* a, int64_t lda, int64_t na, const uint64_t* bp, 
 }
 
 const KernelTable table = {
-    "scalar", 1, pack_rows_with<pack_contiguous>, popcount_rows, hamming_rows, hamming_sum, cdist_tile,
+    "scalar", 1, pack_rows_with<pack_contiguous>, popcount_rows, hamming_rows, hamming_sum, cdist_tile, any_nan,
 };
 
 }  // namespace

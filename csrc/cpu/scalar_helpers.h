@@ -43,6 +43,22 @@ static inline bool element_greater(const void* x, int dtype, int64_t i, float th
   }
 }
 
+// NaN test of element i: float16 / bfloat16 by their bits (exponent all ones, mantissa non-zero).
+static inline bool element_nan(const void* x, int dtype, int64_t i) {
+  switch (dtype) {
+    case kFloat32: { float v = static_cast<const float*>(x)[i]; return v != v; }
+    case kFloat64: { double v = static_cast<const double*>(x)[i]; return v != v; }
+    case kFloat16: return (static_cast<const uint16_t*>(x)[i] & 0x7FFFu) > 0x7C00u;
+    default: return (static_cast<const uint16_t*>(x)[i] & 0x7FFFu) > 0x7F80u;
+  }
+}
+
+static inline bool any_nan_scalar(const void* x, int dtype, int64_t begin, int64_t end) {
+  bool found = false;
+  for (int64_t i = begin; i < end; ++i) found |= element_nan(x, dtype, i);
+  return found;
+}
+
 // Bits of elements [begin, end) (end - begin <= 64) of a contiguous array, bit 0 = begin.
 static inline uint64_t pack_word_scalar(const void* x, int dtype, int64_t begin, int64_t end, float thr32,
                                         double thr64) {

@@ -65,13 +65,21 @@ def _words(t: torch.Tensor) -> torch.Tensor:
 
 
 def pack_signs(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    return pack_signs_any_nan(x, threshold, check_nan=False)[0]
+
+
+def pack_signs_any_nan(x: torch.Tensor, threshold: float, check_nan: bool = True) -> tuple[torch.Tensor, bool]:
+    """``pack_signs`` and whether ``x`` holds a NaN, in one read of ``x`` (each row is
+    scanned right after it is packed, while in cache); False when not ``check_nan``."""
     n = x.shape[-1]
     out = torch.empty(*x.shape[:-1], (n + 63) // 64, dtype=torch.int64)
+    nan = False
     if out.numel() > 0:
-        _C.pack_signs(
-            x.data_ptr(), _DTYPE_CODES[x.dtype], list(x.shape), list(x.stride()), threshold, out.data_ptr(), _threads()
+        nan = _C.pack_signs(
+            x.data_ptr(), _DTYPE_CODES[x.dtype], list(x.shape), list(x.stride()), threshold, out.data_ptr(), _threads(),
+            check_nan,
         )
-    return out
+    return out, nan
 
 
 def unpack_bits(words: torch.Tensor, n_bits: int) -> torch.Tensor:
