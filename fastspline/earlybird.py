@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
@@ -252,6 +253,8 @@ class SplineEarlyBird(_EarlyBird):
         # (epoch, codes) of the last history_depth epochs, oldest first.
         self._fifo: deque[tuple[int, RegionCodes]] = deque(maxlen=history_depth)
         self._layer_pairs: dict[tuple[int, int], dict[str, float]] = {}
+        # The model whose codes had no functional ReLU calls: its later steps skip that search.
+        self._no_functional: weakref.ref[nn.Module] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -278,9 +281,13 @@ class SplineEarlyBird(_EarlyBird):
 
     def codes_of(self, model: nn.Module) -> RegionCodes:
         """The probe's packed codes under ``model`` (what :meth:`step` compares)."""
-        return codes(
-            model, self.probe, self.layers, device=self.device, progress=False, batch_size=self.batch_size, backend=self.backend
+        result = codes(
+            model, self.probe, self.layers, device=self.device, progress=False, batch_size=self.batch_size,
+            backend=self.backend, functional=self._no_functional is None or self._no_functional() is not model,
         )
+        if result.meta.get("functional_layers") == 0:
+            self._no_functional = weakref.ref(model)
+        return result
 
     def step(self, model: nn.Module, epoch: int) -> bool:
         """Code the probe after ``epoch``, compare with the previous epochs, and

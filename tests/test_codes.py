@@ -351,6 +351,40 @@ def test_model_without_functional_calls_drops_the_interception_after_one_batch()
     assert_clean(model)
 
 
+def test_functional_false_hooks_activation_modules_only():
+    model = ResNetish(seed=3).eval()
+    x = torch.randn(12, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    found = fs.codes(model, x, progress=False, batch_size=5)
+    modules_only = fs.codes(model, x, progress=False, batch_size=5, functional=False)
+    assert found.meta["functional_layers"] == 7 and modules_only.meta["functional_layers"] is None
+    assert modules_only.names == [n for n in found.names if ":" not in n] == [f"blocks.{i}.{a}" for i in range(2) for a in ("act", "act#1")]
+    for name in modules_only.names:
+        assert torch.equal(modules_only[name].words, found[name].words)
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(torch._C._len_torch_function_stack())
+            return x
+
+    plain = nn.Sequential(nn.Linear(4, 4), Probe(), nn.ReLU())
+    assert fs.codes(plain, torch.randn(6, 4), progress=False, batch_size=3).meta["functional_layers"] == 0
+    fs.codes(plain, torch.randn(6, 4), progress=False, batch_size=3, functional=False)
+    assert seen == [1, 0, 0, 0]  # no interception at all with functional=False
+    assert fs.codes(plain, torch.randn(6, 4), layers=["2"], progress=False).meta["functional_layers"] is None
+    only_functional = nn.Sequential(nn.Linear(4, 4), _FunctionalReLU())
+    with pytest.raises(ValueError, match="functional=False left functional calls unsearched"):
+        fs.codes(only_functional, torch.randn(6, 4), progress=False, functional=False)
+    with pytest.raises(TypeError, match="functional must be a bool, got int 1"):
+        fs.codes(plain, torch.randn(6, 4), progress=False, functional=1)
+    assert_clean(plain)
+
+
+class _FunctionalReLU(nn.Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
 # ---------------------------------------------------------------- streaming and data forms
 
 

@@ -231,3 +231,40 @@ def test_layers_given_as_a_generator_are_kept_for_every_step() -> None:
     for epoch in (1, 2, 3):
         eb.step(model, epoch)
     assert eb.distances == {2: 0.0, 3: 0.0} and eb.layer_names == ["layers.bn0", "layers.bn1"]
+
+
+def test_steps_after_one_without_functional_calls_skip_their_search(monkeypatch) -> None:
+    import fastspline.earlybird as eb_module
+
+    calls = []
+    real = eb_module.codes
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["functional"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(eb_module, "codes", spy)
+    torch.manual_seed(0)
+    probe = torch.randn(20, 3)
+    plain, other = models.mlp([3, 8, 8, 2]), models.mlp([3, 8, 8, 2])
+    eb = SplineEarlyBird(probe, window=1, count_flops=False)
+    for epoch in (1, 2, 3):
+        eb.step(plain, epoch)
+    eb.codes_of(other)  # another model is searched again
+    assert calls == [True, False, False, True]
+    assert eb.distances == {2: 0.0, 3: 0.0} and eb.layer_names == ["layers.relu0", "layers.relu1"]
+
+    class Functional(nn.Module):  # a functional ReLU keeps the search on every step
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 5)
+
+        def forward(self, x):
+            return torch.relu(self.fc(x))
+
+    calls.clear()
+    eb = SplineEarlyBird(probe, window=1, count_flops=False)
+    model = Functional()
+    for epoch in (1, 2):
+        eb.step(model, epoch)
+    assert calls == [True, True] and eb.layer_names == [":relu[0]"]
