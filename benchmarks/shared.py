@@ -1,6 +1,6 @@
 """Pieces the bench_*.py scripts share (import after ``_setup``):
 
-    from shared import median_time, random_bn_vgg_features
+    from shared import median_time, paired_extra, random_bn_vgg_features
 """
 from __future__ import annotations
 
@@ -23,6 +23,24 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float
         fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times), times
+
+
+def paired_extra(fn: Callable[[], Any], base: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, list[float]]:
+    """What ``fn`` costs beyond ``base``: the median of ``time(fn) - time(base)`` over
+    ``repeats`` back-to-back pairs, alternating which runs first (ABBA), so both see the
+    same machine load. Returns the median and every pair's difference."""
+    for _ in range(warmup):
+        base()
+        fn()
+    extras = []
+    for i in range(repeats):
+        pair = {}
+        for name, f in (("fn", fn), ("base", base)) if i % 2 == 0 else (("base", base), ("fn", fn)):
+            started = time.perf_counter()
+            f()
+            pair[name] = time.perf_counter() - started
+        extras.append(pair["fn"] - pair["base"])
+    return statistics.median(extras), extras
 
 
 def random_bn_vgg_features(cfg: Sequence[int | str], seed: int) -> tuple[list[nn.Module], int]:
