@@ -340,6 +340,7 @@ def codes(
     progress: bool = False,
     batch_size: int = 256,
     keep_on: str = "cpu",
+    functional: bool = True,
 ) -> ShardedRegionCodes:
     """Codes of this rank's shard of the inputs (:func:`fastspline.codes.codes` on ``data``),
     as a :class:`ShardedRegionCodes` that knows the other shards' sizes. Collective.
@@ -352,7 +353,7 @@ def codes(
             :func:`shard` of the probe; a DataLoader over a ``DistributedSampler`` or a
             :func:`shard` of a dataset); it may be empty on some ranks.
         group: the process group (default: the world).
-        layers, device, where, backend, batch_size, keep_on: as ``codes()``.
+        layers, device, where, backend, batch_size, keep_on, functional: as ``codes()``.
         progress: as ``codes()``, but off by default (one bar per rank would interleave).
 
     Raises on every rank when any rank fails, when no rank has inputs, or when ranks
@@ -370,7 +371,7 @@ def codes(
         try:
             return _local_codes(
                 model, counted, layers, device=device, where=where, backend=backend,
-                progress=progress, batch_size=batch_size, keep_on=keep_on,
+                progress=progress, batch_size=batch_size, keep_on=keep_on, functional=functional,
             )
         except ValueError:
             if isinstance(counted, _CountedBatches) and counted.exhausted and counted.rows == 0:
@@ -617,7 +618,8 @@ class ShardedSplineEarlyBird(earlybird.SplineEarlyBird):
         _exchange("ShardedSplineEarlyBird", group, world, error, None)
         self.group = group
 
-    def codes_of(self, model: nn.Module) -> RegionCodes:
+    def _codes(self, model: nn.Module, functional: bool) -> RegionCodes:
         return codes(
-            model, self.probe, self.layers, group=self.group, device=self.device, batch_size=self.batch_size, backend=self.backend
+            model, self.probe, self.layers, group=self.group, device=self.device, batch_size=self.batch_size,
+            backend=self.backend, functional=functional,
         )

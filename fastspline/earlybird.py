@@ -281,13 +281,16 @@ class SplineEarlyBird(_EarlyBird):
 
     def codes_of(self, model: nn.Module) -> RegionCodes:
         """The probe's packed codes under ``model`` (what :meth:`step` compares)."""
-        result = codes(
-            model, self.probe, self.layers, device=self.device, progress=False, batch_size=self.batch_size,
-            backend=self.backend, functional=self._no_functional is None or self._no_functional() is not model,
-        )
+        result = self._codes(model, functional=self._no_functional is None or self._no_functional() is not model)
         if result.meta.get("functional_layers") == 0:
             self._no_functional = weakref.ref(model)
         return result
+
+    def _codes(self, model: nn.Module, functional: bool) -> RegionCodes:
+        return codes(
+            model, self.probe, self.layers, device=self.device, progress=False, batch_size=self.batch_size,
+            backend=self.backend, functional=functional,
+        )
 
     def step(self, model: nn.Module, epoch: int) -> bool:
         """Code the probe after ``epoch``, compare with the previous epochs, and
