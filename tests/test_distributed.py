@@ -128,7 +128,18 @@ def _entry(rank: int, world: int, port: int, out: str, scenario: Callable[..., A
 
 
 def run_ranks(world: int, scenario: Callable[..., Any], tmp_path: Path, *args: Any, backend: str = "gloo") -> list[Any]:
-    """Run ``scenario(rank, world, *args)`` in ``world`` spawned processes; their results."""
+    """Run ``scenario(rank, world, *args)`` in ``world`` spawned processes; their results.
+    A free port can be taken by another process before rank 0 binds it: then it runs again."""
+    for attempt in range(3):
+        try:
+            return _run_ranks_once(world, scenario, tmp_path, args, backend)
+        except mp.ProcessRaisedException as exc:
+            if attempt == 2 or "EADDRINUSE" not in str(exc) and "ddress already in use" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _run_ranks_once(world: int, scenario: Callable[..., Any], tmp_path: Path, args: tuple, backend: str) -> list[Any]:
     context = mp.start_processes(
         _entry, args=(world, free_port(), str(tmp_path), scenario, args, backend), nprocs=world, join=False, start_method="spawn"
     )
