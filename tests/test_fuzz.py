@@ -245,6 +245,11 @@ def test_fuzz_pack_signs(impl, fuzz_counts):
         bits = exact_greater(oracle.floats_np(x), threshold)
         same(got, oracle.pack_bits(np.moveaxis(bits, dim, -1)))
         same_as_reference(impl, got, lambda **kw: fs.pack_signs(x, dim, threshold, **kw))
+        # codes()' pack with its NaN check, on the same layout (the packed dim last).
+        moved = x.movedim(dim, -1)
+        words, nan = fs.ops._pack_signs_any_nan(moved, backend=impl.backend)
+        same(words, fs.pack_signs(moved, backend="reference").numpy())
+        assert bool(nan) == bool(np.isnan(oracle.floats_np(x)).any())
 
     run(impl, "pack_signs", fuzz_counts, pack_cases(), check)
 
