@@ -337,17 +337,23 @@ def test_functional_calls_on_non_batch_tensors_are_ignored():
     assert torch.equal(rc[":relu[0]"].words, torch.from_numpy(np_pack(sign_bits(z))))
 
 
+class _ModeDepth(nn.Module):
+    """Identity that records how many torch-function modes are active at each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def forward(self, x):
+        self.seen.append(torch._C._len_torch_function_stack())
+        return x
+
+
 def test_model_without_functional_calls_drops_the_interception_after_one_batch():
-    seen = []
-
-    class Probe(nn.Module):
-        def forward(self, x):
-            seen.append(torch._C._len_torch_function_stack())
-            return x
-
-    model = nn.Sequential(nn.Linear(4, 4), Probe(), nn.ReLU())
+    probe = _ModeDepth()
+    model = nn.Sequential(nn.Linear(4, 4), probe, nn.ReLU())
     fs.codes(model, torch.randn(10, 4), progress=False, batch_size=3)
-    assert seen == [1, 0, 0, 0]
+    assert probe.seen == [1, 0, 0, 0]
     assert_clean(model)
 
 
@@ -360,17 +366,11 @@ def test_functional_false_hooks_activation_modules_only():
     assert modules_only.names == [n for n in found.names if ":" not in n] == [f"blocks.{i}.{a}" for i in range(2) for a in ("act", "act#1")]
     for name in modules_only.names:
         assert torch.equal(modules_only[name].words, found[name].words)
-    seen = []
-
-    class Probe(nn.Module):
-        def forward(self, x):
-            seen.append(torch._C._len_torch_function_stack())
-            return x
-
-    plain = nn.Sequential(nn.Linear(4, 4), Probe(), nn.ReLU())
+    probe = _ModeDepth()
+    plain = nn.Sequential(nn.Linear(4, 4), probe, nn.ReLU())
     assert fs.codes(plain, torch.randn(6, 4), progress=False, batch_size=3).meta["functional_layers"] == 0
     fs.codes(plain, torch.randn(6, 4), progress=False, batch_size=3, functional=False)
-    assert seen == [1, 0, 0, 0]  # no interception at all with functional=False
+    assert probe.seen == [1, 0, 0, 0]  # no interception at all with functional=False
     assert fs.codes(plain, torch.randn(6, 4), layers=["2"], progress=False).meta["functional_layers"] is None
     only_functional = nn.Sequential(nn.Linear(4, 4), _FunctionalReLU())
     with pytest.raises(ValueError, match="functional=False left functional calls unsearched"):
