@@ -256,6 +256,13 @@ class SplineEarlyBird(_EarlyBird):
         # The model whose codes had no functional ReLU calls: its later steps skip that search.
         self._no_functional: weakref.ref[nn.Module] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The weakref (a cache of which model had no functional calls) cannot be pickled;
+        # an unpickled detector searches again on its first step.
+        state = self.__dict__.copy()
+        state["_no_functional"] = None
+        return state
+
     @property
     def nbytes(self) -> int:
         """Bytes of the packed codes kept in the FIFO."""

@@ -268,3 +268,16 @@ def test_steps_after_one_without_functional_calls_skip_their_search(monkeypatch)
     for epoch in (1, 2):
         eb.step(model, epoch)
     assert calls == [True, True] and eb.layer_names == [":relu[0]"]
+
+
+def test_pickles_after_a_step_without_functional_calls() -> None:
+    import pickle
+
+    torch.manual_seed(0)
+    model = models.mlp([3, 8, 8, 2])
+    eb = SplineEarlyBird(torch.randn(20, 3), window=1, count_flops=False)
+    eb.step(model, 1)
+    restored = pickle.loads(pickle.dumps(eb))
+    assert restored.layer_names == eb.layer_names and restored._no_functional is None
+    restored.step(model, 2)
+    assert restored.distances == {2: 0.0}
