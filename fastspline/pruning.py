@@ -385,7 +385,10 @@ class _Tracer(TorchFunctionMode):
             owner = self.weight_owner.get(id(weight))
             if owner is not None:
                 self.made_by[id(out)] = ("linear", owner, out, id(data[0]))
-        norm = self.norm if name == "batch_norm" else None
+        norm = None
+        if name == "batch_norm":  # a module's running stats name it (a functional call too), else the BN module running now
+            stats = args[1] if len(args) > 1 else kwargs.get("running_mean")
+            norm = self.stat_owner.get(id(stats), self.norm)
         if norm is not None and data:
             self.made_by[id(out)] = ("norm", norm, out, id(data[0]))
         for t in data:
@@ -457,7 +460,9 @@ def _structure(model: nn.Module, example: torch.Tensor, where: str) -> list[_Lay
         for name, module in named.items():
             if isinstance(module, _NORMS):
                 frozen.handles.append(module.register_forward_pre_hook(lambda m, a, name=name: setattr(tracer, "norm", name)))
-                frozen.handles.append(module.register_forward_hook(lambda m, a, out: setattr(tracer, "norm", None)))
+                frozen.handles.append(
+                    module.register_forward_hook(lambda m, a, out: setattr(tracer, "norm", None), always_call=True)
+                )  # cleared when its forward raises too (a model may catch it)
         if specs is None:
             for name, module in named.items():
                 if isinstance(module, tuple(ACTIVATIONS)):

@@ -633,3 +633,39 @@ def test_batchnorm_without_running_stats_is_found_in_plain_models() -> None:
     ]
     masked = pruning.mask(p, model)
     assert int((masked[3].weight.abs().sum((0, 2, 3)) == 0).sum()) == 4
+
+
+
+class _FunctionalNorms(nn.Module):
+    """BatchNorms called as F.batch_norm with their modules' buffers, then a BatchNorm whose forward raises (caught)
+    before a stat-less F.batch_norm of no module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.bn1, self.a1 = nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()
+        self.c2, self.bn2, self.a2 = nn.Conv2d(8, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU()
+        self.c3, self.a3 = nn.Conv2d(6, 5, 3, padding=1, bias=False), nn.ReLU()
+        self.bad = nn.BatchNorm1d(3)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = nn.functional.batch_norm
+        b = self.bn1
+        x = self.a1(norm(self.c1(x), b.running_mean, b.running_var, b.weight, b.bias, False, 0.1, b.eps))
+        b = self.bn2
+        x = self.a2(norm(self.c2(x), b.running_mean, b.running_var, b.weight, b.bias, False, 0.1, b.eps))
+        x = self.c3(x)
+        try:
+            self.bad(torch.zeros(2, 5))  # raises: the tracer must not take the next batch_norm for 'bad'
+        except RuntimeError:
+            pass
+        x = self.a3(norm(x, None, None, training=True))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_batchnorm_called_functionally_with_module_buffers_is_found() -> None:
+    p = pruning.plan(_FunctionalNorms().eval(), _digits_like(32), 0.5, policy="l1", recalibrate=False)
+    assert [(l.name, l.norm, l.producer, l.consumer, l.shift) for l in p.layers] == [
+        ("a1", "bn1", "c1", "c2", "bn2"),
+        ("a2", "bn2", "c2", "c3", None),
+    ]
