@@ -421,8 +421,11 @@ class _Recorder:
         self.nan_flags.append((name, nan))
 
     def end_batch(self) -> None:
+        # cpu flags are bools; other backends' are 0-d device tensors: one host sync for all.
+        tensors = [flag for _, flag in self.nan_flags if isinstance(flag, torch.Tensor)]
+        some = bool(torch.stack(tensors).any()) if len({t.device for t in tensors}) == 1 else bool(tensors)
         for name, flag in self.nan_flags:
-            if bool(flag):
+            if (some and bool(flag)) if isinstance(flag, torch.Tensor) else flag:
                 raise ValueError(
                     f"codes: layer {name!r} has NaN activations for inputs {self.seen}..{self.seen + self.rows - 1}; "
                     "a NaN has no sign, so its region is undefined (a diverged model, or NaN inputs)"

@@ -910,3 +910,18 @@ def test_load_of_a_damaged_file_raises_value_error(tmp_path):
             except Exception as exc:  # noqa: BLE001 - what the test looks for
                 others.append((i, flip, type(exc).__name__))
     assert not others, others[:10]
+
+
+class _NaNWhereHuge(nn.Module):
+    def forward(self, x):
+        return torch.where(x > 1e6, math.nan, x)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_nan_error_names_the_first_layer_with_nan_on_every_backend(backend):
+    # cpu flags come from the packing read; the reference's are device tensors checked at once.
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), _NaNWhereHuge(), nn.ReLU(), nn.Linear(6, 2))
+    x = torch.randn(9, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"codes: layer '3' has NaN activations for inputs 4\.\.7"):
+        fs.codes(model, [x[:4], x[4:8] * 1e9, x[8:]], progress=False, backend=backend)
+    assert_clean(model)
