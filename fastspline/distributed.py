@@ -550,6 +550,9 @@ def _check_src(where: str, src: object, group: Any) -> None:
     def check() -> None:
         if isinstance(src, bool) or not isinstance(src, int) or not 0 <= src < global_world:
             raise ValueError(f"{where}: src must be a global rank in [0, {global_world}), got {src!r}")
+        members = None if group is None else dist.get_process_group_ranks(group)
+        if members is not None and src not in members:
+            raise ValueError(f"{where}: src must be a global rank of the group {members}, got {src}")
 
     _, error = _run_local(check)
     sources = _exchange(where, group, world, error, src)

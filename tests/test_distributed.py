@@ -595,6 +595,12 @@ def mismatched_src_scenario(rank: int, world: int) -> dict[str, Any]:
         except (ValueError, RuntimeError) as exc:
             result[key] = (type(exc).__name__, str(exc))
     result["after"] = distributed.broadcast_plan(f"from rank {rank}", src=1)  # the group still works
+    only_first = dist.new_group([0])  # every rank creates it; only rank 0 calls into it
+    if rank == 0:
+        try:
+            distributed.broadcast_plan(None, src=1, group=only_first)
+        except ValueError as exc:
+            result["outside_group"] = str(exc)
     return result
 
 
@@ -608,6 +614,7 @@ def test_ranks_passing_different_src_fail_alike_instead_of_hanging(tmp_path: Pat
     assert second["bad_src"] == ("ValueError", "distributed.plan: src must be a global rank in [0, 2), got 5")
     assert first["bad_src"] == ("RuntimeError", f"distributed.plan: rank 1 failed: {': '.join(second['bad_src'])}")
     assert first["after"] == second["after"] == "from rank 1"
+    assert first["outside_group"] == "broadcast_plan: src must be a global rank of the group [0], got 1"
 
 
 def test_shard_refuses_an_iterable_dataset() -> None:
