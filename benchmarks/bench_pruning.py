@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args()
     units = args.units or (2048 if args.quick else 16384)
+    load_start = os.getloadavg()[0]
+    if load_start > 0.5:
+        print(f"warning: load average {load_start:.2f}: timings will be noisy; compare the ratio of this run")
 
     torch.manual_seed(0)
     model = models.mlp([args.inputs, units, 10])
@@ -144,6 +147,8 @@ def main() -> None:
         "peer_distance_matrix_bytes": peer_bytes,
         "repeats": args.repeats,
         "warmup": args.warmup,
+        "load_average_at_start": load_start,
+        "load_average_at_end": os.getloadavg()[0],
     }
     name = "pruning-cpu-quick.json" if args.quick else "pruning-cpu.json"
     atomic_write_json(RESULTS_DIR / name, payload)
