@@ -211,28 +211,20 @@ bool pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
       const int64_t g = task / runs, r0 = (task % runs) * run, rn = std::min(run, inner - r0);
       const char* first = base + (row_offset(outer, g) + r0 * inner_stride) * es;
       uint64_t* dst = out + (g * inner + r0) * w;
-      if (!stream) {
-        if (!check_nan) {
-          t.pack_rows(first, dtype, rn, inner_stride, n, thr32, threshold, dst);
-          continue;
-        }
+      if (!stream) {  // row by row, each scanned for NaN while in cache when asked
         for (int64_t r = 0; r < rn; ++r) {
           const char* row = first + r * inner_stride * es;
           t.pack_rows(row, dtype, 1, 0, n, thr32, threshold, dst + r * w);
-          nan = t.any_nan(row, dtype, n) || nan;
+          if (check_nan) nan = t.any_nan(row, dtype, n) || nan;
         }
         continue;
       }
       std::vector<uint64_t> bits(ceil_div(rn * n, 64) + 1, 0);
-      if (!check_nan) {
-        t.pack_rows(first, dtype, 1, 0, rn * n, thr32, threshold, bits.data());
-      } else {
-        constexpr int64_t kPiece = 64 * 64;  // elements (whole words) packed, then scanned
-        for (int64_t i = 0; i < rn * n; i += kPiece) {
-          const int64_t count = std::min(kPiece, rn * n - i);
-          t.pack_rows(first + i * es, dtype, 1, 0, count, thr32, threshold, bits.data() + i / 64);
-          nan = t.any_nan(first + i * es, dtype, count) || nan;
-        }
+      constexpr int64_t kPiece = 64 * 64;  // elements (whole words) packed, then scanned when asked
+      for (int64_t i = 0; i < rn * n; i += kPiece) {
+        const int64_t count = std::min(kPiece, rn * n - i);
+        t.pack_rows(first + i * es, dtype, 1, 0, count, thr32, threshold, bits.data() + i / 64);
+        if (check_nan) nan = t.any_nan(first + i * es, dtype, count) || nan;
       }
       const uint64_t mask = (uint64_t(1) << n) - 1;
       for (int64_t r = 0; r < rn; ++r) {
