@@ -58,6 +58,14 @@ from fastspline.earlybird import SplineEarlyBird
 WINDOW = 3
 
 
+def probe_pass(model: nn.Module, probe: torch.Tensor, batch_size: int) -> None:
+    """A plain forward pass over the probe (eval mode, no_grad), in batches."""
+    model.eval()
+    with torch.no_grad():
+        for batch in probe.split(batch_size):
+            model(batch)
+
+
 # ---------------------------------------------------------------- the authors' detection
 
 
@@ -79,11 +87,8 @@ class AuthorsDetection:
                 hooks.append(
                     module.register_forward_hook(lambda m, i, out, name=name: store[name].append(out.detach().to("cpu", copy=True)))
                 )
-        model.eval()
         try:
-            with torch.no_grad():
-                for batch in probe.split(batch_size):
-                    model(batch)
+            probe_pass(model, probe, batch_size)
         finally:
             for hook in hooks:
                 hook.remove()
@@ -181,10 +186,7 @@ def other_setting(data_name: str, model_name: str, args: argparse.Namespace) -> 
     next_epoch = iter(range(WINDOW + 1, 10**9))
 
     def plain_forward() -> None:
-        model.eval()
-        with torch.no_grad():
-            for batch in probe.split(eb.batch_size):
-                model(batch)
+        probe_pass(model, probe, eb.batch_size)
 
     forward_s, _ = median_time(plain_forward, args.repeats, args.warmup)
     extra_s, extras = paired_extra(lambda: eb.step(model, next(next_epoch)), plain_forward, args.pairs, args.warmup)
@@ -248,10 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- timings
     def plain_forward() -> None:
-        model.eval()
-        with torch.no_grad():
-            for batch in probe.split(batch_size):
-                model(batch)
+        probe_pass(model, probe, batch_size)
 
     # The library's own step: SplineEarlyBird with the window filled by the previous states.
     eb = SplineEarlyBird(probe, window=WINDOW, keep_history=False, batch_size=batch_size, count_flops=False)
