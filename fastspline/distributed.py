@@ -565,7 +565,11 @@ def broadcast_plan(plan_or_none: Any, src: int = 0, *, group: Any = None) -> Any
     rank (other ranks pass anything, e.g. None), by ``broadcast_object_list``: any
     picklable object, e.g. a ``fastspline.pruning.PrunePlan``. Collective."""
     _check_src("broadcast_plan", src, group)
-    box = [plan_or_none]
+    return _broadcast(plan_or_none, src, group)
+
+
+def _broadcast(value: Any, src: int, group: Any) -> Any:
+    box = [value]
     dist.broadcast_object_list(box, src=src, group=group)
     return box[0]
 
@@ -590,9 +594,7 @@ def plan(model: nn.Module, probe: Any, ratio: float, *, src: int = 0, group: Any
 
         result, error = _run_local(compute)
         payload = ("ok", result) if error is None else ("error", f"{type(error).__name__}: {error}")
-    box = [payload]
-    dist.broadcast_object_list(box, src=src, group=group)
-    status, value = box[0]
+    status, value = _broadcast(payload, src, group)
     if error is not None:
         raise error
     if status != "ok":
