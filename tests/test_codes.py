@@ -925,3 +925,38 @@ def test_nan_error_names_the_first_layer_with_nan_on_every_backend(backend):
     with pytest.raises(ValueError, match=r"codes: layer '3' has NaN activations for inputs 4\.\.7"):
         fs.codes(model, [x[:4], x[4:8] * 1e9, x[8:]], progress=False, backend=backend)
     assert_clean(model)
+
+
+_EDGE_VALUES = [-math.inf, -3.0, -1e-45, -0.0, 0.0, 1e-45, 2.5, 7.0, math.inf]
+
+
+@pytest.mark.parametrize(
+    "act, keeps",
+    [
+        (nn.ReLU(), True), (nn.ReLU(inplace=True), True), (nn.ReLU6(), True), (nn.ReLU6(inplace=True), True),
+        (nn.LeakyReLU(0.1), True), (nn.LeakyReLU(1e-30, inplace=True), True), (nn.Hardtanh(), True),
+        (nn.Hardtanh(0.0, 2.0), True),
+        # packed from the input: 0 * -inf is NaN, a negative slope flips signs, min_val > 0 lifts them
+        (nn.LeakyReLU(0.0), False), (nn.LeakyReLU(-0.5), False), (nn.Hardtanh(0.5, 2.0), False),
+        (nn.Hardtanh(-2.0, -1.0), False), (nn.PReLU(), False),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_activation_packed_after_it_ran_has_the_code_of_its_input(act, keeps, dtype):
+    # codes() packs a sign-keeping activation's output after it ran; the bits must be
+    # those of its input, for every float (-0.0, subnormals, +-inf) and in-place forms.
+    from fastspline.codes import _keeps_sign
+
+    assert _keeps_sign(act) is keeps
+    model = nn.Sequential(nn.Identity(), copy.deepcopy(act)).to(dtype)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.tensor(_EDGE_VALUES, dtype=torch.float64)[torch.randint(len(_EDGE_VALUES), (37, 70), generator=gen)]
+    x = x.to(dtype)
+    rc = fs.codes(model, x, progress=False, batch_size=16)
+    assert rc.names == ["1"]
+    assert torch.equal(rc["1"].words, torch.from_numpy(np_pack(sign_bits(x.float()))))
+    assert_clean(model)
+    if keeps:  # a NaN input is still found (the activations keep NaN)
+        x[5, 3] = math.nan
+        with pytest.raises(ValueError, match=r"layer '1' has NaN activations for inputs 0\.\.15"):
+            fs.codes(model, x, progress=False, batch_size=16)
