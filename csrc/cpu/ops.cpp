@@ -85,8 +85,8 @@ void set_isa(const std::string& name) {
 namespace {
 
 constexpr int64_t kParallelMin = 1 << 14;  // below this many words, threads cost more than they save
-// pack_signs reads 64 elements per word written: its tasks are this many words (256 KiB of
-// float32), so a layer of 128K+ elements packs on two threads.
+// pack_signs reads 64 elements per word written: its tasks are at least this many words
+// (256 KiB of float32), so a layer of 128K+ elements packs on two threads.
 constexpr int64_t kPackTaskWords = 1 << 10;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -204,7 +204,10 @@ bool pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
       outer.sizes.pop_back();
       outer.strides.pop_back();
     }
-    const int64_t run = std::max<int64_t>(1, std::min(inner, kPackTaskWords / w));
+    // Tasks of 1,024 to 16,384 words, about 4 per thread: small layers still split, big ones
+    // keep long runs (the bit-stream path cuts rows per run).
+    const int64_t task_words = std::clamp<int64_t>(rows * w / (4 * std::max(threads, 1)), kPackTaskWords, kParallelMin);
+    const int64_t run = std::max<int64_t>(1, std::min(inner, task_words / w));
     const int64_t runs = ceil_div(inner, run), tasks = (rows / inner) * runs;
     // Short rows stored back to back (n < 64, one word each): pack the run as one bit
     // stream at full SIMD width, then cut each row's n bits out of it.
