@@ -73,6 +73,20 @@ _FUNCTIONAL = frozenset(
     }
 )
 
+# Functional calls whose output has the sign code of their input whatever their arguments
+# (see _keeps_sign): packed from the output with where="pre" too.
+_SIGN_KEEPING_CALLS = frozenset(
+    {
+        torch.relu,
+        torch.relu_,
+        torch.nn.functional.relu,
+        torch.nn.functional.relu_,
+        torch.Tensor.relu,
+        torch.Tensor.relu_,
+        torch.nn.functional.relu6,
+    }
+)
+
 _FILE_FORMAT = "fastspline.RegionCodes"
 _FILE_VERSION = 1
 
@@ -515,10 +529,10 @@ class _FunctionalCalls(TorchFunctionMode):
         name = f"{owner}:relu[{k}]"
         self.recorded += 1
         self.names.add(name)
-        if self.where == "pre":
+        if self.where == "pre" and func not in _SIGN_KEEPING_CALLS:
             self.recorder.record(name, x)  # before an in-place call overwrites x
             return func(*args, **kwargs)
-        out = func(*args, **kwargs)
+        out = func(*args, **kwargs)  # a relu's output has its input's code (see _keeps_sign)
         self.recorder.record(name, out)
         return out
 

@@ -960,3 +960,33 @@ def test_activation_packed_after_it_ran_has_the_code_of_its_input(act, keeps, dt
         x[5, 3] = math.nan
         with pytest.raises(ValueError, match=r"layer '1' has NaN activations for inputs 0\.\.15"):
             fs.codes(model, x, progress=False, batch_size=16)
+
+
+class _CallsOnEdgeValues(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x.clone())
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        torch.relu, torch.relu_, F.relu, F.relu_, lambda t: F.relu(t, inplace=True), lambda t: t.relu(),
+        lambda t: t.relu_(), F.relu6, lambda t: F.relu6(t, inplace=True),
+        # packed from the input: their arguments decide the sign
+        lambda t: F.leaky_relu(t, 0.0), lambda t: F.hardtanh(t, 0.5, 2.0),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_functional_call_packed_after_it_ran_has_the_code_of_its_input(fn, dtype):
+    model = _CallsOnEdgeValues(fn)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.tensor(_EDGE_VALUES, dtype=torch.float64)[torch.randint(len(_EDGE_VALUES), (21, 67), generator=gen)]
+    x = x.to(dtype)
+    rc = fs.codes(model, x, progress=False, batch_size=8)
+    assert rc.names == [":relu[0]"]
+    assert torch.equal(rc[":relu[0]"].words, torch.from_numpy(np_pack(sign_bits(x.float()))))
+    assert_clean(model)
