@@ -50,6 +50,7 @@ from torch.overrides import TorchFunctionMode
 
 from fastspline import ops
 from fastspline._files import atomic_torch_save, load_torch_archive
+from fastspline._modes import restore_modes, set_eval, training_modes
 
 __all__ = ["LayerCodes", "RegionCodes", "codes", "register_activation", "ACTIVATIONS"]
 
@@ -676,7 +677,7 @@ def codes(
         constants = {id(t) for t in (*model.parameters(), *model.buffers())}
         mode = _FunctionalCalls(recorder, stack, set(hooked), where, constants)
     handles: list[Any] = []
-    modes = [(module, module.training) for module in model.modules()]
+    modes = training_modes(model)
     forward = _uncompiled(model)
     n_seen = 0
     functional_layers: int | None = None
@@ -694,7 +695,7 @@ def codes(
                 handles.append(module.register_forward_hook(lambda m, args, out, name=name: recorder.record(name, out)))
         if mode is not None:
             stack.install(model)
-        model.eval()
+        set_eval(model, modes)
         if progress:
             from tqdm.auto import tqdm
 
@@ -734,8 +735,7 @@ def codes(
         for handle in handles:
             handle.remove()
         stack.remove()
-        for module, training in modes:
-            module.training = training
+        restore_modes(modes)
         if bar is not None:
             bar.close()
 

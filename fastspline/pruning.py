@@ -74,6 +74,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastspline import ops
+from fastspline._modes import restore_modes, set_eval, training_modes
 from fastspline.codes import ACTIVATIONS, _batches, _inputs_of
 from fastspline.codes import codes as region_codes
 from fastspline.models.base import WidthLayer
@@ -307,17 +308,16 @@ class _Frozen:
         self.handles: list[Any] = []
 
     def __enter__(self) -> _Frozen:
-        self.modes = [(m, m.training) for m in self.model.modules()]
+        self.modes = training_modes(self.model)
         self.grad = torch.is_grad_enabled()
         torch.set_grad_enabled(False)
-        self.model.eval()
+        set_eval(self.model, self.modes)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for handle in self.handles:
             handle.remove()
-        for module, training in self.modes:
-            module.training = training
+        restore_modes(self.modes)
         torch.set_grad_enabled(self.grad)
 
 
@@ -1513,12 +1513,12 @@ def recalibrate_bn(model: nn.Module, data: Any, max_batches: int | None = None, 
     if not norms:
         return model
     device = _device_of(model)
-    modes = [(m, m.training) for m in model.modules()]
+    modes = training_modes(model)
     momenta = [(m, m.momentum) for m in norms]
     saved = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
     seen = 0
     try:
-        model.eval()
+        set_eval(model, modes)
         for m in norms:
             m.reset_running_stats()
             m.momentum = None
@@ -1543,6 +1543,5 @@ def recalibrate_bn(model: nn.Module, data: Any, max_batches: int | None = None, 
     finally:
         for m, momentum in momenta:
             m.momentum = momentum
-        for m, training in modes:
-            m.training = training
+        restore_modes(modes)
     return model

@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from fastspline._files import atomic_torch_save as atomic_save
 from fastspline._files import load_torch_archive
+from fastspline._modes import restore_modes, set_eval, training_modes
 
 __all__ = [
     "Callback",
@@ -199,8 +200,8 @@ def evaluate(model: nn.Module, data: object, *, batch_size: int = 1024, device: 
     batch_size = _check_int(batch_size, "batch_size", 1, "evaluate")
     x, y = _as_tensors(data, "data", "evaluate")
     device = _model_device(model) if device is None else torch.device(device)
-    modes = [(module, module.training) for module in model.modules()]  # each submodule's own mode
-    model.eval()
+    modes = training_modes(model)  # each submodule's own mode
+    set_eval(model, modes)
     loss_sum, correct = 0.0, 0
     try:
         for start in range(0, x.shape[0], batch_size):
@@ -209,8 +210,7 @@ def evaluate(model: nn.Module, data: object, *, batch_size: int = 1024, device: 
             loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
     finally:
-        for module, training in modes:
-            module.training = training
+        restore_modes(modes)
     return loss_sum / x.shape[0], 100.0 * correct / x.shape[0]
 
 

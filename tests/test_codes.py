@@ -530,6 +530,54 @@ def test_codes_run_in_eval_mode_and_leave_bn_statistics_alone():
     assert_clean(model)
 
 
+class _SeesModes(nn.Module):
+    """Records the training flag of every module of ``root`` each time it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.root: list[nn.Module] = []  # a list, so root is not a submodule
+        self.seen: list[list[bool]] = []
+
+    def forward(self, x):
+        self.seen.append([m.training for m in self.root[0].modules()])
+        return x
+
+
+class _OwnTrain(nn.Linear):
+    def train(self, mode=True):
+        self.calls.append(mode)
+        return super().train(mode)
+
+
+class _OwnSetattr(nn.Linear):
+    def __setattr__(self, name, value):
+        if name == "training":
+            self.__dict__.setdefault("flags", []).append(value)
+        super().__setattr__(name, value)
+
+
+@pytest.mark.parametrize("special", [None, _OwnTrain, _OwnSetattr])
+def test_codes_run_every_module_in_eval_mode_and_restore_mixed_modes(special):
+    seer = _SeesModes()
+    first = special(4, 6) if special else nn.Linear(4, 6)
+    first.calls = []
+    model = nn.Sequential(first, nn.ReLU(), nn.Sequential(nn.Linear(6, 6), nn.BatchNorm1d(6)), seer, nn.ReLU())
+    seer.root.append(model)
+    model.train()
+    model[2].eval()
+    model[2][1].train()  # mixed: a train-mode BN inside an eval-mode block
+    before = [m.training for m in model.modules()]
+    first.calls.clear()
+    fs.codes(model, torch.randn(10, 4), progress=False, batch_size=4)
+    assert seer.seen == [[False] * len(before)] * 3
+    assert [m.training for m in model.modules()] == before
+    if special is _OwnTrain:
+        assert first.calls == [False]  # an overridden train() is called, as model.eval() would
+    if special is _OwnSetattr:
+        assert first.flags[-2:] == [False, True]  # and an overridden __setattr__ sees both changes
+    assert_clean(model)
+
+
 # ---------------------------------------------------------------- errors
 
 

@@ -1,0 +1,40 @@
+"""Switch a model to eval mode and put every submodule's own mode back (codes, training, pruning).
+
+``model.eval()`` walks the module tree in Python and sets each flag through
+``nn.Module.__setattr__``: about 14 us for a 9-module MLP, and as much again to
+restore, a fifth of ``codes()``' fixed cost per call (measured during development).
+When no module overrides ``train``/``eval``/``__setattr__``, the flags are set directly
+(the same effect); otherwise ``model.eval()`` and ``setattr`` run as usual.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+_set_flag = object.__setattr__
+
+
+def training_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """Each submodule (``model`` included) with its ``training`` flag, to restore later."""
+    return [(module, module.training) for module in model.modules()]
+
+
+def set_eval(model: nn.Module, modes: list[tuple[nn.Module, bool]]) -> None:
+    """``model.eval()``; ``modes`` from :func:`training_modes` lists its modules."""
+    if type(model).eval is not nn.Module.eval or any(
+        type(m).train is not nn.Module.train or type(m).__setattr__ is not nn.Module.__setattr__ for m, _ in modes
+    ):
+        model.eval()
+        return
+    for module, training in modes:
+        if training:
+            _set_flag(module, "training", False)
+
+
+def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    """Put back the flags :func:`training_modes` recorded."""
+    for module, training in modes:
+        if module.training != training:
+            if type(module).__setattr__ is nn.Module.__setattr__:
+                _set_flag(module, "training", training)
+            else:
+                module.training = training
