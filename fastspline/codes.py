@@ -56,24 +56,6 @@ __all__ = ["LayerCodes", "RegionCodes", "codes", "register_activation", "ACTIVAT
 
 ACTIVATIONS: list[type[nn.Module]] = [nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.Hardtanh]
 
-_FUNCTIONAL = frozenset(
-    {
-        torch.relu,
-        torch.relu_,
-        torch.nn.functional.relu,
-        torch.nn.functional.relu_,
-        torch.Tensor.relu,
-        torch.Tensor.relu_,
-        torch.nn.functional.leaky_relu,
-        torch.nn.functional.leaky_relu_,
-        torch.nn.functional.relu6,
-        torch.nn.functional.hardtanh,
-        torch.nn.functional.hardtanh_,
-        torch.nn.functional.prelu,
-        torch.prelu,
-    }
-)
-
 # Functional calls whose output has the sign code of their input whatever their arguments
 # (see _keeps_sign): packed from the output with where="pre" too.
 _SIGN_KEEPING_CALLS = frozenset(
@@ -87,6 +69,15 @@ _SIGN_KEEPING_CALLS = frozenset(
         torch.nn.functional.relu6,
     }
 )
+
+_FUNCTIONAL = _SIGN_KEEPING_CALLS | {
+    torch.nn.functional.leaky_relu,
+    torch.nn.functional.leaky_relu_,
+    torch.nn.functional.hardtanh,
+    torch.nn.functional.hardtanh_,
+    torch.nn.functional.prelu,
+    torch.prelu,
+}
 
 _FILE_FORMAT = "fastspline.RegionCodes"
 _FILE_VERSION = 1
@@ -257,22 +248,31 @@ class RegionCodes:
             raise ValueError(f"distance: reduce must be 'mean' or 'none', got {reduce!r}")
         if not isinstance(other, RegionCodes):
             raise TypeError(f"distance: other must be RegionCodes, got {type(other).__name__}")
+        per_layer = {
+            name: differing / bits if bits else 0.0
+            for name, (differing, bits) in self._differing_bits(other, backend, "distance").items()
+        }
+        if reduce == "none":
+            return per_layer
+        return sum(per_layer.values()) / len(per_layer) if per_layer else 0.0
+
+    def _differing_bits(self, other: RegionCodes, backend: str | None, op: str) -> dict[str, tuple[int, int]]:
+        """Per layer: (bits that differ from ``other``, bits); ``op`` names the caller in errors."""
         if self.names != other.names:
-            raise ValueError(f"distance: the layers differ: {self.names} vs {other.names}")
-        per_layer: dict[str, float] = {}
+            raise ValueError(f"{op}: the layers differ: {self.names} vs {other.names}")
+        pairs = []
         for name, layer in self._layers.items():
             theirs = other[name]
             if layer.words.shape != theirs.words.shape or layer.unit_shape != theirs.unit_shape:
                 raise ValueError(
-                    f"distance: layer {name!r} has codes {tuple(layer.words.shape)} of units {layer.unit_shape} "
+                    f"{op}: layer {name!r} has codes {tuple(layer.words.shape)} of units {layer.unit_shape} "
                     f"vs {tuple(theirs.words.shape)} of units {theirs.unit_shape}"
                 )
-            bits = layer.n_samples * layer.n_units
-            differing = int(ops.hamming_total(layer.words, theirs.words.to(layer.words.device), backend=backend))
-            per_layer[name] = differing / bits if bits else 0.0
-        if reduce == "none":
-            return per_layer
-        return sum(per_layer.values()) / len(per_layer) if per_layer else 0.0
+            pairs.append((layer.words, theirs.words.to(layer.words.device)))
+        differing = ops._hamming_totals(pairs, backend=backend)
+        return {
+            name: (count, layer.n_samples * layer.n_units) for (name, layer), count in zip(self._layers.items(), differing)
+        }
 
     # -- files
     def save(self, path: str | os.PathLike) -> None:

@@ -426,19 +426,8 @@ def _partial_distance(a: RegionCodes, b: RegionCodes, backend: str | None) -> tu
     if not isinstance(a, RegionCodes) or not isinstance(b, RegionCodes):
         bad = b if isinstance(a, RegionCodes) else a
         raise TypeError(f"distributed.distance: a and b must be RegionCodes, got {type(bad).__name__}")
-    if a.names != b.names:
-        raise ValueError(f"distributed.distance: the layers differ: {a.names} vs {b.names}")
-    counts = []
-    for name, layer in a.items():
-        theirs = b[name]
-        if layer.words.shape != theirs.words.shape or layer.unit_shape != theirs.unit_shape:
-            raise ValueError(
-                f"distributed.distance: layer {name!r} has codes {tuple(layer.words.shape)} of units {layer.unit_shape} "
-                f"vs {tuple(theirs.words.shape)} of units {theirs.unit_shape}"
-            )
-        differing = int(ops.hamming_total(layer.words, theirs.words.to(layer.words.device), backend=backend))
-        counts.append([differing, layer.n_samples * layer.n_units])
-    return a.names, counts
+    counts = a._differing_bits(b, backend, "distributed.distance")
+    return a.names, [list(pair) for pair in counts.values()]
 
 
 def distance(

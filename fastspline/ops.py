@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+from collections.abc import Sequence
 from fractions import Fraction
 
 import torch
@@ -401,6 +402,26 @@ def hamming_total(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = Non
     op = "hamming_total"
     a, b = _check_rowwise(op, a, b)
     return _run(_hamming_total_op, "hamming_total", _backend_for(op, backend, a), a, b)
+
+
+def _hamming_totals(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], *, backend: str | None = None) -> list[int]:
+    """:func:`hamming_total` of each ``(a, b)`` pair, as Python ints (``RegionCodes.distance``
+    over all its layers). Each pair is checked as ``hamming_total`` checks it; the cpu
+    backend makes no tensor per total, and device totals come back in one host sync."""
+    op = "hamming_total"
+    checked = [_check_rowwise(op, a, b) for a, b in pairs]
+    names = [_backend_for(op, backend, a) for a, _ in checked]
+    if _use_custom_op(*(t for pair in checked for t in pair)):
+        return [int(_hamming_total_op(a, b, name)) for (a, b), name in zip(checked, names)]
+    totals: list[int | torch.Tensor] = [
+        _impl(name).hamming_total_int(a, b) if name == "cpu" else _impl(name).hamming_total(a, b)
+        for (a, b), name in zip(checked, names)
+    ]
+    on_device = [t for t in totals if isinstance(t, torch.Tensor)]
+    if len({t.device for t in on_device}) == 1:
+        values = iter(torch.stack(on_device).tolist())
+        totals = [next(values) if isinstance(t, torch.Tensor) else t for t in totals]
+    return [int(t) for t in totals]
 
 
 def _check_pairwise(op: str, a: object, b: object) -> tuple[torch.Tensor, torch.Tensor]:

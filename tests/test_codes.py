@@ -978,6 +978,12 @@ def test_nan_error_names_the_first_layer_with_nan_on_every_backend(backend):
 _EDGE_VALUES = [-math.inf, -3.0, -1e-45, -0.0, 0.0, 1e-45, 2.5, 7.0, math.inf]
 
 
+def _edge_inputs(shape: tuple[int, int], dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """Random picks of _EDGE_VALUES (in dtype: 1e-45 is 0 below float32)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.tensor(_EDGE_VALUES, dtype=torch.float64)[torch.randint(len(_EDGE_VALUES), shape, generator=gen)].to(dtype)
+
+
 @pytest.mark.parametrize(
     "act, keeps",
     [
@@ -997,9 +1003,7 @@ def test_activation_packed_after_it_ran_has_the_code_of_its_input(act, keeps, dt
 
     assert _keeps_sign(act) is keeps
     model = nn.Sequential(nn.Identity(), copy.deepcopy(act)).to(dtype)
-    gen = torch.Generator().manual_seed(3)
-    x = torch.tensor(_EDGE_VALUES, dtype=torch.float64)[torch.randint(len(_EDGE_VALUES), (37, 70), generator=gen)]
-    x = x.to(dtype)
+    x = _edge_inputs((37, 70), dtype, seed=3)
     rc = fs.codes(model, x, progress=False, batch_size=16)
     assert rc.names == ["1"]
     assert torch.equal(rc["1"].words, torch.from_numpy(np_pack(sign_bits(x.float()))))
@@ -1031,9 +1035,7 @@ class _CallsOnEdgeValues(nn.Module):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_functional_call_packed_after_it_ran_has_the_code_of_its_input(fn, dtype):
     model = _CallsOnEdgeValues(fn)
-    gen = torch.Generator().manual_seed(4)
-    x = torch.tensor(_EDGE_VALUES, dtype=torch.float64)[torch.randint(len(_EDGE_VALUES), (21, 67), generator=gen)]
-    x = x.to(dtype)
+    x = _edge_inputs((21, 67), dtype, seed=4)
     rc = fs.codes(model, x, progress=False, batch_size=8)
     assert rc.names == [":relu[0]"]
     assert torch.equal(rc[":relu[0]"].words, torch.from_numpy(np_pack(sign_bits(x.float()))))

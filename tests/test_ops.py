@@ -452,6 +452,24 @@ def test_hamming_total_large(impl):
     assert got.item() == 513 * 77 * 64
 
 
+def test_hamming_totals_of_many_pairs(impl):
+    """ops._hamming_totals (RegionCodes.distance over its layers): Python ints equal to the
+    numpy oracle's total of each pair, for every backend, non-contiguous pairs included."""
+    from fastspline.ops import _hamming_totals
+
+    pairs = [_pair(rows, n_bits, ("totals", rows, n_bits)) for rows, n_bits in [(7, 1), (0, 65), (33, 64), (5, 1000)]]
+    a, b = _pair(12, 130, ("totals", "strided"))
+    pairs.append((a[::2, 1:], b[1::2, :2]))
+    pairs.append((torch.full((513, 77), -1, dtype=torch.int64), torch.zeros(513, 77, dtype=torch.int64)))
+    got = _hamming_totals(pairs, backend=impl.backend)
+    expected = [int(oracle.hamming_total(oracle.words_np(x), oracle.words_np(y))) for x, y in pairs]
+    assert got == expected and all(type(v) is int for v in got)
+    assert got[-1] == 513 * 77 * 64
+    assert _hamming_totals([], backend=impl.backend) == []
+    with pytest.raises(ValueError, match="hamming_total: a and b must have the same shape"):
+        _hamming_totals([pairs[0], (pairs[2][0], pairs[0][1])], backend=impl.backend)
+
+
 # ---------------------------------------------------------------- pairwise ops
 
 PAIR_SHAPES = [(0, 5), (5, 0), (0, 0), (1, 1), (1, 1031), (1031, 37)]

@@ -108,9 +108,13 @@ def hamming(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def hamming_total(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(hamming_total_int(a, b), dtype=torch.int64)
+
+
+def hamming_total_int(a: torch.Tensor, b: torch.Tensor) -> int:
+    """``hamming_total`` as a Python int (no tensor made), for ``ops._hamming_totals``."""
     a, b = _words(a), _words(b)
-    total = _C.hamming_total(a.data_ptr(), b.data_ptr(), a.numel(), _threads()) if a.numel() else 0
-    return torch.tensor(total, dtype=torch.int64)
+    return _C.hamming_total(a.data_ptr(), b.data_ptr(), a.numel(), _threads()) if a.numel() else 0
 
 
 def hamming_cdist(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
