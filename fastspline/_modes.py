@@ -3,8 +3,9 @@
 ``model.eval()`` walks the module tree in Python and sets each flag through
 ``nn.Module.__setattr__``: about 14 us for a 9-module MLP, and as much again to
 restore, a fifth of ``codes()``' fixed cost per call (measured during development).
-When no module overrides ``train``/``eval``/``__setattr__``, the flags are set directly
-(the same effect); otherwise ``model.eval()`` and ``setattr`` run as usual.
+When no module overrides ``train``/``eval`` (on its class or the instance) or
+``__setattr__``, the flags are set directly (the same effect); otherwise ``model.eval()``
+and ``setattr`` run as usual.
 """
 from __future__ import annotations
 
@@ -18,11 +19,21 @@ def training_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
     return [(module, module.training) for module in model.modules()]
 
 
+def _plain(module: nn.Module) -> bool:
+    """No train/eval override (on the class or the instance) and no own __setattr__."""
+    kind = type(module)
+    return (
+        kind.train is nn.Module.train
+        and kind.eval is nn.Module.eval
+        and kind.__setattr__ is nn.Module.__setattr__
+        and "train" not in module.__dict__
+        and "eval" not in module.__dict__
+    )
+
+
 def set_eval(model: nn.Module, modes: list[tuple[nn.Module, bool]]) -> None:
     """``model.eval()``; ``modes`` from :func:`training_modes` lists its modules."""
-    if type(model).eval is not nn.Module.eval or any(
-        type(m).train is not nn.Module.train or type(m).__setattr__ is not nn.Module.__setattr__ for m, _ in modes
-    ):
+    if not all(_plain(module) for module, _ in modes):
         model.eval()
         return
     for module, training in modes:
@@ -31,10 +42,9 @@ def set_eval(model: nn.Module, modes: list[tuple[nn.Module, bool]]) -> None:
 
 
 def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
-    """Put back the flags :func:`training_modes` recorded."""
+    """Put back the flags :func:`training_modes` recorded (an own ``__setattr__`` sees every write)."""
     for module, training in modes:
-        if module.training != training:
-            if type(module).__setattr__ is nn.Module.__setattr__:
-                _set_flag(module, "training", training)
-            else:
-                module.training = training
+        if type(module).__setattr__ is not nn.Module.__setattr__:
+            module.training = training
+        elif module.training != training:
+            _set_flag(module, "training", training)

@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _torch_module
 from torch.overrides import TorchFunctionMode
 
 from fastspline import ops
@@ -515,6 +516,8 @@ class _FunctionalCalls(TorchFunctionMode):
         self.constants = constants  # ids of the model's parameters and buffers: never a batch
         self.recorded = 0
         self.names: set[str] = set()
+        # Another function mode (outside codes()) could change a relu's output: then pack inputs.
+        self.outer_mode = torch._C._len_torch_function_stack() > 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -530,12 +533,20 @@ class _FunctionalCalls(TorchFunctionMode):
         name = f"{owner}:relu[{k}]"
         self.recorded += 1
         self.names.add(name)
-        if self.where == "pre" and func not in _SIGN_KEEPING_CALLS:
+        # A relu's output has its input's code (see _keeps_sign), unless a tensor subclass
+        # or an outer mode handles the call.
+        from_output = func in _SIGN_KEEPING_CALLS and type(x) is torch.Tensor and not self.outer_mode
+        if self.where == "pre" and not from_output:
             self.recorder.record(name, x)  # before an in-place call overwrites x
             return func(*args, **kwargs)
-        out = func(*args, **kwargs)  # a relu's output has its input's code (see _keeps_sign)
+        out = func(*args, **kwargs)
         self.recorder.record(name, out)
         return out
+
+
+# Bounds that survive rounding to any float dtype (float16's smallest normal is 2**-14), so
+# that a positive max_val or slope stays positive and finite in the activation's arithmetic.
+_SAFE_MIN, _SAFE_MAX = 2.0**-14, 2.0**14
 
 
 def _keeps_sign(module: nn.Module) -> bool:
@@ -545,15 +556,44 @@ def _keeps_sign(module: nn.Module) -> bool:
     the same bits, read after the activation wrote them rather than between the layer
     that wrote them and the activation (on a CPU the activation then pays no second
     pass over cache lines another core just read; about 20 us per 256x256 layer on a
-    2-core machine, measured during development)."""
+    2-core machine, measured during development). Asked at each call, so attributes a
+    parent changes during forward count."""
     kind = type(module)  # exact types: a subclass may change forward
+    if "forward" in module.__dict__:  # forward replaced on the instance
+        return False
     if kind is nn.ReLU:
         return True
     if kind in (nn.Hardtanh, nn.ReLU6):
-        return float(module.min_val) <= 0.0 < float(module.max_val)
-    if kind is nn.LeakyReLU:  # slope 0 would turn -inf into NaN (0 * -inf)
-        return 0.0 < float(module.negative_slope) < math.inf
+        return float(module.min_val) <= 0.0 and _SAFE_MIN <= float(module.max_val)
+    if kind is nn.LeakyReLU:  # slope 0 (or one that rounds to 0) would turn -inf into NaN
+        return _SAFE_MIN <= float(module.negative_slope) <= _SAFE_MAX
     return False
+
+
+def _hook_activation(recorder: _Recorder, name: str, module: nn.Module) -> list[Any]:
+    """Hooks that record the sign code of ``module``'s input (``where="pre"``): from its
+    output when the module keeps signs (see _keeps_sign) and no global forward hook could
+    change that output; the forward hook is prepended, so it runs before the module's own
+    forward hooks, as the input's pre-hook did."""
+    from_output: list[bool] = []
+
+    def before(m: nn.Module, args: tuple, kwargs: dict) -> None:
+        from_output.append(_keeps_sign(m) and not _global_forward_hooks())
+        if not from_output[-1]:
+            recorder.record(name, args[0] if args else kwargs.get("input"))
+
+    def after(m: nn.Module, args: tuple, out: object) -> None:
+        if from_output.pop():
+            recorder.record(name, out)
+
+    return [
+        module.register_forward_pre_hook(before, with_kwargs=True),
+        module.register_forward_hook(after, prepend=True),
+    ]
+
+
+def _global_forward_hooks() -> bool:
+    return bool(_torch_module._global_forward_hooks)
 
 
 def _resolve_layers(model: nn.Module, layers: Sequence[str | nn.Module] | None) -> dict[str, nn.Module]:
@@ -684,13 +724,8 @@ def codes(
     bar = None
     try:
         for name, module in hooked.items():
-            if layers is None and where == "pre" and not _keeps_sign(module):
-                handles.append(
-                    module.register_forward_pre_hook(
-                        lambda m, args, kwargs, name=name: recorder.record(name, args[0] if args else kwargs.get("input")),
-                        with_kwargs=True,
-                    )
-                )
+            if layers is None and where == "pre":
+                handles += _hook_activation(recorder, name, module)
             else:
                 handles.append(module.register_forward_hook(lambda m, args, out, name=name: recorder.record(name, out)))
         if mode is not None:

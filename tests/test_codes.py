@@ -988,11 +988,14 @@ def _edge_inputs(shape: tuple[int, int], dtype: torch.dtype, seed: int) -> torch
     "act, keeps",
     [
         (nn.ReLU(), True), (nn.ReLU(inplace=True), True), (nn.ReLU6(), True), (nn.ReLU6(inplace=True), True),
-        (nn.LeakyReLU(0.1), True), (nn.LeakyReLU(1e-30, inplace=True), True), (nn.Hardtanh(), True),
-        (nn.Hardtanh(0.0, 2.0), True),
-        # packed from the input: 0 * -inf is NaN, a negative slope flips signs, min_val > 0 lifts them
+        (nn.LeakyReLU(0.1), True), (nn.LeakyReLU(2.0**-14, inplace=True), True), (nn.LeakyReLU(2.0**14), True),
+        (nn.Hardtanh(), True), (nn.Hardtanh(0.0, 2.0), True), (nn.Hardtanh(-1.0, 2.0**-14), True),
+        # packed from the input: 0 * -inf is NaN, a negative slope flips signs, min_val > 0 lifts them,
+        # a slope or max_val that rounds to 0 (or a slope to inf) in a small dtype
         (nn.LeakyReLU(0.0), False), (nn.LeakyReLU(-0.5), False), (nn.Hardtanh(0.5, 2.0), False),
-        (nn.Hardtanh(-2.0, -1.0), False), (nn.PReLU(), False),
+        (nn.Hardtanh(-2.0, -1.0), False), (nn.PReLU(), False), (nn.LeakyReLU(1e-50), False),
+        (nn.LeakyReLU(1e-30, inplace=True), False), (nn.LeakyReLU(1e30), False), (nn.Hardtanh(-1.0, 1e-8), False),
+        (nn.Hardtanh(-1.0, 1e-50), False),
     ],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
@@ -1040,3 +1043,93 @@ def test_functional_call_packed_after_it_ran_has_the_code_of_its_input(fn, dtype
     assert rc.names == [":relu[0]"]
     assert torch.equal(rc[":relu[0]"].words, torch.from_numpy(np_pack(sign_bits(x.float()))))
     assert_clean(model)
+
+
+def _hooked_relu_model(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 70), nn.ReLU(), nn.Linear(70, 3))
+
+
+def _input_code(model: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.from_numpy(np_pack(sign_bits(model[0](x))))
+
+
+def test_forward_hooks_that_change_an_activation_output_do_not_change_its_code():
+    # The code is the sign of the activation's input, whatever hooks do to its output.
+    x = torch.randn(20, 8, generator=torch.Generator().manual_seed(1))
+    model = _hooked_relu_model()
+    mask = (torch.arange(70) % 2).float()
+    handle = model[1].register_forward_hook(lambda m, args, out: out * mask)  # e.g. activation patching
+    try:
+        assert torch.equal(fs.codes(model, x, progress=False)["1"].words, _input_code(model, x))
+    finally:
+        handle.remove()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: out * 0 if m is model[1] else None)
+    try:
+        assert torch.equal(fs.codes(model, x, progress=False)["1"].words, _input_code(model, x))
+    finally:
+        handle.remove()
+    assert_clean(model)
+
+
+def test_a_hook_on_an_activation_that_calls_another_coded_module_keeps_the_layer_order():
+    model = _hooked_relu_model()
+    aux = nn.PReLU()
+    model.add_module("aux", aux)
+    model[1].register_forward_hook(lambda m, args, out: (aux(out), None)[1])  # a monitoring hook
+    x = torch.randn(6, 8)
+    assert fs.codes(model, x, progress=False).names == ["1", "aux", "aux#1"]
+
+
+class _ShiftsItsActivation(nn.Module):
+    """Changes its LeakyReLU's slope to a negative one during forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.act = nn.Linear(8, 70), nn.LeakyReLU(0.1)
+
+    def forward(self, x):
+        self.act.negative_slope = -0.5
+        try:
+            return self.act(self.lin(x))
+        finally:
+            self.act.negative_slope = 0.1
+
+
+def test_activations_changed_on_the_instance_or_during_forward_are_coded_from_their_input():
+    x = torch.randn(20, 8, generator=torch.Generator().manual_seed(2))
+    model = _hooked_relu_model()
+    model[1].forward = lambda t: F.relu(t - 0.3)  # forward replaced on the instance
+    assert torch.equal(fs.codes(model, x, progress=False)["1"].words, _input_code(model, x))
+    shifting = _ShiftsItsActivation()
+    with torch.no_grad():
+        expected = torch.from_numpy(np_pack(sign_bits(shifting.lin(x))))
+    assert torch.equal(fs.codes(shifting, x, progress=False)["act"].words, expected)
+
+
+class _ZeroesRelu(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        return out * 0 if func is torch.relu else out
+
+
+def test_functional_relu_under_an_outer_function_mode_is_coded_from_its_input():
+    model = _CallsOnEdgeValues(torch.relu)
+    x = torch.randn(9, 70, generator=torch.Generator().manual_seed(3))
+    with _ZeroesRelu():
+        rc = fs.codes(model, x, progress=False)
+    assert torch.equal(rc[":relu[0]"].words, torch.from_numpy(np_pack(sign_bits(x))))
+
+
+def test_a_train_method_replaced_on_the_instance_is_honoured():
+    # The "disabled train" idiom: model.eval() cannot switch this BatchNorm to eval mode.
+    seer = _SeesModes()
+    bn = nn.BatchNorm1d(6)
+    bn.train = lambda mode=True: bn
+    model = nn.Sequential(nn.Linear(4, 6), bn, nn.ReLU(), seer)
+    seer.root.append(model)
+    model.train()
+    fs.codes(model, torch.randn(10, 4), progress=False, batch_size=5)
+    assert seer.seen == [[False, False, True, False, False]] * 2  # as model.eval() leaves them
+    assert all(m.training for m in model.modules())
