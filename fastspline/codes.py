@@ -437,11 +437,10 @@ class _Recorder:
         self.nan_flags.append((name, nan))
 
     def end_batch(self) -> None:
-        # cpu flags are bools; other backends' are 0-d device tensors: one host sync for all.
-        tensors = [flag for _, flag in self.nan_flags if isinstance(flag, torch.Tensor)]
-        some = bool(torch.stack(tensors).any()) if len({t.device for t in tensors}) == 1 else bool(tensors)
-        for name, flag in self.nan_flags:
-            if (some and bool(flag)) if isinstance(flag, torch.Tensor) else flag:
+        # cpu flags are bools; other backends' are 0-d device tensors: one host sync per device.
+        flags = ops._host_values([flag for _, flag in self.nan_flags])
+        for (name, _), nan in zip(self.nan_flags, flags):
+            if nan:
                 raise ValueError(
                     f"codes: layer {name!r} has NaN activations for inputs {self.seen}..{self.seen + self.rows - 1}; "
                     "a NaN has no sign, so its region is undefined (a diverged model, or NaN inputs)"
@@ -578,7 +577,7 @@ def _hook_activation(recorder: _Recorder, name: str, module: nn.Module) -> list[
     from_output: list[bool] = []
 
     def before(m: nn.Module, args: tuple, kwargs: dict) -> None:
-        from_output.append(_keeps_sign(m) and not _global_forward_hooks())
+        from_output.append(_keeps_sign(m) and not _torch_module._global_forward_hooks)
         if not from_output[-1]:
             recorder.record(name, args[0] if args else kwargs.get("input"))
 
@@ -590,10 +589,6 @@ def _hook_activation(recorder: _Recorder, name: str, module: nn.Module) -> list[
         module.register_forward_pre_hook(before, with_kwargs=True),
         module.register_forward_hook(after, prepend=True),
     ]
-
-
-def _global_forward_hooks() -> bool:
-    return bool(_torch_module._global_forward_hooks)
 
 
 def _resolve_layers(model: nn.Module, layers: Sequence[str | nn.Module] | None) -> dict[str, nn.Module]:

@@ -413,15 +413,25 @@ def _hamming_totals(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], *, backe
     names = [_backend_for(op, backend, a) for a, _ in checked]
     if _use_custom_op(*(t for pair in checked for t in pair)):
         return [int(_hamming_total_op(a, b, name)) for (a, b), name in zip(checked, names)]
-    totals: list[int | torch.Tensor] = [
+    totals = [
         _impl(name).hamming_total_int(a, b) if name == "cpu" else _impl(name).hamming_total(a, b)
         for (a, b), name in zip(checked, names)
     ]
-    on_device = [t for t in totals if isinstance(t, torch.Tensor)]
-    if len({t.device for t in on_device}) == 1:
-        values = iter(torch.stack(on_device).tolist())
-        totals = [next(values) if isinstance(t, torch.Tensor) else t for t in totals]
-    return [int(t) for t in totals]
+    return [int(t) for t in _host_values(totals)]
+
+
+def _host_values(values: Sequence[object]) -> list[object]:
+    """``values`` with each 0-d tensor replaced by its Python value: one stack and one host
+    sync per device, however many tensors (other values pass through)."""
+    out = list(values)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, value in enumerate(out):
+        if isinstance(value, torch.Tensor):
+            by_device.setdefault(value.device, []).append(i)
+    for index in by_device.values():
+        for i, value in zip(index, torch.stack([out[i] for i in index]).tolist()):
+            out[i] = value
+    return out
 
 
 def _check_pairwise(op: str, a: object, b: object) -> tuple[torch.Tensor, torch.Tensor]:
