@@ -84,17 +84,17 @@ def test_bench_gpu_dry_run_on_the_emulator(tmp_path, monkeypatch) -> None:
         bench_gpu.main(["--dry-run", "--repeats", "1", "--out-dir", str(tmp_path)])
         bench_gpu.main(["--dry-run", "--targets", "--repeats", "1", "--out-dir", str(tmp_path)])
     targets_only = json.loads((tmp_path / "gpu-dry_run-targets.json").read_text())
-    assert len(targets_only["targets"]) == 6 and not any("error" in r for r in targets_only["results"])
+    assert len(targets_only["targets"]) == 7 and not any("error" in r for r in targets_only["results"])
     assert not any(r["op"].startswith(("hamming_topk", "hamming_total")) for r in targets_only["results"])
     data = json.loads((tmp_path / "gpu-dry_run.json").read_text())
     errors = [r for r in data["results"] if "error" in r]
     assert not errors, errors
     done = {(r["op"], r["implementation"]) for r in data["results"] if "median_s" in r}
     for op, impl in [("pack_signs", "cuda"), ("pack_signs", "cuda columns16"), ("pack_signs", "cuda stream"),
-                     ("hamming_cdist", "cuda auto"), ("hamming_cdist", "cuda mma-and wide"),
+                     ("pack_signs", "cuda columns4"), ("write", "torch zero_"), ("hamming_cdist", "cuda auto"), ("hamming_cdist", "cuda mma-and wide"),
                      ("hamming_topk k=10", "cuda pipelined"), ("hamming_total", "cuda"), ("peak", "register loop")]:
         assert (op, impl) in done, (op, impl)
-    assert len(data["targets"]) == 6  # 2 cdist sizes, 4 pack layouts
+    assert len(data["targets"]) == 7  # 2 cdist sizes, 5 pack layouts
 
 
 # A made-up nvdisasm -gi listing: a loop (0x0010..0x0070) with one per-slice MMA, an ldmatrix,

@@ -78,7 +78,7 @@ needs_cuda_backend = pytest.mark.skipif(
 
 
 @needs_cuda_backend
-@pytest.mark.parametrize("kernel", ["rows", "columns", "stream", "columns16"])
+@pytest.mark.parametrize("kernel", ["rows", "columns", "stream", "columns16", "columns4"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_pack_kernels(monkeypatch, kernel, dtype):
     """Each CUDA pack kernel, forced, on the layouts it takes (others must refuse)."""
@@ -100,10 +100,11 @@ def test_pack_kernels(monkeypatch, kernel, dtype):
             continue
         same(got, want)
         ran += 1
-    # stream: rows of whole 16-byte vectors (260 and 256 elements of 4 or 8 bytes), aligned;
+    # stream: rows of whole 16-byte vectors (260 and 256 elements of 4 or 8 bytes), aligned, at
+    # one row stride: x, x[..., :256], xc, xc[1:], xc.reshape (halves: the last three);
     # columns16: the columns layouts where the row run of 260 is whole vectors (not 8 halves).
     wide = dtype in (torch.float32, torch.float64)
-    expected = {"columns": 5, "columns16": 5 if wide else 0, "stream": 6 if wide else 3}.get(kernel, len(cases))
+    expected = {"columns": 5, "columns4": 5, "columns16": 5 if wide else 0, "stream": 5 if wide else 3}.get(kernel, len(cases))
     assert ran == expected
 
 
