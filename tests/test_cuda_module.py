@@ -153,26 +153,11 @@ def test_pack_columns16_kernel_layout_rules():
 
 
 @needs_nvcc
-@no_gpu
-def test_pack_columns4_kernel_layout_rules():
-    """Kernel 5 (columns4) takes what columns (2) takes, whatever the alignment, and refuses
-    a contiguous packed dim or a non-contiguous innermost neighbour by name."""
-    from fastspline import _cuda
-
-    for x, dtype, sizes, strides in [(16, 0, [3, 128], [128, 1]), (16, 0, [2, 4, 8, 64], [2048, 16, 2, 32])]:
-        with pytest.raises(ValueError, match="pack_signs: kernel 5 does not apply to this input"):
-            _cuda.pack_signs(x, dtype, sizes, strides, 0.0, 16, 0, 5)
-    for x, dtype, sizes, strides in [(24, 0, [2, 4, 6, 300], [7200, 6, 1, 24]), (18, 2, [2, 8, 64], [512, 1, 8])]:
-        with pytest.raises(RuntimeError, match=r"fastspline\._cuda: [\w ]+ failed: cuda"):  # the launch
-            _cuda.pack_signs(x, dtype, sizes, strides, 0.0, 16, 0, 5)
-
-
-@needs_nvcc
 def test_kernel_choice_envs_are_validated(monkeypatch):
     from fastspline.backends import cuda
 
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "ballot")
-    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_PACK must be one of \('auto', 'rows', 'columns', 'stream', 'columns16', 'columns4'\), got 'ballot'"):
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_PACK must be one of \('auto', 'rows', 'columns', 'stream', 'columns16'\), got 'ballot'"):
         cuda.pack_kernel()
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "stream")
     assert cuda.pack_kernel() == 3

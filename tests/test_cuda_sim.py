@@ -95,7 +95,7 @@ def test_self_checks_pass_in_the_emulator(sim, monkeypatch, schedule, copies):
     monkeypatch.setenv("FASTSPLINE_SIM_SCHEDULE", schedule)
     monkeypatch.setenv("FASTSPLINE_SIM_CP_ASYNC", copies)
     for status in (cuda.mma_status, cuda.mma_async_status, cuda.mma_wide_status, cuda.pack_stream_status,
-                   cuda.pack_columns16_status, cuda.pack_columns4_status, cuda.topk_status, cuda.radius_status, cuda.topk_pipelined_status,
+                   cuda.pack_columns16_status, cuda.topk_status, cuda.radius_status, cuda.topk_pipelined_status,
                    cuda.radius_pipelined_status):
         assert status(CPU) is None, status.__name__
 
@@ -210,11 +210,11 @@ def test_autotune_chooses_between_the_fused_search_kernels(sim, monkeypatch):
 def test_autotune_chooses_the_pack_kernel_per_layout(sim, monkeypatch):
     """Large auto packs time every kernel that takes the layout (on a slice of the input
     along its first dim) once per layout and keep the fastest: NCHW channels try
-    columns16, columns4, columns and rows (stream refuses the layout); results stay bit-exact."""
-    passed("stream pack kernel", "columns16 pack kernel", "columns4 pack kernel")
+    columns16, columns and rows (stream refuses the layout); results stay bit-exact."""
+    passed("stream pack kernel", "columns16 pack kernel")
     monkeypatch.setattr(cuda, "_PACK_TIME_BYTES", 1)
     monkeypatch.setattr(cuda, "_PACK_SAMPLE_BYTES", 16384)  # 2 of the 6 batch rows
-    fake_ms, tried, used, real = {2: 1.0, 4: 2.0, 5: 1.5, 1: 3.0, 3: 0.5}, [], [], cuda._pack
+    fake_ms, tried, used, real = {2: 1.0, 4: 2.0, 1: 3.0, 3: 0.5}, [], [], cuda._pack
 
     def spy(x, threshold, kernel, allow=3):
         used.append((x.shape[0], kernel))
@@ -231,10 +231,10 @@ def test_autotune_chooses_the_pack_kernel_per_layout(sim, monkeypatch):
     x = torch.randn(6, 64, 4, 8, generator=make_gen("sim-autotune-pack")).movedim(1, -1)  # NCHW channels last
     want = fs.pack_signs(x, -1, 0.25, backend="reference")
     same(cuda.pack_signs(x, 0.25), want)
-    assert tried == [4, 5, 2, 1]  # columns16, columns4, columns, rows; stream does not take it
+    assert tried == [4, 2, 1]  # columns16, columns, rows; stream does not take it
     assert used[0][0] == 2 and used[-1] == (6, 2)  # timed on 2 of 6 batch rows; the call: columns
     same(cuda.pack_signs(x[3:], 0.25), want[3:])  # same layout: no new timing
-    assert len(tried) == 4 and used[-1] == (3, 2)
+    assert len(tried) == 3 and used[-1] == (3, 2)
     monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "0")
     same(cuda.pack_signs(x, 0.25), want)
     assert used[-1] == (6, 0)  # untimed: auto's own rule
@@ -246,9 +246,9 @@ def test_autotuned_pack_kernel_takes_the_whole_input(sim, monkeypatch):
     drops the first dim's stride from the stream kernel's row-stride rule, and a 2-D
     sample of 8 rows makes whole columns16 vectors that 9 rows do not. The timings below
     favour the kernel the sample alone takes."""
-    passed("stream pack kernel", "columns16 pack kernel", "columns4 pack kernel")
+    passed("stream pack kernel", "columns16 pack kernel")
     monkeypatch.setattr(cuda, "_PACK_TIME_BYTES", 1)
-    fake_ms, real = {3: 0.5, 4: 1.0, 5: 1.5, 2: 2.0, 1: 3.0}, cuda._pack
+    fake_ms, real = {3: 0.5, 4: 1.0, 2: 2.0, 1: 3.0}, cuda._pack
 
     def fake_time(fn, reps=3):
         kernels = []
@@ -273,7 +273,7 @@ def test_autotuned_pack_kernel_takes_the_whole_input(sim, monkeypatch):
     same(cuda.pack_signs(x, 0.0), fs.pack_signs(x, -1, 0.0, backend="reference"))
 
 
-@pytest.mark.parametrize("kernel", ["rows", "columns", "stream", "columns16", "columns4"])
+@pytest.mark.parametrize("kernel", ["rows", "columns", "stream", "columns16"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_pack_kernels(sim, monkeypatch, kernel, dtype):
     """Each pack kernel forced, on the layouts it takes (the others must refuse)."""
@@ -298,7 +298,7 @@ def test_pack_kernels(sim, monkeypatch, kernel, dtype):
         ran += 1
     # stream: rows of whole 16-byte vectors (136 and 128 elements), aligned, one row stride;
     # columns16: as columns (the row run of 136 and every stride are whole vectors).
-    assert ran == {"columns": 5, "columns16": 5, "columns4": 5, "stream": 5}.get(kernel, len(cases))
+    assert ran == {"columns": 5, "columns16": 5, "stream": 5}.get(kernel, len(cases))
 
 
 @pytest.mark.parametrize("schedule", ["forward", "reverse", "random:3"])

@@ -78,7 +78,7 @@ needs_cuda_backend = pytest.mark.skipif(
 
 
 @needs_cuda_backend
-@pytest.mark.parametrize("kernel", ["rows", "columns", "stream", "columns16", "columns4"])
+@pytest.mark.parametrize("kernel", ["rows", "columns", "stream", "columns16"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_pack_kernels(monkeypatch, kernel, dtype):
     """Each CUDA pack kernel, forced, on the layouts it takes (others must refuse)."""
@@ -104,7 +104,7 @@ def test_pack_kernels(monkeypatch, kernel, dtype):
     # one row stride: x, x[..., :256], xc, xc[1:], xc.reshape (halves: the last three);
     # columns16: the columns layouts where the row run of 260 is whole vectors (not 8 halves).
     wide = dtype in (torch.float32, torch.float64)
-    expected = {"columns": 5, "columns4": 5, "columns16": 5 if wide else 0, "stream": 5 if wide else 3}.get(kernel, len(cases))
+    expected = {"columns": 5, "columns16": 5 if wide else 0, "stream": 5 if wide else 3}.get(kernel, len(cases))
     assert ran == expected
 
 

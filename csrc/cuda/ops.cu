@@ -251,27 +251,21 @@ int sm_count() {
 }
 
 // Packing along a strided dim whose neighbours along the innermost other dim are
-// adjacent (e.g. the channels of NCHW activations): one thread per kG consecutive output
-// words of a row, the threads of a warp on consecutive rows, so each of the 64 loads per
-// word a thread makes is one coalesced access across the warp. No transposed copy of x
-// is made. kG = 1: a warp's stores are 32 words a row apart; kG = 4 (columns4): each
-// thread fills whole 32-byte sectors of the output.
-template <typename T, int kG>
+// adjacent (e.g. the channels of NCHW activations): one thread per output word, the
+// threads of a warp on consecutive rows, so each of the 64 loads a thread makes is
+// one coalesced access across the warp. No transposed copy of x is made.
+template <typename T>
 __global__ void pack_columns_kernel(const T* __restrict__ x, Lead lead, int64_t n, int64_t stride_n, int64_t rows,
                                     float thr32, double thr64, u64* __restrict__ out) {
-  const int64_t w = (n + 63) / 64, tasks = rows * ((w + kG - 1) / kG), step = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < tasks; t += step) {
-    const int64_t g = t / rows, r = t % rows;  // consecutive threads: consecutive rows
-    const T* row = x + row_offset(lead, r);
-#pragma unroll 1
-    for (int64_t k = g * kG; k < min(w, g * kG + kG); ++k) {
-      const T* p = row + k * 64 * stride_n;
-      const int bits = (int)min((int64_t)64, n - k * 64);
-      u64 word = 0;
+  const int64_t w = (n + 63) / 64, words = rows * w, step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < words; t += step) {
+    const int64_t k = t / rows, r = t % rows;  // consecutive threads: consecutive rows
+    const T* p = x + row_offset(lead, r) + k * 64 * stride_n;
+    const int bits = (int)min((int64_t)64, n - k * 64);
+    u64 word = 0;
 #pragma unroll 16
-      for (int j = 0; j < bits; ++j) word |= (u64)above(p[j * stride_n], thr32, thr64) << j;
-      out[r * w + k] = word;
-    }
+    for (int j = 0; j < bits; ++j) word |= (u64)above(p[j * stride_n], thr32, thr64) << j;
+    out[r * w + k] = word;
   }
 }
 
@@ -1154,7 +1148,7 @@ int device_count() {
   return count;
 }
 
-// Launches pack kernel `variant` (1 rows, 2 columns, 3 stream, 4 columns16, 5 columns4) for element type T.
+// Launches pack kernel `variant` (1 rows, 2 columns, 3 stream, 4 columns16) for element type T.
 template <typename T>
 void launch_pack(int variant, const void* x, const Lead& lead, int64_t n, int64_t stride_n, int64_t rows, float thr32,
                  double thr64, u64* out, cudaStream_t s) {
@@ -1177,12 +1171,7 @@ void launch_pack(int variant, const void* x, const Lead& lead, int64_t n, int64_
     pack_columns16_kernel<T><<<grid_for(words / V, kThreads), kThreads, 0, s>>>(xt, lead, n, stride_n, rows, thr32, thr64,
                                                                                 out);
   } else if (variant == 2) {
-    pack_columns_kernel<T, 1><<<grid_for(words, kThreads), kThreads, 0, s>>>(xt, lead, n, stride_n, rows, thr32, thr64,
-                                                                             out);
-  } else if (variant == 5) {
-    const int64_t tasks = rows * ((n + 255) / 256);
-    pack_columns_kernel<T, 4><<<grid_for(tasks, kThreads), kThreads, 0, s>>>(xt, lead, n, stride_n, rows, thr32, thr64,
-                                                                             out);
+    pack_columns_kernel<T><<<grid_for(words, kThreads), kThreads, 0, s>>>(xt, lead, n, stride_n, rows, thr32, thr64, out);
   } else {
     const unsigned grid = std::min((unsigned)sm_count() * 8, grid_for(words, kThreads / 32 * 8));
     pack_rows_kernel<T, 8><<<grid, kThreads, 0, s>>>(xt, lead, n, stride_n, rows, thr32, thr64, out);
@@ -1209,8 +1198,7 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
   // Kernels: 1 rows (a warp per 8 words, ballots; any layout), 2 columns (a strided packed
   // dim with a contiguous neighbour, e.g. NCHW channels), 3 stream (16-byte loads; rows
   // of whole 16-byte vectors, aligned, at one row stride), 4 columns16 (columns with
-  // 16-byte loads, where vectors of neighbouring rows are whole and aligned), 5 columns4
-  // (columns, 4 words per thread; only when forced or timed by backends/cuda.py). 0 picks
+  // 16-byte loads, where vectors of neighbouring rows are whole and aligned). 0 picks
   // stream where it applies (and allow & 1), else columns16 (and allow & 2), else columns,
   // else rows. On an H200 (before stream and columns16 existed): 1 GiB float32 rows: rows
   // 0.55 ms; NCHW channels: columns 0.37, rows 1.17.
@@ -1221,8 +1209,8 @@ void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
   bool columns16_ok = columns_ok && aligned && stride_n % vec == 0 && lead.sizes[lead.ndim - 1] % vec == 0;
   for (int k = 0; k + 1 < lead.ndim; ++k) columns16_ok = columns16_ok && lead.strides[k] % vec == 0;
   if (variant == 0) variant = stream_ok && (allow & 1) ? 3 : columns16_ok && (allow & 2) ? 4 : columns_ok ? 2 : 1;
-  if (((variant == 2 || variant == 5) && !columns_ok) || (variant == 3 && !stream_ok) || (variant == 4 && !columns16_ok) ||
-      variant < 1 || variant > 5)
+  if ((variant == 2 && !columns_ok) || (variant == 3 && !stream_ok) || (variant == 4 && !columns16_ok) || variant < 1 ||
+      variant > 4)
     throw std::invalid_argument("pack_signs: kernel " + std::to_string(variant) + " does not apply to this input");
   switch (dtype) {
     case 0: launch_pack<float>(variant, x, lead, n, stride_n, rows, thr32, threshold, o, s); break;

@@ -23,8 +23,7 @@ int device_count();          // throws when there is no usable driver
 // contiguous), 3 stream (packed dim contiguous, n and the row stride whole 16-byte
 // vectors, x 16-byte aligned, leading dims collapsing to one row stride), 4 columns16
 // (columns where the innermost other dim's size, the other strides and x are whole 16-byte
-// vectors), 5 columns4 (columns, 4 words per thread; never picked by 0); see ops.cu.
-// allow: the kernels auto may pick beyond 1 and 2 (bit 0: 3, bit 1: 4).
+// vectors); see ops.cu. allow: the kernels auto may pick beyond 1 and 2 (bit 0: 3, bit 1: 4).
 void pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
                 double threshold, uint64_t* out, std::uintptr_t stream, int variant = 0, int allow = 3);
 // out: bool [rows, n_bits].

@@ -62,8 +62,8 @@ class _Unsupported(str):
 
 
 # FASTSPLINE_CUDA_DISABLE: comma-separated kernels never to use (mma, async, wide,
-# stream, columns16, columns4, fused), e.g. to work around a driver fault; they count as unsupported, without a check.
-DISABLE_NAMES = ("mma", "async", "wide", "stream", "columns16", "columns4", "fused")
+# stream, columns16, fused), e.g. to work around a driver fault; they count as unsupported, without a check.
+DISABLE_NAMES = ("mma", "async", "wide", "stream", "columns16", "fused")
 
 
 def _disabled() -> set[str]:
@@ -315,11 +315,11 @@ def _words(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-PACK_KERNELS = {"auto": 0, "rows": 1, "columns": 2, "stream": 3, "columns16": 4, "columns4": 5}
+PACK_KERNELS = {"auto": 0, "rows": 1, "columns": 2, "stream": 3, "columns16": 4}
 
 
 def pack_kernel() -> int:
-    """``FASTSPLINE_CUDA_PACK`` (auto, rows, columns, stream, columns16, columns4) as the extension's
+    """``FASTSPLINE_CUDA_PACK`` (auto, rows, columns, stream, columns16) as the extension's
     code; a kernel that does not apply to an input raises ValueError (benchmarks and tests)."""
     return PACK_KERNELS[_env("FASTSPLINE_CUDA_PACK", PACK_KERNELS)]
 
@@ -388,30 +388,19 @@ def pack_columns16_status(device: torch.device) -> str | None:
     vectors per row run, special values; else why not. Checked once per device; auto
     packing uses ``columns16`` only when this passes."""
 
-    return _self_check("columns16 pack kernel", device, lambda index: _check_columns("columns16", index), "columns16")
+    def check(index: int) -> str | None:
+        gen = torch.Generator(device=_check_device(index)).manual_seed(2025)
+        for dtype in _DTYPE_CODES:
+            for shape in ((2, 64, 2, 8), (3, 130, 1, 16), (1, 65, 3, 8), (5, 7, 2, 24)):  # W: whole vectors
+                x = _special_values(torch.randn(shape, generator=gen, device=_check_device(index)).to(dtype))
+                views = [x.movedim(1, -1), x[1:].movedim(1, -1)]
+                if shape[1] > 64:
+                    views.append(x[:, ::2].movedim(1, -1))  # channels two apart
+                if (reason := _compare_pack("columns16", "columns", views)) is not None:
+                    return reason
+        return None
 
-
-def pack_columns4_status(device: torch.device) -> str | None:
-    """The same for the ``columns4`` pack kernel (columns, 4 words per thread), also on
-    channels of 1 to 9 words; auto packing times ``columns4`` only when this passes."""
-    return _self_check("columns4 pack kernel", device, lambda index: _check_columns("columns4", index), "columns4")
-
-
-def _check_columns(kernel: str, index: int) -> str | None:
-    """None when pack ``kernel`` gives the ``columns`` kernel's words on NCHW channels."""
-    gen = torch.Generator(device=_check_device(index)).manual_seed(2025)
-    shapes = [(2, 64, 2, 8), (3, 130, 1, 16), (1, 65, 3, 8), (5, 7, 2, 24)]  # W: whole vectors
-    if kernel == "columns4":
-        shapes += [(2, 300, 1, 8), (1, 520, 2, 8), (2, 576, 1, 3)]  # 5, 9 words; a ragged 5th word
-    for dtype in _DTYPE_CODES:
-        for shape in shapes:
-            x = _special_values(torch.randn(shape, generator=gen, device=_check_device(index)).to(dtype))
-            views = [x.movedim(1, -1), x[1:].movedim(1, -1)]
-            if shape[1] > 64:
-                views.append(x[:, ::2].movedim(1, -1))  # channels two apart
-            if (reason := _compare_pack(kernel, "columns", views)) is not None:
-                return reason
-    return None
+    return _self_check("columns16 pack kernel", device, check, "columns16")
 
 
 # Auto packing of inputs from 256 MiB on times the kernels that take the input's layout
@@ -433,8 +422,7 @@ def tuned_pack(x: torch.Tensor, threshold: float, allow: int) -> int:
     """The fastest pack kernel for ``x``'s layout (dtype, trailing shape, strides, 16-byte
     alignment) among those ``allow`` lets auto use, timed on a slice of ``x`` along its
     first dim (same layout); 0 (auto's own rule) when none takes it."""
-    optional = (("stream", 1), ("columns16", 2), ("columns4", 4))
-    names = [name for name, bit in optional if allow & bit] + ["columns", "rows"]
+    names = [name for name, bit in (("stream", 1), ("columns16", 2)) if allow & bit] + ["columns", "rows"]
     # The first dim's size enters the kernels' layout rules too: whether it is 1 (a dim of
     # size 1 has no stride to keep) and, where the kernel sees [rows, n], its count mod 8
     # (columns16: whole 16-byte vectors of rows). Sample and key keep both.
@@ -447,7 +435,7 @@ def tuned_pack(x: torch.Tensor, threshold: float, allow: int) -> int:
         if flat:
             rows += (first - rows) % 8  # the same count mod 8, at most first
         sample = x.narrow(0, 0, rows)
-        return lambda name: _pack(sample, threshold, PACK_KERNELS[name], allow & 3)
+        return lambda name: _pack(sample, threshold, PACK_KERNELS[name], allow)
 
     what = f"pack_signs of {x.dtype} {tuple(x.shape)} strides {x.stride()}"
     return PACK_KERNELS[_fastest(key, names, make_run, "auto", what)]
@@ -455,17 +443,15 @@ def tuned_pack(x: torch.Tensor, threshold: float, allow: int) -> int:
 
 def pack_signs(x: torch.Tensor, threshold: float) -> torch.Tensor:
     kernel = pack_kernel()
-    statuses = (("stream", pack_stream_status), ("columns16", pack_columns16_status), ("columns4", pack_columns4_status))
-    for name, status in statuses:
+    for name, status in (("stream", pack_stream_status), ("columns16", pack_columns16_status)):
         if kernel == PACK_KERNELS[name] and (reason := status(x.device)) is not None:
             raise RuntimeError(f"FASTSPLINE_CUDA_PACK={name}: the kernel is unavailable: {reason}")
     allow = 0
     if kernel == 0:
         allow = (pack_stream_status(x.device) is None) | (pack_columns16_status(x.device) is None) << 1
         if x.dim() >= 2 and x.numel() * x.element_size() >= _PACK_TIME_BYTES and _timing_on():
-            # columns4 is only ever timed, never the extension's own auto choice (allow bit 2).
-            kernel = tuned_pack(x, threshold, allow | (pack_columns4_status(x.device) is None) << 2)
-    return _pack(x, threshold, kernel, allow & 3)
+            kernel = tuned_pack(x, threshold, allow)
+    return _pack(x, threshold, kernel, allow)
 
 
 def unpack_bits(words: torch.Tensor, n_bits: int) -> torch.Tensor:
