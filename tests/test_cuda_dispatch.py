@@ -319,3 +319,13 @@ def test_timing_runs_on_the_device_it_times(fake, monkeypatch):
     monkeypatch.setattr(cuda, "_time_ms", lambda fn, reps=3: seen.append(current[0]) or 1.0)
     assert cuda._fastest((1, "op"), ["x", "y"], lambda: lambda c: None, "x", "op") == "x"
     assert seen == [1, 1]
+
+
+@pytest.mark.parametrize("l2_mib, want_mib", [(50, 256), (60, 256), (126, 504)])
+def test_pack_timing_sample_outgrows_the_l2_cache(monkeypatch, l2_mib, want_mib):
+    """The pack timing's sample is 256 MiB or 4x the card's L2, whichever is more: a sample
+    that fits in L2 times cache hits (on an H200, 64 MiB picked the slowest kernel)."""
+    props = types.SimpleNamespace(L2_cache_size=l2_mib << 20)
+    monkeypatch.setattr(cuda.torch.cuda, "get_device_properties", lambda device: props)
+    assert cuda._pack_sample_bytes(torch.device("cuda", 0)) == want_mib << 20
+    assert cuda._pack_sample_bytes(torch.device("cpu")) == cuda._PACK_SAMPLE_BYTES  # the emulator's tests
