@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Nsight Compute profile of the tensor-core cdist kernels at 16,384^2 x 8,192 bits, the one
+# CUDA target not met (43% of the b1 peak on an H200): where the main loop stalls, how busy
+# the tensor and shared-memory pipes are. For a lent GPU machine whose ncu can read the
+# hardware counters (Firecracker ones could; gVisor ones could not, see the device notes).
+# About 2 minutes. Writes to $OUT (or benchmarks/results/): cdist-ncu-<staging>.csv and
+# gpu-profile.log.
+#   device run:  bash benchmarks/gpu_profile.sh
+#   STAGINGS="async wide sync" (default) picks the cdist stagings profiled.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 FASTSPLINE_TEST_SIM=0
+out_dir=${OUT:-benchmarks/results}
+mkdir -p "$out_dir"
+log="$out_dir/gpu-profile.log"
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
+FASTSPLINE_CUDA=1 python3 -m pip install --no-build-isolation --no-deps -e . -q 2>&1 | tail -20
+ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+[ -n "$ncu" ] || { echo "no ncu on this machine" | tee "$log"; exit 1; }
+# The profiled call runs inside an NVTX range "profile", after the self-checks and a warm-up
+# (so ncu sees the forced kernel at full size, nothing else).
+driver='import torch, fastspline as fs
+gen = torch.Generator(device="cuda").manual_seed(0)
+a = torch.randint(-(2**63), 2**63 - 1, (16384, 128), generator=gen, device="cuda")
+out = torch.empty(8192, 16384, dtype=torch.int32, device="cuda")
+fs.hamming_cdist(a[:8192], a, out=out)
+torch.cuda.synchronize()
+torch.cuda.nvtx.range_push("profile")
+fs.hamming_cdist(a[:8192], a, out=out)
+torch.cuda.nvtx.range_pop()
+torch.cuda.synchronize()'
+status=0
+for staging in ${STAGINGS:-async wide sync}; do
+  echo "== staging $staging" | tee -a "$log"
+  FASTSPLINE_CUDA_CDIST=mma-and FASTSPLINE_CUDA_MMA_STAGING=$staging timeout 240 "$ncu" --clock-control none \
+    --nvtx --nvtx-include "profile/" --kernel-name regex:cdist_mma --launch-count 1 \
+    --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+    --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats \
+    --csv --page details python3 -c "$driver" >"$out_dir/cdist-ncu-$staging.csv" 2>>"$log" || status=1
+  # The headline rows: durations, pipe utilisation, stall reasons, occupancy.
+  grep -E '"(Duration|Compute \(SM\) Throughput|Memory Throughput|Executed Ipc Active|Issue Slots Busy|Achieved Occupancy|Registers Per Thread|No Eligible|Stall|L1/TEX Hit Rate|Shared Memory)' \
+    "$out_dir/cdist-ncu-$staging.csv" | cut -c1-220 | tee -a "$log"
+done
+exit $status
