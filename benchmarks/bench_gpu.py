@@ -208,11 +208,16 @@ def main(argv: list[str] | None = None) -> None:
         sms = torch.cuda.get_device_properties(device).multi_processor_count
         blocks, stream = sms * 8, 0 if DRY_RUN else torch.cuda.current_stream().cuda_stream
         scale = 1 << 10 if DRY_RUN else 1
-        for kind, label, iters, per_iter in (
+        probes = [
             (0, "popc", (1 << 14) // scale, blocks * 256 * 8 * 32),  # bit pairs: 8 popc of 32 bits per thread
             (1, "b1 mma xor", (1 << 12) // scale, blocks * 8 * 4 * 16 * 8 * 256),  # 4 m16n8k256 per warp
             (2, "b1 mma and", (1 << 12) // scale, blocks * 8 * 4 * 16 * 8 * 256),
-        ):
+        ]
+        if (reason := cuda_backend.wgmma_status(device)) is None:  # sm_90 cards: 4 m64n128k256 per warpgroup
+            probes.append((3, "b1 wgmma and", (1 << 12) // scale, blocks * 2 * 4 * 64 * 128 * 256))
+        else:
+            print(f"peak b1 wgmma and: not measured ({reason})")
+        for kind, label, iters, per_iter in probes:
             times = cuda_time(lambda: cuda_backend._cuda.peak(kind, iters, blocks, sink.data_ptr(), stream), args.repeats)
             peaks[label] = per_iter * iters / statistics.median(times)
             record("peak", label, "register loop", times, tera_bit_pairs_per_s=peaks[label] / 1e12)
@@ -227,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     if cuda in names:
         impls.append(("cuda popc", cuda, {"FASTSPLINE_CUDA_CDIST": "popc"}))
         for m in ("mma-xor", "mma-and"):
-            for staging in ("sync", "async", "wide"):
+            for staging in ("sync", "async", "wide") + (("wgmma",) if m == "mma-and" else ()):
                 impls.append((f"cuda {m} {staging}", cuda,
                               {"FASTSPLINE_CUDA_CDIST": m, "FASTSPLINE_CUDA_MMA_STAGING": staging}))
         impls.append(("cuda auto", cuda, {}))

@@ -6,7 +6,7 @@
 # First the b1 peak through wgmma (benchmarks/wgmma_peak.cu). About 2 minutes. Writes to
 # $OUT (or benchmarks/results/): cdist-ncu-<staging>.csv and gpu-profile.log.
 #   device run:  bash benchmarks/gpu_profile.sh
-#   STAGINGS="async wide sync" (default) picks the cdist stagings profiled.
+#   STAGINGS="async wide wgmma sync" (default) picks the cdist stagings profiled.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 FASTSPLINE_TEST_SIM=0
@@ -38,10 +38,10 @@ torch.cuda.nvtx.range_push("profile")
 fs.hamming_cdist(a[:8192], a, out=out)
 torch.cuda.nvtx.range_pop()
 torch.cuda.synchronize()'
-for staging in ${STAGINGS:-async wide sync}; do
+for staging in ${STAGINGS:-async wide wgmma sync}; do
   echo "== staging $staging" | tee -a "$log"
   FASTSPLINE_CUDA_CDIST=mma-and FASTSPLINE_CUDA_MMA_STAGING=$staging timeout 240 "$ncu" --clock-control none \
-    --nvtx --nvtx-include "profile/" --kernel-name regex:cdist_mma --launch-count 1 \
+    --nvtx --nvtx-include "profile/" --kernel-name "regex:cdist_(mma|wgmma)" --launch-count 1 \
     --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
     --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats \
     --csv --page details python3 -c "$driver" >"$out_dir/cdist-ncu-$staging.csv" 2>>"$log" || status=1

@@ -91,9 +91,11 @@ def test_bench_gpu_dry_run_on_the_emulator(tmp_path, monkeypatch) -> None:
     assert not errors, errors
     done = {(r["op"], r["implementation"]) for r in data["results"] if "median_s" in r}
     for op, impl in [("pack_signs", "cuda"), ("pack_signs", "cuda columns16"), ("pack_signs", "cuda stream"),
-                     ("write", "torch zero_"), ("hamming_cdist", "cuda auto"), ("hamming_cdist", "cuda mma-and wide"),
+                     ("write", "torch zero_"), ("hamming_cdist", "cuda auto"), ("hamming_cdist", "cuda mma-and wgmma"),
+                     ("hamming_cdist", "cuda mma-and wide"),
                      ("hamming_topk k=10", "cuda pipelined"), ("hamming_total", "cuda"), ("peak", "register loop")]:
         assert (op, impl) in done, (op, impl)
+    assert "b1 wgmma and" in data["peaks_bit_pairs_per_s"]
     assert len(data["targets"]) == 7  # 2 cdist sizes, 5 pack layouts
 
 

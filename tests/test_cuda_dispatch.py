@@ -90,6 +90,8 @@ def fake(monkeypatch):
     monkeypatch.setattr(cuda, "_stream", lambda t: 0)
     monkeypatch.setattr(cuda.torch.cuda, "device", lambda *a, **k: contextlib.nullcontext())
     monkeypatch.setattr(cuda, "_checks", {})
+    # wgmma needs an sm_90 card: off here unless a test turns it on.
+    monkeypatch.setattr(cuda, "wgmma_status", lambda device: "not an sm_90 card")
     return kernels
 
 
@@ -256,7 +258,7 @@ def test_disable_switch_turns_kernels_off_without_running_their_checks(fake, mon
     assert reason == "disabled by FASTSPLINE_CUDA_DISABLE=stream, fused" and not ran
     assert cuda._self_check("async", torch.device("cpu"), lambda i: ran.append(i), "async") is None and ran == [0]
     monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", "stream,warp")
-    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_DISABLE takes names from \('mma', 'async', 'wide', 'stream', 'columns16', 'fused'\), got \['warp'\]"):
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_DISABLE takes names from \('mma', 'async', 'wide', 'wgmma', 'stream', 'columns16', 'fused'\), got \['warp'\]"):
         cuda._self_check("stream pack kernel", torch.device("cpu"), lambda i: None, "stream")
     monkeypatch.delenv("FASTSPLINE_CUDA_DISABLE")
     x = torch.zeros(2, 64)
@@ -329,3 +331,23 @@ def test_pack_timing_sample_outgrows_the_l2_cache(monkeypatch, l2_mib, want_mib)
     monkeypatch.setattr(cuda.torch.cuda, "get_device_properties", lambda device: props)
     assert cuda._pack_sample_bytes(torch.device("cuda", 0)) == want_mib << 20
     assert cuda._pack_sample_bytes(torch.device("cpu")) == cuda._PACK_SAMPLE_BYTES  # the emulator's tests
+
+
+def test_wgmma_staging_is_timed_never_static(fake, monkeypatch):
+    """The wgmma cdist kernel joins the timed candidates of AND calls where its check
+    passed (never XOR calls), untimed calls keep the mma.sync kernels, and forcing it
+    where its check failed raises with the reason."""
+    for name in ("mma_async_status", "mma_wide_status"):
+        monkeypatch.setattr(cuda, name, lambda device: None)
+    dev = torch.device("cuda", 0)
+    a = torch.zeros(8, 32, dtype=torch.int64)
+    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3]
+    monkeypatch.setattr(cuda, "wgmma_status", lambda device: None)
+    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 4]
+    assert cuda.staging_candidates(a, a, "mma-xor") == [1, 2, 3]
+    assert cuda._static_staging(32, [1, 2, 3, 4]) == 3 and cuda._static_staging(2, [1, 2, 3, 4]) == 1
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "wgmma")
+    assert cuda.mma_staging(dev) == 4
+    monkeypatch.setattr(cuda, "wgmma_status", lambda device: "disagreed")
+    with pytest.raises(RuntimeError, match="FASTSPLINE_CUDA_MMA_STAGING=wgmma: the pipelined kernel is unavailable: disagreed"):
+        cuda.mma_staging(dev)

@@ -81,17 +81,23 @@ def test_cdist_mma_staging_is_checked_before_any_cuda_call():
     rows not 16-byte aligned) and unknown staging codes, naming why."""
     from fastspline import _cuda
 
-    for staging in (-1, 4):
-        with pytest.raises(ValueError, match=r"staging must be 0 \(auto\), 1 \(sync\), 2 \(cp.async\) or 3 \(cp.async, wide tiles\)"):
+    for staging in (-1, 5):
+        with pytest.raises(ValueError, match=r"staging must be 0 \(auto\), 1 \(sync\), 2 \(cp.async\), 3 \(cp.async, wide tiles\) or 4 \(wgmma\)"):
             _cuda.hamming_cdist_mma(16, 4, 16, 4, 2, 16, 4, False, 0, staging)
-    for staging in (2, 3):  # square and wide tiles
+    with pytest.raises(ValueError, match="the wgmma kernel counts AND only"):
+        _cuda.hamming_cdist_mma(16, 4, 16, 4, 2, 16, 4, True, 0, 4)
+    with pytest.raises(ValueError, match="flag: null pointer"):
+        _cuda.wgmma_compiled(0, 0)
+    with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):  # no GPU here
+        _cuda.wgmma_compiled(16, 0)
+    for staging in (2, 3, 4):  # square and wide tiles, wgmma
         for a, w in ((16, 3), (24, 2)):  # odd w; a misaligned by 8 bytes
             with pytest.raises(ValueError, match="cp.async kernel needs an even word count and 16-byte aligned rows"):
                 _cuda.hamming_cdist_mma(a, 4, 16, 4, w, 16, 4, False, 0, staging)
         with pytest.raises(ValueError, match="the cp.async AND kernel needs a workspace of n \\+ m int64"):
             _cuda.hamming_cdist_mma(16, 4, 32, 4, 2, 16, 4, False, 0, staging)
         # Accepted layouts get as far as the device query, which fails without a GPU.
-        for use_xor, workspace in ((False, 64), (True, 0)):
+        for use_xor, workspace in ((False, 64), (True, 0))[: 1 if staging == 4 else 2]:
             with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):
                 _cuda.hamming_cdist_mma(16, 4, 32, 4, 2, 16, 4, use_xor, 0, staging, workspace)
 
@@ -162,7 +168,7 @@ def test_kernel_choice_envs_are_validated(monkeypatch):
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "stream")
     assert cuda.pack_kernel() == 3
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "pipelined")
-    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_MMA_STAGING must be one of \('auto', 'sync', 'async', 'wide'\), got 'pipelined'"):
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_MMA_STAGING must be one of \('auto', 'sync', 'async', 'wide', 'wgmma'\), got 'pipelined'"):
         cuda.mma_staging(torch.device("cuda", 0))
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "sync")
     assert cuda.mma_staging(torch.device("cuda", 0)) == 1

@@ -1,10 +1,10 @@
 """Compile-time checks of the CUDA kernels the backend picks by default (no GPU needed).
 
 ptxas reports registers and spills per kernel; the hot kernels must not spill, and the
-pipelined tensor-core kernel with square tiles must fit two 256-thread blocks per SM on
-sm_90 (128 registers; the wide-tile one runs one block per SM and may take 255). The XOR
-variants are not auto choices: on sm_90, where b1 XOR MMA is emulated, both pipelined XOR
-kernels spill.
+pipelined tensor-core kernels with square tiles (mma.sync and wgmma) must fit two
+256-thread blocks per SM on sm_90a (128 registers; the wide-tile one runs one block per SM
+and may take 255). The XOR variants are not auto choices: on sm_90, where b1 XOR MMA is
+emulated, both pipelined XOR kernels spill.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not o
 # Kernels that auto selection uses, as they appear in mangled names.
 NO_SPILLS = ("cdist_mma_async_kernelILb0", "cdist_mma_kernelILb0", "cdist_kernel", "pack_stream_kernel",
              "pack_columns_kernel", "pack_columns16_kernel", "radius_mma_kernel", "radius_mma_async_kernel",
-             "topk_mma_kernel", "topk_mma_async_kernel")
+             "topk_mma_kernel", "topk_mma_async_kernel", "cdist_wgmma_kernel")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def report(tmp_path_factory) -> dict[tuple[str, str], dict[str, int]]:
 def ptxas_report(tmp_path: Path) -> dict[tuple[str, str], dict[str, int]]:
     cmd = [
         "nvcc", "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-Xptxas", "-v", f"-I{ROOT / 'csrc'}",
-        "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+        "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90a,code=sm_90a",
         "-c", str(ROOT / "csrc" / "cuda" / "ops.cu"), "-o", str(tmp_path / "ops.o"),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -41,7 +41,7 @@ def ptxas_report(tmp_path: Path) -> dict[tuple[str, str], dict[str, int]]:
     report: dict[tuple[str, str], dict[str, int]] = {}
     current = None
     for line in done.stderr.splitlines():
-        if m := re.search(r"Compiling entry function '(\w+)' for '(sm_\d+)'", line):
+        if m := re.search(r"Compiling entry function '(\w+)' for '(sm_\d+a?)'", line):
             current = (m.group(1), m.group(2))
             report[current] = {}
         elif current and (m := re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)):
@@ -56,21 +56,22 @@ def test_every_architecture_compiles_the_same_kernels(report):
     a template argument that differs per architecture (say, blocks per SM) would leave the
     kernel the host launches without code for the other architecture."""
     sm80 = {name for name, arch in report if arch == "sm_80"}
-    sm90 = {name for name, arch in report if arch == "sm_90"}
+    sm90 = {name for name, arch in report if arch == "sm_90a"}
     assert sm80 and sm80 == sm90, sorted(sm80 ^ sm90)
 
 
 def test_default_kernels_do_not_spill_and_async_cdist_fits_two_blocks(report):
-    for arch in ("sm_80", "sm_90"):
+    for arch in ("sm_80", "sm_90a"):  # the SASS the module ships (CMakeLists.txt)
         kernels = {name: r for (name, a), r in report.items() if a == arch}
         for key in NO_SPILLS:
             found = {name: r for name, r in kernels.items() if key in name}
             assert found, f"{key} not compiled for {arch}"
             for name, r in found.items():
                 assert r.get("spill_stores") == 0 and r.get("spill_loads") == 0, f"{name} spills on {arch}: {r}"
-        if arch == "sm_90":  # square tiles: two blocks per SM there (one fits on sm_80's shared memory)
-            square = [r for name, r in kernels.items() if "cdist_mma_async_kernelILb0ENS1_9WarpTilesILi4ELi4E" in name]
-            assert len(square) == 1 and square[0]["registers"] <= 128, square
+        if arch == "sm_90a":  # square tiles: two blocks per SM there (one fits on sm_80's shared memory)
+            for key in ("cdist_mma_async_kernelILb0ENS1_9WarpTilesILi4ELi4E", "cdist_wgmma_kernel"):
+                square = [r for name, r in kernels.items() if key in name]
+                assert len(square) == 1 and square[0]["registers"] <= 128, (key, square)
 
 
 def test_pipelined_loops_call_no_subroutine_per_slice(tmp_path):

@@ -95,7 +95,7 @@ def test_self_checks_pass_in_the_emulator(sim, monkeypatch, schedule, copies):
     monkeypatch.setenv("FASTSPLINE_SIM_SCHEDULE", schedule)
     monkeypatch.setenv("FASTSPLINE_SIM_CP_ASYNC", copies)
     for status in (cuda.mma_status, cuda.mma_async_status, cuda.mma_wide_status, cuda.pack_stream_status,
-                   cuda.pack_columns16_status, cuda.topk_status, cuda.radius_status, cuda.topk_pipelined_status,
+                   cuda.pack_columns16_status, cuda.wgmma_status, cuda.topk_status, cuda.radius_status, cuda.topk_pipelined_status,
                    cuda.radius_pipelined_status):
         assert status(CPU) is None, status.__name__
 
@@ -120,7 +120,7 @@ def words_pair(n: int, m: int, w: int, gen: torch.Generator) -> tuple[torch.Tens
 
 @pytest.mark.parametrize("method, staging", [("popc", "auto"), ("mma-xor", "sync"), ("mma-and", "sync"),
                                              ("mma-xor", "async"), ("mma-and", "async"),
-                                             ("mma-xor", "wide"), ("mma-and", "wide")])
+                                             ("mma-xor", "wide"), ("mma-and", "wide"), ("mma-and", "wgmma")])
 @pytest.mark.parametrize("n, m, w", [(1, 1, 2), (127, 129, 4), (130, 260, 18), (40, 300, 34), (129, 70, 66),
                                      (300, 140, 36), (270, 131, 34)])
 def test_cdist_kernels(sim, monkeypatch, method, staging, n, m, w):
@@ -139,7 +139,7 @@ def test_cdist_kernels(sim, monkeypatch, method, staging, n, m, w):
     same(cuda.hamming_cdist(a[n // 2 :], b), want[n // 2 :])
 
 
-@pytest.mark.parametrize("staging", ["async", "wide"])
+@pytest.mark.parametrize("staging", ["async", "wide", "wgmma"])
 def test_async_kernels_refuse_odd_word_counts(sim, monkeypatch, staging):
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-and")
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
@@ -152,10 +152,11 @@ def test_autotune_times_each_staging_once_and_keeps_the_fastest(sim, monkeypatch
     """Auto staging on a large call: every candidate runs (real kernels) and is timed
     once per shape class; the fastest is kept, results stay bit-exact; off with
     FASTSPLINE_CUDA_AUTOTUNE=0 (the static rule: wide tiles from 2,048 bits)."""
-    passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "pipelined wide-tile tensor-core cdist")
+    passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "pipelined wide-tile tensor-core cdist",
+           "wgmma tensor-core cdist")
     monkeypatch.setattr(cuda, "_AUTOTUNE_MIN_WORD_PAIRS", 1)
     monkeypatch.setattr(cuda, "_AUTOTUNE_ROWS", 200)  # the timed sample: 200 x 200 rows
-    fake_ms, timed, real = {1: 3.0, 2: 1.0, 3: 2.0}, [], cuda._cdist
+    fake_ms, timed, real = {1: 3.0, 2: 1.0, 3: 2.0, 4: 1.5}, [], cuda._cdist
 
     def fake_time(fn, reps=3):
         seen = []
@@ -170,10 +171,10 @@ def test_autotune_times_each_staging_once_and_keeps_the_fastest(sim, monkeypatch
     a, b = words_pair(300, 260, 34, make_gen("sim-autotune"))
     want = fs.hamming_cdist(a, b, backend="reference")
     same(cuda.hamming_cdist(a, b), want)
-    assert timed == [((200, 34), 1), ((200, 34), 2), ((200, 34), 3)]
+    assert timed == [((200, 34), 1), ((200, 34), 2), ((200, 34), 3), ((200, 34), 4)]
     assert list(cuda._tuned.values()) == ["async"] and cuda._auto_staging(a, b, "mma-and") == 2
     same(cuda.hamming_cdist(a[:250], b), want[:250])  # same shape class: no new timing
-    assert len(timed) == 3
+    assert len(timed) == 4
     monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "0")
     assert cuda._auto_staging(a, b, "mma-and") == 3
     monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "yes")
@@ -380,16 +381,30 @@ def test_pack_grid_stride_over_sm_counts(sim, monkeypatch, sms, dtype):
 
 
 @pytest.mark.parametrize("sms", [1, 3])
-@pytest.mark.parametrize("staging", ["async", "wide"])
+@pytest.mark.parametrize("staging", ["async", "wide", "wgmma"])
 def test_pipelined_cdist_streams_tiles_over_sm_counts(sim, monkeypatch, sms, staging):
     """The pipelined kernels are persistent: each block runs its tiles' K slices as one
     stream (the ring crosses tile boundaries). One SM: one block takes every tile;
     three: ragged shares."""
     monkeypatch.setenv("FASTSPLINE_SIM_SMS", str(sms))
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
-    passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "pipelined wide-tile tensor-core cdist")
-    for method in ("mma-and", "mma-xor"):
+    passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "pipelined wide-tile tensor-core cdist",
+           "wgmma tensor-core cdist")
+    for method in ("mma-and",) if staging == "wgmma" else ("mma-and", "mma-xor"):
         monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", method)
         for n, m, w in ((300, 270, 34), (520, 130, 2)):
             a, b = words_pair(n, m, w, make_gen("sim-persistent", sms, staging, method, n, m, w))
             same(cuda.hamming_cdist(a, b), fs.hamming_cdist(a, b, backend="reference"))
+
+
+def test_wgmma_kernel_counts_and_only(sim, monkeypatch):
+    """wgmma has no b1 XOR: forcing it with the XOR kernel is refused by name, and auto
+    never offers it to XOR calls; untimed auto calls keep the mma.sync kernels."""
+    passed("binary tensor-core cdist", "wgmma tensor-core cdist")
+    monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-xor")
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "wgmma")
+    a = torch.zeros(130, 34, dtype=torch.int64)
+    with pytest.raises(ValueError, match="the wgmma kernel counts AND only"):
+        cuda.hamming_cdist(a, a)
+    assert 4 in cuda.staging_candidates(a, a, "mma-and") and 4 not in cuda.staging_candidates(a, a, "mma-xor")
+    assert cuda._static_staging(34, cuda.staging_candidates(a, a, "mma-and")) != 4

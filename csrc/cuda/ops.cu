@@ -678,6 +678,58 @@ __device__ inline void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
 }
 #endif
 
+// wgmma (sm_90a): b1 m64n128k256 .and.popc, both operands K-major in shared memory with
+// the 128-byte swizzle (the ring's layout: 128-byte rows, 16-byte piece p of row r at
+// p ^ (r % 8), 1,024-byte aligned 8-row groups). The descriptor: start address, stride
+// 1,024 bytes between 8-row groups, swizzle mode 1 (128 bytes); a K step of 256 bits
+// advances the start by 32 bytes. Accumulators (per warpgroup, 64 x 128 s32): warp w of
+// the warpgroup holds rows 16 w .. 16 w + 15; lane 4 g + t holds, for j < 16, d[4 j] and
+// d[4 j + 1] at row 16 w + g, columns 8 j + 2 t and + 1, d[4 j + 2], d[4 j + 3] at row + 8.
+__device__ inline uint64_t wgmma_desc(unsigned addr) {
+  return (uint64_t)((addr & 0x3ffff) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
+}
+#if defined(FASTSPLINE_CUDA_SIM)
+#define FASTSPLINE_WGMMA 1
+__device__ inline void wgmma_and(int (&d)[64], uint64_t da, uint64_t db) { sim::wgmma_and(d, da, db); }
+__device__ inline void wgmma_fence(int (&)[64]) {}
+__device__ inline void fence_proxy_async() {}
+__device__ inline void wgmma_commit() { sim::wgmma_commit(); }
+__device__ inline void wgmma_wait_all(int (&)[64]) { sim::wgmma_wait(); }
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FASTSPLINE_WGMMA 1
+#define FASTSPLINE_D8(i) "+r"(d[i]), "+r"(d[i + 1]), "+r"(d[i + 2]), "+r"(d[i + 3]), "+r"(d[i + 4]), "+r"(d[i + 5]), \
+                         "+r"(d[i + 6]), "+r"(d[i + 7])
+__device__ inline void wgmma_and(int (&d)[64], uint64_t da, uint64_t db) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n128k256.s32.b1.b1.and.popc "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,"
+      "%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,"
+      "%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, 1;\n"
+      : FASTSPLINE_D8(0), FASTSPLINE_D8(8), FASTSPLINE_D8(16), FASTSPLINE_D8(24), FASTSPLINE_D8(32), FASTSPLINE_D8(40),
+        FASTSPLINE_D8(48), FASTSPLINE_D8(56)
+      : "l"(da), "l"(db));
+}
+// Pins the accumulators' registers at this point (as CUTLASS's warpgroup_fence_operand):
+// no read or write of them moves across a fence, an arrive or a wait.
+__device__ inline void pin(int (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+r"(d[i])::"memory");
+}
+__device__ inline void wgmma_fence(int (&d)[64]) {
+  pin(d);
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ inline void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+// This thread's shared-memory writes (st.shared, cp.async) made visible to the async proxy
+// wgmma reads through; then a barrier orders them before another thread's wgmma.
+__device__ inline void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ inline void wgmma_wait_all(int (&d)[64]) {
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  pin(d);
+}
+#undef FASTSPLINE_D8
+#endif
+
 // Row popcounts of a tile's rows from 64-bit counts in global memory (0 past the end).
 struct GlobalPops {
   const int64_t* pop;
@@ -685,23 +737,78 @@ struct GlobalPops {
   __device__ int operator()(int i) const { return first + i < count ? (int)pop[first + i] : 0; }
 };
 
+// The mma.sync side of stream_slices: each warp's 64 x 8 kFragN piece of the tile from
+// ldmatrix fragments, acc[4][kFragN][4] (tile_results' layout).
+// ldmatrix row addresses of this lane: A matrix q = lane / 8 is rows (q % 2) * 8 .. + 7 of
+// an m16 tile, piece 2 c + q / 2 of 256-bit chunk c (a0..a3); B matrices are the low and
+// high 128 bits (pieces 2 c, 2 c + 1) of n8 tiles j and j + 1 (b0, b1 of j, then of j + 1).
+// Every such row is r8 = lane % 8 past a multiple of 8, so its pieces sit at p ^ r8.
+template <bool kXor, typename Tiles>
+struct MmaSyncMath {
+  static constexpr int kFragN = Tiles::kFragN, kRowU32 = kAsyncWords * 2;
+  int acc[4][kFragN][4] = {};
+  int r8, a_row, a_piece, b_row, b_piece;
+  __device__ MmaSyncMath() {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, q = lane / 8;
+    const int wm = (warp / Tiles::kWarpsN) * 64, wn = (warp % Tiles::kWarpsN) * 8 * kFragN;
+    r8 = lane % 8;
+    a_row = wm + (q % 2) * 8 + r8;
+    a_piece = q / 2;
+    b_row = Tiles::kRows + wn + (q / 2) * 8 + r8;
+    b_piece = q % 2;
+  }
+  __device__ __forceinline__ void landed() {}  // this thread's copies of the next slice are in
+  // One K slice from the ring stage at shared address `stage`.
+  __device__ __forceinline__ void slice(unsigned stage) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned a_base = stage + a_row * kRowU32 * 4, b_base = stage + b_row * kRowU32 * 4;
+#pragma unroll
+    for (int c = 0; c < kAsyncChunks; ++c) {
+      const unsigned a_off = ((2 * c + a_piece) ^ r8) * 16, b_off = ((2 * c + b_piece) ^ r8) * 16;
+      unsigned fa[4][4], fb[kFragN][2];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) ldmatrix_x4(fa[i], a_base + 16 * i * kRowU32 * 4 + a_off);
+#pragma unroll
+      for (int j = 0; j < kFragN; j += 2) {
+        unsigned r[4];
+        ldmatrix_x4(r, b_base + 8 * j * kRowU32 * 4 + b_off);
+        fb[j][0] = r[0];
+        fb[j][1] = r[1];
+        fb[j + 1][0] = r[2];
+        fb[j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < kFragN; ++j) mma_b1<kXor>(acc[i][j], fa[i], fb[j]);
+    }
+#endif
+  }
+  __device__ __forceinline__ void clear() {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < kFragN; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
+  }
+};
+
 // This block's stream of `count` tiles (tile_of(i, r0, c0): tile i's first rows of A and
 // of B): their K slices run as one stream through the cp.async ring in smem
 // (async_smem_bytes<Tiles>()), so the ring loads the next tile's first slices while the
-// current tile's last are multiplied. After a tile's last slice, on_tile(r0, c0, acc)
-// with its accumulators (zeroed after); every thread calls it, so it may hold barriers.
-// The loading and the multiplying side each keep a cursor (tile, slice, ring stage) that
-// steps by one entry: no division per slice, tile_of once per tile on each side.
-template <bool kXor, typename Tiles, typename TileOf, typename OnTile>
-__device__ __forceinline__ void stream_tiles(const u64* __restrict__ a, int64_t n, const u64* __restrict__ b,
-                                             int64_t m, int64_t w, int64_t count, unsigned* smem, TileOf tile_of,
-                                             OnTile on_tile) {
+// current tile's last are multiplied by math.slice(stage). After a tile's last slice,
+// on_tile(r0, c0) (the tile's results are in math), then math.clear(); every thread
+// calls it, so it may hold barriers. The loading and the multiplying side each keep a
+// cursor (tile, slice, ring stage) that steps by one entry: no division per slice,
+// tile_of once per tile on each side.
+template <typename Tiles, typename Math, typename TileOf, typename OnTile>
+__device__ __forceinline__ void stream_slices(const u64* __restrict__ a, int64_t n, const u64* __restrict__ b,
+                                              int64_t m, int64_t w, int64_t count, unsigned* smem, TileOf tile_of,
+                                              Math& math, OnTile on_tile) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  constexpr int kWarpsN = Tiles::kWarpsN, kFragN = Tiles::kFragN;
   constexpr int kRows = Tiles::kRows, kCols = Tiles::kCols, kRowU32 = kAsyncWords * 2;
   constexpr int kStageU32 = (kRows + kCols) * kRowU32;  // A rows, then B rows
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int wm = (warp / kWarpsN) * 64, wn = (warp % kWarpsN) * 8 * kFragN;
   const int64_t slices = std::max<int64_t>(1, (w + kAsyncWords - 1) / kAsyncWords);  // w = 0: one empty slice
   const int64_t total = count * slices;  // the stream of (tile, slice)
   const unsigned smem_base = smem_addr(smem);
@@ -749,59 +856,36 @@ __device__ __forceinline__ void stream_tiles(const u64* __restrict__ a, int64_t 
     if (g < total) load();
     cp_async_commit();
   }
-  // ldmatrix row addresses of this lane: A matrix q = lane / 8 is rows (q % 2) * 8 .. + 7 of
-  // an m16 tile, piece 2 c + q / 2 of 256-bit chunk c (a0..a3); B matrices are the low and
-  // high 128 bits (pieces 2 c, 2 c + 1) of n8 tiles j and j + 1 (b0, b1 of j, then of j + 1).
-  // Every such row is r8 = lane % 8 past a multiple of 8, so its pieces sit at p ^ r8.
-  const int q = lane / 8, r8 = lane % 8;
-  const int a_row = wm + (q % 2) * 8 + r8, a_piece = q / 2;
-  const int b_row = kRows + wn + (q / 2) * 8 + r8, b_piece = q % 2;
-  int acc[4][kFragN][4] = {};
   int64_t ct = 0, cs = 0;  // the entry multiplied: slice cs of tile ct ...
   int cstage = 0;          // ... in this stage
   for (int64_t g = 0; g < total; ++g) {
     cp_async_wait<kStages - 2>();
+    math.landed();
     __syncthreads();  // entry g is in; everyone is done with entry g - 1's stage
     if (g + kStages - 1 < total) load();
     cp_async_commit();
-    const unsigned stage = smem_base + cstage * kStageU32 * 4;
-    const unsigned a_base = stage + a_row * kRowU32 * 4, b_base = stage + b_row * kRowU32 * 4;
-#pragma unroll
-    for (int c = 0; c < kAsyncChunks; ++c) {
-      const unsigned a_off = ((2 * c + a_piece) ^ r8) * 16, b_off = ((2 * c + b_piece) ^ r8) * 16;
-      unsigned fa[4][4], fb[kFragN][2];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) ldmatrix_x4(fa[i], a_base + 16 * i * kRowU32 * 4 + a_off);
-#pragma unroll
-      for (int j = 0; j < kFragN; j += 2) {
-        unsigned r[4];
-        ldmatrix_x4(r, b_base + 8 * j * kRowU32 * 4 + b_off);
-        fb[j][0] = r[0];
-        fb[j][1] = r[1];
-        fb[j + 1][0] = r[2];
-        fb[j + 1][1] = r[3];
-      }
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < kFragN; ++j) mma_b1<kXor>(acc[i][j], fa[i], fb[j]);
-    }
+    math.slice(smem_base + cstage * kStageU32 * 4);
     if (++cstage == kStages) cstage = 0;
     if (++cs == slices) {  // the tile's last slice
       cs = 0;
       int64_t r0, c0;
       tile_of(ct++, r0, c0);
-      on_tile(r0, c0, acc);
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < kFragN; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
+      on_tile(r0, c0);
+      math.clear();
     }
   }
   cp_async_wait<0>();  // only empty groups can be left; no block exits with copies in flight
 #endif
+}
+
+// stream_slices with mma.sync (MmaSyncMath): on_tile(r0, c0, acc) gets the accumulators.
+template <bool kXor, typename Tiles, typename TileOf, typename OnTile>
+__device__ __forceinline__ void stream_tiles(const u64* __restrict__ a, int64_t n, const u64* __restrict__ b,
+                                             int64_t m, int64_t w, int64_t count, unsigned* smem, TileOf tile_of,
+                                             OnTile on_tile) {
+  MmaSyncMath<kXor, Tiles> math;
+  stream_slices<Tiles>(a, n, b, m, w, count, smem, tile_of, math,
+                       [&](int64_t r0, int64_t c0) { on_tile(r0, c0, math.acc); });
 }
 
 // A persistent grid's tiles for this block: of the n x m pairs in Tiles' tiles, block b takes
@@ -842,6 +926,79 @@ __global__ void __launch_bounds__(kThreads, (kAsyncMinBlocks<kXor, Tiles>)) cdis
       [&](int64_t r0, int64_t c0, const int (&acc)[4][Tiles::kFragN][4]) {
         store_tile<kXor, Tiles>(acc, GlobalPops{pops_a, r0, n}, GlobalPops{pops_b, c0, m}, out, ldo, r0, c0, n, m);
       });
+#endif
+}
+
+// The wgmma side of stream_slices (SquareTiles: warpgroup v takes rows 64 v .. 64 v + 63
+// of the tile against all 128 columns): 4 wgmma per 1,024-bit slice, waited for before the
+// slice's stage can be reloaded (the next slice's barrier follows the wait).
+struct WgmmaMath {
+  int acc[64] = {};
+  unsigned a_off, b_off;
+  __device__ WgmmaMath()
+      : a_off((unsigned)(threadIdx.x / 128) * 64 * kAsyncWords * 8), b_off(SquareTiles::kRows * kAsyncWords * 8) {}
+  __device__ __forceinline__ void landed() {
+#if defined(FASTSPLINE_WGMMA)
+    fence_proxy_async();  // cp.async wrote through the generic proxy; wgmma reads through the async one
+#endif
+  }
+  __device__ __forceinline__ void slice(unsigned stage) {
+#if defined(FASTSPLINE_WGMMA)
+    wgmma_fence(acc);
+    const uint64_t da = wgmma_desc(stage + a_off), db = wgmma_desc(stage + b_off);
+#pragma unroll
+    for (int c = 0; c < kAsyncChunks; ++c) wgmma_and(acc, da + 2 * c, db + 2 * c);  // + 32 bytes: the start field
+    wgmma_commit();
+    wgmma_wait_all(acc);
+#endif
+  }
+  __device__ __forceinline__ void clear() {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = 0;
+  }
+};
+
+// A tile's distances from WgmmaMath's accumulators (see wgmma_desc for their layout), with
+// the row popcounts: d = |a| + |b| - 2 |a AND b|, emitted as in tile_results.
+template <typename Pop, typename Emit>
+__device__ __forceinline__ void wgmma_tile_results(const int (&acc)[64], Pop pop_a, Pop pop_b, Emit emit) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int lr = (warp / 4) * 64 + (warp % 4) * 16 + g, lc0 = 2 * t;
+  const int pa0 = pop_a(lr), pa1 = pop_a(lr + 8);
+  const auto at0 = emit.row(lr, lc0), at1 = emit.row(lr + 8, lc0);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {  // both rows per column pair: two popcounts of B live at a time
+    const int pb0 = pop_b(lc0 + 8 * j), pb1 = pop_b(lc0 + 8 * j + 1);
+    emit(at0, lc0 + 8 * j, 8 * j, pa0 + pb0 - 2 * acc[4 * j], pa0 + pb1 - 2 * acc[4 * j + 1]);
+    emit(at1, lc0 + 8 * j, 8 * j, pa1 + pb0 - 2 * acc[4 * j + 2], pa1 + pb1 - 2 * acc[4 * j + 3]);
+  }
+}
+
+constexpr int kWgmmaSmemBytes = async_smem_bytes<SquareTiles>() + 1024;  // + room to align the ring to 1,024
+
+// cdist through wgmma (staging 4; AND, row popcounts from pops_a / pops_b): the cp.async
+// ring and persistent 128 x 128 tiles of cdist_mma_async_kernel, two warpgroups of
+// m64n128k256 per tile. Built with wgmma only for sm_90a (and the emulator): elsewhere it
+// only sets *missing (when given) and computes nothing.
+__global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_wgmma_kernel(
+    const u64* __restrict__ a, int64_t n, const u64* __restrict__ b, int64_t m, int64_t w, int32_t* __restrict__ out,
+    int64_t ldo, const int64_t* __restrict__ pops_a, const int64_t* __restrict__ pops_b, int* missing) {
+#if defined(FASTSPLINE_WGMMA)
+  FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
+  unsigned char* ring = dyn_smem + ((1024 - (smem_addr(dyn_smem) & 1023)) & 1023);  // the swizzle is of address bits
+  const PersistentTiles<SquareTiles> tiles(n, m);
+  WgmmaMath math;
+  stream_slices<SquareTiles>(a, n, b, m, w, tiles.count, reinterpret_cast<unsigned*>(ring), tiles, math,
+                             [&](int64_t r0, int64_t c0) {
+                               const GlobalPops pa{pops_a, r0, n}, pb{pops_b, c0, m};
+                               const StorePair<true> checked(out, ldo, r0, c0, n, m);
+                               if (checked.interior(SquareTiles::kRows, SquareTiles::kCols))
+                                 wgmma_tile_results(math.acc, pa, pb, StorePair<false>(out, ldo, r0, c0, n, m));
+                               else
+                                 wgmma_tile_results(math.acc, pa, pb, checked);
+                             });
+#else
+  if (missing != nullptr && threadIdx.x == 0 && blockIdx.x == 0) *missing = 1;
 #endif
 }
 
@@ -1089,6 +1246,35 @@ __global__ void peak_mma_kernel(int64_t iters, int* sink) {
 #endif
 }
 
+// wgmma m64n128k256 .and.popc back to back from shared memory (random bits; 4 per commit
+// group per warpgroup): the card's b1 rate through wgmma (sm_90a; elsewhere nothing runs,
+// see wgmma_status). Dynamic shared memory: kPeakWgmmaSmem.
+constexpr int kPeakWgmmaSmem = (64 + 128) * 128 + 1024;
+
+__global__ void peak_wgmma_kernel(int64_t iters, int* sink) {
+#if defined(FASTSPLINE_WGMMA)
+  FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
+  unsigned char* base = dyn_smem + ((1024 - (smem_addr(dyn_smem) & 1023)) & 1023);
+  unsigned* words = reinterpret_cast<unsigned*>(base);
+  for (int i = threadIdx.x; i < (64 + 128) * 32; i += blockDim.x) words[i] = (unsigned)i * 2654435761u ^ blockIdx.x;
+  fence_proxy_async();
+  __syncthreads();
+  const uint64_t da = wgmma_desc(smem_addr(base)), db = wgmma_desc(smem_addr(base) + 64 * 128);
+  int acc[64] = {};
+  for (int64_t it = 0; it < iters; ++it) {
+    wgmma_fence(acc);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) wgmma_and(acc, da + 2 * q, db + 2 * q);
+    wgmma_commit();
+    wgmma_wait_all(acc);
+  }
+  int s = 0;
+#pragma unroll
+  for (int i = 0; i < 64; ++i) s += acc[i];
+  if (s == 0x7fffffff) sink[0] = s;
+#endif
+}
+
 // Back-to-back XOR + popc on 32-bit registers: the card's popc rate.
 __global__ void peak_popc_kernel(int64_t iters, int* sink) {
   unsigned x[8];
@@ -1325,11 +1511,34 @@ void row_popcounts(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, 
   check(cudaGetLastError(), "hamming_rows_kernel launch (row popcounts)");
 }
 
+// Whether the current device runs the wgmma kernel: compute capability 9.0 (its sm_90a
+// code; elsewhere the compute_90 PTX has none).
+static bool wgmma_card() {
+  int device = 0, major = 0, minor = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device), "cudaDeviceGetAttribute");
+  return major == 9 && minor == 0;
+}
+
+bool wgmma_compiled(int* flag, std::uintptr_t stream) {
+  if (!wgmma_card() || !smem_ready<cdist_wgmma_kernel>(kWgmmaSmemBytes, 0)) return false;
+  cudaStream_t s = as_stream(stream);
+  check(cudaMemsetAsync(flag, 0, sizeof(int), s), "cudaMemsetAsync");
+  cdist_wgmma_kernel<<<1, kThreads, kWgmmaSmemBytes, s>>>(nullptr, 0, nullptr, 0, 0, nullptr, 0, nullptr, nullptr, flag);
+  check(cudaGetLastError(), "cdist_wgmma_kernel launch (probe)");
+  int missing = 1;
+  check(cudaMemcpyAsync(&missing, flag, sizeof(int), cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+  return missing == 0;
+}
+
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
                        int64_t ldo, bool use_xor, int staging, std::uintptr_t stream, int64_t* workspace) {
-  if (staging < 0 || staging > 3)
+  if (staging < 0 || staging > 4)
     throw std::invalid_argument(
-        "hamming_cdist_mma: staging must be 0 (auto), 1 (sync), 2 (cp.async) or 3 (cp.async, wide tiles)");
+        "hamming_cdist_mma: staging must be 0 (auto), 1 (sync), 2 (cp.async), 3 (cp.async, wide tiles) or 4 (wgmma)");
+  if (staging == 4 && use_xor) throw std::invalid_argument("hamming_cdist_mma: the wgmma kernel counts AND only");
   if (n == 0 || m == 0) return;
   const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
   if (col_tiles > 0x7fffffff) throw std::invalid_argument("hamming_cdist: b has too many rows for one grid");
@@ -1343,6 +1552,8 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   // kernel (more blocks per SM) measured 75% of the roofline on an H200.
   const int forced = staging;
   if (staging == 0) staging = async_ok && w >= 2 * kAsyncWords && (use_xor || workspace) ? 3 : 1;
+  if (staging == 4 && (!wgmma_card() || !smem_ready<cdist_wgmma_kernel>(kWgmmaSmemBytes, 0)))
+    throw std::invalid_argument("hamming_cdist_mma: the wgmma kernel needs an sm_90 card (compute capability 9.0)");
   if (staging == 3 && !async_smem_ready<WideTiles>()) {
     if (forced == 3)
       throw std::invalid_argument("hamming_cdist_mma: this device has too little shared memory for the wide cp.async kernel");
@@ -1357,6 +1568,14 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   const u64* ap = reinterpret_cast<const u64*>(a);
   const u64* bp = reinterpret_cast<const u64*>(b);
   if (staging >= 2 && !use_xor) row_popcounts(ap, n, bp, m, w, workspace, s);  // added in the AND kernel's epilogue
+  if (staging == 4) {
+    const unsigned resident = resident_grid<cdist_wgmma_kernel>(kWgmmaSmemBytes);
+    const int64_t tiles = (n + kMmaTile - 1) / kMmaTile * col_tiles;
+    cdist_wgmma_kernel<<<(unsigned)std::min<int64_t>(tiles, resident), kThreads, kWgmmaSmemBytes, s>>>(
+        ap, n, bp, m, w, out, ldo, workspace, workspace + n, nullptr);
+    check(cudaGetLastError(), "cdist_wgmma_kernel launch");
+    return;
+  }
   if (staging == 3) return launch_async<WideTiles>(ap, n, bp, m, w, out, ldo, use_xor, workspace, s);
   if (staging == 2) return launch_async<SquareTiles>(ap, n, bp, m, w, out, ldo, use_xor, workspace, s);
   for_row_bands(n, kMmaTile, [&](int64_t r, int64_t rows, unsigned grid_y) {
@@ -1475,7 +1694,12 @@ void peak(int kind, int64_t iters, int blocks, int32_t* sink, std::uintptr_t str
     case 0: peak_popc_kernel<<<blocks, kThreads, 0, s>>>(iters, sink); break;
     case 1: peak_mma_kernel<true><<<blocks, kThreads, 0, s>>>(iters, sink); break;
     case 2: peak_mma_kernel<false><<<blocks, kThreads, 0, s>>>(iters, sink); break;
-    default: throw std::invalid_argument("peak: kind must be 0 (popc), 1 (b1 xor mma) or 2 (b1 and mma)");
+    case 3:
+      if (!wgmma_card() || !smem_ready<peak_wgmma_kernel>(kPeakWgmmaSmem, 0))
+        throw std::invalid_argument("peak: the wgmma probe needs an sm_90 card");
+      peak_wgmma_kernel<<<blocks, kThreads, kPeakWgmmaSmem, s>>>(iters, sink);
+      break;
+    default: throw std::invalid_argument("peak: kind must be 0 (popc), 1 (b1 xor mma), 2 (b1 and mma) or 3 (b1 and wgmma)");
   }
   check(cudaGetLastError(), "peak kernel launch");
 }

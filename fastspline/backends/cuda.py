@@ -32,7 +32,7 @@ _BLOCK_BYTES = 1 << 28  # int32 distances held at once by topk / radius (256 MiB
 CDIST_METHODS = ("auto", "popc", "mma-xor", "mma-and")
 # How the tensor-core kernel stages its K slices in shared memory: synchronous loads, or
 # a cp.async pipeline with 128 x 128 or 256 x 128 tiles (auto: _auto_staging).
-MMA_STAGINGS = {"auto": 0, "sync": 1, "async": 2, "wide": 3}
+MMA_STAGINGS = {"auto": 0, "sync": 1, "async": 2, "wide": 3, "wgmma": 4}
 # Codes of at least this many words (2,048 bits) take a pipelined kernel when not timed.
 _ASYNC_MIN_WORDS = 32
 # The tensor-core kernel's 128x128 tiles pay off once both sides have this many rows.
@@ -61,9 +61,9 @@ class _Unsupported(str):
     """A reason a kernel is off that is the card's, not a failed check: no warning."""
 
 
-# FASTSPLINE_CUDA_DISABLE: comma-separated kernels never to use (mma, async, wide,
+# FASTSPLINE_CUDA_DISABLE: comma-separated kernels never to use (mma, async, wide, wgmma,
 # stream, columns16, fused), e.g. to work around a driver fault; they count as unsupported, without a check.
-DISABLE_NAMES = ("mma", "async", "wide", "stream", "columns16", "fused")
+DISABLE_NAMES = ("mma", "async", "wide", "wgmma", "stream", "columns16", "fused")
 
 
 def _disabled() -> set[str]:
@@ -158,14 +158,36 @@ def mma_wide_status(device: torch.device) -> str | None:
     return _pipelined_status(device, "pipelined wide-tile tensor-core cdist", 3, "wide")
 
 
+def wgmma_status(device: torch.device) -> str | None:
+    """As :func:`mma_async_status`, for the wgmma kernel (the same cp.async ring and 128 x
+    128 tiles, each warpgroup's 64 x 128 by wgmma m64n128k256 from shared memory): AND
+    only, on sm_90 cards (H100 / H200) with this module's sm_90a code."""
+    if (reason := mma_status(device)) is not None:
+        return reason
+
+    def check(index: int) -> str | None:
+        flag = torch.zeros(1, dtype=torch.int32, device=_check_device(index))
+        if not _cuda.wgmma_compiled(flag.data_ptr(), _stream(flag)):
+            return _Unsupported("wgmma needs an sm_90 card and this module's sm_90a code")
+        shapes = ((200, 131, 40), (129, 257, 2), (300, 140, 64), (1, 129, 34), (257, 129, 18))
+        try:
+            return _compare_cdist(index, "mma-and", 4, shapes)
+        except ValueError as exc:
+            return _Unsupported(str(exc))
+
+    return _self_check("wgmma tensor-core cdist", device, check, "wgmma")
+
+
+_STAGING_STATUS = {"async": "mma_async_status", "wide": "mma_wide_status", "wgmma": "wgmma_status"}
+
+
 def mma_staging(device: torch.device) -> int:
-    """``FASTSPLINE_CUDA_MMA_STAGING`` (auto, sync, async, wide) as the extension's code;
-    a forced pipelined kernel that failed its check raises. Auto stays 0 here and is
-    resolved per call by :func:`_auto_staging`."""
+    """``FASTSPLINE_CUDA_MMA_STAGING`` (auto, sync, async, wide, wgmma) as the extension's
+    code; a forced pipelined kernel that failed its check raises. Auto stays 0 here and
+    is resolved per call by :func:`_auto_staging`."""
     name = _env("FASTSPLINE_CUDA_MMA_STAGING", MMA_STAGINGS)
-    if name in ("async", "wide"):
-        status = mma_async_status if name == "async" else mma_wide_status
-        if (reason := status(device)) is not None:
+    if name in _STAGING_STATUS:
+        if (reason := globals()[_STAGING_STATUS[name]](device)) is not None:
             raise RuntimeError(f"FASTSPLINE_CUDA_MMA_STAGING={name}: the pipelined kernel is unavailable: {reason}")
     return MMA_STAGINGS[name]
 
@@ -176,13 +198,15 @@ def _cp_async_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape[1] % 2 == 0 and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0
 
 
-def staging_candidates(a: torch.Tensor, b: torch.Tensor) -> list[int]:
+def staging_candidates(a: torch.Tensor, b: torch.Tensor, method: str = "mma-and") -> list[int]:
     """The tensor-core stagings that can run ``a`` against ``b`` on their device: sync
     always; the pipelined ones for even word counts and 16-byte aligned rows, where
-    their checks passed."""
+    their checks passed (wgmma: AND only)."""
     out = [1]
     if _cp_async_layout(a, b):
         out += [code for code, status in ((2, mma_async_status), (3, mma_wide_status)) if status(a.device) is None]
+        if method == "mma-and" and wgmma_status(a.device) is None:
+            out.append(4)
     return out
 
 
@@ -284,7 +308,7 @@ def tuned_staging(n: int, m: int, w: int, method: str, device: torch.device, can
 def _auto_staging(a: torch.Tensor, b: torch.Tensor, method: str) -> int:
     """Staging for an auto call: timed (:func:`tuned_staging`) for large calls with a
     choice to make, else wide, then square pipelined tiles from 2,048-bit codes, else sync."""
-    candidates = staging_candidates(a, b)
+    candidates = staging_candidates(a, b, method)
     n, m, w = a.shape[0], b.shape[0], a.shape[1]
     if _worth_timing(n, m, w, candidates):
         return tuned_staging(n, m, w, method, a.device, candidates)
@@ -292,8 +316,9 @@ def _auto_staging(a: torch.Tensor, b: torch.Tensor, method: str) -> int:
 
 
 def _static_staging(w: int, candidates: list[int]) -> int:
-    """Untimed: the widest pipelined kernel from 2,048-bit codes, else synchronous."""
-    return max(candidates) if w >= _ASYNC_MIN_WORDS else 1
+    """Untimed: the widest mma.sync pipelined kernel from 2,048-bit codes, else synchronous
+    (wgmma, not yet timed on a card, only where timing picks it)."""
+    return max(c for c in candidates if c != 4) if w >= _ASYNC_MIN_WORDS else 1
 
 
 def cdist_method(n: int, m: int, device: torch.device) -> str:

@@ -157,6 +157,12 @@ inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int) {
   }
   return cudaSuccess;
 }
+enum cudaMemcpyKind { cudaMemcpyDeviceToHost = 2 };
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { return std::memset(p, v, n), cudaSuccess; }
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind, cudaStream_t) {
+  return std::memcpy(dst, src, n), cudaSuccess;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 inline cudaError_t cudaFuncSetAttribute(const void* kernel, cudaFuncAttribute, int bytes) {
   if (bytes > sim::kOptinSmem) throw std::runtime_error("sim: cudaFuncSetAttribute over the opt-in shared memory");
   sim::smem_optin()[kernel] = bytes;
@@ -241,6 +247,14 @@ struct Copy {
   bool valid;
 };
 
+// One issued wgmma of a thread: its accumulators, descriptors, and the values they will
+// get (computed at issue; the wait checks that the operands have not changed since).
+struct Wgmma {
+  int* d;
+  uint64_t da, db;
+  int init[64], result[64];  // accumulators before (the previous pending one's result, chained) and after
+};
+
 struct Fiber {
   Context ctx;
   dim3 tid;
@@ -250,6 +264,8 @@ struct Fiber {
   void* record = nullptr;
   std::vector<Copy> pending;
   std::deque<std::vector<Copy>> groups;
+  std::vector<Wgmma> wgmma_pending;  // issued wgmma, committed or not
+  size_t wgmma_committed = 0;
   void* fake_stack = nullptr;
 };
 
@@ -562,6 +578,70 @@ inline void cp_async_wait(int n) {
   }
 }
 
+// wgmma.mma_async m64n128k256 .s32.b1.b1.and.popc, both operands K-major in shared
+// memory with the 128-byte swizzle (descriptor: start address >> 4 in bits 0-13, the
+// stride between 8-row groups >> 4 in bits 32-45, mode 1 in bits 62-63): row r's byte b
+// (b < 32) of the K step is at start + (r / 8) * stride + (r % 8) * 128 + b with address
+// bits 4-6 XORed by bits 7-9. Thread 128 v + 32 w + 4 g + t of warpgroup v gets, for
+// j < 16, d[4 j + 2 h + e] += popc(A row 16 w + g + 8 h AND B row 8 j + 2 t + e).
+inline const unsigned char* wgmma_row(uint64_t desc, int r) {
+  Runtime& rt_ = rt();
+  if ((desc >> 62) != 1) fail("wgmma descriptor: only the 128-byte swizzle is emulated");
+  const uint64_t start = (desc & 0x3fff) << 4, stride = ((desc >> 32) & 0x3fff) << 4;
+  const uint64_t logical = start + (uint64_t)(r / 8) * stride + (uint64_t)(r % 8) * 128;
+  if ((logical & 15) != 0 || logical + 32 > rt_.dyn_bytes) fail("wgmma operand outside shared memory or unaligned");
+  return rt_.dyn.data() + logical;  // swizzled per 16-byte piece by wgmma_piece
+}
+
+inline void wgmma_compute(const Wgmma& op, int (&out)[64]) {
+  Runtime& rt_ = rt();
+  const int tid = rt_.current->linear % 128, w = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  auto bits = [&](uint64_t desc, int r, int piece) {  // 16 bytes of row r, piece 0 or 1 of the K step
+    const unsigned char* row = wgmma_row(desc, r);
+    const uint64_t addr = (uint64_t)(row - rt_.dyn.data()) + 16 * piece;
+    const uint64_t phys = addr ^ (((addr >> 7) & 7) << 4);
+    uint64_t v[2];
+    std::memcpy(v, rt_.dyn.data() + phys, 16);
+    return std::make_pair(v[0], v[1]);
+  };
+  for (int j = 0; j < 16; ++j)
+    for (int h = 0; h < 2; ++h)
+      for (int e = 0; e < 2; ++e) {
+        int sum = op.init[4 * j + 2 * h + e];
+        for (int piece = 0; piece < 2; ++piece) {
+          const auto a = bits(op.da, 16 * w + g + 8 * h, piece), b = bits(op.db, 8 * j + 2 * t + e, piece);
+          sum += __builtin_popcountll(a.first & b.first) + __builtin_popcountll(a.second & b.second);
+        }
+        out[4 * j + 2 * h + e] = sum;
+      }
+}
+
+inline void wgmma_and(int (&d)[64], uint64_t da, uint64_t db) {
+  Fiber* f = rt().current;
+  Wgmma op{d, da, db, {}, {}};
+  std::memcpy(op.init, d, sizeof op.init);
+  for (const Wgmma& p : f->wgmma_pending)  // accumulating onto one still in flight: chained
+    if (p.d == d) std::memcpy(op.init, p.result, sizeof op.init);
+  wgmma_compute(op, op.result);
+  f->wgmma_pending.push_back(op);
+}
+
+inline void wgmma_commit() { rt().current->wgmma_committed = rt().current->wgmma_pending.size(); }
+
+inline void wgmma_wait() {  // wait_group 0
+  Fiber* f = rt().current;
+  if (f->wgmma_committed != f->wgmma_pending.size()) fail(where(*f) + ": wgmma waited for before its commit");
+  for (const Wgmma& op : f->wgmma_pending) {
+    int again[64];
+    wgmma_compute(op, again);
+    if (std::memcmp(again, op.result, sizeof again) != 0)
+      fail(where(*f) + ": a wgmma's shared-memory operands changed before its wait");
+    std::memcpy(op.d, op.result, sizeof op.result);
+  }
+  f->wgmma_pending.clear();
+  f->wgmma_committed = 0;
+}
+
 inline unsigned char* dynamic_smem() { return rt().dyn.data(); }
 
 // Makes p's object escape (the compiler must assume any later opaque call, such as a
@@ -622,6 +702,8 @@ struct Launch {
           run_block(order, shuffle, rng);
           for (const Fiber& f : r.fibers)
             if (!f.groups.empty() || !f.pending.empty()) fail(where(f) + " exited with cp.async copies outstanding");
+          for (const Fiber& f : r.fibers)
+            if (!f.wgmma_pending.empty()) fail(where(f) + " exited with wgmma outstanding");
         }
     r.fibers.clear();
     r.body = nullptr;
