@@ -334,15 +334,17 @@ def test_pack_timing_sample_outgrows_the_l2_cache(monkeypatch, l2_mib, want_mib)
 
 
 def test_wgmma_staging_is_timed_never_static(fake, monkeypatch):
-    """The wgmma cdist kernel joins the timed candidates of AND calls where its check
-    passed (never XOR calls), untimed calls keep the mma.sync kernels, and forcing it
-    where its check failed raises with the reason."""
+    """Once _WGMMA_AUTO is on, the wgmma cdist kernel joins the timed candidates of AND
+    calls where its check passed (never XOR calls), untimed calls keep the mma.sync
+    kernels, and forcing it where its check failed raises with the reason."""
     for name in ("mma_async_status", "mma_wide_status"):
         monkeypatch.setattr(cuda, name, lambda device: None)
     dev = torch.device("cuda", 0)
     a = torch.zeros(8, 32, dtype=torch.int64)
     assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3]
     monkeypatch.setattr(cuda, "wgmma_status", lambda device: None)
+    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3]  # not until it has run on a GPU
+    monkeypatch.setattr(cuda, "_WGMMA_AUTO", True)
     assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 4]
     assert cuda.staging_candidates(a, a, "mma-xor") == [1, 2, 3]
     assert cuda._static_staging(32, [1, 2, 3, 4]) == 3 and cuda._static_staging(2, [1, 2, 3, 4]) == 1

@@ -154,6 +154,7 @@ def test_autotune_times_each_staging_once_and_keeps_the_fastest(sim, monkeypatch
     FASTSPLINE_CUDA_AUTOTUNE=0 (the static rule: wide tiles from 2,048 bits)."""
     passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "pipelined wide-tile tensor-core cdist",
            "wgmma tensor-core cdist")
+    monkeypatch.setattr(cuda, "_WGMMA_AUTO", True)  # as once it has run on a GPU
     monkeypatch.setattr(cuda, "_AUTOTUNE_MIN_WORD_PAIRS", 1)
     monkeypatch.setattr(cuda, "_AUTOTUNE_ROWS", 200)  # the timed sample: 200 x 200 rows
     fake_ms, timed, real = {1: 3.0, 2: 1.0, 3: 2.0, 4: 1.5}, [], cuda._cdist
@@ -406,5 +407,7 @@ def test_wgmma_kernel_counts_and_only(sim, monkeypatch):
     a = torch.zeros(130, 34, dtype=torch.int64)
     with pytest.raises(ValueError, match="the wgmma kernel counts AND only"):
         cuda.hamming_cdist(a, a)
+    assert 4 not in cuda.staging_candidates(a, a, "mma-and")  # not until it has run on a GPU
+    monkeypatch.setattr(cuda, "_WGMMA_AUTO", True)
     assert 4 in cuda.staging_candidates(a, a, "mma-and") and 4 not in cuda.staging_candidates(a, a, "mma-xor")
     assert cuda._static_staging(34, cuda.staging_candidates(a, a, "mma-and")) != 4

@@ -1521,16 +1521,33 @@ static bool wgmma_card() {
   return major == 9 && minor == 0;
 }
 
-bool wgmma_compiled(int* flag, std::uintptr_t stream) {
-  if (!wgmma_card() || !smem_ready<cdist_wgmma_kernel>(kWgmmaSmemBytes, 0)) return false;
-  cudaStream_t s = as_stream(stream);
-  check(cudaMemsetAsync(flag, 0, sizeof(int), s), "cudaMemsetAsync");
-  cdist_wgmma_kernel<<<1, kThreads, kWgmmaSmemBytes, s>>>(nullptr, 0, nullptr, 0, 0, nullptr, 0, nullptr, nullptr, flag);
-  check(cudaGetLastError(), "cdist_wgmma_kernel launch (probe)");
-  int missing = 1;
-  check(cudaMemcpyAsync(&missing, flag, sizeof(int), cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync");
-  check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
-  return missing == 0;
+bool wgmma_compiled(std::uintptr_t stream) {
+  static int known[64] = {};  // per device: 0 unknown, 1 yes, 2 no
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  if (device < 0 || device >= 64) device = 0;
+  if (known[device] == 0) {
+    bool yes = wgmma_card() && smem_ready<cdist_wgmma_kernel>(kWgmmaSmemBytes, 0);
+    if (yes) {  // the kernel's stub (no sm_90a code for this card) sets the flag
+      cudaStream_t s = as_stream(stream);
+      int* flag = nullptr;
+      check(cudaMalloc(&flag, sizeof(int)), "cudaMalloc");
+      int missing = 1;
+      cudaError_t status = cudaMemsetAsync(flag, 0, sizeof(int), s);
+      if (status == cudaSuccess) {
+        cdist_wgmma_kernel<<<1, kThreads, kWgmmaSmemBytes, s>>>(nullptr, 0, nullptr, 0, 0, nullptr, 0, nullptr, nullptr,
+                                                                flag);
+        status = cudaGetLastError();
+      }
+      if (status == cudaSuccess) status = cudaMemcpyAsync(&missing, flag, sizeof(int), cudaMemcpyDeviceToHost, s);
+      if (status == cudaSuccess) status = cudaStreamSynchronize(s);
+      cudaFree(flag);
+      check(status, "cdist_wgmma_kernel probe");
+      yes = missing == 0;
+    }
+    known[device] = yes ? 1 : 2;
+  }
+  return known[device] == 1;
 }
 
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
@@ -1552,8 +1569,9 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   // kernel (more blocks per SM) measured 75% of the roofline on an H200.
   const int forced = staging;
   if (staging == 0) staging = async_ok && w >= 2 * kAsyncWords && (use_xor || workspace) ? 3 : 1;
-  if (staging == 4 && (!wgmma_card() || !smem_ready<cdist_wgmma_kernel>(kWgmmaSmemBytes, 0)))
-    throw std::invalid_argument("hamming_cdist_mma: the wgmma kernel needs an sm_90 card (compute capability 9.0)");
+  if (staging == 4 && !wgmma_compiled(stream))
+    throw std::invalid_argument(
+        "hamming_cdist_mma: the wgmma kernel needs an sm_90 card (compute capability 9.0) and this module's sm_90a code");
   if (staging == 3 && !async_smem_ready<WideTiles>()) {
     if (forced == 3)
       throw std::invalid_argument("hamming_cdist_mma: this device has too little shared memory for the wide cp.async kernel");
@@ -1695,8 +1713,8 @@ void peak(int kind, int64_t iters, int blocks, int32_t* sink, std::uintptr_t str
     case 1: peak_mma_kernel<true><<<blocks, kThreads, 0, s>>>(iters, sink); break;
     case 2: peak_mma_kernel<false><<<blocks, kThreads, 0, s>>>(iters, sink); break;
     case 3:
-      if (!wgmma_card() || !smem_ready<peak_wgmma_kernel>(kPeakWgmmaSmem, 0))
-        throw std::invalid_argument("peak: the wgmma probe needs an sm_90 card");
+      if (!wgmma_compiled(stream) || !smem_ready<peak_wgmma_kernel>(kPeakWgmmaSmem, 0))
+        throw std::invalid_argument("peak: the wgmma probe needs an sm_90 card and this module's sm_90a code");
       peak_wgmma_kernel<<<blocks, kThreads, kPeakWgmmaSmem, s>>>(iters, sink);
       break;
     default: throw std::invalid_argument("peak: kind must be 0 (popc), 1 (b1 xor mma), 2 (b1 and mma) or 3 (b1 and wgmma)");

@@ -166,8 +166,7 @@ def wgmma_status(device: torch.device) -> str | None:
         return reason
 
     def check(index: int) -> str | None:
-        flag = torch.zeros(1, dtype=torch.int32, device=_check_device(index))
-        if not _cuda.wgmma_compiled(flag.data_ptr(), _stream(flag)):
+        if not _cuda.wgmma_compiled(_stream(torch.empty(0, device=_check_device(index)))):
             return _Unsupported("wgmma needs an sm_90 card and this module's sm_90a code")
         shapes = ((200, 131, 40), (129, 257, 2), (300, 140, 64), (1, 129, 34), (257, 129, 18))
         try:
@@ -179,6 +178,12 @@ def wgmma_status(device: torch.device) -> str | None:
 
 
 _STAGING_STATUS = {"async": "mma_async_status", "wide": "mma_wide_status", "wgmma": "wgmma_status"}
+
+# Whether auto calls may time the wgmma kernel. Off until it has run on a GPU: written in
+# session 10 without one, its first self-check on a card could trap (a wrong descriptor),
+# which would break the CUDA context of the user's process. Forced (FASTSPLINE_CUDA_MMA_STAGING
+# =wgmma), by tests/test_gpu.py, benchmarks/bench_gpu.py and gpu_check.sh's self-checks, it runs.
+_WGMMA_AUTO = False
 
 
 def mma_staging(device: torch.device) -> int:
@@ -205,7 +210,7 @@ def staging_candidates(a: torch.Tensor, b: torch.Tensor, method: str = "mma-and"
     out = [1]
     if _cp_async_layout(a, b):
         out += [code for code, status in ((2, mma_async_status), (3, mma_wide_status)) if status(a.device) is None]
-        if method == "mma-and" and wgmma_status(a.device) is None:
+        if _WGMMA_AUTO and method == "mma-and" and wgmma_status(a.device) is None:
             out.append(4)
     return out
 

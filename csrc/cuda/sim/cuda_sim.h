@@ -158,6 +158,8 @@ inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int) {
   return cudaSuccess;
 }
 enum cudaMemcpyKind { cudaMemcpyDeviceToHost = 2 };
+inline cudaError_t cudaMalloc(void* p, size_t n) { return *static_cast<void**>(p) = std::malloc(n), cudaSuccess; }
+inline cudaError_t cudaFree(void* p) { return std::free(p), cudaSuccess; }
 inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { return std::memset(p, v, n), cudaSuccess; }
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind, cudaStream_t) {
   return std::memcpy(dst, src, n), cudaSuccess;
@@ -587,6 +589,8 @@ inline void cp_async_wait(int n) {
 inline const unsigned char* wgmma_row(uint64_t desc, int r) {
   Runtime& rt_ = rt();
   if ((desc >> 62) != 1) fail("wgmma descriptor: only the 128-byte swizzle is emulated");
+  if (((desc >> 16) & 0x3fff) != 1 || ((desc >> 49) & 7) != 0 || (desc & 0x3ff1c000c000c000ull) != 0)
+    fail("wgmma descriptor: K-major 128-byte swizzle wants leading offset 1, base offset 0, reserved bits 0");
   const uint64_t start = (desc & 0x3fff) << 4, stride = ((desc >> 32) & 0x3fff) << 4;
   const uint64_t logical = start + (uint64_t)(r / 8) * stride + (uint64_t)(r % 8) * 128;
   if ((logical & 15) != 0 || logical + 32 > rt_.dyn_bytes) fail("wgmma operand outside shared memory or unaligned");
@@ -631,6 +635,13 @@ inline void wgmma_commit() { rt().current->wgmma_committed = rt().current->wgmma
 inline void wgmma_wait() {  // wait_group 0
   Fiber* f = rt().current;
   if (f->wgmma_committed != f->wgmma_pending.size()) fail(where(*f) + ": wgmma waited for before its commit");
+  for (size_t i = 0; i < f->wgmma_pending.size(); ++i) {  // the first in flight on each set of accumulators
+    const Wgmma& op = f->wgmma_pending[i];
+    bool first = true;
+    for (size_t k = 0; k < i; ++k) first = first && f->wgmma_pending[k].d != op.d;
+    if (first && std::memcmp(op.d, op.init, sizeof op.init) != 0)
+      fail(where(*f) + ": accumulators written while a wgmma on them was in flight");
+  }
   for (const Wgmma& op : f->wgmma_pending) {
     int again[64];
     wgmma_compute(op, again);
