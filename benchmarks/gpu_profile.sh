@@ -3,8 +3,8 @@
 # CUDA target not met (43% of the b1 peak on an H200): where the main loop stalls, how busy
 # the tensor and shared-memory pipes are. For a lent GPU machine whose ncu can read the
 # hardware counters (Firecracker ones could; gVisor ones could not, see the device notes).
-# First the b1 peak through wgmma (benchmarks/wgmma_peak.cu). About 2 minutes. Writes to
-# $OUT (or benchmarks/results/): cdist-ncu-<staging>.csv and gpu-profile.log.
+# (The b1 peak through wgmma is bench_gpu.py's "b1 wgmma and" probe.) About 2 minutes.
+# Writes to $OUT (or benchmarks/results/): cdist-ncu-<staging>.csv and gpu-profile.log.
 #   device run:  bash benchmarks/gpu_profile.sh
 #   STAGINGS="async wide wgmma sync" (default) picks the cdist stagings profiled.
 set -uo pipefail
@@ -17,13 +17,6 @@ log="$out_dir/gpu-profile.log"
 status=0
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
 FASTSPLINE_CUDA=1 python3 -m pip install --no-build-isolation --no-deps -e . -q 2>&1 | tail -20
-# The b1 peak through wgmma (BGMMA, sm_90a), beside bench_gpu.py's mma.sync probe: if it is
-# higher, the card's binary roofline is higher than bench_gpu.py assumes.
-if nvcc -O3 -gencode arch=compute_90a,code=sm_90a -o /tmp/wgmma_peak benchmarks/wgmma_peak.cu; then
-  timeout 60 /tmp/wgmma_peak 2>&1 | tee -a "$log" || status=1
-else
-  echo "wgmma_peak: no build for sm_90a" | tee -a "$log"
-fi
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 [ -n "$ncu" ] || { echo "no ncu on this machine" | tee -a "$log"; exit 1; }
 # The profiled call runs inside an NVTX range "profile", after the self-checks and a warm-up

@@ -61,11 +61,11 @@ KERNELS = {
 # handed to stream_tiles (their parameter list ends with `const int (&acc)`).
 TILE_OPENERS = (
     r"void tile_results\(", r"^struct StorePair\b", r"^struct StoreShared\b", r"^struct GlobalPops\b",
-    r"^struct SharedPops\b", r"void store_tile\(", r"void topk_merge_tile\(", r"void radius_scan_tile\(",
+    r"^struct SharedPops\b", r"void store_pairs\(", r"void store_tile\(", r"void topk_merge_tile\(", r"void radius_scan_tile\(",
     r"^struct PersistentTiles\b", r"auto start_tile = ", r"if \(\+\+cs == slices\)", r"\[&\]\([^)]*const int \(&acc\)",
 )
-INTERIOR_CALL = r"StorePair<false>\("        # store_tile's call for interior tiles
-EDGE_CALL = r"\(acc, pop_a, pop_b, checked\)"  # and for edge tiles
+INTERIOR_CALL = r"StorePair<false>\("  # store_pairs' call for interior tiles
+EDGE_CALL = r"emit_to\(checked\)"      # and for edge tiles
 
 
 def find_tool(name: str) -> str:

@@ -108,7 +108,6 @@ PYBIND11_MODULE(FASTSPLINE_CUDA_MODULE, m) {
       py::arg("a"), py::arg("n"), py::arg("b"), py::arg("m"), py::arg("w"), py::arg("r"), py::arg("counts"),
       py::arg("offsets"), py::arg("oi"), py::arg("oj"), py::arg("od"), py::arg("fill"), py::arg("stream"),
       py::arg("workspace") = 0, gil());
-  m.def("wgmma_compiled", &wgmma_compiled, py::arg("stream"), gil());
   m.def("compute_capability", &compute_capability);
   m.def(
       "peak",

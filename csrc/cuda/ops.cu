@@ -600,15 +600,25 @@ struct StorePair {
   }
 };
 
-// Stores a tile's distances into out with StorePair: unchecked for interior tiles.
+// emit_to(store) for the tile (r0, c0) of kRows x kCols into out, with the StorePair that
+// fits it: unchecked for interior tiles.
+template <int kRows, int kCols, typename EmitTo>
+__device__ __forceinline__ void store_pairs(int32_t* out, int64_t ldo, int64_t r0, int64_t c0, int64_t n, int64_t m,
+                                            EmitTo emit_to) {
+  const StorePair<true> checked(out, ldo, r0, c0, n, m);
+  if (checked.interior(kRows, kCols))
+    emit_to(StorePair<false>(out, ldo, r0, c0, n, m));
+  else
+    emit_to(checked);
+}
+
+// Stores a tile's distances from mma.sync accumulators into out (store_pairs).
 template <bool kXor, typename Tiles, typename Pop>
 __device__ __forceinline__ void store_tile(const int (&acc)[4][Tiles::kFragN][4], Pop pop_a, Pop pop_b, int32_t* out,
                                            int64_t ldo, int64_t r0, int64_t c0, int64_t n, int64_t m) {
-  const StorePair<true> checked(out, ldo, r0, c0, n, m);
-  if (checked.interior(Tiles::kRows, Tiles::kCols))
-    tile_results<kXor, Tiles::kWarpsN, Tiles::kFragN>(acc, pop_a, pop_b, StorePair<false>(out, ldo, r0, c0, n, m));
-  else
-    tile_results<kXor, Tiles::kWarpsN, Tiles::kFragN>(acc, pop_a, pop_b, checked);
+  store_pairs<Tiles::kRows, Tiles::kCols>(out, ldo, r0, c0, n, m, [&](auto store) {
+    tile_results<kXor, Tiles::kWarpsN, Tiles::kFragN>(acc, pop_a, pop_b, store);
+  });
 }
 
 template <bool kXor>
@@ -685,6 +695,12 @@ __device__ inline void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
 // advances the start by 32 bytes. Accumulators (per warpgroup, 64 x 128 s32): warp w of
 // the warpgroup holds rows 16 w .. 16 w + 15; lane 4 g + t holds, for j < 16, d[4 j] and
 // d[4 j + 1] at row 16 w + g, columns 8 j + 2 t and + 1, d[4 j + 2], d[4 j + 3] at row + 8.
+// The first 1,024-byte aligned shared address at or after p (the descriptors' swizzle is of
+// address bits, so a wgmma operand's 8-row groups start there); kernels reserve 1,024 more.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800  // smem_addr's (the emulator's too)
+__device__ inline unsigned char* align_1k(unsigned char* p) { return p + ((1024 - (smem_addr(p) & 1023)) & 1023); }
+#endif
+
 __device__ inline uint64_t wgmma_desc(unsigned addr) {
   return (uint64_t)((addr & 0x3ffff) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
 }
@@ -985,17 +1001,13 @@ __global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_wg
     int64_t ldo, const int64_t* __restrict__ pops_a, const int64_t* __restrict__ pops_b, int* missing) {
 #if defined(FASTSPLINE_WGMMA)
   FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
-  unsigned char* ring = dyn_smem + ((1024 - (smem_addr(dyn_smem) & 1023)) & 1023);  // the swizzle is of address bits
   const PersistentTiles<SquareTiles> tiles(n, m);
   WgmmaMath math;
-  stream_slices<SquareTiles>(a, n, b, m, w, tiles.count, reinterpret_cast<unsigned*>(ring), tiles, math,
+  stream_slices<SquareTiles>(a, n, b, m, w, tiles.count, reinterpret_cast<unsigned*>(align_1k(dyn_smem)), tiles, math,
                              [&](int64_t r0, int64_t c0) {
                                const GlobalPops pa{pops_a, r0, n}, pb{pops_b, c0, m};
-                               const StorePair<true> checked(out, ldo, r0, c0, n, m);
-                               if (checked.interior(SquareTiles::kRows, SquareTiles::kCols))
-                                 wgmma_tile_results(math.acc, pa, pb, StorePair<false>(out, ldo, r0, c0, n, m));
-                               else
-                                 wgmma_tile_results(math.acc, pa, pb, checked);
+                               store_pairs<SquareTiles::kRows, SquareTiles::kCols>(
+                                   out, ldo, r0, c0, n, m, [&](auto store) { wgmma_tile_results(math.acc, pa, pb, store); });
                              });
 #else
   if (missing != nullptr && threadIdx.x == 0 && blockIdx.x == 0) *missing = 1;
@@ -1254,7 +1266,7 @@ constexpr int kPeakWgmmaSmem = (64 + 128) * 128 + 1024;
 __global__ void peak_wgmma_kernel(int64_t iters, int* sink) {
 #if defined(FASTSPLINE_WGMMA)
   FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
-  unsigned char* base = dyn_smem + ((1024 - (smem_addr(dyn_smem) & 1023)) & 1023);
+  unsigned char* base = align_1k(dyn_smem);
   unsigned* words = reinterpret_cast<unsigned*>(base);
   for (int i = threadIdx.x; i < (64 + 128) * 32; i += blockDim.x) words[i] = (unsigned)i * 2654435761u ^ blockIdx.x;
   fence_proxy_async();
@@ -1521,7 +1533,9 @@ static bool wgmma_card() {
   return major == 9 && minor == 0;
 }
 
-bool wgmma_compiled(std::uintptr_t stream) {
+// Whether the wgmma cdist kernel (staging 4) runs on the current device: an sm_90 card and
+// this module's sm_90a code (a probe launch, once per device).
+static bool wgmma_compiled(std::uintptr_t stream) {
   static int known[64] = {};  // per device: 0 unknown, 1 yes, 2 no
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");

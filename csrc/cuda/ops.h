@@ -42,9 +42,6 @@ void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, i
 // for row popcounts: else invalid_argument); auto takes 2 from 2,048-bit codes where it
 // applies; 3 the same with 256 x 128 tiles; 4 wgmma (AND only, sm_90 cards: else
 // invalid_argument; never auto).
-// Whether the wgmma cdist kernel (staging 4) runs on the current device: an sm_90 card and
-// this module's sm_90a code (a probe launch, once per device).
-bool wgmma_compiled(std::uintptr_t stream);
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
                        int64_t ldo, bool use_xor, int staging, std::uintptr_t stream, int64_t* workspace = nullptr);
 // Fused top-k on binary tensor cores (sm_80+): for 1 <= k <= 32, cand [n, splits, k] gets

@@ -130,15 +130,19 @@ def mma_status(device: torch.device) -> str | None:
     return _self_check("binary tensor-core cdist", device, check, "mma")
 
 
-def _pipelined_status(device: torch.device, kind: str, staging: int, switch: str) -> str | None:
+def _pipelined_status(device: torch.device, kind: str, staging: int, switch: str,
+                      methods: tuple[str, ...] = ("mma-and", "mma-xor")) -> str | None:
     if (reason := mma_status(device)) is not None:  # every call: FASTSPLINE_CUDA_DISABLE=mma
         return reason
 
     def check(index: int) -> str | None:
         shapes = ((200, 131, 40), (129, 257, 2), (300, 140, 64), (1, 129, 34), (257, 129, 18))
         try:
-            return _compare_cdist(index, "mma-and", staging, shapes) or _compare_cdist(index, "mma-xor", staging, shapes)
-        except ValueError as exc:  # too little shared memory on this card
+            for method in methods:
+                if (reason := _compare_cdist(index, method, staging, shapes)) is not None:
+                    return reason
+            return None
+        except ValueError as exc:  # the card cannot run it: too little shared memory, no sm_90a code
             return _Unsupported(str(exc))
 
     return _self_check(kind, device, check, switch)
@@ -161,23 +165,10 @@ def mma_wide_status(device: torch.device) -> str | None:
 def wgmma_status(device: torch.device) -> str | None:
     """As :func:`mma_async_status`, for the wgmma kernel (the same cp.async ring and 128 x
     128 tiles, each warpgroup's 64 x 128 by wgmma m64n128k256 from shared memory): AND
-    only, on sm_90 cards (H100 / H200) with this module's sm_90a code."""
-    if (reason := mma_status(device)) is not None:
-        return reason
+    only, on sm_90 cards (H100 / H200) with this module's sm_90a code (else the launcher
+    refuses it, which counts as unsupported)."""
+    return _pipelined_status(device, "wgmma tensor-core cdist", 4, "wgmma", ("mma-and",))
 
-    def check(index: int) -> str | None:
-        if not _cuda.wgmma_compiled(_stream(torch.empty(0, device=_check_device(index)))):
-            return _Unsupported("wgmma needs an sm_90 card and this module's sm_90a code")
-        shapes = ((200, 131, 40), (129, 257, 2), (300, 140, 64), (1, 129, 34), (257, 129, 18))
-        try:
-            return _compare_cdist(index, "mma-and", 4, shapes)
-        except ValueError as exc:
-            return _Unsupported(str(exc))
-
-    return _self_check("wgmma tensor-core cdist", device, check, "wgmma")
-
-
-_STAGING_STATUS = {"async": "mma_async_status", "wide": "mma_wide_status", "wgmma": "wgmma_status"}
 
 # Whether auto calls may time the wgmma kernel. Off until it has run on a GPU: written in
 # session 10 without one, its first self-check on a card could trap (a wrong descriptor),
@@ -191,8 +182,9 @@ def mma_staging(device: torch.device) -> int:
     code; a forced pipelined kernel that failed its check raises. Auto stays 0 here and
     is resolved per call by :func:`_auto_staging`."""
     name = _env("FASTSPLINE_CUDA_MMA_STAGING", MMA_STAGINGS)
-    if name in _STAGING_STATUS:
-        if (reason := globals()[_STAGING_STATUS[name]](device)) is not None:
+    status = {"async": mma_async_status, "wide": mma_wide_status, "wgmma": wgmma_status}.get(name)
+    if status is not None:
+        if (reason := status(device)) is not None:
             raise RuntimeError(f"FASTSPLINE_CUDA_MMA_STAGING={name}: the pipelined kernel is unavailable: {reason}")
     return MMA_STAGINGS[name]
 
