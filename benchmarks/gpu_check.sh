@@ -25,7 +25,8 @@ python3 -c "import fastspline, pprint; pprint.pprint(fastspline.build_info())" |
 # one that disagrees is turned off by the library itself. If that process crashes, each
 # check runs in a process of its own: a kernel whose check crashes it is turned off for
 # the rest of this run (FASTSPLINE_CUDA_DISABLE) and fails it.
-checks="mma:mma_status async:mma_async_status wide:mma_wide_status wgmma:wgmma_status stream:pack_stream_status
+checks="mma:mma_status async:mma_async_status wide:mma_wide_status wgmma:wgmma_status wgmma:wgmma_wide_status
+stream:pack_stream_status
 columns16:pack_columns16_status fused:topk_status fused:radius_status fused:topk_pipelined_status
 fused:radius_pipelined_status"
 disable=""

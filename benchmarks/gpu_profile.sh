@@ -3,10 +3,10 @@
 # CUDA target not met (43% of the b1 peak on an H200): where the main loop stalls, how busy
 # the tensor and shared-memory pipes are. For a lent GPU machine whose ncu can read the
 # hardware counters (Firecracker ones could; gVisor ones could not, see the device notes).
-# (The b1 peak through wgmma is bench_gpu.py's "b1 wgmma and" probe.) About 2 minutes.
+# (The b1 peaks through wgmma are bench_gpu.py's "b1 wgmma and" probes.) About 2.5 minutes.
 # Writes to $OUT (or benchmarks/results/): cdist-ncu-<staging>.csv and gpu-profile.log.
 #   device run:  bash benchmarks/gpu_profile.sh
-#   STAGINGS="async wide wgmma sync" (default) picks the cdist stagings profiled.
+#   STAGINGS="async wide wgmma wgmma-wide sync" (default) picks the cdist stagings profiled.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 FASTSPLINE_TEST_SIM=0
@@ -31,7 +31,7 @@ torch.cuda.nvtx.range_push("profile")
 fs.hamming_cdist(a[:8192], a, out=out)
 torch.cuda.nvtx.range_pop()
 torch.cuda.synchronize()'
-for staging in ${STAGINGS:-async wide wgmma sync}; do
+for staging in ${STAGINGS:-async wide wgmma wgmma-wide sync}; do
   echo "== staging $staging" | tee -a "$log"
   FASTSPLINE_CUDA_CDIST=mma-and FASTSPLINE_CUDA_MMA_STAGING=$staging timeout 240 "$ncu" --clock-control none \
     --nvtx --nvtx-include "profile/" --kernel-name "regex:cdist_(mma|wgmma)" --launch-count 1 \

@@ -10,7 +10,7 @@ where they come from:
   unchecked stores of tiles wholly inside the output), ``tile:edge`` (the checked ones)
   and ``tile:other``;
 - ``slice``: everything else in the loop, i.e. what runs once per K slice, split by kind:
-  ``mma`` (BMMA / HMMA / IMMA), ``ldsm`` (ldmatrix), ``cp.async`` (LDGSTS), ``other``
+  ``mma`` (BMMA / HMMA / IMMA, wgmma's BGMMA / HGMMA / IGMMA), ``ldsm`` (ldmatrix), ``cp.async`` (LDGSTS), ``other``
   (of which ``calls``: subroutine calls, e.g. a 64-bit division, on every slice).
 
 Each kernel also gets its registers and spill-store bytes from ``ptxas -v``.
@@ -25,6 +25,7 @@ They show where issue slots go when no GPU is at hand; times come from bench_gpu
 
     python benchmarks/sass_report.py                   # sm_90, writes results/sass-sm_90.json
     python benchmarks/sass_report.py --baseline HEAD~3 # the same counts for an older ops.cu too
+    python benchmarks/sass_report.py --arch sm_90a     # with the wgmma kernels (sm_90a code only)
 
 Needs nvcc and nvdisasm (``pip install nvidia-cuda-nvdisasm`` provides one; its
 nvidia/cu*/bin folder is searched too).
@@ -56,13 +57,21 @@ KERNELS = {
     "pack stream float32": "pack_stream_kernelIfLi8ELb1E",
     "pack columns16 float32": "pack_columns16_kernelIfE",
 }
+# Kernels with code for one architecture only (elsewhere a stub): the wgmma cdist kernels.
+ARCH_KERNELS = {
+    "sm_90a": {"cdist wgmma square": "cdist_wgmma_kernelINS1_10WgmmaTiles",
+               "cdist wgmma wide": "cdist_wgmma_kernelINS1_14WgmmaWideTiles"},
+}
+MMA = r"(BMMA|HMMA|IMMA|BGMMA|HGMMA|IGMMA)"  # mma.sync and wgmma in the SASS
 
 # Per-tile code: functions / structs by the line that opens them, and the on_tile lambdas
-# handed to stream_tiles (their parameter list ends with `const int (&acc)`).
+# handed to stream_tiles (their parameter list ends with `const int (&acc)`) and the
+# wgmma kernels' `on_tile`.
 TILE_OPENERS = (
     r"void tile_results\(", r"^struct StorePair\b", r"^struct StoreShared\b", r"^struct GlobalPops\b",
     r"^struct SharedPops\b", r"void store_pairs\(", r"void store_tile\(", r"void topk_merge_tile\(", r"void radius_scan_tile\(",
     r"^struct PersistentTiles\b", r"auto start_tile = ", r"if \(\+\+cs == slices\)", r"\[&\]\([^)]*const int \(&acc\)",
+    r"void wgmma_tile_results\(", r"const auto on_tile = \[&\]",
 )
 INTERIOR_CALL = r"StorePair<false>\("  # store_pairs' call for interior tiles
 EDGE_CALL = r"emit_to\(checked\)"      # and for edge tiles
@@ -162,7 +171,7 @@ def main_loop(ins: list[Instr]) -> tuple[int, int]:
         raise SystemExit("sass_report: kernel has no loop")
 
     def key(head: int) -> tuple[int, int]:
-        mmas = sum(1 for y in ins[head:ends[head] + 1] if re.match(r"(BMMA|HMMA|IMMA)", y.text))
+        mmas = sum(1 for y in ins[head:ends[head] + 1] if re.match(MMA, y.text))
         return (mmas, head) if mmas else (0, ends[head] - head)
 
     head = max(ends, key=key)
@@ -174,12 +183,12 @@ def classify(ins: list[Instr], tile: set[int], interior: set[int], edge: set[int
     counts: collections.Counter[str] = collections.Counter()
     for x in ins[j:i + 1]:
         op = x.text.split()[0] if x.text else ""
-        if any(n in tile for n in x.chain):
+        if re.match(MMA, op):  # per slice whatever line the compiler gives it (a BGMMA got the tile's)
+            counts["slice:mma"] += 1
+        elif any(n in tile for n in x.chain):
             kind = "interior" if any(n in interior for n in x.chain) else "edge" if any(n in edge for n in x.chain) \
                 else "other"
             counts[f"tile:{kind}"] += 1
-        elif re.match(r"(BMMA|HMMA|IMMA)", op):
-            counts["slice:mma"] += 1
         elif op.startswith("LDSM"):
             counts["slice:ldsm"] += 1
         elif op.startswith("LDGSTS"):
@@ -209,8 +218,10 @@ def report(tree: Path, arch: str, work: Path) -> dict[str, dict]:
     tile, interior = tile_line_sets(src)
     edge = {n for n, line in enumerate(src, 1) if re.search(EDGE_CALL, line)}
     out = {}
-    for label, piece in KERNELS.items():
+    for label, piece in {**KERNELS, **ARCH_KERNELS.get(arch, {})}.items():
         found = [r for name, r in resources.items() if piece in name]
+        if not found and label not in KERNELS:  # an older ops.cu (--baseline) without it
+            continue
         out[label] = {**(found[0] if len(found) == 1 else {}),
                       **classify(parse(disasm, piece, "ops.cu"), tile, interior, edge)}
     return out

@@ -92,6 +92,7 @@ def fake(monkeypatch):
     monkeypatch.setattr(cuda, "_checks", {})
     # wgmma needs an sm_90 card: off here unless a test turns it on.
     monkeypatch.setattr(cuda, "wgmma_status", lambda device: "not an sm_90 card")
+    monkeypatch.setattr(cuda, "wgmma_wide_status", lambda device: "not an sm_90 card")
     return kernels
 
 
@@ -334,9 +335,9 @@ def test_pack_timing_sample_outgrows_the_l2_cache(monkeypatch, l2_mib, want_mib)
 
 
 def test_wgmma_staging_is_timed_never_static(fake, monkeypatch):
-    """Once _WGMMA_AUTO is on, the wgmma cdist kernel joins the timed candidates of AND
-    calls where its check passed (never XOR calls), untimed calls keep the mma.sync
-    kernels, and forcing it where its check failed raises with the reason."""
+    """Once _WGMMA_AUTO is on, the wgmma cdist kernels join the timed candidates of AND
+    calls where their checks passed (never XOR calls), untimed calls keep the mma.sync
+    kernels, and forcing one where its check failed raises with the reason."""
     for name in ("mma_async_status", "mma_wide_status"):
         monkeypatch.setattr(cuda, name, lambda device: None)
     dev = torch.device("cuda", 0)
@@ -344,12 +345,22 @@ def test_wgmma_staging_is_timed_never_static(fake, monkeypatch):
     assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3]
     monkeypatch.setattr(cuda, "wgmma_status", lambda device: None)
     assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3]  # not until it has run on a GPU
-    monkeypatch.setattr(cuda, "_WGMMA_AUTO", True)
+    monkeypatch.setenv("FASTSPLINE_CUDA_WGMMA_AUTO", "1")  # or asked for (bench_gpu's "cuda auto+wgmma")
     assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 4]
+    monkeypatch.setenv("FASTSPLINE_CUDA_WGMMA_AUTO", "yes")
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_WGMMA_AUTO must be one of \('0', '1'\), got 'yes'"):
+        cuda.staging_candidates(a, a, "mma-and")
+    monkeypatch.delenv("FASTSPLINE_CUDA_WGMMA_AUTO")
+    monkeypatch.setattr(cuda, "_WGMMA_AUTO", True)
+    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 4]  # the wide one's check failed
+    monkeypatch.setattr(cuda, "wgmma_wide_status", lambda device: None)
+    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 4, 5]
     assert cuda.staging_candidates(a, a, "mma-xor") == [1, 2, 3]
-    assert cuda._static_staging(32, [1, 2, 3, 4]) == 3 and cuda._static_staging(2, [1, 2, 3, 4]) == 1
-    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "wgmma")
-    assert cuda.mma_staging(dev) == 4
-    monkeypatch.setattr(cuda, "wgmma_status", lambda device: "disagreed")
-    with pytest.raises(RuntimeError, match="FASTSPLINE_CUDA_MMA_STAGING=wgmma: the pipelined kernel is unavailable: disagreed"):
-        cuda.mma_staging(dev)
+    assert cuda._static_staging(32, [1, 2, 3, 4, 5]) == 3 and cuda._static_staging(2, [1, 2, 3, 4, 5]) == 1
+    for name, code, status in (("wgmma", 4, "wgmma_status"), ("wgmma-wide", 5, "wgmma_wide_status")):
+        monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", name)
+        assert cuda.mma_staging(dev) == code
+        monkeypatch.setattr(cuda, status, lambda device: "disagreed")
+        with pytest.raises(RuntimeError,
+                           match=f"FASTSPLINE_CUDA_MMA_STAGING={name}: the pipelined kernel is unavailable: disagreed"):
+            cuda.mma_staging(dev)

@@ -81,19 +81,21 @@ def test_cdist_mma_staging_is_checked_before_any_cuda_call():
     rows not 16-byte aligned) and unknown staging codes, naming why."""
     from fastspline import _cuda
 
-    for staging in (-1, 5):
-        with pytest.raises(ValueError, match=r"staging must be 0 \(auto\), 1 \(sync\), 2 \(cp.async\), 3 \(cp.async, wide tiles\) or 4 \(wgmma\)"):
+    for staging in (-1, 6):
+        with pytest.raises(ValueError, match=r"staging must be 0 \(auto\), 1 \(sync\), 2 \(cp.async\), 3 \(cp.async, wide tiles\), "
+                                             r"4 \(wgmma\) or 5 \(wgmma, wide tiles\)"):
             _cuda.hamming_cdist_mma(16, 4, 16, 4, 2, 16, 4, False, 0, staging)
-    with pytest.raises(ValueError, match="the wgmma kernel counts AND only"):
-        _cuda.hamming_cdist_mma(16, 4, 16, 4, 2, 16, 4, True, 0, 4)
-    for staging in (2, 3, 4):  # square and wide tiles, wgmma
+    for staging in (4, 5):
+        with pytest.raises(ValueError, match="the wgmma kernels count AND only"):
+            _cuda.hamming_cdist_mma(16, 4, 16, 4, 2, 16, 4, True, 0, staging)
+    for staging in (2, 3, 4, 5):  # square and wide tiles, wgmma square and wide
         for a, w in ((16, 3), (24, 2)):  # odd w; a misaligned by 8 bytes
             with pytest.raises(ValueError, match="cp.async kernel needs an even word count and 16-byte aligned rows"):
                 _cuda.hamming_cdist_mma(a, 4, 16, 4, w, 16, 4, False, 0, staging)
         with pytest.raises(ValueError, match="the cp.async AND kernel needs a workspace of n \\+ m int64"):
             _cuda.hamming_cdist_mma(16, 4, 32, 4, 2, 16, 4, False, 0, staging)
         # Accepted layouts get as far as the device query, which fails without a GPU.
-        for use_xor, workspace in ((False, 64), (True, 0))[: 1 if staging == 4 else 2]:
+        for use_xor, workspace in ((False, 64), (True, 0))[: 1 if staging >= 4 else 2]:
             with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):
                 _cuda.hamming_cdist_mma(16, 4, 32, 4, 2, 16, 4, use_xor, 0, staging, workspace)
 
@@ -164,7 +166,7 @@ def test_kernel_choice_envs_are_validated(monkeypatch):
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "stream")
     assert cuda.pack_kernel() == 3
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "pipelined")
-    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_MMA_STAGING must be one of \('auto', 'sync', 'async', 'wide', 'wgmma'\), got 'pipelined'"):
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_MMA_STAGING must be one of \('auto', 'sync', 'async', 'wide', 'wgmma', 'wgmma-wide'\), got 'pipelined'"):
         cuda.mma_staging(torch.device("cuda", 0))
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "sync")
     assert cuda.mma_staging(torch.device("cuda", 0)) == 1

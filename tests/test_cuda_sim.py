@@ -31,7 +31,9 @@ cuda = pytest.importorskip("fastspline.backends.cuda", reason="fastspline._cuda 
 CPU = torch.device("cpu")
 # Planted bugs (ops.cu text -> replacement) the emulator must catch.
 MUTANTS = {
-    "short cp.async wait": ("cp_async_wait<kStages - 2>();", "cp_async_wait<kStages - 1>();"),
+    "short cp.async wait": ("cp_async_wait<kAhead - 1>();", "cp_async_wait<kAhead>();"),
+    # the ring refilling the stage of a slice whose wgmma may still be in flight (wide wgmma)
+    "wgmma slice reloaded in flight": ("kAhead = kRing - 1 - Math::kDepth;", "kAhead = kRing - 1;"),
     "no barrier before a slice is read": ("__syncthreads();  // entry g is in", ";  // entry g is in"),
     "cp.async loads stuck on a block's first tile": ("if (++lt < count) start_tile();", "++lt;"),
     "no barrier after the top-k lists start": ("__syncthreads();  // lists are read by other warps",
@@ -58,7 +60,7 @@ def sim_builds() -> dict[str, Path]:
 def _clear_env(monkeypatch) -> None:
     for name in ("FASTSPLINE_CUDA_CDIST", "FASTSPLINE_CUDA_MMA_STAGING", "FASTSPLINE_CUDA_PACK",
                  "FASTSPLINE_CUDA_SEARCH", "FASTSPLINE_CUDA_DISABLE", "FASTSPLINE_SIM_SCHEDULE",
-                 "FASTSPLINE_SIM_CP_ASYNC", "FASTSPLINE_SIM_SMS"):
+                 "FASTSPLINE_SIM_CP_ASYNC", "FASTSPLINE_SIM_SMS", "FASTSPLINE_CUDA_WGMMA_AUTO"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -95,7 +97,7 @@ def test_self_checks_pass_in_the_emulator(sim, monkeypatch, schedule, copies):
     monkeypatch.setenv("FASTSPLINE_SIM_SCHEDULE", schedule)
     monkeypatch.setenv("FASTSPLINE_SIM_CP_ASYNC", copies)
     for status in (cuda.mma_status, cuda.mma_async_status, cuda.mma_wide_status, cuda.pack_stream_status,
-                   cuda.pack_columns16_status, cuda.wgmma_status, cuda.topk_status, cuda.radius_status, cuda.topk_pipelined_status,
+                   cuda.pack_columns16_status, cuda.wgmma_status, cuda.wgmma_wide_status, cuda.topk_status, cuda.radius_status, cuda.topk_pipelined_status,
                    cuda.radius_pipelined_status):
         assert status(CPU) is None, status.__name__
 
@@ -120,11 +122,12 @@ def words_pair(n: int, m: int, w: int, gen: torch.Generator) -> tuple[torch.Tens
 
 @pytest.mark.parametrize("method, staging", [("popc", "auto"), ("mma-xor", "sync"), ("mma-and", "sync"),
                                              ("mma-xor", "async"), ("mma-and", "async"),
-                                             ("mma-xor", "wide"), ("mma-and", "wide"), ("mma-and", "wgmma")])
+                                             ("mma-xor", "wide"), ("mma-and", "wide"), ("mma-and", "wgmma"),
+                                             ("mma-and", "wgmma-wide")])
 @pytest.mark.parametrize("n, m, w", [(1, 1, 2), (127, 129, 4), (130, 260, 18), (40, 300, 34), (129, 70, 66),
                                      (300, 140, 36), (270, 131, 34)])
 def test_cdist_kernels(sim, monkeypatch, method, staging, n, m, w):
-    """Each cdist kernel forced: ragged tiles (wide ones: 256 x 128), one to five K
+    """Each cdist kernel forced: ragged tiles (wide ones: 256 x 128, wide wgmma 128 x 256), one to five K
     slices, a given out, a row block of a (as top-k and radius take it). Whole tiles
     inside take the unchecked 8-byte stores when rows of out are 8-byte aligned (m even),
     the checked ones when they are not (m odd)."""
@@ -139,7 +142,7 @@ def test_cdist_kernels(sim, monkeypatch, method, staging, n, m, w):
     same(cuda.hamming_cdist(a[n // 2 :], b), want[n // 2 :])
 
 
-@pytest.mark.parametrize("staging", ["async", "wide", "wgmma"])
+@pytest.mark.parametrize("staging", ["async", "wide", "wgmma", "wgmma-wide"])
 def test_async_kernels_refuse_odd_word_counts(sim, monkeypatch, staging):
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-and")
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
@@ -153,11 +156,11 @@ def test_autotune_times_each_staging_once_and_keeps_the_fastest(sim, monkeypatch
     once per shape class; the fastest is kept, results stay bit-exact; off with
     FASTSPLINE_CUDA_AUTOTUNE=0 (the static rule: wide tiles from 2,048 bits)."""
     passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "pipelined wide-tile tensor-core cdist",
-           "wgmma tensor-core cdist")
+           "wgmma tensor-core cdist", "wide-tile wgmma tensor-core cdist")
     monkeypatch.setattr(cuda, "_WGMMA_AUTO", True)  # as once it has run on a GPU
     monkeypatch.setattr(cuda, "_AUTOTUNE_MIN_WORD_PAIRS", 1)
     monkeypatch.setattr(cuda, "_AUTOTUNE_ROWS", 200)  # the timed sample: 200 x 200 rows
-    fake_ms, timed, real = {1: 3.0, 2: 1.0, 3: 2.0, 4: 1.5}, [], cuda._cdist
+    fake_ms, timed, real = {1: 3.0, 2: 1.0, 3: 2.0, 4: 1.5, 5: 1.2}, [], cuda._cdist
 
     def fake_time(fn, reps=3):
         seen = []
@@ -172,10 +175,10 @@ def test_autotune_times_each_staging_once_and_keeps_the_fastest(sim, monkeypatch
     a, b = words_pair(300, 260, 34, make_gen("sim-autotune"))
     want = fs.hamming_cdist(a, b, backend="reference")
     same(cuda.hamming_cdist(a, b), want)
-    assert timed == [((200, 34), 1), ((200, 34), 2), ((200, 34), 3), ((200, 34), 4)]
+    assert timed == [((200, 34), 1), ((200, 34), 2), ((200, 34), 3), ((200, 34), 4), ((200, 34), 5)]
     assert list(cuda._tuned.values()) == ["async"] and cuda._auto_staging(a, b, "mma-and") == 2
     same(cuda.hamming_cdist(a[:250], b), want[:250])  # same shape class: no new timing
-    assert len(timed) == 4
+    assert len(timed) == 5
     monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "0")
     assert cuda._auto_staging(a, b, "mma-and") == 3
     monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "yes")
@@ -348,11 +351,16 @@ def test_emulator_catches_planted_bugs(monkeypatch, sim_builds, mutant):
     thread order: the tests above can fail."""
     _clear_env(monkeypatch)
     with cuda_sim.installed(cuda_sim.load(sim_builds[mutant])):
-        mutant_fails(mutant)
+        mutant_fails(mutant, monkeypatch)
 
 
-def mutant_fails(mutant: str) -> None:
+def mutant_fails(mutant: str, monkeypatch) -> None:
     passed("binary tensor-core cdist")
+    if "wgmma" in mutant:  # copies land at issue: the stage changes under the wgmma in flight
+        monkeypatch.setenv("FASTSPLINE_SIM_CP_ASYNC", "early")
+        with pytest.raises(RuntimeError, match="sim: .*shared-memory operands changed before its wait"):
+            cuda.wgmma_wide_status(CPU)
+        return
     if "cp.async" in mutant or "slice" in mutant:
         reason = cuda.mma_async_status(CPU)
         assert reason is not None and "disagreed" in reason
@@ -382,7 +390,7 @@ def test_pack_grid_stride_over_sm_counts(sim, monkeypatch, sms, dtype):
 
 
 @pytest.mark.parametrize("sms", [1, 3])
-@pytest.mark.parametrize("staging", ["async", "wide", "wgmma"])
+@pytest.mark.parametrize("staging", ["async", "wide", "wgmma", "wgmma-wide"])
 def test_pipelined_cdist_streams_tiles_over_sm_counts(sim, monkeypatch, sms, staging):
     """The pipelined kernels are persistent: each block runs its tiles' K slices as one
     stream (the ring crosses tile boundaries). One SM: one block takes every tile;
@@ -390,24 +398,26 @@ def test_pipelined_cdist_streams_tiles_over_sm_counts(sim, monkeypatch, sms, sta
     monkeypatch.setenv("FASTSPLINE_SIM_SMS", str(sms))
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
     passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "pipelined wide-tile tensor-core cdist",
-           "wgmma tensor-core cdist")
-    for method in ("mma-and",) if staging == "wgmma" else ("mma-and", "mma-xor"):
+           "wgmma tensor-core cdist", "wide-tile wgmma tensor-core cdist")
+    for method in ("mma-and",) if staging.startswith("wgmma") else ("mma-and", "mma-xor"):
         monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", method)
         for n, m, w in ((300, 270, 34), (520, 130, 2)):
             a, b = words_pair(n, m, w, make_gen("sim-persistent", sms, staging, method, n, m, w))
             same(cuda.hamming_cdist(a, b), fs.hamming_cdist(a, b, backend="reference"))
 
 
-def test_wgmma_kernel_counts_and_only(sim, monkeypatch):
+@pytest.mark.parametrize("staging", ["wgmma", "wgmma-wide"])
+def test_wgmma_kernels_count_and_only(sim, monkeypatch, staging):
     """wgmma has no b1 XOR: forcing it with the XOR kernel is refused by name, and auto
     never offers it to XOR calls; untimed auto calls keep the mma.sync kernels."""
-    passed("binary tensor-core cdist", "wgmma tensor-core cdist")
+    passed("binary tensor-core cdist", "wgmma tensor-core cdist", "wide-tile wgmma tensor-core cdist")
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-xor")
-    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "wgmma")
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
     a = torch.zeros(130, 34, dtype=torch.int64)
-    with pytest.raises(ValueError, match="the wgmma kernel counts AND only"):
+    with pytest.raises(ValueError, match="the wgmma kernels count AND only"):
         cuda.hamming_cdist(a, a)
-    assert 4 not in cuda.staging_candidates(a, a, "mma-and")  # not until it has run on a GPU
+    code = cuda.MMA_STAGINGS[staging]
+    assert code not in cuda.staging_candidates(a, a, "mma-and")  # not until it has run on a GPU
     monkeypatch.setattr(cuda, "_WGMMA_AUTO", True)
-    assert 4 in cuda.staging_candidates(a, a, "mma-and") and 4 not in cuda.staging_candidates(a, a, "mma-xor")
-    assert cuda._static_staging(34, cuda.staging_candidates(a, a, "mma-and")) != 4
+    assert code in cuda.staging_candidates(a, a, "mma-and") and code not in cuda.staging_candidates(a, a, "mma-xor")
+    assert cuda._static_staging(34, cuda.staging_candidates(a, a, "mma-and")) not in (4, 5)

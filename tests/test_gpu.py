@@ -181,22 +181,25 @@ def test_cdist_async_kernels(monkeypatch, staging, method, w, shape):
 
 
 @needs_cuda_backend
+@pytest.mark.parametrize("staging", ["wgmma", "wgmma-wide"])
 @pytest.mark.parametrize("w", [2, 16, 18, 32, 34, 130])
 @pytest.mark.parametrize("shape", [(1, 1), (127, 129), (128, 256), (300, 517), (1000, 64)])
-def test_cdist_wgmma_kernel(monkeypatch, w, shape):
-    """The wgmma kernel (sm_90 cards), forced: one to nine K slices, ragged slices and
-    tiles. On an sm_90 card its self-check must pass: if it does not, the kernel's
-    shared-memory descriptors or accumulator layout (csrc/cuda/ops.cu, wgmma_desc) are
-    wrong for the hardware, and auto never uses it until fixed."""
+def test_cdist_wgmma_kernel(monkeypatch, staging, w, shape):
+    """The wgmma kernels (sm_90 cards), forced: one to nine K slices, ragged slices and
+    tiles. On an sm_90 card their self-checks must pass: if one does not, the kernel's
+    shared-memory descriptors, accumulator layout (csrc/cuda/ops.cu, wgmma_desc) or, for
+    the wide one, its in-flight ring (stream_slices' kDepth) are wrong for the hardware,
+    and auto never uses it until fixed."""
     from fastspline.backends import cuda
 
-    if (reason := cuda.wgmma_status(torch.device("cuda"))) is not None:
+    status = cuda.wgmma_status if staging == "wgmma" else cuda.wgmma_wide_status
+    if (reason := status(torch.device("cuda"))) is not None:
         if torch.cuda.get_device_capability() != (9, 0):
             pytest.skip(reason)
-        pytest.fail(f"wgmma tensor-core kernel unusable on this sm_90 card: {reason}")
+        pytest.fail(f"{staging} tensor-core kernel unusable on this sm_90 card: {reason}")
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-and")
-    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "wgmma")
-    check_cuda_cdist(w, shape, make_gen("gpu-cdist-wgmma", w, shape))
+    monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
+    check_cuda_cdist(w, shape, make_gen("gpu-cdist-wgmma", staging, w, shape))
 
 
 @needs_cuda_backend

@@ -657,9 +657,9 @@ constexpr int kAsyncWords = 16;                // u64 words per row per slice
 constexpr int kAsyncChunks = kAsyncWords / 4;  // 256-bit MMA K chunks per slice
 constexpr int kStages = 3;
 
-template <typename Tiles>
-constexpr int async_smem_bytes() {  // 98,304 (square), 147,456 (wide)
-  return kStages * (Tiles::kRows + Tiles::kCols) * kAsyncWords * 8;
+template <typename Tiles, int kRing = kStages>
+constexpr int async_smem_bytes() {  // the ring: 98,304 (square), 147,456 (wide), 196,608 (wide wgmma)
+  return kRing * (Tiles::kRows + Tiles::kCols) * kAsyncWords * 8;
 }
 
 #if defined(FASTSPLINE_CUDA_SIM)
@@ -688,13 +688,14 @@ __device__ inline void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
 }
 #endif
 
-// wgmma (sm_90a): b1 m64n128k256 .and.popc, both operands K-major in shared memory with
-// the 128-byte swizzle (the ring's layout: 128-byte rows, 16-byte piece p of row r at
-// p ^ (r % 8), 1,024-byte aligned 8-row groups). The descriptor: start address, stride
-// 1,024 bytes between 8-row groups, swizzle mode 1 (128 bytes); a K step of 256 bits
-// advances the start by 32 bytes. Accumulators (per warpgroup, 64 x 128 s32): warp w of
-// the warpgroup holds rows 16 w .. 16 w + 15; lane 4 g + t holds, for j < 16, d[4 j] and
-// d[4 j + 1] at row 16 w + g, columns 8 j + 2 t and + 1, d[4 j + 2], d[4 j + 3] at row + 8.
+// wgmma (sm_90a): b1 m64nNk256 .and.popc (N = 128 or 256), both operands K-major in shared
+// memory with the 128-byte swizzle (the ring's layout: 128-byte rows, 16-byte piece p of
+// row r at p ^ (r % 8), 1,024-byte aligned 8-row groups). The descriptor: start address,
+// stride 1,024 bytes between 8-row groups, swizzle mode 1 (128 bytes); a K step of 256
+// bits advances the start by 32 bytes. Accumulators (per warpgroup, 64 x N s32, N / 2 a
+// thread): warp w of the warpgroup holds rows 16 w .. 16 w + 15; lane 4 g + t holds, for
+// j < N / 8, d[4 j] and d[4 j + 1] at row 16 w + g, columns 8 j + 2 t and + 1, d[4 j + 2],
+// d[4 j + 3] at row + 8.
 // The first 1,024-byte aligned shared address at or after p (the descriptors' swizzle is of
 // address bits, so a wgmma operand's 8-row groups start there); kernels reserve 1,024 more.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800  // smem_addr's (the emulator's too)
@@ -706,32 +707,52 @@ __device__ inline uint64_t wgmma_desc(unsigned addr) {
 }
 #if defined(FASTSPLINE_CUDA_SIM)
 #define FASTSPLINE_WGMMA 1
-__device__ inline void wgmma_and(int (&d)[64], uint64_t da, uint64_t db) { sim::wgmma_and(d, da, db); }
-__device__ inline void wgmma_fence(int (&)[64]) {}
+template <int kN>
+__device__ inline void wgmma_and(int (&d)[kN], uint64_t da, uint64_t db) { sim::wgmma_and(d, da, db); }
+template <int kN>
+__device__ inline void wgmma_fence(int (&)[kN]) {}
 __device__ inline void fence_proxy_async() {}
 __device__ inline void wgmma_commit() { sim::wgmma_commit(); }
-__device__ inline void wgmma_wait_all(int (&)[64]) { sim::wgmma_wait(); }
+template <int kPending, int kN>
+__device__ inline void wgmma_wait(int (&)[kN]) { sim::wgmma_wait(kPending); }
 #elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define FASTSPLINE_WGMMA 1
 #define FASTSPLINE_D8(i) "+r"(d[i]), "+r"(d[i + 1]), "+r"(d[i + 2]), "+r"(d[i + 3]), "+r"(d[i + 4]), "+r"(d[i + 5]), \
                          "+r"(d[i + 6]), "+r"(d[i + 7])
+#define FASTSPLINE_D64(i) FASTSPLINE_D8(i), FASTSPLINE_D8(i + 8), FASTSPLINE_D8(i + 16), FASTSPLINE_D8(i + 24), \
+                          FASTSPLINE_D8(i + 32), FASTSPLINE_D8(i + 40), FASTSPLINE_D8(i + 48), FASTSPLINE_D8(i + 56)
+// m64n128k256 (64 accumulators a thread) and m64n256k256 (128).
 __device__ inline void wgmma_and(int (&d)[64], uint64_t da, uint64_t db) {
   asm volatile(
-      "wgmma.mma_async.sync.aligned.m64n128k256.s32.b1.b1.and.popc "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,"
-      "%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,"
-      "%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, 1;\n"
-      : FASTSPLINE_D8(0), FASTSPLINE_D8(8), FASTSPLINE_D8(16), FASTSPLINE_D8(24), FASTSPLINE_D8(32), FASTSPLINE_D8(40),
-        FASTSPLINE_D8(48), FASTSPLINE_D8(56)
+      "wgmma.mma_async.sync.aligned.m64n128k256.s32.b1.b1.and.popc {"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,"
+      "%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,"
+      "%57,%58,%59,%60,%61,%62,%63"
+      "}, %64, %65, 1;\n"
+      : FASTSPLINE_D64(0)
+      : "l"(da), "l"(db));
+}
+__device__ inline void wgmma_and(int (&d)[128], uint64_t da, uint64_t db) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n256k256.s32.b1.b1.and.popc {"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,"
+      "%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,"
+      "%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,"
+      "%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,"
+      "%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127"
+      "}, %128, %129, 1;\n"
+      : FASTSPLINE_D64(0), FASTSPLINE_D64(64)
       : "l"(da), "l"(db));
 }
 // Pins the accumulators' registers at this point (as CUTLASS's warpgroup_fence_operand):
 // no read or write of them moves across a fence, an arrive or a wait.
-__device__ inline void pin(int (&d)[64]) {
+template <int kN>
+__device__ inline void pin(int (&d)[kN]) {
 #pragma unroll
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+r"(d[i])::"memory");
+  for (int i = 0; i < kN; ++i) asm volatile("" : "+r"(d[i])::"memory");
 }
-__device__ inline void wgmma_fence(int (&d)[64]) {
+template <int kN>
+__device__ inline void wgmma_fence(int (&d)[kN]) {
   pin(d);
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
@@ -739,10 +760,13 @@ __device__ inline void wgmma_commit() { asm volatile("wgmma.commit_group.sync.al
 // This thread's shared-memory writes (st.shared, cp.async) made visible to the async proxy
 // wgmma reads through; then a barrier orders them before another thread's wgmma.
 __device__ inline void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ inline void wgmma_wait_all(int (&d)[64]) {
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+// Waits until at most kPending of this warpgroup's committed groups are in flight.
+template <int kPending, int kN>
+__device__ inline void wgmma_wait(int (&d)[kN]) {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
   pin(d);
 }
+#undef FASTSPLINE_D64
 #undef FASTSPLINE_D8
 #endif
 
@@ -762,6 +786,7 @@ struct GlobalPops {
 template <bool kXor, typename Tiles>
 struct MmaSyncMath {
   static constexpr int kFragN = Tiles::kFragN, kRowU32 = kAsyncWords * 2;
+  static constexpr int kRing = kStages, kDepth = 0;  // ring stages; slices left in flight after slice()
   int acc[4][kFragN][4] = {};
   int r8, a_row, a_piece, b_row, b_piece;
   __device__ MmaSyncMath() {
@@ -774,6 +799,7 @@ struct MmaSyncMath {
     b_piece = q % 2;
   }
   __device__ __forceinline__ void landed() {}  // this thread's copies of the next slice are in
+  __device__ __forceinline__ void finish() {}  // a tile's last slice: its results are in acc
   // One K slice from the ring stage at shared address `stage`.
   __device__ __forceinline__ void slice(unsigned stage) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -812,11 +838,14 @@ struct MmaSyncMath {
 
 // This block's stream of `count` tiles (tile_of(i, r0, c0): tile i's first rows of A and
 // of B): their K slices run as one stream through the cp.async ring in smem
-// (async_smem_bytes<Tiles>()), so the ring loads the next tile's first slices while the
-// current tile's last are multiplied by math.slice(stage). After a tile's last slice,
-// on_tile(r0, c0) (the tile's results are in math), then math.clear(); every thread
-// calls it, so it may hold barriers. The loading and the multiplying side each keep a
-// cursor (tile, slice, ring stage) that steps by one entry: no division per slice,
+// (async_smem_bytes<Tiles, Math::kRing>()), so the ring loads the next tile's first slices
+// while the current tile's last are multiplied by math.slice(stage). math.slice may leave
+// the last Math::kDepth slices' math in flight (wgmma), so the ring loads kRing - 1 -
+// kDepth slices ahead: the stage it refills was read by a slice that every thread has
+// waited for before the barrier. After a tile's last slice, math.finish() (nothing in
+// flight), on_tile(r0, c0) (the tile's results are in math), then math.clear(); every
+// thread calls it, so it may hold barriers. The loading and the multiplying side each keep
+// a cursor (tile, slice, ring stage) that steps by one entry: no division per slice,
 // tile_of once per tile on each side.
 template <typename Tiles, typename Math, typename TileOf, typename OnTile>
 __device__ __forceinline__ void stream_slices(const u64* __restrict__ a, int64_t n, const u64* __restrict__ b,
@@ -825,6 +854,8 @@ __device__ __forceinline__ void stream_slices(const u64* __restrict__ a, int64_t
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int kRows = Tiles::kRows, kCols = Tiles::kCols, kRowU32 = kAsyncWords * 2;
   constexpr int kStageU32 = (kRows + kCols) * kRowU32;  // A rows, then B rows
+  constexpr int kRing = Math::kRing, kAhead = kRing - 1 - Math::kDepth;  // slices loaded ahead
+  static_assert(kAhead >= 1, "stream_slices: a ring of kDepth + 2 stages at least");
   const int64_t slices = std::max<int64_t>(1, (w + kAsyncWords - 1) / kAsyncWords);  // w = 0: one empty slice
   const int64_t total = count * slices;  // the stream of (tile, slice)
   const unsigned smem_base = smem_addr(smem);
@@ -859,7 +890,7 @@ __device__ __forceinline__ void stream_slices(const u64* __restrict__ a, int64_t
       cp_async16(dst + i * 32 * kRowU32 * 4, reinterpret_cast<const void*>(valid ? src : (is_a ? a_addr : b_addr)),
                  valid);
     }
-    if (++lstage == kStages) lstage = 0;
+    if (++lstage == kRing) lstage = 0;
     if (++ls == slices) {
       ls = 0;
       if (++lt < count) start_tile();
@@ -868,24 +899,25 @@ __device__ __forceinline__ void stream_slices(const u64* __restrict__ a, int64_t
 
   if (count > 0) start_tile();
 #pragma unroll
-  for (int g = 0; g < kStages - 1; ++g) {
+  for (int g = 0; g < kAhead; ++g) {
     if (g < total) load();
     cp_async_commit();
   }
   int64_t ct = 0, cs = 0;  // the entry multiplied: slice cs of tile ct ...
   int cstage = 0;          // ... in this stage
   for (int64_t g = 0; g < total; ++g) {
-    cp_async_wait<kStages - 2>();
+    cp_async_wait<kAhead - 1>();
     math.landed();
-    __syncthreads();  // entry g is in; everyone is done with entry g - 1's stage
-    if (g + kStages - 1 < total) load();
+    __syncthreads();  // entry g is in; everyone is done with entry g - 1 - kDepth's stage
+    if (g + kAhead < total) load();
     cp_async_commit();
     math.slice(smem_base + cstage * kStageU32 * 4);
-    if (++cstage == kStages) cstage = 0;
+    if (++cstage == kRing) cstage = 0;
     if (++cs == slices) {  // the tile's last slice
       cs = 0;
       int64_t r0, c0;
       tile_of(ct++, r0, c0);
+      math.finish();
       on_tile(r0, c0);
       math.clear();
     }
@@ -945,14 +977,19 @@ __global__ void __launch_bounds__(kThreads, (kAsyncMinBlocks<kXor, Tiles>)) cdis
 #endif
 }
 
-// The wgmma side of stream_slices (SquareTiles: warpgroup v takes rows 64 v .. 64 v + 63
-// of the tile against all 128 columns): 4 wgmma per 1,024-bit slice, waited for before the
-// slice's stage can be reloaded (the next slice's barrier follows the wait).
+// The wgmma side of stream_slices for Tiles of 64 kWarpgroups x N (N = Tiles::kCols, 128
+// or 256): warpgroup v takes rows 64 v .. 64 v + 63 of the tile against all N columns, by
+// 4 wgmma m64nNk256 per 1,024-bit slice. kDepth 0: each slice's wgmma are waited for in
+// slice(); 1: the previous slice's (the newest stays in flight over the next barrier,
+// which is why stream_slices then loads one slice less ahead), all of them in finish().
+template <typename Tiles, int Ring, int Depth>
 struct WgmmaMath {
-  int acc[64] = {};
+  static constexpr int kRing = Ring, kDepth = Depth, kN = Tiles::kCols;
+  static_assert(Tiles::kRows == 64 * (kThreads / 128) && (kN == 128 || kN == 256), "WgmmaMath: 64 rows a warpgroup");
+  int acc[kN / 2] = {};
   unsigned a_off, b_off;
   __device__ WgmmaMath()
-      : a_off((unsigned)(threadIdx.x / 128) * 64 * kAsyncWords * 8), b_off(SquareTiles::kRows * kAsyncWords * 8) {}
+      : a_off((unsigned)(threadIdx.x / 128) * 64 * kAsyncWords * 8), b_off(Tiles::kRows * kAsyncWords * 8) {}
   __device__ __forceinline__ void landed() {
 #if defined(FASTSPLINE_WGMMA)
     fence_proxy_async();  // cp.async wrote through the generic proxy; wgmma reads through the async one
@@ -965,50 +1002,72 @@ struct WgmmaMath {
 #pragma unroll
     for (int c = 0; c < kAsyncChunks; ++c) wgmma_and(acc, da + 2 * c, db + 2 * c);  // + 32 bytes: the start field
     wgmma_commit();
-    wgmma_wait_all(acc);
+    wgmma_wait<kDepth>(acc);
+#endif
+  }
+  __device__ __forceinline__ void finish() {
+#if defined(FASTSPLINE_WGMMA)
+    if (kDepth > 0) wgmma_wait<0>(acc);
 #endif
   }
   __device__ __forceinline__ void clear() {
 #pragma unroll
-    for (int i = 0; i < 64; ++i) acc[i] = 0;
+    for (int i = 0; i < kN / 2; ++i) acc[i] = 0;
   }
 };
 
 // A tile's distances from WgmmaMath's accumulators (see wgmma_desc for their layout), with
 // the row popcounts: d = |a| + |b| - 2 |a AND b|, emitted as in tile_results.
-template <typename Pop, typename Emit>
-__device__ __forceinline__ void wgmma_tile_results(const int (&acc)[64], Pop pop_a, Pop pop_b, Emit emit) {
+template <int kN, typename Pop, typename Emit>
+__device__ __forceinline__ void wgmma_tile_results(const int (&acc)[kN], Pop pop_a, Pop pop_b, Emit emit) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int lr = (warp / 4) * 64 + (warp % 4) * 16 + g, lc0 = 2 * t;
   const int pa0 = pop_a(lr), pa1 = pop_a(lr + 8);
   const auto at0 = emit.row(lr, lc0), at1 = emit.row(lr + 8, lc0);
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {  // both rows per column pair: two popcounts of B live at a time
+  for (int j = 0; j < kN / 4; ++j) {  // both rows per column pair: two popcounts of B live at a time
     const int pb0 = pop_b(lc0 + 8 * j), pb1 = pop_b(lc0 + 8 * j + 1);
     emit(at0, lc0 + 8 * j, 8 * j, pa0 + pb0 - 2 * acc[4 * j], pa0 + pb1 - 2 * acc[4 * j + 1]);
     emit(at1, lc0 + 8 * j, 8 * j, pa1 + pb0 - 2 * acc[4 * j + 2], pa1 + pb1 - 2 * acc[4 * j + 3]);
   }
 }
 
-constexpr int kWgmmaSmemBytes = async_smem_bytes<SquareTiles>() + 1024;  // + room to align the ring to 1,024
+// The wgmma cdist kernels' tiles: 128 x 128 (two warpgroups of m64n128, 2 blocks per SM)
+// and 128 x 256 (two of m64n256, one block per SM: a quarter less L2 traffic per pair
+// than 128 x 128, and per wgmma half the A reads per column).
+struct WgmmaTiles {
+  static constexpr int kRows = 128, kCols = 128;
+};
+struct WgmmaWideTiles {
+  static constexpr int kRows = 128, kCols = 256;
+};
+// The wide kernel's ring: 4 stages of 48 KB, its slices' wgmma one deep in flight.
+constexpr int kWgmmaWideRing = 4;
+using WgmmaSquareMath = WgmmaMath<WgmmaTiles, kStages, 0>;
+using WgmmaWideMath = WgmmaMath<WgmmaWideTiles, kWgmmaWideRing, 1>;
 
-// cdist through wgmma (staging 4; AND, row popcounts from pops_a / pops_b): the cp.async
-// ring and persistent 128 x 128 tiles of cdist_mma_async_kernel, two warpgroups of
-// m64n128k256 per tile. Built with wgmma only for sm_90a (and the emulator): elsewhere it
-// only sets *missing (when given) and computes nothing.
-__global__ void __launch_bounds__(kThreads, FASTSPLINE_BIG_SMEM_BLOCKS) cdist_wgmma_kernel(
+template <typename Tiles, typename Math>
+constexpr int kWgmmaSmemBytes = async_smem_bytes<Tiles, Math::kRing>() + 1024;  // + room to align the ring to 1,024
+
+// cdist through wgmma (staging 4: WgmmaTiles, WgmmaSquareMath; staging 5: WgmmaWideTiles,
+// WgmmaWideMath; AND, row popcounts from pops_a / pops_b): the cp.async ring and persistent
+// tiles of cdist_mma_async_kernel. Built with wgmma only for sm_90a (and the emulator):
+// elsewhere it only sets *missing (when given) and computes nothing.
+template <typename Tiles, typename Math>
+__global__ void __launch_bounds__(kThreads, (Tiles::kCols == 128 ? FASTSPLINE_BIG_SMEM_BLOCKS : 1)) cdist_wgmma_kernel(
     const u64* __restrict__ a, int64_t n, const u64* __restrict__ b, int64_t m, int64_t w, int32_t* __restrict__ out,
     int64_t ldo, const int64_t* __restrict__ pops_a, const int64_t* __restrict__ pops_b, int* missing) {
 #if defined(FASTSPLINE_WGMMA)
   FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
-  const PersistentTiles<SquareTiles> tiles(n, m);
-  WgmmaMath math;
-  stream_slices<SquareTiles>(a, n, b, m, w, tiles.count, reinterpret_cast<unsigned*>(align_1k(dyn_smem)), tiles, math,
-                             [&](int64_t r0, int64_t c0) {
-                               const GlobalPops pa{pops_a, r0, n}, pb{pops_b, c0, m};
-                               store_pairs<SquareTiles::kRows, SquareTiles::kCols>(
-                                   out, ldo, r0, c0, n, m, [&](auto store) { wgmma_tile_results(math.acc, pa, pb, store); });
-                             });
+  const PersistentTiles<Tiles> tiles(n, m);
+  Math math;
+  const auto on_tile = [&](int64_t r0, int64_t c0) {  // the tile's results are in math.acc
+    const GlobalPops pa{pops_a, r0, n}, pb{pops_b, c0, m};
+    store_pairs<Tiles::kRows, Tiles::kCols>(out, ldo, r0, c0, n, m,
+                                            [&](auto store) { wgmma_tile_results(math.acc, pa, pb, store); });
+  };
+  stream_slices<Tiles>(a, n, b, m, w, tiles.count, reinterpret_cast<unsigned*>(align_1k(dyn_smem)), tiles, math,
+                       on_tile);
 #else
   if (missing != nullptr && threadIdx.x == 0 && blockIdx.x == 0) *missing = 1;
 #endif
@@ -1258,31 +1317,36 @@ __global__ void peak_mma_kernel(int64_t iters, int* sink) {
 #endif
 }
 
-// wgmma m64n128k256 .and.popc back to back from shared memory (random bits; 4 per commit
-// group per warpgroup): the card's b1 rate through wgmma (sm_90a; elsewhere nothing runs,
-// see wgmma_status). Dynamic shared memory: kPeakWgmmaSmem.
-constexpr int kPeakWgmmaSmem = (64 + 128) * 128 + 1024;
+// wgmma m64nNk256 .and.popc back to back from shared memory (random bits; 4 per commit
+// group per warpgroup, kDepth groups left in flight at each wait): the card's b1 rate
+// through wgmma (sm_90a; elsewhere nothing runs, see wgmma_status). Kind 3: m64n128,
+// each group waited for (the square kernel's loop); kind 4: m64n256, one group in flight
+// (the wide kernel's). Dynamic shared memory: kPeakWgmmaSmem<kN>.
+template <int kN>
+constexpr int kPeakWgmmaSmem = (64 + kN) * 128 + 1024;
 
+template <int kN, int kDepth>
 __global__ void peak_wgmma_kernel(int64_t iters, int* sink) {
 #if defined(FASTSPLINE_WGMMA)
   FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
   unsigned char* base = align_1k(dyn_smem);
   unsigned* words = reinterpret_cast<unsigned*>(base);
-  for (int i = threadIdx.x; i < (64 + 128) * 32; i += blockDim.x) words[i] = (unsigned)i * 2654435761u ^ blockIdx.x;
+  for (int i = threadIdx.x; i < (64 + kN) * 32; i += blockDim.x) words[i] = (unsigned)i * 2654435761u ^ blockIdx.x;
   fence_proxy_async();
   __syncthreads();
   const uint64_t da = wgmma_desc(smem_addr(base)), db = wgmma_desc(smem_addr(base) + 64 * 128);
-  int acc[64] = {};
+  int acc[kN / 2] = {};
   for (int64_t it = 0; it < iters; ++it) {
     wgmma_fence(acc);
 #pragma unroll
     for (int q = 0; q < 4; ++q) wgmma_and(acc, da + 2 * q, db + 2 * q);
     wgmma_commit();
-    wgmma_wait_all(acc);
+    wgmma_wait<kDepth>(acc);
   }
+  wgmma_wait<0>(acc);
   int s = 0;
 #pragma unroll
-  for (int i = 0; i < 64; ++i) s += acc[i];
+  for (int i = 0; i < kN / 2; ++i) s += acc[i];
   if (s == 0x7fffffff) sink[0] = s;
 #endif
 }
@@ -1533,15 +1597,22 @@ static bool wgmma_card() {
   return major == 9 && minor == 0;
 }
 
-// Whether the wgmma cdist kernel (staging 4) runs on the current device: an sm_90 card and
-// this module's sm_90a code (a probe launch, once per device).
+// The wgmma cdist kernels: 128 x 128 tiles (staging 4), 128 x 256 (staging 5).
+constexpr auto kWgmmaSquare = cdist_wgmma_kernel<WgmmaTiles, WgmmaSquareMath>;
+constexpr auto kWgmmaWide = cdist_wgmma_kernel<WgmmaWideTiles, WgmmaWideMath>;
+constexpr int kWgmmaSquareBytes = kWgmmaSmemBytes<WgmmaTiles, WgmmaSquareMath>;  // 99,328
+constexpr int kWgmmaWideBytes = kWgmmaSmemBytes<WgmmaWideTiles, WgmmaWideMath>;  // 197,632
+
+// Whether the wgmma kernels run on the current device: an sm_90 card and this module's
+// sm_90a code (a probe launch of the square kernel, once per device; both are built for
+// the same targets).
 static bool wgmma_compiled(std::uintptr_t stream) {
   static int known[64] = {};  // per device: 0 unknown, 1 yes, 2 no
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   if (device < 0 || device >= 64) device = 0;
   if (known[device] == 0) {
-    bool yes = wgmma_card() && smem_ready<cdist_wgmma_kernel>(kWgmmaSmemBytes, 0);
+    bool yes = wgmma_card() && smem_ready<kWgmmaSquare>(kWgmmaSquareBytes, 0);
     if (yes) {  // the kernel's stub (no sm_90a code for this card) sets the flag
       cudaStream_t s = as_stream(stream);
       int* flag = nullptr;
@@ -1549,8 +1620,7 @@ static bool wgmma_compiled(std::uintptr_t stream) {
       int missing = 1;
       cudaError_t status = cudaMemsetAsync(flag, 0, sizeof(int), s);
       if (status == cudaSuccess) {
-        cdist_wgmma_kernel<<<1, kThreads, kWgmmaSmemBytes, s>>>(nullptr, 0, nullptr, 0, 0, nullptr, 0, nullptr, nullptr,
-                                                                flag);
+        kWgmmaSquare<<<1, kThreads, kWgmmaSquareBytes, s>>>(nullptr, 0, nullptr, 0, 0, nullptr, 0, nullptr, nullptr, flag);
         status = cudaGetLastError();
       }
       if (status == cudaSuccess) status = cudaMemcpyAsync(&missing, flag, sizeof(int), cudaMemcpyDeviceToHost, s);
@@ -1566,10 +1636,11 @@ static bool wgmma_compiled(std::uintptr_t stream) {
 
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
                        int64_t ldo, bool use_xor, int staging, std::uintptr_t stream, int64_t* workspace) {
-  if (staging < 0 || staging > 4)
+  if (staging < 0 || staging > 5)
     throw std::invalid_argument(
-        "hamming_cdist_mma: staging must be 0 (auto), 1 (sync), 2 (cp.async), 3 (cp.async, wide tiles) or 4 (wgmma)");
-  if (staging == 4 && use_xor) throw std::invalid_argument("hamming_cdist_mma: the wgmma kernel counts AND only");
+        "hamming_cdist_mma: staging must be 0 (auto), 1 (sync), 2 (cp.async), 3 (cp.async, wide tiles), 4 (wgmma) or 5 "
+        "(wgmma, wide tiles)");
+  if (staging >= 4 && use_xor) throw std::invalid_argument("hamming_cdist_mma: the wgmma kernels count AND only");
   if (n == 0 || m == 0) return;
   const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
   if (col_tiles > 0x7fffffff) throw std::invalid_argument("hamming_cdist: b has too many rows for one grid");
@@ -1583,9 +1654,11 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   // kernel (more blocks per SM) measured 75% of the roofline on an H200.
   const int forced = staging;
   if (staging == 0) staging = async_ok && w >= 2 * kAsyncWords && (use_xor || workspace) ? 3 : 1;
-  if (staging == 4 && !wgmma_compiled(stream))
+  if (staging >= 4 && !wgmma_compiled(stream))
     throw std::invalid_argument(
-        "hamming_cdist_mma: the wgmma kernel needs an sm_90 card (compute capability 9.0) and this module's sm_90a code");
+        "hamming_cdist_mma: the wgmma kernels need an sm_90 card (compute capability 9.0) and this module's sm_90a code");
+  if (staging == 5 && !smem_ready<kWgmmaWide>(kWgmmaWideBytes, 0))
+    throw std::invalid_argument("hamming_cdist_mma: this device has too little shared memory for the wide wgmma kernel");
   if (staging == 3 && !async_smem_ready<WideTiles>()) {
     if (forced == 3)
       throw std::invalid_argument("hamming_cdist_mma: this device has too little shared memory for the wide cp.async kernel");
@@ -1600,10 +1673,13 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   const u64* ap = reinterpret_cast<const u64*>(a);
   const u64* bp = reinterpret_cast<const u64*>(b);
   if (staging >= 2 && !use_xor) row_popcounts(ap, n, bp, m, w, workspace, s);  // added in the AND kernel's epilogue
-  if (staging == 4) {
-    const unsigned resident = resident_grid<cdist_wgmma_kernel>(kWgmmaSmemBytes);
-    const int64_t tiles = (n + kMmaTile - 1) / kMmaTile * col_tiles;
-    cdist_wgmma_kernel<<<(unsigned)std::min<int64_t>(tiles, resident), kThreads, kWgmmaSmemBytes, s>>>(
+  if (staging >= 4) {  // persistent: as many blocks as fit, at most one a tile
+    const bool wide = staging == 5;
+    const int cols = wide ? WgmmaWideTiles::kCols : WgmmaTiles::kCols, bytes = wide ? kWgmmaWideBytes : kWgmmaSquareBytes;
+    const unsigned resident = wide ? resident_grid<kWgmmaWide>(bytes) : resident_grid<kWgmmaSquare>(bytes);
+    const int64_t tiles = (n + kMmaTile - 1) / kMmaTile * ((m + cols - 1) / cols);
+    const auto kernel = wide ? kWgmmaWide : kWgmmaSquare;
+    kernel<<<(unsigned)std::min<int64_t>(tiles, resident), kThreads, bytes, s>>>(
         ap, n, bp, m, w, out, ldo, workspace, workspace + n, nullptr);
     check(cudaGetLastError(), "cdist_wgmma_kernel launch");
     return;
@@ -1727,11 +1803,23 @@ void peak(int kind, int64_t iters, int blocks, int32_t* sink, std::uintptr_t str
     case 1: peak_mma_kernel<true><<<blocks, kThreads, 0, s>>>(iters, sink); break;
     case 2: peak_mma_kernel<false><<<blocks, kThreads, 0, s>>>(iters, sink); break;
     case 3:
-      if (!wgmma_compiled(stream) || !smem_ready<peak_wgmma_kernel>(kPeakWgmmaSmem, 0))
-        throw std::invalid_argument("peak: the wgmma probe needs an sm_90 card and this module's sm_90a code");
-      peak_wgmma_kernel<<<blocks, kThreads, kPeakWgmmaSmem, s>>>(iters, sink);
+    case 4: {
+      constexpr auto k128 = peak_wgmma_kernel<128, 0>;
+      constexpr auto k256 = peak_wgmma_kernel<256, 1>;
+      const bool wide = kind == 4;
+      if (!wgmma_compiled(stream) ||
+          !(wide ? smem_ready<k256>(kPeakWgmmaSmem<256>, 0) : smem_ready<k128>(kPeakWgmmaSmem<128>, 0)))
+        throw std::invalid_argument("peak: the wgmma probes need an sm_90 card and this module's sm_90a code");
+      if (wide)
+        k256<<<blocks, kThreads, kPeakWgmmaSmem<256>, s>>>(iters, sink);
+      else
+        k128<<<blocks, kThreads, kPeakWgmmaSmem<128>, s>>>(iters, sink);
       break;
-    default: throw std::invalid_argument("peak: kind must be 0 (popc), 1 (b1 xor mma), 2 (b1 and mma) or 3 (b1 and wgmma)");
+    }
+    default:
+      throw std::invalid_argument(
+          "peak: kind must be 0 (popc), 1 (b1 xor mma), 2 (b1 and mma), 3 (b1 and wgmma m64n128) or 4 (b1 and wgmma "
+          "m64n256, pipelined)");
   }
   check(cudaGetLastError(), "peak kernel launch");
 }

@@ -40,8 +40,9 @@ void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, i
 // staging: 0 auto, 1 synchronous shared-memory loads, 2 a cp.async pipeline (w even,
 // a and b 16-byte aligned, enough shared memory, and for AND a workspace of n + m int64
 // for row popcounts: else invalid_argument); auto takes 2 from 2,048-bit codes where it
-// applies; 3 the same with 256 x 128 tiles; 4 wgmma (AND only, sm_90 cards: else
-// invalid_argument; never auto).
+// applies; 3 the same with 256 x 128 tiles; 4 wgmma with 128 x 128 tiles, 5 wgmma with
+// 128 x 256 tiles and one slice in flight (AND only, sm_90 cards: else invalid_argument;
+// never auto).
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
                        int64_t ldo, bool use_xor, int staging, std::uintptr_t stream, int64_t* workspace = nullptr);
 // Fused top-k on binary tensor cores (sm_80+): for 1 <= k <= 32, cand [n, splits, k] gets
@@ -60,8 +61,10 @@ void hamming_radius_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t
                         const int64_t* offsets, int64_t* oi, int64_t* oj, int32_t* od, bool fill,
                         std::uintptr_t stream, int64_t* workspace = nullptr);  // workspace: as for top-k
 int compute_capability();  // of the current device, e.g. 90
-// Peak-rate probes for the benchmarks: kind 0 XOR+popc on registers, 1 b1 MMA xor, 2 b1 MMA and;
-// `blocks` blocks of 256 threads, `iters` iterations (popc: 8 per thread; mma: 4 per warp).
+// Peak-rate probes for the benchmarks: kind 0 XOR+popc on registers, 1 b1 MMA xor, 2 b1 MMA and,
+// 3 b1 wgmma and m64n128k256, 4 the same m64n256k256 with one group in flight (3, 4: sm_90
+// cards with the sm_90a code, else invalid_argument); `blocks` blocks of 256 threads, `iters`
+// iterations (popc: 8 per thread; mma: 4 per warp; wgmma: 4 per warpgroup).
 void peak(int kind, int64_t iters, int blocks, int32_t* sink, std::uintptr_t stream);
 // words [n, w] holding n_bits bits per row -> out [n_bits, ceil(n/64)].
 void bit_transpose(const uint64_t* words, int64_t n, int64_t w, int64_t n_bits, uint64_t* out, std::uintptr_t stream);

@@ -4,7 +4,8 @@ The extension takes device pointers and the current torch stream; this module
 allocates outputs with torch on the input's device. ``hamming_cdist`` has two
 kernels: XOR + popc on the CUDA cores, and binary tensor cores (``mma.sync``
 b1, sm_80+, synchronous or cp.async-pipelined staging in 128 x 128 or 256 x 128
-tiles); :func:`cdist_method` says which one a call uses, and for large calls the
+tiles; Hopper ``wgmma`` from the same pipeline in 128 x 128 or 128 x 256 tiles, forced
+only until it has run on a card); :func:`cdist_method` says which one a call uses, and for large calls the
 staging is timed once per device and shape class (:func:`tuned_staging`). Each
 tensor-core kernel, and the ``stream`` pack kernel, is checked once per device against the kernel it replaces before first
 use and is not used (with a logged warning) if it disagrees. ``hamming_topk`` (k <= 32)
@@ -31,8 +32,10 @@ _BLOCK_BYTES = 1 << 28  # int32 distances held at once by topk / radius (256 MiB
 
 CDIST_METHODS = ("auto", "popc", "mma-xor", "mma-and")
 # How the tensor-core kernel stages its K slices in shared memory: synchronous loads, or
-# a cp.async pipeline with 128 x 128 or 256 x 128 tiles (auto: _auto_staging).
-MMA_STAGINGS = {"auto": 0, "sync": 1, "async": 2, "wide": 3, "wgmma": 4}
+# a cp.async pipeline with 128 x 128 or 256 x 128 tiles (mma.sync), or that pipeline
+# feeding Hopper wgmma with 128 x 128 or 128 x 256 tiles (auto: _auto_staging).
+MMA_STAGINGS = {"auto": 0, "sync": 1, "async": 2, "wide": 3, "wgmma": 4, "wgmma-wide": 5}
+_WGMMA_STAGINGS = (4, 5)
 # Codes of at least this many words (2,048 bits) take a pipelined kernel when not timed.
 _ASYNC_MIN_WORDS = 32
 # The tensor-core kernel's 128x128 tiles pay off once both sides have this many rows.
@@ -61,8 +64,9 @@ class _Unsupported(str):
     """A reason a kernel is off that is the card's, not a failed check: no warning."""
 
 
-# FASTSPLINE_CUDA_DISABLE: comma-separated kernels never to use (mma, async, wide, wgmma,
-# stream, columns16, fused), e.g. to work around a driver fault; they count as unsupported, without a check.
+# FASTSPLINE_CUDA_DISABLE: comma-separated kernels never to use (mma, async, wide, wgmma:
+# both wgmma kernels, stream, columns16, fused), e.g. to work around a driver fault; they
+# count as unsupported, without a check.
 DISABLE_NAMES = ("mma", "async", "wide", "wgmma", "stream", "columns16", "fused")
 
 
@@ -170,19 +174,34 @@ def wgmma_status(device: torch.device) -> str | None:
     return _pipelined_status(device, "wgmma tensor-core cdist", 4, "wgmma", ("mma-and",))
 
 
-# Whether auto calls may time the wgmma kernel. Off until it has run on a GPU: written in
-# session 10 without one, its first self-check on a card could trap (a wrong descriptor),
-# which would break the CUDA context of the user's process. Forced (FASTSPLINE_CUDA_MMA_STAGING
-# =wgmma), by tests/test_gpu.py, benchmarks/bench_gpu.py and gpu_check.sh's self-checks, it runs.
+def wgmma_wide_status(device: torch.device) -> str | None:
+    """As :func:`wgmma_status`, for the wgmma kernel with 128 x 256 tiles (each warpgroup's
+    64 x 256 by wgmma m64n256k256, a 4-stage ring of 48 KB stages, each slice's wgmma left
+    in flight over the next slice's loads; one block per SM)."""
+    return _pipelined_status(device, "wide-tile wgmma tensor-core cdist", 5, "wgmma", ("mma-and",))
+
+
+# Whether auto calls may time the wgmma kernels. Off until they have run on a GPU: written
+# in sessions 10 and 11 without one, their first self-check on a card could trap (a wrong
+# descriptor), which would break the CUDA context of the user's process. Forced
+# (FASTSPLINE_CUDA_MMA_STAGING=wgmma / wgmma-wide), by tests/test_gpu.py,
+# benchmarks/bench_gpu.py and gpu_check.sh's self-checks, they run. FASTSPLINE_CUDA_WGMMA_AUTO=1
+# lets auto time them anyway (bench_gpu.py's "cuda auto+wgmma": the choice they would make).
 _WGMMA_AUTO = False
 
 
+def _wgmma_auto() -> bool:
+    """Whether auto calls may time the wgmma kernels: _WGMMA_AUTO or FASTSPLINE_CUDA_WGMMA_AUTO=1."""
+    return _WGMMA_AUTO or _env("FASTSPLINE_CUDA_WGMMA_AUTO", ("0", "1"), "0") == "1"
+
+
 def mma_staging(device: torch.device) -> int:
-    """``FASTSPLINE_CUDA_MMA_STAGING`` (auto, sync, async, wide, wgmma) as the extension's
+    """``FASTSPLINE_CUDA_MMA_STAGING`` (auto, sync, async, wide, wgmma, wgmma-wide) as the extension's
     code; a forced pipelined kernel that failed its check raises. Auto stays 0 here and
     is resolved per call by :func:`_auto_staging`."""
     name = _env("FASTSPLINE_CUDA_MMA_STAGING", MMA_STAGINGS)
-    status = {"async": mma_async_status, "wide": mma_wide_status, "wgmma": wgmma_status}.get(name)
+    status = {"async": mma_async_status, "wide": mma_wide_status, "wgmma": wgmma_status,
+              "wgmma-wide": wgmma_wide_status}.get(name)
     if status is not None:
         if (reason := status(device)) is not None:
             raise RuntimeError(f"FASTSPLINE_CUDA_MMA_STAGING={name}: the pipelined kernel is unavailable: {reason}")
@@ -198,12 +217,13 @@ def _cp_async_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
 def staging_candidates(a: torch.Tensor, b: torch.Tensor, method: str = "mma-and") -> list[int]:
     """The tensor-core stagings that can run ``a`` against ``b`` on their device: sync
     always; the pipelined ones for even word counts and 16-byte aligned rows, where
-    their checks passed (wgmma: AND only)."""
+    their checks passed (wgmma: AND only, once _WGMMA_AUTO is on)."""
     out = [1]
     if _cp_async_layout(a, b):
-        out += [code for code, status in ((2, mma_async_status), (3, mma_wide_status)) if status(a.device) is None]
-        if _WGMMA_AUTO and method == "mma-and" and wgmma_status(a.device) is None:
-            out.append(4)
+        checks = [(2, mma_async_status), (3, mma_wide_status)]
+        if method == "mma-and" and _wgmma_auto():
+            checks += [(4, wgmma_status), (5, wgmma_wide_status)]
+        out += [code for code, status in checks if status(a.device) is None]
     return out
 
 
@@ -315,7 +335,7 @@ def _auto_staging(a: torch.Tensor, b: torch.Tensor, method: str) -> int:
 def _static_staging(w: int, candidates: list[int]) -> int:
     """Untimed: the widest mma.sync pipelined kernel from 2,048-bit codes, else synchronous
     (wgmma, not yet timed on a card, only where timing picks it)."""
-    return max(c for c in candidates if c != 4) if w >= _ASYNC_MIN_WORDS else 1
+    return max(c for c in candidates if c not in _WGMMA_STAGINGS) if w >= _ASYNC_MIN_WORDS else 1
 
 
 def cdist_method(n: int, m: int, device: torch.device) -> str:

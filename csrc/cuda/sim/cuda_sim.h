@@ -249,12 +249,15 @@ struct Copy {
   bool valid;
 };
 
-// One issued wgmma of a thread: its accumulators, descriptors, and the values they will
-// get (computed at issue; the wait checks that the operands have not changed since).
+// One issued wgmma of a thread: its accumulators (n of them: n / 2 columns), descriptors,
+// commit group (-1: not committed yet), and the values the accumulators will get (computed
+// at issue; its completion checks that the operands have not changed since).
 struct Wgmma {
   int* d;
+  int n;
   uint64_t da, db;
-  int init[64], result[64];  // accumulators before (the previous pending one's result, chained) and after
+  long group;
+  std::vector<int> init, result;  // accumulators before (the previous pending one's result, chained) and after
 };
 
 struct Fiber {
@@ -266,8 +269,8 @@ struct Fiber {
   void* record = nullptr;
   std::vector<Copy> pending;
   std::deque<std::vector<Copy>> groups;
-  std::vector<Wgmma> wgmma_pending;  // issued wgmma, committed or not
-  size_t wgmma_committed = 0;
+  std::vector<Wgmma> wgmma_pending;  // issued wgmma not yet completed, in issue order
+  long wgmma_groups = 0;             // commit groups made so far
   void* fake_stack = nullptr;
 };
 
@@ -580,12 +583,13 @@ inline void cp_async_wait(int n) {
   }
 }
 
-// wgmma.mma_async m64n128k256 .s32.b1.b1.and.popc, both operands K-major in shared
-// memory with the 128-byte swizzle (descriptor: start address >> 4 in bits 0-13, the
-// stride between 8-row groups >> 4 in bits 32-45, mode 1 in bits 62-63): row r's byte b
-// (b < 32) of the K step is at start + (r / 8) * stride + (r % 8) * 128 + b with address
-// bits 4-6 XORed by bits 7-9. Thread 128 v + 32 w + 4 g + t of warpgroup v gets, for
-// j < 16, d[4 j + 2 h + e] += popc(A row 16 w + g + 8 h AND B row 8 j + 2 t + e).
+// wgmma.mma_async m64nNk256 .s32.b1.b1.and.popc (N = 128 or 256: N / 2 accumulators a
+// thread), both operands K-major in shared memory with the 128-byte swizzle (descriptor:
+// start address >> 4 in bits 0-13, the stride between 8-row groups >> 4 in bits 32-45,
+// mode 1 in bits 62-63): row r's byte b (b < 32) of the K step is at start + (r / 8) *
+// stride + (r % 8) * 128 + b with address bits 4-6 XORed by bits 7-9. Thread 128 v + 32 w
+// + 4 g + t of warpgroup v gets, for j < N / 8, d[4 j + 2 h + e] += popc(A row 16 w + g +
+// 8 h AND B row 8 j + 2 t + e).
 inline const unsigned char* wgmma_row(uint64_t desc, int r) {
   Runtime& rt_ = rt();
   if ((desc >> 62) != 1) fail("wgmma descriptor: only the 128-byte swizzle is emulated");
@@ -597,7 +601,7 @@ inline const unsigned char* wgmma_row(uint64_t desc, int r) {
   return rt_.dyn.data() + logical;  // swizzled per 16-byte piece by wgmma_piece
 }
 
-inline void wgmma_compute(const Wgmma& op, int (&out)[64]) {
+inline std::vector<int> wgmma_compute(const Wgmma& op) {
   Runtime& rt_ = rt();
   const int tid = rt_.current->linear % 128, w = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   auto bits = [&](uint64_t desc, int r, int piece) {  // 16 bytes of row r, piece 0 or 1 of the K step
@@ -608,49 +612,62 @@ inline void wgmma_compute(const Wgmma& op, int (&out)[64]) {
     std::memcpy(v, rt_.dyn.data() + phys, 16);
     return std::make_pair(v[0], v[1]);
   };
-  for (int j = 0; j < 16; ++j)
+  std::vector<int> out(op.init);
+  for (int j = 0; j < op.n / 4; ++j)
     for (int h = 0; h < 2; ++h)
       for (int e = 0; e < 2; ++e) {
-        int sum = op.init[4 * j + 2 * h + e];
+        int& sum = out[4 * j + 2 * h + e];
         for (int piece = 0; piece < 2; ++piece) {
           const auto a = bits(op.da, 16 * w + g + 8 * h, piece), b = bits(op.db, 8 * j + 2 * t + e, piece);
           sum += __builtin_popcountll(a.first & b.first) + __builtin_popcountll(a.second & b.second);
         }
-        out[4 * j + 2 * h + e] = sum;
       }
+  return out;
 }
 
-inline void wgmma_and(int (&d)[64], uint64_t da, uint64_t db) {
+template <int kN>
+inline void wgmma_and(int (&d)[kN], uint64_t da, uint64_t db) {
+  static_assert(kN == 64 || kN == 128, "wgmma: m64n128 or m64n256 accumulators");
   Fiber* f = rt().current;
-  Wgmma op{d, da, db, {}, {}};
-  std::memcpy(op.init, d, sizeof op.init);
+  Wgmma op{d, kN, da, db, -1, std::vector<int>(d, d + kN), {}};
   for (const Wgmma& p : f->wgmma_pending)  // accumulating onto one still in flight: chained
-    if (p.d == d) std::memcpy(op.init, p.result, sizeof op.init);
-  wgmma_compute(op, op.result);
-  f->wgmma_pending.push_back(op);
+    if (p.d == d) {
+      if (p.n != kN) fail(where(*f) + ": wgmma of another shape on accumulators in flight");
+      op.init = p.result;
+    }
+  op.result = wgmma_compute(op);
+  f->wgmma_pending.push_back(std::move(op));
 }
 
-inline void wgmma_commit() { rt().current->wgmma_committed = rt().current->wgmma_pending.size(); }
-
-inline void wgmma_wait() {  // wait_group 0
+inline void wgmma_commit() {  // the uncommitted wgmma become one group (possibly empty)
   Fiber* f = rt().current;
-  if (f->wgmma_committed != f->wgmma_pending.size()) fail(where(*f) + ": wgmma waited for before its commit");
-  for (size_t i = 0; i < f->wgmma_pending.size(); ++i) {  // the first in flight on each set of accumulators
+  for (Wgmma& op : f->wgmma_pending)
+    if (op.group < 0) op.group = f->wgmma_groups;
+  ++f->wgmma_groups;
+}
+
+// wait_group n: every committed group but the newest n is complete. A completed wgmma
+// writes its accumulators, after checking that nothing wrote them while the first wgmma
+// on them was in flight, and that its shared-memory operands still hold what it read.
+inline void wgmma_wait(int n) {
+  Fiber* f = rt().current;
+  for (const Wgmma& op : f->wgmma_pending)
+    if (op.group < 0) fail(where(*f) + ": wgmma waited for before its commit");
+  std::vector<Wgmma> left;
+  for (size_t i = 0; i < f->wgmma_pending.size(); ++i) {
     const Wgmma& op = f->wgmma_pending[i];
-    bool first = true;
+    if (op.group >= f->wgmma_groups - n) {
+      left.push_back(op);
+      continue;
+    }
+    bool first = true;  // the first in flight on its accumulators (earlier ones on them completed)
     for (size_t k = 0; k < i; ++k) first = first && f->wgmma_pending[k].d != op.d;
-    if (first && std::memcmp(op.d, op.init, sizeof op.init) != 0)
+    if (first && !std::equal(op.init.begin(), op.init.end(), op.d))
       fail(where(*f) + ": accumulators written while a wgmma on them was in flight");
+    if (wgmma_compute(op) != op.result) fail(where(*f) + ": a wgmma's shared-memory operands changed before its wait");
+    std::copy(op.result.begin(), op.result.end(), op.d);
   }
-  for (const Wgmma& op : f->wgmma_pending) {
-    int again[64];
-    wgmma_compute(op, again);
-    if (std::memcmp(again, op.result, sizeof again) != 0)
-      fail(where(*f) + ": a wgmma's shared-memory operands changed before its wait");
-    std::memcpy(op.d, op.result, sizeof op.result);
-  }
-  f->wgmma_pending.clear();
-  f->wgmma_committed = 0;
+  f->wgmma_pending = std::move(left);
 }
 
 inline unsigned char* dynamic_smem() { return rt().dyn.data(); }
