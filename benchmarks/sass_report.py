@@ -5,7 +5,7 @@ nvdisasm, finds each kernel's main loop (the innermost loop holding all its tens
 MMAs, or for kernels without MMAs the longest loop) and counts its instructions by
 where they come from:
 
-- ``tile``: the per-tile code inside the loop (tile_of, start_tile, tile_results and the
+- ``tile``: the per-tile code in the loop, or in a loop of tiles around it (tile_of, start_tile, tile_results and the
   result stores, the top-k / radius selection), split into ``tile:interior`` (the
   unchecked stores of tiles wholly inside the output), ``tile:edge`` (the checked ones)
   and ``tile:other``;
@@ -18,9 +18,7 @@ Each kernel also gets its registers and spill-store bytes from ``ptxas -v``.
 Counts are static (instructions in the code, each path once), which for the per-slice
 code is also the per-slice count: it has no branches but the rare ones into per-tile code.
 An instruction counts by the source line the compiler gives it, so a value recomputed
-inside the loop keeps the line where it was set up: the top-k kernel's ~70 per-slice
-instructions beyond the square cdist's are its row and list set-up, recomputed for the
-per-tile merge.
+inside the loop keeps the line where it was set up.
 They show where issue slots go when no GPU is at hand; times come from bench_gpu.py.
 
     python benchmarks/sass_report.py                   # sm_90, writes results/sass-sm_90.json
@@ -155,13 +153,11 @@ def parse(disasm: str, mangled_piece: str, source_name: str) -> list[Instr]:
     return out
 
 
-def main_loop(ins: list[Instr]) -> tuple[int, int]:
-    """Index range of the main loop: a loop is a head with every backward branch to it (the
-    last one ends it); the main one holds the most MMAs, the innermost such (a loop around
-    it, e.g. one the compiler formed around set-up code, holds them too); without MMAs, the
-    longest loop."""
+def loops(ins: list[Instr]) -> dict[int, int]:
+    """Loops as head index -> index of its last backward branch (a loop is a head with every
+    backward branch to it; the last one ends it)."""
     index = {x.addr: i for i, x in enumerate(ins)}
-    ends: dict[int, int] = {}  # loop head -> its last backward branch
+    ends: dict[int, int] = {}
     for i, x in enumerate(ins):
         if x.text.startswith("BRA") and (m := re.search(r"\((0x[0-9a-f]+|-0x1)\)", x.text)):
             target = int(m.group(1), 16)
@@ -169,6 +165,14 @@ def main_loop(ins: list[Instr]) -> tuple[int, int]:
                 ends[index[target]] = max(ends.get(index[target], i), i)
     if not ends:
         raise SystemExit("sass_report: kernel has no loop")
+    return ends
+
+
+def main_loop(ins: list[Instr]) -> tuple[int, int]:
+    """Index range of the main loop: the loop holding the most MMAs, the innermost such (a
+    loop around it, e.g. the persistent kernels' loop of tiles, holds them too); without
+    MMAs, the longest loop."""
+    ends = loops(ins)
 
     def key(head: int) -> tuple[int, int]:
         mmas = sum(1 for y in ins[head:ends[head] + 1] if re.match(MMA, y.text))
@@ -178,7 +182,20 @@ def main_loop(ins: list[Instr]) -> tuple[int, int]:
     return head, ends[head]
 
 
+def tile_loop(ins: list[Instr], j: int, i: int) -> tuple[int, int] | None:
+    """The smallest loop strictly around the main loop j..i (the pipelined kernels' loop of
+    tiles, around their loop of K slices), or None."""
+    around = [(h, e) for h, e in loops(ins).items() if h <= j and e >= i and (h, e) != (j, i)]
+    return min(around, key=lambda he: he[1] - he[0]) if around else None
+
+
+def tile_kind(x: Instr, interior: set[int], edge: set[int]) -> str:
+    return "interior" if any(n in interior for n in x.chain) else "edge" if any(n in edge for n in x.chain) else "other"
+
+
 def classify(ins: list[Instr], tile: set[int], interior: set[int], edge: set[int]) -> dict[str, int]:
+    """Counts of the main loop's instructions by kind (per slice, or per tile by source
+    line), plus, for a loop of tiles around it, that loop's other instructions (all per tile)."""
     j, i = main_loop(ins)
     counts: collections.Counter[str] = collections.Counter()
     for x in ins[j:i + 1]:
@@ -186,9 +203,7 @@ def classify(ins: list[Instr], tile: set[int], interior: set[int], edge: set[int
         if re.match(MMA, op):  # per slice whatever line the compiler gives it (a BGMMA got the tile's)
             counts["slice:mma"] += 1
         elif any(n in tile for n in x.chain):
-            kind = "interior" if any(n in interior for n in x.chain) else "edge" if any(n in edge for n in x.chain) \
-                else "other"
-            counts[f"tile:{kind}"] += 1
+            counts[f"tile:{tile_kind(x, interior, edge)}"] += 1
         elif op.startswith("LDSM"):
             counts["slice:ldsm"] += 1
         elif op.startswith("LDGSTS"):
@@ -199,10 +214,14 @@ def classify(ins: list[Instr], tile: set[int], interior: set[int], edge: set[int
             # calls to a label are control-flow idioms, not subroutines.
             if op.startswith("CALL") and re.search(r"\(\$?[A-Za-z_]", x.text):
                 counts["slice:calls"] += 1
+    if (outer := tile_loop(ins, j, i)) is not None:
+        for x in ins[outer[0]:j] + ins[i + 1:outer[1] + 1]:
+            counts[f"tile:{tile_kind(x, interior, edge)}"] += 1
     return {"loop_instructions": i - j + 1, **dict(sorted(counts.items()))}
 
 
-def report(tree: Path, arch: str, work: Path) -> dict[str, dict]:
+def disassemble(tree: Path, arch: str, work: Path) -> tuple[dict[str, dict[str, int]], str]:
+    """tree's ops.cu compiled for arch: ptxas resources per kernel, and the SASS with line info."""
     if not (tree / "csrc" / "cuda" / "ops.cu").is_file():
         raise SystemExit(f"sass_report: no csrc/cuda/ops.cu under {tree}: run it from a fastspline checkout")
     nvcc, nvdisasm = find_tool("nvcc"), find_tool("nvdisasm")
@@ -212,8 +231,13 @@ def report(tree: Path, arch: str, work: Path) -> dict[str, dict]:
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"sass_report: nvcc failed:\n{done.stderr[-3000:]}")
-    resources = ptxas_resources(done.stderr)
     disasm = subprocess.run([nvdisasm, "-gi", str(cubin)], capture_output=True, text=True, check=True).stdout
+    return ptxas_resources(done.stderr), disasm
+
+
+def report(tree: Path, arch: str, work: Path, compiled: tuple[dict, str] | None = None) -> dict[str, dict]:
+    """The counts per reported kernel (``compiled``: disassemble's result, if already made)."""
+    resources, disasm = compiled or disassemble(tree, arch, work)
     src = (tree / "csrc" / "cuda" / "ops.cu").read_text().split("\n")
     tile, interior = tile_line_sets(src)
     edge = {n for n, line in enumerate(src, 1) if re.search(EDGE_CALL, line)}

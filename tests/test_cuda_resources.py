@@ -26,11 +26,17 @@ NO_SPILLS = ("cdist_mma_async_kernelILb0", "cdist_mma_kernelILb0", "cdist_kernel
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> dict[tuple[str, str], dict[str, int]]:
-    return ptxas_report(tmp_path_factory.mktemp("ptxas"))
+def ptxas_log(tmp_path_factory) -> str:
+    """What ``ptxas -v`` says compiling ops.cu for the architectures the module ships."""
+    return ptxas_compile(tmp_path_factory.mktemp("ptxas"))
 
 
-def ptxas_report(tmp_path: Path) -> dict[tuple[str, str], dict[str, int]]:
+@pytest.fixture(scope="module")
+def report(ptxas_log) -> dict[tuple[str, str], dict[str, int]]:
+    return ptxas_report(ptxas_log)
+
+
+def ptxas_compile(tmp_path: Path) -> str:
     cmd = [
         "nvcc", "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-Xptxas", "-v", f"-I{ROOT / 'csrc'}",
         "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90a,code=sm_90a",
@@ -38,9 +44,14 @@ def ptxas_report(tmp_path: Path) -> dict[tuple[str, str], dict[str, int]]:
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
+def ptxas_report(log: str) -> dict[tuple[str, str], dict[str, int]]:
+    """Registers and spills per (kernel, architecture)."""
     report: dict[tuple[str, str], dict[str, int]] = {}
     current = None
-    for line in done.stderr.splitlines():
+    for line in log.splitlines():
         if m := re.search(r"Compiling entry function '(\w+)' for '(sm_\d+a?)'", line):
             current = (m.group(1), m.group(2))
             report[current] = {}
@@ -49,6 +60,16 @@ def ptxas_report(tmp_path: Path) -> dict[tuple[str, str], dict[str, int]]:
         elif current and (m := re.search(r"Used (\d+) registers", line)):
             report[current]["registers"] = int(m.group(1))
     return report
+
+
+def test_wgmma_loops_get_no_injected_wait(ptxas_log):
+    """ptxas never adds a wgmma wait of its own ("(C7517) warpgroup.wait is injected ... to
+    allow use of registers defined by GMMA", an info line, not a warning): one at the join
+    of the slice path and the per-tile branch put a full wait on every slice of the wide
+    wgmma kernel, undoing its slice left in flight (stream_slices now nests its loops)."""
+    assert "cdist_wgmma_kernel" in ptxas_log
+    advisories = [line for line in ptxas_log.splitlines() if re.search(r"\(C75\d\d\)|warpgroup\.wait is injected", line)]
+    assert not advisories, advisories
 
 
 def test_every_architecture_compiles_the_same_kernels(report):
@@ -75,9 +96,11 @@ def test_default_kernels_do_not_spill_and_async_cdist_fits_two_blocks(report):
 
 
 def test_pipelined_loops_call_no_subroutine_per_slice(tmp_path):
-    """The pipelined kernels' main loops (benchmarks/sass_report.py, sm_90 SASS) keep no
-    subroutine call on the per-slice path: a 64-bit division there (the ring's stage or
-    tile index by `%` or `/`) costs ~25-70 instructions a slice."""
+    """The pipelined kernels' main loops (benchmarks/sass_report.py, the sm_90a SASS that
+    H100 / H200 run) keep no subroutine call on the per-slice path: a 64-bit division there
+    (the ring's stage or tile index by `%` or `/`) costs ~25-70 instructions a slice. The
+    wide wgmma kernel's slice loop leaves its wgmma in flight (waits with gsb0 at 1, never
+    0) and the square one waits for them (0)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import sass_report
@@ -87,7 +110,14 @@ def test_pipelined_loops_call_no_subroutine_per_slice(tmp_path):
         sass_report.find_tool("nvdisasm")
     except SystemExit as exc:
         pytest.skip(str(exc))
-    counts = sass_report.report(ROOT, "sm_90", tmp_path)
-    for label in ("cdist async square (and)", "cdist async wide (and)", "topk async", "radius async (fill)"):
+    compiled = sass_report.disassemble(ROOT, "sm_90a", tmp_path)
+    counts = sass_report.report(ROOT, "sm_90a", tmp_path, compiled)
+    for label in ("cdist async square (and)", "cdist async wide (and)", "topk async", "radius async (fill)",
+                  "cdist wgmma square", "cdist wgmma wide"):
         assert counts[label]["slice:mma"] > 0, (label, counts[label])
         assert counts[label].get("slice:calls", 0) == 0, (label, counts[label])
+    for label, depth in (("cdist wgmma wide", "0x1"), ("cdist wgmma square", "0x0")):
+        ins = sass_report.parse(compiled[1], sass_report.ARCH_KERNELS["sm_90a"][label], "ops.cu")
+        j, i = sass_report.main_loop(ins)
+        waits = [x.text for x in ins[j:i + 1] if x.text.startswith("WARPGROUP.DEPBAR")]
+        assert waits == [f"WARPGROUP.DEPBAR.LE gsb0, {depth}"], (label, waits)

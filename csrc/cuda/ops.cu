@@ -903,24 +903,27 @@ __device__ __forceinline__ void stream_slices(const u64* __restrict__ a, int64_t
     if (g < total) load();
     cp_async_commit();
   }
-  int64_t ct = 0, cs = 0;  // the entry multiplied: slice cs of tile ct ...
-  int cstage = 0;          // ... in this stage
-  for (int64_t g = 0; g < total; ++g) {
-    cp_async_wait<kAhead - 1>();
-    math.landed();
-    __syncthreads();  // entry g is in; everyone is done with entry g - 1 - kDepth's stage
-    if (g + kAhead < total) load();
-    cp_async_commit();
-    math.slice(smem_base + cstage * kStageU32 * 4);
-    if (++cstage == kRing) cstage = 0;
-    if (++cs == slices) {  // the tile's last slice
-      cs = 0;
-      int64_t r0, c0;
-      tile_of(ct++, r0, c0);
-      math.finish();
-      on_tile(r0, c0);
-      math.clear();
+  // Multiplying: entry g is slice cs of tile ct, in ring stage cstage. A loop of slices
+  // inside a loop of tiles, not one loop over the entries with a branch to the per-tile code:
+  // where that branch rejoined, ptxas put a full wgmma wait on every slice (C7517,
+  // "warpgroup.wait is injected"), which undid WgmmaMath's slice left in flight.
+  int64_t g = 0;
+  int cstage = 0;
+  for (int64_t ct = 0; ct < count; ++ct) {
+    for (int64_t cs = 0; cs < slices; ++cs, ++g) {
+      cp_async_wait<kAhead - 1>();
+      math.landed();
+      __syncthreads();  // entry g is in; everyone is done with entry g - 1 - kDepth's stage
+      if (g + kAhead < total) load();
+      cp_async_commit();
+      math.slice(smem_base + cstage * kStageU32 * 4);
+      if (++cstage == kRing) cstage = 0;
     }
+    int64_t r0, c0;  // the tile's last slice is in
+    tile_of(ct, r0, c0);
+    math.finish();
+    on_tile(r0, c0);
+    math.clear();
   }
   cp_async_wait<0>();  // only empty groups can be left; no block exits with copies in flight
 #endif
