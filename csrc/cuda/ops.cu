@@ -707,14 +707,14 @@ __device__ inline uint64_t wgmma_desc(unsigned addr) {
 }
 #if defined(FASTSPLINE_CUDA_SIM)
 #define FASTSPLINE_WGMMA 1
-template <int kN>
-__device__ inline void wgmma_and(int (&d)[kN], uint64_t da, uint64_t db) { sim::wgmma_and(d, da, db); }
-template <int kN>
-__device__ inline void wgmma_fence(int (&)[kN]) {}
+template <int kAcc>
+__device__ inline void wgmma_and(int (&d)[kAcc], uint64_t da, uint64_t db) { sim::wgmma_and(d, da, db); }
+template <int kAcc>
+__device__ inline void wgmma_fence(int (&)[kAcc]) {}
 __device__ inline void fence_proxy_async() {}
 __device__ inline void wgmma_commit() { sim::wgmma_commit(); }
-template <int kPending, int kN>
-__device__ inline void wgmma_wait(int (&)[kN]) { sim::wgmma_wait(kPending); }
+template <int kPending, int kAcc>
+__device__ inline void wgmma_wait(int (&)[kAcc]) { sim::wgmma_wait(kPending); }
 #elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define FASTSPLINE_WGMMA 1
 #define FASTSPLINE_D8(i) "+r"(d[i]), "+r"(d[i + 1]), "+r"(d[i + 2]), "+r"(d[i + 3]), "+r"(d[i + 4]), "+r"(d[i + 5]), \
@@ -746,13 +746,13 @@ __device__ inline void wgmma_and(int (&d)[128], uint64_t da, uint64_t db) {
 }
 // Pins the accumulators' registers at this point (as CUTLASS's warpgroup_fence_operand):
 // no read or write of them moves across a fence, an arrive or a wait.
-template <int kN>
-__device__ inline void pin(int (&d)[kN]) {
+template <int kAcc>
+__device__ inline void pin(int (&d)[kAcc]) {
 #pragma unroll
-  for (int i = 0; i < kN; ++i) asm volatile("" : "+r"(d[i])::"memory");
+  for (int i = 0; i < kAcc; ++i) asm volatile("" : "+r"(d[i])::"memory");
 }
-template <int kN>
-__device__ inline void wgmma_fence(int (&d)[kN]) {
+template <int kAcc>
+__device__ inline void wgmma_fence(int (&d)[kAcc]) {
   pin(d);
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
@@ -761,8 +761,8 @@ __device__ inline void wgmma_commit() { asm volatile("wgmma.commit_group.sync.al
 // wgmma reads through; then a barrier orders them before another thread's wgmma.
 __device__ inline void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Waits until at most kPending of this warpgroup's committed groups are in flight.
-template <int kPending, int kN>
-__device__ inline void wgmma_wait(int (&d)[kN]) {
+template <int kPending, int kAcc>
+__device__ inline void wgmma_wait(int (&d)[kAcc]) {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
   pin(d);
 }
@@ -1021,14 +1021,14 @@ struct WgmmaMath {
 
 // A tile's distances from WgmmaMath's accumulators (see wgmma_desc for their layout), with
 // the row popcounts: d = |a| + |b| - 2 |a AND b|, emitted as in tile_results.
-template <int kN, typename Pop, typename Emit>
-__device__ __forceinline__ void wgmma_tile_results(const int (&acc)[kN], Pop pop_a, Pop pop_b, Emit emit) {
+template <int kAcc, typename Pop, typename Emit>  // kAcc: accumulators a thread, N / 2
+__device__ __forceinline__ void wgmma_tile_results(const int (&acc)[kAcc], Pop pop_a, Pop pop_b, Emit emit) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int lr = (warp / 4) * 64 + (warp % 4) * 16 + g, lc0 = 2 * t;
   const int pa0 = pop_a(lr), pa1 = pop_a(lr + 8);
   const auto at0 = emit.row(lr, lc0), at1 = emit.row(lr + 8, lc0);
 #pragma unroll
-  for (int j = 0; j < kN / 4; ++j) {  // both rows per column pair: two popcounts of B live at a time
+  for (int j = 0; j < kAcc / 4; ++j) {  // both rows per column pair: two popcounts of B live at a time
     const int pb0 = pop_b(lc0 + 8 * j), pb1 = pop_b(lc0 + 8 * j + 1);
     emit(at0, lc0 + 8 * j, 8 * j, pa0 + pb0 - 2 * acc[4 * j], pa0 + pb1 - 2 * acc[4 * j + 1]);
     emit(at1, lc0 + 8 * j, 8 * j, pa1 + pb0 - 2 * acc[4 * j + 2], pa1 + pb1 - 2 * acc[4 * j + 3]);

@@ -249,7 +249,7 @@ struct Copy {
   bool valid;
 };
 
-// One issued wgmma of a thread: its accumulators (n of them: n / 2 columns), descriptors,
+// One issued wgmma of a thread: its accumulators (n of them: a 64 x 2n tile), descriptors,
 // commit group (-1: not committed yet), and the values the accumulators will get (computed
 // at issue; its completion checks that the operands have not changed since).
 struct Wgmma {
@@ -625,14 +625,14 @@ inline std::vector<int> wgmma_compute(const Wgmma& op) {
   return out;
 }
 
-template <int kN>
-inline void wgmma_and(int (&d)[kN], uint64_t da, uint64_t db) {
-  static_assert(kN == 64 || kN == 128, "wgmma: m64n128 or m64n256 accumulators");
+template <int kAcc>
+inline void wgmma_and(int (&d)[kAcc], uint64_t da, uint64_t db) {
+  static_assert(kAcc == 64 || kAcc == 128, "wgmma: m64n128 or m64n256 accumulators");
   Fiber* f = rt().current;
-  Wgmma op{d, kN, da, db, -1, std::vector<int>(d, d + kN), {}};
+  Wgmma op{d, kAcc, da, db, -1, std::vector<int>(d, d + kAcc), {}};
   for (const Wgmma& p : f->wgmma_pending)  // accumulating onto one still in flight: chained
     if (p.d == d) {
-      if (p.n != kN) fail(where(*f) + ": wgmma of another shape on accumulators in flight");
+      if (p.n != kAcc) fail(where(*f) + ": wgmma of another shape on accumulators in flight");
       op.init = p.result;
     }
   op.result = wgmma_compute(op);
