@@ -844,9 +844,9 @@ struct MmaSyncMath {
 // kDepth slices ahead: the stage it refills was read by a slice that every thread has
 // waited for before the barrier. After a tile's last slice, math.finish() (nothing in
 // flight), on_tile(r0, c0) (the tile's results are in math), then math.clear(); every
-// thread calls it, so it may hold barriers. The loading and the multiplying side each keep
-// a cursor (tile, slice, ring stage) that steps by one entry: no division per slice,
-// tile_of once per tile on each side.
+// thread calls it, so it may hold barriers. The loading side keeps a cursor (tile, slice,
+// ring stage) that steps by one entry, the multiplying side nested loops: no division per
+// slice, tile_of once per tile on each side.
 template <typename Tiles, typename Math, typename TileOf, typename OnTile>
 __device__ __forceinline__ void stream_slices(const u64* __restrict__ a, int64_t n, const u64* __restrict__ b,
                                               int64_t m, int64_t w, int64_t count, unsigned* smem, TileOf tile_of,
