@@ -38,8 +38,9 @@ for staging in ${STAGINGS:-async wide wgmma wgmma-wide sync}; do
     --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
     --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats \
     --csv --page details python3 -c "$driver" >"$out_dir/cdist-ncu-$staging.csv" 2>>"$log" || status=1
-  # The headline rows: durations, pipe utilisation, stall reasons, occupancy.
-  grep -E '"(Duration|Compute \(SM\) Throughput|Memory Throughput|Executed Ipc Active|Issue Slots Busy|Achieved Occupancy|Registers Per Thread|No Eligible|Stall|L1/TEX Hit Rate|Shared Memory)' \
+  # The headline rows: durations, pipe utilisation, L2 / DRAM throughput (the wgmma
+  # kernels may be L2-bound, docs/ARCHITECTURE.md), stall reasons, occupancy.
+  grep -E '"(Duration|Compute \(SM\) Throughput|Memory Throughput|L2 Cache Throughput|L2 Hit Rate|DRAM Throughput|Executed Ipc Active|Issue Slots Busy|Achieved Occupancy|Registers Per Thread|No Eligible|Stall|L1/TEX Hit Rate|Shared Memory)' \
     "$out_dir/cdist-ncu-$staging.csv" | cut -c1-220 | tee -a "$log"
 done
 exit $status
