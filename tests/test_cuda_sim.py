@@ -34,6 +34,12 @@ MUTANTS = {
     "short cp.async wait": ("cp_async_wait<kAhead - 1>();", "cp_async_wait<kAhead>();"),
     # the ring refilling the stage of a slice whose wgmma may still be in flight (wide wgmma)
     "wgmma slice reloaded in flight": ("kAhead = kRing - 1 - Math::kDepth;", "kAhead = kRing - 1;"),
+    # the swizzle is of shared-address bits: a ring not 1 KiB aligned is read wrongly
+    "wgmma ring not aligned to 1 KiB": ("reinterpret_cast<unsigned*>(align_1k(dyn_smem)), tiles, math,",
+                                        "reinterpret_cast<unsigned*>(dyn_smem), tiles, math,"),
+    # a descriptor per warp, not per warpgroup (each warp's 16 rows)
+    "wgmma descriptors per warp": ("a_off((unsigned)(threadIdx.x / 128) * 64 * kAsyncWords * 8)",
+                                   "a_off((unsigned)(threadIdx.x / 32) * 16 * kAsyncWords * 8)"),
     "no barrier before a slice is read": ("__syncthreads();  // entry g is in", ";  // entry g is in"),
     "cp.async loads stuck on a block's first tile": ("if (++lt < count) start_tile();", "++lt;"),
     "no barrier after the top-k lists start": ("__syncthreads();  // lists are read by other warps",
@@ -60,7 +66,8 @@ def sim_builds() -> dict[str, Path]:
 def _clear_env(monkeypatch) -> None:
     for name in ("FASTSPLINE_CUDA_CDIST", "FASTSPLINE_CUDA_MMA_STAGING", "FASTSPLINE_CUDA_PACK",
                  "FASTSPLINE_CUDA_SEARCH", "FASTSPLINE_CUDA_DISABLE", "FASTSPLINE_SIM_SCHEDULE",
-                 "FASTSPLINE_SIM_CP_ASYNC", "FASTSPLINE_SIM_SMS", "FASTSPLINE_CUDA_WGMMA_AUTO"):
+                 "FASTSPLINE_SIM_CP_ASYNC", "FASTSPLINE_SIM_SMS", "FASTSPLINE_CUDA_WGMMA_AUTO",
+                 "FASTSPLINE_SIM_SMEM_BASE"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -356,10 +363,23 @@ def test_emulator_catches_planted_bugs(monkeypatch, sim_builds, mutant):
 
 def mutant_fails(mutant: str, monkeypatch) -> None:
     passed("binary tensor-core cdist")
-    if "wgmma" in mutant:  # copies land at issue: the stage changes under the wgmma in flight
+    if mutant == "wgmma slice reloaded in flight":  # copies land at issue: the stage changes under the wgmma
         monkeypatch.setenv("FASTSPLINE_SIM_CP_ASYNC", "early")
         with pytest.raises(RuntimeError, match="sim: .*shared-memory operands changed before its wait"):
             cuda.wgmma_wide_status(CPU)
+        return
+    if mutant == "wgmma descriptors per warp":
+        with pytest.raises(RuntimeError, match="sim: .*wgmma descriptors differ within a warpgroup"):
+            cuda.wgmma_status(CPU)
+        return
+    if mutant == "wgmma ring not aligned to 1 KiB":  # the emulator's shared memory starts at address 528
+        for status in (cuda.wgmma_status, cuda.wgmma_wide_status):
+            try:  # swizzled pieces land elsewhere: wrong distances, or below the ring's start
+                reason = status(CPU)
+            except RuntimeError as exc:
+                assert "wgmma operand at shared address" in str(exc), exc
+                continue
+            assert reason is not None and "disagreed" in reason, reason
         return
     if "cp.async" in mutant or "slice" in mutant:
         reason = cuda.mma_async_status(CPU)
@@ -404,6 +424,20 @@ def test_pipelined_cdist_streams_tiles_over_sm_counts(sim, monkeypatch, sms, sta
         for n, m, w in ((300, 270, 34), (520, 130, 2)):
             a, b = words_pair(n, m, w, make_gen("sim-persistent", sms, staging, method, n, m, w))
             same(cuda.hamming_cdist(a, b), fs.hamming_cdist(a, b, backend="reference"))
+
+
+@pytest.mark.parametrize("base", [0, 16, 1008])
+def test_wgmma_kernels_at_other_shared_memory_bases(sim, monkeypatch, base):
+    """The wgmma swizzle is of shared-address bits, so the kernels align their ring to 1 KiB
+    (align_1k) wherever the dynamic shared memory starts (the emulator's default: 528)."""
+    monkeypatch.setenv("FASTSPLINE_SIM_SMEM_BASE", str(base))
+    monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-and")
+    passed("binary tensor-core cdist", "wgmma tensor-core cdist", "wide-tile wgmma tensor-core cdist")
+    a, b = words_pair(200, 300, 34, make_gen("sim-wgmma-base", base))
+    want = fs.hamming_cdist(a, b, backend="reference")
+    for staging in ("wgmma", "wgmma-wide"):
+        monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
+        same(cuda.hamming_cdist(a, b), want)
 
 
 @pytest.mark.parametrize("staging", ["wgmma", "wgmma-wide"])

@@ -12,8 +12,12 @@
 //                        collectives are an error: divergence).
 // cp.async copies are deferred to the cp.async.wait_group that covers them (or done at
 // issue, FASTSPLINE_SIM_CP_ASYNC=early), so a read before the wait, or a write that lands
-// too early, shows up. mma.sync b1 and ldmatrix follow the fragment layouts of the PTX ISA.
-// Shared memory (dynamic) is poisoned at each block's start. The order in which threads
+// too early, shows up. mma.sync b1 and ldmatrix follow the fragment layouts of the PTX ISA;
+// wgmma (b1 m64n128k256 / m64n256k256) reads shared memory through its descriptors with the
+// 128-byte swizzle of shared-address bits, at issue and again at its wait_group (operands
+// changed in between fail), with the same descriptors across its warpgroup.
+// Shared memory (dynamic) is poisoned at each block's start, and starts at shared address
+// 528 (FASTSPLINE_SIM_SMEM_BASE): 16-byte aligned, nothing more is promised. The order in which threads
 // run between collectives is FASTSPLINE_SIM_SCHEDULE=forward|reverse|random:<seed>, so
 // a missing barrier changes results under some order. Errors (deadlock, divergence,
 // out-of-range shared addresses, a launch over its shared-memory limit) are thrown as
@@ -271,6 +275,7 @@ struct Fiber {
   std::deque<std::vector<Copy>> groups;
   std::vector<Wgmma> wgmma_pending;  // issued wgmma not yet completed, in issue order
   long wgmma_groups = 0;             // commit groups made so far
+  long wgmma_issued = 0;             // wgmma issued so far
   void* fake_stack = nullptr;
 };
 
@@ -283,6 +288,9 @@ struct Runtime {
   dim3 grid, block, block_idx;
   std::vector<unsigned char> dyn;  // dynamic shared memory
   size_t dyn_bytes = 0;
+  uint32_t dyn_base = 0;  // its shared address (FASTSPLINE_SIM_SMEM_BASE)
+  // The descriptors of each warpgroup's n-th wgmma, and how many of its threads issued it.
+  std::map<std::pair<int, long>, std::pair<std::pair<uint64_t, uint64_t>, int>> wgmma_issues;
   int barrier_arrived = 0;
   std::vector<int> warp_arrived;
   std::function<void()> body;
@@ -350,11 +358,20 @@ inline std::string where(const Fiber& f) {
          std::to_string(f.linear);
 }
 
+// The index into the dynamic shared memory of `bytes` at shared address addr (16-byte
+// aligned), or a failure naming `what`.
+inline size_t smem_index(uint64_t addr, size_t bytes, const std::string& what) {
+  const Runtime& r = rt();
+  if ((addr & 15u) != 0 || addr < r.dyn_base || addr - r.dyn_base + bytes > r.dyn_bytes)
+    fail(what + " at shared address " + std::to_string(addr) + ": unaligned or outside dynamic shared memory");
+  return (size_t)(addr - r.dyn_base);
+}
+
 inline void perform(const Copy& c) {
   Runtime& r = rt();
-  if ((c.dst & 15u) != 0 || (size_t)c.dst + 16 > r.dyn_bytes) fail("cp.async to a bad shared address");
-  if (c.valid) std::memcpy(r.dyn.data() + c.dst, c.src, 16);
-  else std::memset(r.dyn.data() + c.dst, 0, 16);
+  const size_t at = smem_index(c.dst, 16, "cp.async");
+  if (c.valid) std::memcpy(r.dyn.data() + at, c.src, 16);
+  else std::memset(r.dyn.data() + at, 0, 16);
 }
 
 inline void run_block(const std::vector<int>& order, bool shuffle, std::mt19937& rng) {
@@ -544,23 +561,23 @@ inline void ldmatrix_x4(unsigned (&r)[4], uint32_t addr) {
   LdmatrixRec rec{addr, {}};
   warp_collective(Op::Ldmatrix, rec, 0xffffffffu, [](LdmatrixRec** recs) {
     Runtime& rt_ = rt();
+    size_t at[kWarp];
+    for (int l = 0; l < kWarp; ++l) at[l] = smem_index(recs[l]->addr, 16, "ldmatrix row");
     for (int l = 0; l < kWarp; ++l)
-      if ((recs[l]->addr & 15u) != 0 || (size_t)recs[l]->addr + 16 > rt_.dyn_bytes)
-        fail("ldmatrix row address " + std::to_string(recs[l]->addr) + " is unaligned or outside shared memory");
-    for (int l = 0; l < kWarp; ++l)
-      for (int q = 0; q < 4; ++q)
-        std::memcpy(&recs[l]->out[q], rt_.dyn.data() + recs[8 * q + l / 4]->addr + 4 * (l % 4), 4);
+      for (int q = 0; q < 4; ++q) std::memcpy(&recs[l]->out[q], rt_.dyn.data() + at[8 * q + l / 4] + 4 * (l % 4), 4);
   });
   std::memcpy(r, rec.out, sizeof rec.out);
 }
 
-// Shared addresses: offsets into the dynamic shared memory (the only memory the
-// kernels address this way).
+// Shared addresses: dyn_base plus offsets into the dynamic shared memory (the only memory
+// the kernels address this way). dyn_base is 16-byte aligned but by default not 128- or
+// 1,024-byte aligned, as nothing guarantees more on a GPU: a kernel whose layout depends on
+// address bits above 4 (the wgmma swizzle) must align its buffers itself.
 inline uint32_t smem_addr(const void* p) {
   Runtime& r = rt();
   const unsigned char* c = static_cast<const unsigned char*>(p);
   if (c < r.dyn.data() || c > r.dyn.data() + r.dyn_bytes) fail("shared address outside dynamic shared memory");
-  return (uint32_t)(c - r.dyn.data());
+  return r.dyn_base + (uint32_t)(c - r.dyn.data());
 }
 
 inline void cp_async16(uint32_t dst, const void* src, bool valid) {
@@ -590,26 +607,26 @@ inline void cp_async_wait(int n) {
 // stride + (r % 8) * 128 + b with address bits 4-6 XORed by bits 7-9. Thread 128 v + 32 w
 // + 4 g + t of warpgroup v gets, for j < N / 8, d[4 j + 2 h + e] += popc(A row 16 w + g +
 // 8 h AND B row 8 j + 2 t + e).
-inline const unsigned char* wgmma_row(uint64_t desc, int r) {
-  Runtime& rt_ = rt();
+// The shared address of row r of a wgmma operand (before the swizzle, which moves each
+// 16-byte piece by the bits of its own address).
+inline uint64_t wgmma_row(uint64_t desc, int r) {
   if ((desc >> 62) != 1) fail("wgmma descriptor: only the 128-byte swizzle is emulated");
   if (((desc >> 16) & 0x3fff) != 1 || ((desc >> 49) & 7) != 0 || (desc & 0x3ff1c000c000c000ull) != 0)
     fail("wgmma descriptor: K-major 128-byte swizzle wants leading offset 1, base offset 0, reserved bits 0");
   const uint64_t start = (desc & 0x3fff) << 4, stride = ((desc >> 32) & 0x3fff) << 4;
-  const uint64_t logical = start + (uint64_t)(r / 8) * stride + (uint64_t)(r % 8) * 128;
-  if ((logical & 15) != 0 || logical + 32 > rt_.dyn_bytes) fail("wgmma operand outside shared memory or unaligned");
-  return rt_.dyn.data() + logical;  // swizzled per 16-byte piece by wgmma_piece
+  const uint64_t row = start + (uint64_t)(r / 8) * stride + (uint64_t)(r % 8) * 128;
+  smem_index(row, 32, "wgmma operand row");
+  return row;
 }
 
 inline std::vector<int> wgmma_compute(const Wgmma& op) {
   Runtime& rt_ = rt();
   const int tid = rt_.current->linear % 128, w = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   auto bits = [&](uint64_t desc, int r, int piece) {  // 16 bytes of row r, piece 0 or 1 of the K step
-    const unsigned char* row = wgmma_row(desc, r);
-    const uint64_t addr = (uint64_t)(row - rt_.dyn.data()) + 16 * piece;
-    const uint64_t phys = addr ^ (((addr >> 7) & 7) << 4);
+    const uint64_t addr = wgmma_row(desc, r) + 16 * piece;
+    const uint64_t phys = addr ^ (((addr >> 7) & 7) << 4);  // address bits 4-6 ^= bits 7-9
     uint64_t v[2];
-    std::memcpy(v, rt_.dyn.data() + phys, 16);
+    std::memcpy(v, rt_.dyn.data() + smem_index(phys, 16, "wgmma operand"), 16);
     return std::make_pair(v[0], v[1]);
   };
   std::vector<int> out(op.init);
@@ -628,7 +645,13 @@ inline std::vector<int> wgmma_compute(const Wgmma& op) {
 template <int kAcc>
 inline void wgmma_and(int (&d)[kAcc], uint64_t da, uint64_t db) {
   static_assert(kAcc == 64 || kAcc == 128, "wgmma: m64n128 or m64n256 accumulators");
-  Fiber* f = rt().current;
+  Runtime& r = rt();
+  Fiber* f = r.current;
+  // .sync.aligned: the warpgroup's 128 threads issue it together, with the same descriptors.
+  auto& seen = r.wgmma_issues[{f->linear / 128, f->wgmma_issued++}];
+  if (seen.second == 0) seen.first = {da, db};
+  else if (seen.first != std::make_pair(da, db)) fail(where(*f) + ": wgmma descriptors differ within a warpgroup");
+  if (++seen.second == 128) r.wgmma_issues.erase({f->linear / 128, f->wgmma_issued - 1});
   Wgmma op{d, kAcc, da, db, -1, std::vector<int>(d, d + kAcc), {}};
   for (const Wgmma& p : f->wgmma_pending)  // accumulating onto one still in flight: chained
     if (p.d == d) {
@@ -705,6 +728,9 @@ struct Launch {
     r.dyn.assign(std::max<size_t>(smem, 16), 0);
     r.error.clear();
     r.early_copies = std::getenv("FASTSPLINE_SIM_CP_ASYNC") && std::string(std::getenv("FASTSPLINE_SIM_CP_ASYNC")) == "early";
+    const char* base = std::getenv("FASTSPLINE_SIM_SMEM_BASE");
+    r.dyn_base = base ? (uint32_t)std::stoul(base) : 528u;  // 16-byte aligned, not 128 or 1,024
+    if (r.dyn_base % 16 != 0) fail("FASTSPLINE_SIM_SMEM_BASE must be a multiple of 16");
     r.body = [&params, kernel] { std::apply(kernel, params); };
     if (r.stacks.size() < threads * kStack) r.stacks.assign(threads * kStack, 0);
     const char* schedule = std::getenv("FASTSPLINE_SIM_SCHEDULE");
@@ -717,6 +743,7 @@ struct Launch {
       for (unsigned by = 0; by < grid.y; ++by)
         for (unsigned bx = 0; bx < grid.x; ++bx) {
           r.block_idx = dim3(bx, by, bz);
+          r.wgmma_issues.clear();
           std::memset(r.dyn.data(), 0xa5, r.dyn.size());  // shared memory starts undefined
           r.fibers.assign(threads, Fiber{});
           r.warp_arrived.assign((threads + kWarp - 1) / kWarp, 0);
@@ -732,6 +759,7 @@ struct Launch {
             if (!f.groups.empty() || !f.pending.empty()) fail(where(f) + " exited with cp.async copies outstanding");
           for (const Fiber& f : r.fibers)
             if (!f.wgmma_pending.empty()) fail(where(f) + " exited with wgmma outstanding");
+          if (!r.wgmma_issues.empty()) fail("a wgmma issued by only part of a warpgroup");
         }
     r.fibers.clear();
     r.body = nullptr;
