@@ -16,6 +16,7 @@ for trying kernel changes on a lent GPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import statistics
@@ -64,6 +65,17 @@ def cuda_time(fn: Callable[[], object], repeats: int, warmup: int = 2, calls: in
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) / 1e3 / calls)
     return times
+
+
+@contextlib.contextmanager
+def env_set(env: dict[str, str]):
+    """The variables of ``env`` set for the block, removed after it."""
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for variable in env:
+            os.environ.pop(variable, None)
 
 
 def float_trick(a_bits: torch.Tensor, b_bits: torch.Tensor, n_bits: int, dtype: torch.dtype) -> torch.Tensor:
@@ -258,8 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         roof_s = max(bit_pairs / binary_peak, out_bytes / (write_gbps * 1e9))
         best: dict[str, float] = {}
         for label, name, env in impls:
-            os.environ.update(env)
-            try:
+            with env_set(env):
                 try:
                     fs.hamming_cdist(a[:block], a, out=out[:block], backend=name)  # full size first (Triton tunes)
                     got = fs.hamming_cdist(a[:300], a[:704], backend=name).cpu()
@@ -277,9 +288,6 @@ def main(argv: list[str] | None = None) -> None:
                         fs.hamming_cdist(a[lo:lo + block], a, out=out[: min(block, rows_n - lo)], backend=name)
 
                 times = cuda_time(run, max(2, args.repeats // 2), warmup=1)
-            finally:
-                for variable in env:
-                    os.environ.pop(variable, None)
             med = statistics.median(times)
             best[label] = med
             record("hamming_cdist", size, label, times, tera_bit_pairs_per_s=bit_pairs / med / 1e12,
@@ -322,13 +330,11 @@ def main(argv: list[str] | None = None) -> None:
         if cuda in names:
             auto = cuda_backend.cdist_method(rows_n, rows_n, device)
             staging_names = {code: name for name, code in cuda_backend.MMA_STAGINGS.items()}
-            for label, env in (("cuda auto", {}), ("cuda auto+wgmma", {"FASTSPLINE_CUDA_WGMMA_AUTO": "1"})):
-                os.environ.update(env)
-                try:
+            for label, _, env in impls:
+                if not label.startswith("cuda auto"):  # cuda auto, cuda auto+wgmma
+                    continue
+                with env_set(env):
                     staging = staging_names[cuda_backend._auto_staging(a[:block], a, auto)] if auto != "popc" else "-"
-                finally:
-                    for variable in env:
-                        os.environ.pop(variable, None)
                 print(f"  {size}: {label}: method = {auto}, tensor-core staging = {staging}")
                 results.append({"op": "hamming_cdist", "size": size, "implementation": label,
                                 "auto_choice": {"method": auto, "staging": staging}})

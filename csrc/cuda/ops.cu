@@ -1320,36 +1320,30 @@ __global__ void peak_mma_kernel(int64_t iters, int* sink) {
 #endif
 }
 
-// wgmma m64nNk256 .and.popc back to back from shared memory (random bits; 4 per commit
-// group per warpgroup, kDepth groups left in flight at each wait): the card's b1 rate
-// through wgmma (sm_90a; elsewhere nothing runs, see wgmma_status). Kind 3: m64n128,
-// each group waited for (the square kernel's loop); kind 4: m64n256, one group in flight
-// (the wide kernel's). Dynamic shared memory: kPeakWgmmaSmem<kN>.
-template <int kN>
-constexpr int kPeakWgmmaSmem = (64 + kN) * 128 + 1024;
+// A wgmma kernel's slice math (WgmmaMath: 4 wgmma m64nNk256 .and.popc per warpgroup per
+// slice, kDepth groups left in flight) back to back on one stage of random bits, no loads:
+// the card's b1 rate through wgmma (sm_90a; elsewhere nothing runs, see wgmma_status).
+// Kind 3: the square kernel's (m64n128, each slice waited for); kind 4: the wide one's
+// (m64n256, one slice in flight). Dynamic shared memory: kPeakWgmmaSmem<Math>.
+template <typename Math>
+constexpr int kPeakWgmmaSmem = (128 + Math::kN) * 128 + 1024;
 
-template <int kN, int kDepth>
+template <typename Math>
 __global__ void peak_wgmma_kernel(int64_t iters, int* sink) {
 #if defined(FASTSPLINE_WGMMA)
   FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
   unsigned char* base = align_1k(dyn_smem);
   unsigned* words = reinterpret_cast<unsigned*>(base);
-  for (int i = threadIdx.x; i < (64 + kN) * 32; i += blockDim.x) words[i] = (unsigned)i * 2654435761u ^ blockIdx.x;
+  for (int i = threadIdx.x; i < (128 + Math::kN) * 32; i += blockDim.x) words[i] = (unsigned)i * 2654435761u ^ blockIdx.x;
   fence_proxy_async();
   __syncthreads();
-  const uint64_t da = wgmma_desc(smem_addr(base)), db = wgmma_desc(smem_addr(base) + 64 * 128);
-  int acc[kN / 2] = {};
-  for (int64_t it = 0; it < iters; ++it) {
-    wgmma_fence(acc);
-#pragma unroll
-    for (int q = 0; q < 4; ++q) wgmma_and(acc, da + 2 * q, db + 2 * q);
-    wgmma_commit();
-    wgmma_wait<kDepth>(acc);
-  }
-  wgmma_wait<0>(acc);
+  Math math;
+  const unsigned stage = smem_addr(base);
+  for (int64_t it = 0; it < iters; ++it) math.slice(stage);
+  math.finish();
   int s = 0;
 #pragma unroll
-  for (int i = 0; i < kN / 2; ++i) s += acc[i];
+  for (int i = 0; i < Math::kN / 2; ++i) s += math.acc[i];
   if (s == 0x7fffffff) sink[0] = s;
 #endif
 }
@@ -1562,15 +1556,21 @@ bool async_smem_ready() {
   return smem_ready<kAsyncKernel<true, Tiles>>(bytes, 0) && smem_ready<kAsyncKernel<false, Tiles>>(bytes, 0);
 }
 
+// The grid of a persistent kernel (PersistentTiles) over n x m pairs in Tiles' tiles: the
+// blocks resident at once (with `bytes` of dynamic shared memory), at most one a tile.
+template <auto kernel, typename Tiles>
+unsigned persistent_grid(int64_t n, int64_t m, int bytes) {
+  const int64_t tiles = (n + Tiles::kRows - 1) / Tiles::kRows * ((m + Tiles::kCols - 1) / Tiles::kCols);
+  return (unsigned)std::min<int64_t>(tiles, resident_grid<kernel>(bytes));
+}
+
 template <typename Tiles>
 void launch_async(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int32_t* out, int64_t ldo, bool use_xor,
                   const int64_t* workspace, cudaStream_t s) {
   constexpr int bytes = async_smem_bytes<Tiles>();
   const auto kernel = use_xor ? kAsyncKernel<true, Tiles> : kAsyncKernel<false, Tiles>;
-  const unsigned resident = use_xor ? resident_grid<kAsyncKernel<true, Tiles>>(bytes)
-                                    : resident_grid<kAsyncKernel<false, Tiles>>(bytes);
-  const int64_t tiles = (n + Tiles::kRows - 1) / Tiles::kRows * ((m + Tiles::kCols - 1) / Tiles::kCols);
-  const unsigned grid = (unsigned)std::min<int64_t>(tiles, resident);
+  const unsigned grid = use_xor ? persistent_grid<kAsyncKernel<true, Tiles>, Tiles>(n, m, bytes)
+                                : persistent_grid<kAsyncKernel<false, Tiles>, Tiles>(n, m, bytes);
   kernel<<<grid, kThreads, bytes, s>>>(a, n, b, m, w, out, ldo, use_xor ? nullptr : workspace,
                                        use_xor ? nullptr : workspace + n);
   check(cudaGetLastError(), "cdist_mma_async_kernel launch");
@@ -1590,16 +1590,6 @@ void row_popcounts(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, 
   check(cudaGetLastError(), "hamming_rows_kernel launch (row popcounts)");
 }
 
-// Whether the current device runs the wgmma kernel: compute capability 9.0 (its sm_90a
-// code; elsewhere the compute_90 PTX has none).
-static bool wgmma_card() {
-  int device = 0, major = 0, minor = 0;
-  check(cudaGetDevice(&device), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
-  check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device), "cudaDeviceGetAttribute");
-  return major == 9 && minor == 0;
-}
-
 // The wgmma cdist kernels: 128 x 128 tiles (staging 4), 128 x 256 (staging 5).
 constexpr auto kWgmmaSquare = cdist_wgmma_kernel<WgmmaTiles, WgmmaSquareMath>;
 constexpr auto kWgmmaWide = cdist_wgmma_kernel<WgmmaWideTiles, WgmmaWideMath>;
@@ -1615,7 +1605,8 @@ static bool wgmma_compiled(std::uintptr_t stream) {
   check(cudaGetDevice(&device), "cudaGetDevice");
   if (device < 0 || device >= 64) device = 0;
   if (known[device] == 0) {
-    bool yes = wgmma_card() && smem_ready<kWgmmaSquare>(kWgmmaSquareBytes, 0);
+    // compute capability 9.0 runs the sm_90a code; elsewhere the compute_90 PTX has no wgmma
+    bool yes = compute_capability() == 90 && smem_ready<kWgmmaSquare>(kWgmmaSquareBytes, 0);
     if (yes) {  // the kernel's stub (no sm_90a code for this card) sets the flag
       cudaStream_t s = as_stream(stream);
       int* flag = nullptr;
@@ -1676,13 +1667,13 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   const u64* ap = reinterpret_cast<const u64*>(a);
   const u64* bp = reinterpret_cast<const u64*>(b);
   if (staging >= 2 && !use_xor) row_popcounts(ap, n, bp, m, w, workspace, s);  // added in the AND kernel's epilogue
-  if (staging >= 4) {  // persistent: as many blocks as fit, at most one a tile
+  if (staging >= 4) {
     const bool wide = staging == 5;
-    const int cols = wide ? WgmmaWideTiles::kCols : WgmmaTiles::kCols, bytes = wide ? kWgmmaWideBytes : kWgmmaSquareBytes;
-    const unsigned resident = wide ? resident_grid<kWgmmaWide>(bytes) : resident_grid<kWgmmaSquare>(bytes);
-    const int64_t tiles = (n + kMmaTile - 1) / kMmaTile * ((m + cols - 1) / cols);
+    const int bytes = wide ? kWgmmaWideBytes : kWgmmaSquareBytes;
+    const unsigned grid = wide ? persistent_grid<kWgmmaWide, WgmmaWideTiles>(n, m, bytes)
+                               : persistent_grid<kWgmmaSquare, WgmmaTiles>(n, m, bytes);
     const auto kernel = wide ? kWgmmaWide : kWgmmaSquare;
-    kernel<<<(unsigned)std::min<int64_t>(tiles, resident), kThreads, bytes, s>>>(
+    kernel<<<grid, kThreads, bytes, s>>>(
         ap, n, bp, m, w, out, ldo, workspace, workspace + n, nullptr);
     check(cudaGetLastError(), "cdist_wgmma_kernel launch");
     return;
@@ -1749,8 +1740,7 @@ void launch_radius_async(const u64* a, int64_t n, const u64* b, int64_t m, int64
                          cudaStream_t s) {
   constexpr auto kernel = radius_mma_async_kernel<kFill>;
   fused_async_prologue<kernel>(a, n, b, m, w, kRadiusAsyncSmemBytes, workspace, s, "hamming_radius_mma");
-  const int64_t tiles = (n + kMmaTile - 1) / kMmaTile * ((m + kMmaTile - 1) / kMmaTile);
-  const unsigned grid = (unsigned)std::min<int64_t>(tiles, resident_grid<kernel>(kRadiusAsyncSmemBytes));
+  const unsigned grid = persistent_grid<kernel, SquareTiles>(n, m, kRadiusAsyncSmemBytes);
   kernel<<<grid, kThreads, kRadiusAsyncSmemBytes, s>>>(a, n, b, m, w, r, counts, offsets, oi, oj, od, workspace,
                                                        workspace + n);
   check(cudaGetLastError(), "radius_mma_async_kernel launch");
@@ -1807,16 +1797,16 @@ void peak(int kind, int64_t iters, int blocks, int32_t* sink, std::uintptr_t str
     case 2: peak_mma_kernel<false><<<blocks, kThreads, 0, s>>>(iters, sink); break;
     case 3:
     case 4: {
-      constexpr auto k128 = peak_wgmma_kernel<128, 0>;
-      constexpr auto k256 = peak_wgmma_kernel<256, 1>;
+      constexpr auto k128 = peak_wgmma_kernel<WgmmaSquareMath>;
+      constexpr auto k256 = peak_wgmma_kernel<WgmmaWideMath>;
+      constexpr int b128 = kPeakWgmmaSmem<WgmmaSquareMath>, b256 = kPeakWgmmaSmem<WgmmaWideMath>;
       const bool wide = kind == 4;
-      if (!wgmma_compiled(stream) ||
-          !(wide ? smem_ready<k256>(kPeakWgmmaSmem<256>, 0) : smem_ready<k128>(kPeakWgmmaSmem<128>, 0)))
+      if (!wgmma_compiled(stream) || !(wide ? smem_ready<k256>(b256, 0) : smem_ready<k128>(b128, 0)))
         throw std::invalid_argument("peak: the wgmma probes need an sm_90 card and this module's sm_90a code");
       if (wide)
-        k256<<<blocks, kThreads, kPeakWgmmaSmem<256>, s>>>(iters, sink);
+        k256<<<blocks, kThreads, b256, s>>>(iters, sink);
       else
-        k128<<<blocks, kThreads, kPeakWgmmaSmem<128>, s>>>(iters, sink);
+        k128<<<blocks, kThreads, b128, s>>>(iters, sink);
       break;
     }
     default:
