@@ -68,7 +68,7 @@ MMA = r"(BMMA|HMMA|IMMA|BGMMA|HGMMA|IGMMA)"  # mma.sync and wgmma in the SASS
 TILE_OPENERS = (
     r"void tile_results\(", r"^struct StorePair\b", r"^struct StoreShared\b", r"^struct GlobalPops\b",
     r"^struct SharedPops\b", r"void store_pairs\(", r"void store_tile\(", r"void topk_merge_tile\(", r"void radius_scan_tile\(",
-    r"^struct PersistentTiles\b", r"auto start_tile = ", r"if \(\+\+cs == slices\)", r"\[&\]\([^)]*const int \(&acc\)",
+    r"^struct PersistentTiles\b", r"auto start_tile = ", r"\[&\]\([^)]*const int \(&acc\)",
     r"void wgmma_tile_results\(", r"const auto on_tile = \[&\]",
 )
 INTERIOR_CALL = r"StorePair<false>\("  # store_pairs' call for interior tiles

@@ -360,10 +360,10 @@ inline std::string where(const Fiber& f) {
 
 // The index into the dynamic shared memory of `bytes` at shared address addr (16-byte
 // aligned), or a failure naming `what`.
-inline size_t smem_index(uint64_t addr, size_t bytes, const std::string& what) {
+inline size_t smem_index(uint64_t addr, size_t bytes, const char* what) {
   const Runtime& r = rt();
   if ((addr & 15u) != 0 || addr < r.dyn_base || addr - r.dyn_base + bytes > r.dyn_bytes)
-    fail(what + " at shared address " + std::to_string(addr) + ": unaligned or outside dynamic shared memory");
+    fail(std::string(what) + " at shared address " + std::to_string(addr) + ": unaligned or outside dynamic shared memory");
   return (size_t)(addr - r.dyn_base);
 }
 
@@ -622,23 +622,24 @@ inline uint64_t wgmma_row(uint64_t desc, int r) {
 inline std::vector<int> wgmma_compute(const Wgmma& op) {
   Runtime& rt_ = rt();
   const int tid = rt_.current->linear % 128, w = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-  auto bits = [&](uint64_t desc, int r, int piece) {  // 16 bytes of row r, piece 0 or 1 of the K step
-    const uint64_t addr = wgmma_row(desc, r) + 16 * piece;
-    const uint64_t phys = addr ^ (((addr >> 7) & 7) << 4);  // address bits 4-6 ^= bits 7-9
-    uint64_t v[2];
-    std::memcpy(v, rt_.dyn.data() + smem_index(phys, 16, "wgmma operand"), 16);
-    return std::make_pair(v[0], v[1]);
+  auto bits = [&](uint64_t desc, int r, uint64_t (&v)[4]) {  // the 32 bytes of row r in the K step
+    const uint64_t row = wgmma_row(desc, r);
+    for (int piece = 0; piece < 2; ++piece) {
+      const uint64_t addr = row + 16 * piece;
+      const uint64_t phys = addr ^ (((addr >> 7) & 7) << 4);  // address bits 4-6 ^= bits 7-9
+      std::memcpy(v + 2 * piece, rt_.dyn.data() + smem_index(phys, 16, "wgmma operand"), 16);
+    }
   };
+  uint64_t a[2][4];  // this thread's rows of A: 16 w + g and + 8
+  for (int h = 0; h < 2; ++h) bits(op.da, 16 * w + g + 8 * h, a[h]);
   std::vector<int> out(op.init);
   for (int j = 0; j < op.n / 4; ++j)
-    for (int h = 0; h < 2; ++h)
-      for (int e = 0; e < 2; ++e) {
-        int& sum = out[4 * j + 2 * h + e];
-        for (int piece = 0; piece < 2; ++piece) {
-          const auto a = bits(op.da, 16 * w + g + 8 * h, piece), b = bits(op.db, 8 * j + 2 * t + e, piece);
-          sum += __builtin_popcountll(a.first & b.first) + __builtin_popcountll(a.second & b.second);
-        }
-      }
+    for (int e = 0; e < 2; ++e) {
+      uint64_t b[4];
+      bits(op.db, 8 * j + 2 * t + e, b);
+      for (int h = 0; h < 2; ++h)
+        for (int k = 0; k < 4; ++k) out[4 * j + 2 * h + e] += __builtin_popcountll(a[h][k] & b[k]);
+    }
   return out;
 }
 
@@ -648,10 +649,11 @@ inline void wgmma_and(int (&d)[kAcc], uint64_t da, uint64_t db) {
   Runtime& r = rt();
   Fiber* f = r.current;
   // .sync.aligned: the warpgroup's 128 threads issue it together, with the same descriptors.
-  auto& seen = r.wgmma_issues[{f->linear / 128, f->wgmma_issued++}];
+  const std::pair<int, long> key{f->linear / 128, f->wgmma_issued++};
+  auto& seen = r.wgmma_issues[key];
   if (seen.second == 0) seen.first = {da, db};
   else if (seen.first != std::make_pair(da, db)) fail(where(*f) + ": wgmma descriptors differ within a warpgroup");
-  if (++seen.second == 128) r.wgmma_issues.erase({f->linear / 128, f->wgmma_issued - 1});
+  if (++seen.second == 128) r.wgmma_issues.erase(key);
   Wgmma op{d, kAcc, da, db, -1, std::vector<int>(d, d + kAcc), {}};
   for (const Wgmma& p : f->wgmma_pending)  // accumulating onto one still in flight: chained
     if (p.d == d) {
