@@ -14,6 +14,8 @@ import os
 
 # Before anything imports triton: a Triton backend must run (interpreted) without a GPU.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# Nothing remembered in the user's cache folder (the CUDA backend's child-process checks).
+os.environ.setdefault("FASTSPLINE_CACHE_DIR", "none")
 
 import json
 from collections import Counter

@@ -131,7 +131,8 @@ def load(path: Path):
 def installed(module, checks: dict | None = None):
     """fastspline.backends.cuda driving ``module`` on CPU memory while inside: its
     ``_cuda``, stream, device index, self-check device, self-check cache (``checks``,
-    else an empty one) and staging timings swapped, torch.cuda.device a no-op, and as many streaming
+    else an empty one), staging timings and the wgmma child checks (run in this process,
+    nothing remembered on disk) swapped, torch.cuda.device a no-op, and as many streaming
     multiprocessors as the emulator has (FASTSPLINE_SIM_SMS, default 2 as in
     sim::sm_count)."""
     import torch
@@ -143,7 +144,9 @@ def installed(module, checks: dict | None = None):
 
     swaps = [(cuda, "_cuda", module), (cuda, "_stream", lambda t: 0), (cuda, "_index", lambda device: 0),
              (cuda, "_check_device", lambda index: torch.device("cpu")), (cuda, "_checks", {} if checks is None else checks),
-             (cuda, "_tuned", {}),
+             (cuda, "_tuned", {}), (cuda, "_child_results", {}), (cuda, "_child_cache_path", lambda: None),
+             # the emulator runs the wgmma checks in this process: nothing can trap it
+             (cuda, "_run_child", lambda index, codes: {c: cuda._wgmma_status(c)(torch.device("cuda", index)) for c in codes}),
              (torch.cuda, "device", lambda *a, **k: contextlib.nullcontext()),
              (torch.cuda, "get_device_properties", props)]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in swaps]

@@ -93,6 +93,7 @@ def fake(monkeypatch):
     # wgmma needs an sm_90 card: off here unless a test turns it on.
     monkeypatch.setattr(cuda, "wgmma_status", lambda device: "not an sm_90 card")
     monkeypatch.setattr(cuda, "wgmma_wide_status", lambda device: "not an sm_90 card")
+    monkeypatch.setattr(cuda, "_child_status", lambda device, code: "not an sm_90 card")
     return kernels
 
 
@@ -335,24 +336,32 @@ def test_pack_timing_sample_outgrows_the_l2_cache(monkeypatch, l2_mib, want_mib)
 
 
 def test_wgmma_staging_is_timed_never_static(fake, monkeypatch):
-    """Once _WGMMA_AUTO is on, the wgmma cdist kernels join the timed candidates of AND
-    calls where their checks passed (never XOR calls), untimed calls keep the mma.sync
-    kernels, and forcing one where its check failed raises with the reason."""
+    """The wgmma cdist kernels join the timed candidates of AND calls (never XOR calls)
+    where their checks passed: by default once their child-process check passed too
+    (FASTSPLINE_CUDA_WGMMA_AUTO=isolated), with =1 on their own check, never with =0;
+    untimed calls keep the mma.sync kernels, and forcing one where its check failed raises
+    with the reason."""
     for name in ("mma_async_status", "mma_wide_status"):
         monkeypatch.setattr(cuda, name, lambda device: None)
+    cleared = {4: None, 5: None}
+    monkeypatch.setattr(cuda, "_child_status", lambda device, code: cleared[code])
     dev = torch.device("cuda", 0)
     a = torch.zeros(8, 32, dtype=torch.int64)
-    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3]
+    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3]  # both wgmma checks failed
     monkeypatch.setattr(cuda, "wgmma_status", lambda device: None)
-    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3]  # not until it has run on a GPU
-    monkeypatch.setenv("FASTSPLINE_CUDA_WGMMA_AUTO", "1")  # or asked for (bench_gpu's "cuda auto+wgmma")
+    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 4]
+    assert cuda.staging_candidates(a, a, "mma-and", wgmma=False) == [1, 2, 3]
+    cleared[4] = "its self-check in a child process did not finish (signal 4)"
+    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3]
+    monkeypatch.setenv("FASTSPLINE_CUDA_WGMMA_AUTO", "1")  # this process's check alone
     assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 4]
     monkeypatch.setenv("FASTSPLINE_CUDA_WGMMA_AUTO", "yes")
-    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_WGMMA_AUTO must be one of \('0', '1'\), got 'yes'"):
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_WGMMA_AUTO must be one of \('isolated', '1', '0'\), got 'yes'"):
         cuda.staging_candidates(a, a, "mma-and")
+    monkeypatch.setenv("FASTSPLINE_CUDA_WGMMA_AUTO", "0")
+    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3]
     monkeypatch.delenv("FASTSPLINE_CUDA_WGMMA_AUTO")
-    monkeypatch.setattr(cuda, "_WGMMA_AUTO", True)
-    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 4]  # the wide one's check failed
+    cleared[4] = None
     monkeypatch.setattr(cuda, "wgmma_wide_status", lambda device: None)
     assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 4, 5]
     assert cuda.staging_candidates(a, a, "mma-xor") == [1, 2, 3]
@@ -364,3 +373,35 @@ def test_wgmma_staging_is_timed_never_static(fake, monkeypatch):
         with pytest.raises(RuntimeError,
                            match=f"FASTSPLINE_CUDA_MMA_STAGING={name}: the pipelined kernel is unavailable: disagreed"):
             cuda.mma_staging(dev)
+
+
+def test_wgmma_runs_in_this_process_only_after_the_child_cleared_it(fake, monkeypatch):
+    """By default a wgmma kernel's own (in-process) self-check runs only once its check in
+    a child process passed: a kernel that traps fails in the child, never here."""
+    for name in ("mma_async_status", "mma_wide_status"):
+        monkeypatch.setattr(cuda, name, lambda device: None)
+    ran = []
+    monkeypatch.setattr(cuda, "wgmma_status", lambda device: ran.append(4))
+    monkeypatch.setattr(cuda, "wgmma_wide_status", lambda device: ran.append(5))
+    child = {4: "its self-check in a child process did not finish (signal 4)", 5: None}
+    monkeypatch.setattr(cuda, "_child_status", lambda device, code: child[code])
+    a = torch.zeros(8, 32, dtype=torch.int64)
+    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 5] and ran == [5]
+
+
+def test_only_calls_large_enough_to_time_start_the_child_check(fake, monkeypatch):
+    """Auto calls too small to time (or with FASTSPLINE_CUDA_AUTOTUNE=0) never ask for the
+    wgmma kernels, so they never start a child process; a timed call asks."""
+    for name in ("mma_async_status", "mma_wide_status", "wgmma_status", "wgmma_wide_status"):
+        monkeypatch.setattr(cuda, name, lambda device: None)
+    asked = []
+    monkeypatch.setattr(cuda, "_child_status", lambda device, code: asked.append(code))
+    monkeypatch.setattr(cuda, "tuned_staging", lambda n, m, w, method, device, candidates: candidates[-1])
+    a = torch.zeros(8, 32, dtype=torch.int64)
+    assert cuda._auto_staging(a, a, "mma-and") == 3 and asked == []
+    monkeypatch.setattr(cuda, "_AUTOTUNE_MIN_WORD_PAIRS", 1)
+    monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "0")
+    assert cuda._auto_staging(a, a, "mma-and") == 3 and asked == []
+    monkeypatch.delenv("FASTSPLINE_CUDA_AUTOTUNE")
+    assert cuda._auto_staging(a, a, "mma-and") == 5 and asked == [4, 5]
+    assert cuda._auto_staging(a, a, "mma-xor") == 3 and asked == [4, 5]

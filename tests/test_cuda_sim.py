@@ -164,7 +164,6 @@ def test_autotune_times_each_staging_once_and_keeps_the_fastest(sim, monkeypatch
     FASTSPLINE_CUDA_AUTOTUNE=0 (the static rule: wide tiles from 2,048 bits)."""
     passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "pipelined wide-tile tensor-core cdist",
            "wgmma tensor-core cdist", "wide-tile wgmma tensor-core cdist")
-    monkeypatch.setattr(cuda, "_WGMMA_AUTO", True)  # as once it has run on a GPU
     monkeypatch.setattr(cuda, "_AUTOTUNE_MIN_WORD_PAIRS", 1)
     monkeypatch.setattr(cuda, "_AUTOTUNE_ROWS", 200)  # the timed sample: 200 x 200 rows
     fake_ms, timed, real = {1: 3.0, 2: 1.0, 3: 2.0, 4: 1.5, 5: 1.2}, [], cuda._cdist
@@ -451,7 +450,8 @@ def test_wgmma_kernels_count_and_only(sim, monkeypatch, staging):
     with pytest.raises(ValueError, match="the wgmma kernels count AND only"):
         cuda.hamming_cdist(a, a)
     code = cuda.MMA_STAGINGS[staging]
-    assert code not in cuda.staging_candidates(a, a, "mma-and")  # not until it has run on a GPU
-    monkeypatch.setattr(cuda, "_WGMMA_AUTO", True)
+    assert code not in cuda.staging_candidates(a, a, "mma-and", wgmma=False)  # a call too small to time
     assert code in cuda.staging_candidates(a, a, "mma-and") and code not in cuda.staging_candidates(a, a, "mma-xor")
+    monkeypatch.setenv("FASTSPLINE_CUDA_WGMMA_AUTO", "0")
+    assert code not in cuda.staging_candidates(a, a, "mma-and")
     assert cuda._static_staging(34, cuda.staging_candidates(a, a, "mma-and")) not in (4, 5)

@@ -203,6 +203,25 @@ def test_cdist_wgmma_kernel(monkeypatch, staging, w, shape):
 
 
 @needs_cuda_backend
+def test_wgmma_child_check_on_the_card(monkeypatch, tmp_path):
+    """The wgmma kernels' first check in a child process (auto's default,
+    FASTSPLINE_CUDA_WGMMA_AUTO=isolated), for real: on an sm_90 card both pass there and
+    are remembered on disk (a second look starts no child); elsewhere they are
+    unsupported without a child."""
+    from fastspline.backends import cuda
+
+    monkeypatch.setenv("FASTSPLINE_CACHE_DIR", str(tmp_path))
+    index = torch.cuda.current_device()
+    got = cuda._child_checks(index)
+    if torch.cuda.get_device_capability() != (9, 0):
+        assert all(isinstance(r, cuda._Unsupported) for r in got.values()) and not any(tmp_path.iterdir())
+        return
+    assert got == {4: None, 5: None}, got
+    monkeypatch.setattr(cuda, "_run_child", lambda index, codes: pytest.fail("a child ran again"))
+    assert cuda._child_checks(index) == {4: None, 5: None}
+
+
+@needs_cuda_backend
 @pytest.mark.parametrize("staging", ["async", "wide"])
 def test_cdist_async_refuses_odd_word_counts(monkeypatch, staging):
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-and")

@@ -4,8 +4,8 @@ The extension takes device pointers and the current torch stream; this module
 allocates outputs with torch on the input's device. ``hamming_cdist`` has two
 kernels: XOR + popc on the CUDA cores, and binary tensor cores (``mma.sync``
 b1, sm_80+, synchronous or cp.async-pipelined staging in 128 x 128 or 256 x 128
-tiles; Hopper ``wgmma`` from the same pipeline in 128 x 128 or 128 x 256 tiles, forced
-only until it has run on a card); :func:`cdist_method` says which one a call uses, and for large calls the
+tiles; Hopper ``wgmma`` from the same pipeline in 128 x 128 or 128 x 256 tiles, offered to
+auto once its self-check passed in a child process); :func:`cdist_method` says which one a call uses, and for large calls the
 staging is timed once per device and shape class (:func:`tuned_staging`). Each
 tensor-core kernel, and the ``stream`` pack kernel, is checked once per device against the kernel it replaces before first
 use and is not used (with a logged warning) if it disagrees. ``hamming_topk`` (k <= 32)
@@ -17,12 +17,19 @@ Without a GPU the module still imports; a call raises the CUDA error.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import subprocess
+import sys
+import threading
+import time
 
 import torch
 
 from fastspline import _cuda  # ImportError here marks the backend unavailable
+from fastspline._files import atomic_write_json
 
 NAME = "cuda"
 DEVICE_TYPES = ("cuda",)
@@ -36,6 +43,7 @@ CDIST_METHODS = ("auto", "popc", "mma-xor", "mma-and")
 # feeding Hopper wgmma with 128 x 128 or 128 x 256 tiles (auto: _auto_staging).
 MMA_STAGINGS = {"auto": 0, "sync": 1, "async": 2, "wide": 3, "wgmma": 4, "wgmma-wide": 5}
 _WGMMA_STAGINGS = (4, 5)
+_WGMMA_KINDS = {4: "wgmma tensor-core cdist", 5: "wide-tile wgmma tensor-core cdist"}  # their self-checks' names
 # Codes of at least this many words (2,048 bits) take a pipelined kernel when not timed.
 _ASYNC_MIN_WORDS = 32
 # The tensor-core kernel's 128x128 tiles pay off once both sides have this many rows.
@@ -92,7 +100,7 @@ def _self_check(kind: str, device: torch.device, check, switch: str | None = Non
             reason = check(index)
         if reason is not None and not isinstance(reason, _Unsupported):
             logger.warning("fastspline: %s disabled on cuda:%d: %s; using the kernel it replaces", kind, index, reason)
-        _checks[key] = None if reason is None else str(reason)
+        _checks[key] = reason if reason is None or type(reason) in (str, _Unsupported) else str(reason)
     return _checks[key]
 
 
@@ -171,28 +179,181 @@ def wgmma_status(device: torch.device) -> str | None:
     128 tiles, each warpgroup's 64 x 128 by wgmma m64n128k256 from shared memory): AND
     only, on sm_90 cards (H100 / H200) with this module's sm_90a code (else the launcher
     refuses it, which counts as unsupported)."""
-    return _pipelined_status(device, "wgmma tensor-core cdist", 4, "wgmma", ("mma-and",))
+    return _pipelined_status(device, _WGMMA_KINDS[4], 4, "wgmma", ("mma-and",))
 
 
 def wgmma_wide_status(device: torch.device) -> str | None:
     """As :func:`wgmma_status`, for the wgmma kernel with 128 x 256 tiles (each warpgroup's
     64 x 256 by wgmma m64n256k256, a 4-stage ring of 48 KB stages, each slice's wgmma left
     in flight over the next slice's loads; one block per SM)."""
-    return _pipelined_status(device, "wide-tile wgmma tensor-core cdist", 5, "wgmma", ("mma-and",))
+    return _pipelined_status(device, _WGMMA_KINDS[5], 5, "wgmma", ("mma-and",))
 
 
-# Whether auto calls may time the wgmma kernels. Off until they have run on a GPU: written
-# in sessions 10 and 11 without one, their first self-check on a card could trap (a wrong
-# descriptor), which would break the CUDA context of the user's process. Forced
-# (FASTSPLINE_CUDA_MMA_STAGING=wgmma / wgmma-wide), by tests/test_gpu.py,
-# benchmarks/bench_gpu.py and gpu_check.sh's self-checks, they run. FASTSPLINE_CUDA_WGMMA_AUTO=1
-# lets auto time them anyway (bench_gpu.py's "cuda auto+wgmma": the choice they would make).
-_WGMMA_AUTO = False
+# Whether auto calls time the wgmma kernels (FASTSPLINE_CUDA_WGMMA_AUTO): "isolated" (the
+# default) once their self-checks have passed in a child process on this card, "1" with
+# their self-checks in this process, "0" never. Written in sessions 10 and 11 without a
+# GPU, a wgmma kernel's first run on a card could trap (a wrong descriptor), and a trap
+# breaks the CUDA context of the process it happens in: a child's crash only turns the
+# kernel off. The child runs once per device and build (passes are remembered on disk,
+# see _child_cache_path) and only for calls large enough to be timed; forced stagings and
+# the tests run the kernels directly.
+WGMMA_AUTO_MODES = ("isolated", "1", "0")
+_WGMMA_STATUS_NAMES = {4: "wgmma_status", 5: "wgmma_wide_status"}
+_CHILD_TIMEOUT_S = 180.0
+_CHILD_CACHE_ENTRIES = 32  # builds x cards remembered
+_CHILD_MARK = "fastspline-child-check"
+_CHILD_CODE = """\
+import json, sys
+import torch
+from fastspline.backends import cuda
+index, uuid, module = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+if cuda._cuda.__file__ != module:
+    sys.exit(f"the child imported {cuda._cuda.__file__}, not the caller's {module}")
+if uuid and cuda._device_uuid(index) != uuid:
+    sys.exit(f"cuda:{index} in the child is not the caller's device {uuid}")
+for code in map(int, sys.argv[4:]):
+    reason = cuda._wgmma_status(code)(torch.device("cuda", index))
+    print(cuda._CHILD_MARK, json.dumps([code, reason, isinstance(reason, cuda._Unsupported)]), flush=True)
+"""
+_child_results: dict[int, dict[int, str | None]] = {}  # device index -> staging code -> why not (None: passed)
+_child_lock = threading.Lock()
 
 
-def _wgmma_auto() -> bool:
-    """Whether auto calls may time the wgmma kernels: _WGMMA_AUTO or FASTSPLINE_CUDA_WGMMA_AUTO=1."""
-    return _WGMMA_AUTO or _env("FASTSPLINE_CUDA_WGMMA_AUTO", ("0", "1"), "0") == "1"
+def _wgmma_status(code: int):
+    """wgmma_status (4) or wgmma_wide_status (5), looked up when called."""
+    return globals()[_WGMMA_STATUS_NAMES[code]]
+
+
+def _wgmma_auto_mode() -> str:
+    return _env("FASTSPLINE_CUDA_WGMMA_AUTO", WGMMA_AUTO_MODES, "isolated")
+
+
+def _device_uuid(index: int) -> str:
+    return str(getattr(torch.cuda.get_device_properties(index), "uuid", ""))
+
+
+def _child_cache_path() -> str | None:
+    """Where passed child checks are remembered: FASTSPLINE_CACHE_DIR (``none``: nowhere),
+    else $XDG_CACHE_HOME/fastspline or ~/.cache/fastspline; ``cuda-checks.json`` there."""
+    folder = os.environ.get("FASTSPLINE_CACHE_DIR")
+    if folder is None:
+        folder = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fastspline")
+    return None if folder.lower() == "none" or not folder else os.path.join(folder, "cuda-checks.json")
+
+
+def _child_cache_key(index: int) -> str:
+    """This build of the module and of this file (path, size, mtime), the card (name, UUID),
+    the driver and the CUDA toolkit the module was built with: a rebuilt module, a new
+    driver or another card is checked again."""
+    driver = "?"
+    with contextlib.suppress(Exception):
+        driver = str(torch._C._cuda_getDriverVersion())
+    if driver == "?":
+        with contextlib.suppress(OSError, IndexError):
+            with open("/proc/driver/nvidia/version") as f:
+                driver = f.readline().strip()
+    files = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in (_cuda.__file__, __file__)]
+    name = torch.cuda.get_device_properties(index).name
+    return json.dumps([files, name, _device_uuid(index), driver, _cuda.build_info()])
+
+
+def _read_child_cache(path: str) -> dict[str, dict]:
+    """The remembered entries, each {"results": {code: None or unsupported reason}, "when":
+    seconds}; anything else in the file (or an unreadable file) is left out."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(path) as f:
+            cache = json.load(f)
+        if isinstance(cache, dict):
+            return {key: entry for key, entry in cache.items() if isinstance(entry, dict)
+                    and isinstance(entry.get("when"), (int, float)) and isinstance(entry.get("results"), dict)
+                    and all(code.isdigit() and (r is None or isinstance(r, str)) for code, r in entry["results"].items())}
+    return {}
+
+
+def _run_child(index: int, codes: list[int]) -> dict[int, str | None]:
+    """The wgmma self-checks ``codes`` on cuda:``index`` in a child process: each code's
+    reason (None: passed); one the child did not report (it crashed, hung or could not
+    start) gets why."""
+    # From the package's parent folder, so that the child imports this same fastspline
+    # (python -c puts the working folder first on sys.path); it checks the module's path.
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["fastspline"].__file__)))
+    argv = [sys.executable, "-c", _CHILD_CODE, str(index), _device_uuid(index), _cuda.__file__, *map(str, codes)]
+    logger.info("fastspline: self-checking wgmma kernels %s on cuda:%d in a child process", codes, index)
+    results: dict[int, str | None] = {}
+    try:
+        done = subprocess.run(argv, cwd=package_root, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=_CHILD_TIMEOUT_S)
+        out, err, why = done.stdout, done.stderr, f"exit code {done.returncode}"
+        if done.returncode < 0:
+            why = f"signal {-done.returncode}"
+    except subprocess.TimeoutExpired as exc:
+        out, err, why = _text(exc.stdout), _text(exc.stderr), f"no answer in {_CHILD_TIMEOUT_S:g} s"
+    except OSError as exc:
+        out, err, why = "", "", f"it could not start: {exc}"
+    for line in out.splitlines():
+        if line.startswith(_CHILD_MARK + " "):
+            with contextlib.suppress(ValueError, TypeError):
+                code, reason, unsupported = json.loads(line[len(_CHILD_MARK) + 1:])
+                if code in codes and (reason is None or isinstance(reason, str)):
+                    results[code] = None if reason is None else (_Unsupported if unsupported else str)(reason)
+    last = next((line.strip() for line in reversed(err.splitlines()) if line.strip()), "")
+    for code in codes:
+        if code not in results:
+            results[code] = f"its self-check in a child process did not finish ({why}){': ' + last if last else ''}"
+    return results
+
+
+def _text(data) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
+
+
+def _child_status(device: torch.device, code: int) -> str | None:
+    """None when the wgmma kernel ``code`` (4, 5) passed its self-check in a child process
+    on ``device`` (now or, remembered on disk, for this build, card and driver), else why
+    not. Checked once per device; the child runs only after the mma.sync kernels passed
+    theirs, on compute capability 9.0."""
+    if (reason := mma_status(device)) is not None:
+        return reason
+
+    def check(index: int) -> str | None:
+        with _child_lock:  # one child per device, whichever thread asks first
+            if index not in _child_results:
+                _child_results[index] = _child_checks(index)
+        return _child_results[index][code]
+
+    return _self_check(f"{_WGMMA_KINDS[code]} (in a child process)", device, check, "wgmma")
+
+
+def _child_checks(index: int) -> dict[int, str | None]:
+    """Each wgmma kernel's child-process check on cuda:``index`` (the current device):
+    remembered passes and unsupported answers for this key are reused, the rest run in one
+    child; crashes, hangs and disagreements are never remembered."""
+    codes = list(_WGMMA_STATUS_NAMES)
+    cc = _cuda.compute_capability()
+    if cc != 90:
+        return {code: _Unsupported(f"compute capability {cc / 10:.1f}, not 9.0") for code in codes}
+    path = _child_cache_path()
+    key = _child_cache_key(index) if path else ""
+    known = _read_child_cache(path).get(key, {}).get("results", {}) if path else {}
+    results: dict[int, str | None] = {code: known[str(code)] for code in codes if str(code) in known}
+    results = {code: None if r is None else _Unsupported(r) for code, r in results.items()}
+    if todo := [code for code in codes if code not in results]:
+        results.update(_run_child(index, todo))
+        keep = {str(code): r for code, r in results.items() if r is None or isinstance(r, _Unsupported)}
+        if path and any(str(code) in keep for code in todo):
+            with contextlib.suppress(OSError):
+                cache = _read_child_cache(path)
+                cache[key] = {"results": keep, "when": time.time()}
+                newest = sorted(cache, key=lambda k: cache[k]["when"])[-_CHILD_CACHE_ENTRIES:]
+                atomic_write_json(path, {k: cache[k] for k in newest})
+    return results
+
+
+def _wgmma_cleared(device: torch.device, code: int) -> bool:
+    """Whether auto calls may time wgmma kernel ``code`` (see WGMMA_AUTO_MODES); its own
+    self-check in this process still has to pass."""
+    mode = _wgmma_auto_mode()
+    return mode == "1" or (mode == "isolated" and _child_status(device, code) is None)
 
 
 def mma_staging(device: torch.device) -> int:
@@ -214,16 +375,16 @@ def _cp_async_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape[1] % 2 == 0 and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0
 
 
-def staging_candidates(a: torch.Tensor, b: torch.Tensor, method: str = "mma-and") -> list[int]:
+def staging_candidates(a: torch.Tensor, b: torch.Tensor, method: str = "mma-and", wgmma: bool = True) -> list[int]:
     """The tensor-core stagings that can run ``a`` against ``b`` on their device: sync
     always; the pipelined ones for even word counts and 16-byte aligned rows, where
-    their checks passed (wgmma: AND only, once _WGMMA_AUTO is on)."""
+    their checks passed (wgmma: AND only, when ``wgmma`` and :func:`_wgmma_cleared`)."""
     out = [1]
     if _cp_async_layout(a, b):
-        checks = [(2, mma_async_status), (3, mma_wide_status)]
-        if method == "mma-and" and _wgmma_auto():
-            checks += [(4, wgmma_status), (5, wgmma_wide_status)]
-        out += [code for code, status in checks if status(a.device) is None]
+        out += [code for code, status in ((2, mma_async_status), (3, mma_wide_status)) if status(a.device) is None]
+        if method == "mma-and" and wgmma:
+            out += [code for code in _WGMMA_STAGINGS
+                    if _wgmma_cleared(a.device, code) and _wgmma_status(code)(a.device) is None]
     return out
 
 
@@ -265,8 +426,13 @@ def _timing_on() -> bool:
     return _env("FASTSPLINE_CUDA_AUTOTUNE", ("0", "1"), "1") == "1" and not _capturing()
 
 
+def _timed_size(n: int, m: int, w: int) -> bool:
+    """Whether a call of ``n`` x ``m`` x ``w`` words is large enough to time choices for."""
+    return n * m * w >= _AUTOTUNE_MIN_WORD_PAIRS and _timing_on()
+
+
 def _worth_timing(n: int, m: int, w: int, candidates: list[str]) -> bool:
-    return len(candidates) > 1 and n * m * w >= _AUTOTUNE_MIN_WORD_PAIRS and _timing_on()
+    return len(candidates) > 1 and _timed_size(n, m, w)
 
 
 def _fastest(key: tuple, candidates: list[str], make_run, fallback: str, what: str) -> str:
@@ -324,9 +490,11 @@ def tuned_staging(n: int, m: int, w: int, method: str, device: torch.device, can
 
 def _auto_staging(a: torch.Tensor, b: torch.Tensor, method: str) -> int:
     """Staging for an auto call: timed (:func:`tuned_staging`) for large calls with a
-    choice to make, else wide, then square pipelined tiles from 2,048-bit codes, else sync."""
-    candidates = staging_candidates(a, b, method)
+    choice to make, else wide, then square pipelined tiles from 2,048-bit codes, else sync.
+    The wgmma kernels are only ever timed, so only calls that may be timed consider them
+    (and, by default, start their child-process check)."""
     n, m, w = a.shape[0], b.shape[0], a.shape[1]
+    candidates = staging_candidates(a, b, method, wgmma=_timed_size(n, m, w))
     if _worth_timing(n, m, w, candidates):
         return tuned_staging(n, m, w, method, a.device, candidates)
     return _static_staging(w, candidates)
