@@ -3,7 +3,9 @@
 # `python -m pytest` skips (markers fuzz and huge, see tests/conftest.py).
 # - tests/test_fuzz.py: every op on every backend and CPU instruction set, bit-exact
 #   against the numpy oracle and the reference backend, fixed seeds; fails unless at
-#   least 10,000 examples ran (counted per example, printed per implementation).
+#   least 10,000 examples ran (counted per example, printed per implementation; the
+#   cpu backend's examples are shared by the instruction sets the CPU runs, so a CPU
+#   without AVX-512 runs as many).
 # - tests/test_huge.py: rows past 2**31 bits, pair counts and offsets past 32 bits,
 #   under ~5 GiB and ~20 s each.
 # About 2 minutes on 2 cores (125 s in a CI run).
