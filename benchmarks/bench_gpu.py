@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
             results.append({"op": "hamming_cdist", "size": size, "implementation": label, "ratios": ratios})
         if cuda in names:
             auto = cuda_backend.cdist_method(rows_n, rows_n, device)
-            staging_names = {code: name for name, code in cuda_backend.MMA_STAGINGS.items()}
+            staging_names = cuda_backend._STAGING_NAMES
             for label, _, env in impls:
                 if not label.startswith("cuda auto"):  # cuda auto, cuda auto mma.sync
                     continue

@@ -100,7 +100,7 @@ def _self_check(kind: str, device: torch.device, check, switch: str | None = Non
             reason = check(index)
         if reason is not None and not isinstance(reason, _Unsupported):
             logger.warning("fastspline: %s disabled on cuda:%d: %s; using the kernel it replaces", kind, index, reason)
-        _checks[key] = reason if reason is None or type(reason) in (str, _Unsupported) else str(reason)
+        _checks[key] = reason if reason is None or isinstance(reason, str) else str(reason)  # _Unsupported kept
     return _checks[key]
 
 
@@ -198,7 +198,7 @@ def wgmma_wide_status(device: torch.device) -> str | None:
 # see _child_cache_path) and only for calls large enough to be timed; forced stagings and
 # the tests run the kernels directly.
 WGMMA_AUTO_MODES = ("isolated", "1", "0")
-_WGMMA_STATUS_NAMES = {4: "wgmma_status", 5: "wgmma_wide_status"}
+_WGMMA_STATUS_NAMES = {4: "wgmma_status", 5: "wgmma_wide_status"}  # looked up when called (tests swap them)
 _CHILD_TIMEOUT_S = 180.0
 _CHILD_CACHE_ENTRIES = 32  # builds x cards remembered
 _CHILD_MARK = "fastspline-child-check"
@@ -252,7 +252,7 @@ def _child_cache_key(index: int) -> str:
         with contextlib.suppress(OSError, IndexError):
             with open("/proc/driver/nvidia/version") as f:
                 driver = f.readline().strip()
-    files = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in (_cuda.__file__, __file__)]
+    files = [(path, st.st_size, st.st_mtime_ns) for path in (_cuda.__file__, __file__) for st in [os.stat(path)]]
     name = torch.cuda.get_device_properties(index).name
     return json.dumps([files, name, _device_uuid(index), driver, _cuda.build_info()])
 
@@ -328,15 +328,15 @@ def _child_checks(index: int) -> dict[int, str | None]:
     """Each wgmma kernel's child-process check on cuda:``index`` (the current device):
     remembered passes and unsupported answers for this key are reused, the rest run in one
     child; crashes, hangs and disagreements are never remembered."""
-    codes = list(_WGMMA_STATUS_NAMES)
+    codes = list(_WGMMA_STAGINGS)
     cc = _cuda.compute_capability()
     if cc != 90:
         return {code: _Unsupported(f"compute capability {cc / 10:.1f}, not 9.0") for code in codes}
     path = _child_cache_path()
     key = _child_cache_key(index) if path else ""
     known = _read_child_cache(path).get(key, {}).get("results", {}) if path else {}
-    results: dict[int, str | None] = {code: known[str(code)] for code in codes if str(code) in known}
-    results = {code: None if r is None else _Unsupported(r) for code, r in results.items()}
+    results: dict[int, str | None] = {
+        code: None if known[str(code)] is None else _Unsupported(known[str(code)]) for code in codes if str(code) in known}
     if todo := [code for code in codes if code not in results]:
         results.update(_run_child(index, todo))
         keep = {str(code): r for code, r in results.items() if r is None or isinstance(r, _Unsupported)}
@@ -494,8 +494,9 @@ def _auto_staging(a: torch.Tensor, b: torch.Tensor, method: str) -> int:
     The wgmma kernels are only ever timed, so only calls that may be timed consider them
     (and, by default, start their child-process check)."""
     n, m, w = a.shape[0], b.shape[0], a.shape[1]
-    candidates = staging_candidates(a, b, method, wgmma=_timed_size(n, m, w))
-    if _worth_timing(n, m, w, candidates):
+    timed = _timed_size(n, m, w)
+    candidates = staging_candidates(a, b, method, wgmma=timed)
+    if timed and len(candidates) > 1:
         return tuned_staging(n, m, w, method, a.device, candidates)
     return _static_staging(w, candidates)
 
