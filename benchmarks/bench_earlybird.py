@@ -193,7 +193,7 @@ def other_setting(data_name: str, model_name: str, args: argparse.Namespace) -> 
     epoch_s = statistics.median(epoch_times)
     return {
         "data": data_name, "model": model_name, "train_samples": len(split.train), "probe_samples": int(probe.shape[0]),
-        "coded_layers": len(eb.layer_names), "training_epoch_s": epoch_s, "probe_forward_s": forward_s,
+        "batch_size": eb.batch_size, "coded_layers": len(eb.layer_names), "training_epoch_s": epoch_s, "probe_forward_s": forward_s,
         "eb_step_beyond_forward_s": extra_s, "pairs_s": extras, "fraction_of_epoch": extra_s / epoch_s,
     }
 
@@ -213,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     train.seed_everything(args.seed)
     model = models.create(args.model, split.input_shape, split.num_classes, width=args.width)
     probe = data.probe_subset(split.train, args.probe_size, seed=args.seed)
-    batch_size = 256  # codes()' default; the authors' pass uses the same batches
+    picker = SplineEarlyBird(probe, window=WINDOW, count_flops=False)
+    picker.codes_of(model)
+    batch_size = picker.batch_size  # SplineEarlyBird's default; the authors' pass uses the same batches
     forward_flops = train.count_flops(model, probe[:1])
     print(
         f"model {args.model} width {args.width:g}: {sum(p.numel() for p in model.parameters()):,} parameters, "

@@ -9,14 +9,17 @@ and ``setattr`` run as usual.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from torch import nn
 
 _set_flag = object.__setattr__
 
 
-def training_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
-    """Each submodule (``model`` included) with its ``training`` flag, to restore later."""
-    return [(module, module.training) for module in model.modules()]
+def training_modes(model: nn.Module, modules: Iterable[nn.Module] | None = None) -> list[tuple[nn.Module, bool]]:
+    """Each submodule (``model`` included) with its ``training`` flag, to restore later;
+    ``modules``: ``model.modules()`` when the caller has already listed them."""
+    return [(module, module.training) for module in (model.modules() if modules is None else modules)]
 
 
 def _plain(module: nn.Module) -> bool:

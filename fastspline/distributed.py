@@ -46,7 +46,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset
 
 from fastspline import earlybird, ops
-from fastspline.codes import LayerCodes, RegionCodes, _inputs_of
+from fastspline.codes import LayerCodes, RegionCodes, _check_others, _inputs_of
 from fastspline.codes import codes as _local_codes
 
 __all__ = [
@@ -261,6 +261,12 @@ class ShardedRegionCodes(RegionCodes):
         """Partition distance to ``other`` (this rank's codes of the same inputs) over
         every rank's shard: as :meth:`RegionCodes.distance` of the whole. Collective."""
         return distance(self, other, reduce, group=self.group, backend=backend)
+
+    def distances(
+        self, others: Sequence[RegionCodes], reduce: str = "mean", *, backend: str | None = None
+    ) -> list[float] | list[dict[str, float]]:
+        """:meth:`distance` to each of ``others`` over every rank's shard (one collective each)."""
+        return [self.distance(other, reduce, backend=backend) for other in _check_others(others)]
 
     def _regions(self, backend: str | None, op: str) -> tuple[int, torch.Tensor]:
         """(distinct regions over all shards, this shard's global region ids); ``op`` names the caller in errors."""

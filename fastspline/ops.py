@@ -103,7 +103,7 @@ def _require_same_words(op: str, a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 def _require_int(op: str, name: str, value: object, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
         raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}")
     value = int(value)
     if value < low or (high is not None and value > high):
@@ -127,6 +127,8 @@ def _float64_floor(op: str, threshold: object) -> float:
     """The largest float64 <= threshold: for float64 x, x > threshold (as real
     numbers) exactly when x > this float, for any real threshold (ints past 2**53,
     Fractions, values beyond the float64 range)."""
+    if type(threshold) is float:
+        return threshold
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
         raise TypeError(f"{op}: threshold must be a real number, got {type(threshold).__name__} {threshold!r}")
     if isinstance(threshold, float):
@@ -172,7 +174,10 @@ def _use_custom_op(*args: object) -> bool:
     ~1 s import of torch._dynamo that a custom op's first call costs."""
     if torch.compiler.is_compiling():
         return True
-    return any(isinstance(t, torch.Tensor) and (t.is_meta or isinstance(t, FakeTensor)) for t in args)
+    for t in args:  # a loop, not any(generator): this runs on every eager call
+        if isinstance(t, torch.Tensor) and (t.is_meta or isinstance(t, FakeTensor)):
+            return True
+    return False
 
 
 def _run(custom_op, name: str, backend: str, *args: object):
@@ -410,9 +415,17 @@ def _hamming_totals(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], *, backe
     backend makes no tensor per total, and device totals come back in one host sync."""
     op = "hamming_total"
     checked = [_check_rowwise(op, a, b) for a, b in pairs]
-    names = [_backend_for(op, backend, a) for a, _ in checked]
+    chosen: dict[str, str] = {}  # device type -> backend: one choice per device type
+    names = []
+    for a, _ in checked:
+        kind = a.device.type
+        if kind not in chosen:
+            chosen[kind] = _backend_for(op, backend, a)
+        names.append(chosen[kind])
     if _use_custom_op(*(t for pair in checked for t in pair)):
         return [int(_hamming_total_op(a, b, name)) for (a, b), name in zip(checked, names)]
+    if set(names) == {"cpu"}:  # one call into the extension for every pair
+        return _impl("cpu").hamming_totals_int(checked)
     totals = [
         _impl(name).hamming_total_int(a, b) if name == "cpu" else _impl(name).hamming_total(a, b)
         for (a, b), name in zip(checked, names)

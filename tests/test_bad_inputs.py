@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import fastspline as fs
 from fastspline import backends, cli, data, models, train
 from fastspline.codes import LayerCodes, RegionCodes
-from fastspline.earlybird import MaskEarlyBird, SplineEarlyBird, bn_mask
+from fastspline.earlybird import MaskEarlyBird, SplineEarlyBird, bn_mask, probe_batch_size
 from test_errors import raises
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -916,6 +916,9 @@ EARLYBIRD_CALLS = [
     ("window-float", lambda: SplineEarlyBird(PROBE, window=1.5), TypeError, "SplineEarlyBird: window must be an int, got float 1.5"),
     ("history_depth", lambda: SplineEarlyBird(PROBE, history_depth=1), ValueError, "history_depth must be an int >= window (3), got 1"),
     ("keep_history", lambda: SplineEarlyBird(PROBE, keep_history="yes"), TypeError, "keep_history must be a bool, got str"),
+    ("batch_size", lambda: SplineEarlyBird(PROBE, batch_size=0), ValueError, "SplineEarlyBird: batch_size must be an int >= 1 or None, got 0"),
+    ("probe_batch_size", lambda: probe_batch_size(-1), ValueError, "probe_batch_size: units must be an int >= 0, got -1"),
+    ("probe_batch_size-float", lambda: probe_batch_size(2.5), ValueError, "probe_batch_size: units must be an int >= 0, got 2.5"),
     ("mask-ratio", lambda: MaskEarlyBird(1.0), ValueError, "MaskEarlyBird: ratio must be in [0, 1), got 1.0"),
     ("mask-ratio-str", lambda: MaskEarlyBird("a"), ValueError, "MaskEarlyBird: ratio must be in [0, 1), got 'a'"),
     ("mask-window", lambda: MaskEarlyBird(0.5, window=1), ValueError, "MaskEarlyBird: window must be >= 2, got 1"),
@@ -1560,6 +1563,7 @@ CATALOGUE: dict[str, tuple[str, ...]] = {
                                              "test_spline_earlybird_load_state_dict_malformed"),
     "fastspline.earlybird.MaskEarlyBird": ("test_earlybird_arguments", "test_mask_earlybird_errors_leave_detector_and_model_unchanged"),
     "fastspline.earlybird.bn_mask": ("test_earlybird_arguments", "test_mask_earlybird_errors_leave_detector_and_model_unchanged"),
+    "fastspline.earlybird.probe_batch_size": ("test_earlybird_arguments",),
     **{f"fastspline.models.{name}": ("test_model_builders",) for name in
        ("CNN1d", "ChannelSelect", "MLP", "PreResNet", "VGG", "build", "cnn1d", "create", "default_preresnet_widths",
         "init_weights", "mlp", "preresnet", "vgg")},

@@ -744,6 +744,33 @@ def test_distance_errors():
         a.distance(fs.codes(model, x[:5], progress=False))
 
 
+def test_distances_equal_distance_to_each(impl):
+    model, x = make_model("mlp"), make_inputs("mlp", 40)
+    a = fs.codes(model, x, progress=False)
+    others = [fs.codes(perturbed(model, scale, seed), x, progress=False) for scale, seed in ((0.05, 1), (0.2, 2), (0.0, 3))]
+    for reduce in ("mean", "none"):
+        expected = [a.distance(o, reduce, backend="reference") for o in others]
+        assert a.distances(others, reduce, backend=impl.backend) == expected  # exact: the same integer counts
+        assert a.distances(tuple(others), reduce, backend=impl.backend) == expected
+    assert a.distances([]) == []
+    assert a.distances(others)[2] == 0.0 and a.distances(others)[1] > a.distances(others)[0] > 0
+
+
+def test_distances_errors():
+    model, x = make_model("mlp"), make_inputs("mlp", 10)
+    a = fs.codes(model, x, progress=False)
+    with pytest.raises(TypeError, match="others must be a sequence of RegionCodes, got RegionCodes"):
+        a.distances(a)
+    with pytest.raises(TypeError, match="others must be a sequence of RegionCodes, got generator"):
+        a.distances(c for c in [a])
+    with pytest.raises(TypeError, match=r"others\[1\] must be RegionCodes, got Tensor"):
+        a.distances([a, a["1"].words])
+    with pytest.raises(ValueError, match="distances: reduce must be 'mean' or 'none', got 'sum'"):
+        a.distances([a], reduce="sum")
+    with pytest.raises(ValueError, match="distances: layer '1' has codes"):
+        a.distances([a, fs.codes(model, x[:5], progress=False)])
+
+
 def test_region_counts_against_numpy_unique(impl):
     # 2-D inputs and few units: many inputs share a region; duplicates guarantee it.
     torch.manual_seed(3)
@@ -1106,6 +1133,39 @@ def test_activations_changed_on_the_instance_or_during_forward_are_coded_from_th
     with torch.no_grad():
         expected = torch.from_numpy(np_pack(sign_bits(shifting.lin(x))))
     assert torch.equal(fs.codes(shifting, x, progress=False)["act"].words, expected)
+
+
+class _ChangesItsReluMidPass(nn.Module):
+    """Replaces its ReLU's forward, or registers a global forward hook, inside its own forward:
+    after codes() hooked the ReLU's output alone (a plain ReLU keeps signs)."""
+
+    def __init__(self, change: str) -> None:
+        super().__init__()
+        self.lin, self.act, self.change = nn.Linear(8, 70), nn.ReLU(inplace=True), change
+        self.handle = None
+
+    def forward(self, x):
+        if self.change == "forward":
+            self.act.forward = lambda t: torch.relu(t - 0.3)
+        else:
+            self.handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: None)
+        try:
+            return self.act(self.lin(x))
+        finally:
+            if self.change == "forward":
+                del self.act.forward
+            else:
+                self.handle.remove()
+
+
+@pytest.mark.parametrize("change", ["forward", "global hook"])
+def test_a_relu_changed_during_the_pass_is_an_error_not_a_wrong_code(change):
+    model = _ChangesItsReluMidPass(change)
+    x = torch.randn(6, 8)
+    with pytest.raises(RuntimeError, match="codes: layer 'act': its forward was replaced, or a global forward hook registered"):
+        fs.codes(model, x, progress=False)
+    assert_clean(model)
+    assert model.training
 
 
 class _ZeroesRelu(torch.overrides.TorchFunctionMode):

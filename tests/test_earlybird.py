@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fastspline import data, models, train
-from fastspline.earlybird import MaskEarlyBird, SplineEarlyBird, bn_mask
+from fastspline.earlybird import MaskEarlyBird, SplineEarlyBird, bn_mask, probe_batch_size
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -178,6 +178,42 @@ def test_argument_checks() -> None:
         bn_mask(nn.Linear(2, 2), 0.5)
 
 
+def test_probe_batch_size_default() -> None:
+    # 256 rows (codes()' default) unless the widest layer is narrow: then up to 2**18 values per batch.
+    assert [probe_batch_size(u) for u in (0, 1, 64, 256, 1000, 1024, 1280, 65536)] == [4096, 4096, 4096, 1024, 262, 256, 256, 256]
+    assert SplineEarlyBird(torch.randn(8, 3), batch_size=5).batch_size == 5
+    for bad in (0, -1, 2.0, True, "256"):
+        with pytest.raises(ValueError, match=f"SplineEarlyBird: batch_size must be an int >= 1 or None, got {bad!r}"):
+            SplineEarlyBird(torch.randn(8, 3), batch_size=bad)  # type: ignore[arg-type]
+    # Picked on the first step from the widest coded layer (or the input, if wider), then kept.
+    for sizes, expected in (([3, 256, 256, 2], 1024), ([3, 1500, 2], 256), ([600, 8, 2], 436)):
+        model = models.mlp(sizes)
+        eb = SplineEarlyBird(torch.randn(10, sizes[0]))
+        assert eb.batch_size is None
+        eb.step(model, 1)
+        assert eb.batch_size == expected
+        assert eb.probe_flops == train.count_flops(model.eval(), eb.probe)  # the one-input pass is not counted
+
+
+def test_a_probe_in_one_or_several_batches_gives_the_same_distances(toy) -> None:
+    split, _ = toy
+    train.seed_everything(0)
+    model = models.create("mlp", split.input_shape, split.num_classes)
+    probe = data.probe_subset(split.train, 300, seed=0)
+    whole, batched = SplineEarlyBird(probe, window=2), SplineEarlyBird(probe, window=2, batch_size=64)
+    gen = torch.Generator().manual_seed(0)
+    for epoch in range(1, 5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+        whole.step(model, epoch)
+        batched.step(model, epoch)
+    assert whole.batch_size == 1024 > probe.shape[0]  # one pass against five
+    assert whole.distances == batched.distances and len(whole.distances) == 2
+    assert all(d > 0 for d in whole.distances.values())
+    assert torch.equal(whole.history.nan_to_num(-1), batched.history.nan_to_num(-1))
+
+
 def test_bn_mask_rejects_modules_of_another_model() -> None:
     # Modules of another model (e.g. the detector built on a model later re-created
     # from a checkpoint) were read silently: the mask of the old model, distance 0.
@@ -251,7 +287,7 @@ def test_steps_after_one_without_functional_calls_skip_their_search(monkeypatch)
     for epoch in (1, 2, 3):
         eb.step(plain, epoch)
     eb.codes_of(other)  # another model is searched again
-    assert calls == [True, False, False, True]
+    assert calls == [True, True, False, False, True]  # the first codes one probe input: it picks batch_size
     assert eb.distances == {2: 0.0, 3: 0.0} and eb.layer_names == ["layers.relu0", "layers.relu1"]
 
     class Functional(nn.Module):  # a functional ReLU keeps the search on every step
@@ -267,7 +303,7 @@ def test_steps_after_one_without_functional_calls_skip_their_search(monkeypatch)
     model = Functional()
     for epoch in (1, 2):
         eb.step(model, epoch)
-    assert calls == [True, True] and eb.layer_names == [":relu[0]"]
+    assert calls == [True, True, True] and eb.layer_names == [":relu[0]"]  # batch_size picked, then 2 steps
 
 
 def test_pickles_after_a_step_without_functional_calls() -> None:

@@ -470,6 +470,23 @@ def test_hamming_totals_of_many_pairs(impl):
         _hamming_totals([pairs[0], (pairs[2][0], pairs[0][1])], backend=impl.backend)
 
 
+def test_cpu_extension_hamming_totals_checks_its_arguments():
+    """The one-call binding behind the cpu backend's _hamming_totals: sizes checked in C++."""
+    pytest.importorskip("fastspline._C")
+    from fastspline import _C
+
+    a, b = torch.full((3, 2), -1, dtype=torch.int64), torch.zeros(3, 2, dtype=torch.int64)
+    assert _C.hamming_totals([a.data_ptr(), a.data_ptr()], [b.data_ptr(), a.data_ptr()], [6, 6], 1) == [384, 0]
+    assert _C.hamming_totals([], [], [], 1) == []
+    assert _C.hamming_totals([0], [0], [0], 2) == [0]
+    with pytest.raises(ValueError, match="hamming_totals: a, b and n_words must have the same length"):
+        _C.hamming_totals([a.data_ptr()], [b.data_ptr()], [6, 6], 1)
+    with pytest.raises(ValueError, match="hamming_totals: negative size -1"):
+        _C.hamming_totals([a.data_ptr()], [b.data_ptr()], [-1], 1)
+    with pytest.raises(ValueError, match="b: null pointer for non-empty data"):
+        _C.hamming_totals([a.data_ptr()], [0], [6], 1)
+
+
 # ---------------------------------------------------------------- pairwise ops
 
 PAIR_SHAPES = [(0, 5), (5, 0), (0, 0), (1, 1), (1, 1031), (1031, 37)]

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "../cpu/ops.h"
 
@@ -105,6 +106,21 @@ PYBIND11_MODULE(_C, m) {
         check_sizes("hamming_total", {n_words});
         return hamming_total(ptr<const uint64_t>(a, n_words, "a"), ptr<const uint64_t>(b, n_words, "b"), n_words,
                              threads_of(threads));
+      },
+      gil());
+  m.def(
+      "hamming_totals",  // hamming_total of each (a[i], b[i], n_words[i]): one call for many pairs
+      [](const std::vector<std::uintptr_t>& a, const std::vector<std::uintptr_t>& b, const std::vector<int64_t>& n_words,
+         int threads) {
+        if (a.size() != b.size() || a.size() != n_words.size())
+          throw std::invalid_argument("hamming_totals: a, b and n_words must have the same length");
+        std::vector<uint64_t> totals(a.size());
+        for (size_t i = 0; i < a.size(); ++i) {
+          check_sizes("hamming_totals", {n_words[i]});
+          totals[i] = hamming_total(ptr<const uint64_t>(a[i], n_words[i], "a"), ptr<const uint64_t>(b[i], n_words[i], "b"),
+                                    n_words[i], threads_of(threads));
+        }
+        return totals;
       },
       gil());
   m.def(

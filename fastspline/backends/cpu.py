@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -115,6 +115,12 @@ def hamming_total_int(a: torch.Tensor, b: torch.Tensor) -> int:
     """``hamming_total`` as a Python int (no tensor made), for ``ops._hamming_totals``."""
     a, b = _words(a), _words(b)
     return _C.hamming_total(a.data_ptr(), b.data_ptr(), a.numel(), _threads()) if a.numel() else 0
+
+
+def hamming_totals_int(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[int]:
+    """``hamming_total_int`` of each ``(a, b)`` pair (same shapes), in one call into the extension."""
+    words = [(_words(a), _words(b)) for a, b in pairs]  # kept alive through the call
+    return _C.hamming_totals([a.data_ptr() for a, _ in words], [b.data_ptr() for _, b in words], [a.numel() for a, _ in words], _threads())
 
 
 def hamming_cdist(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
