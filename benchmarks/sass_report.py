@@ -251,18 +251,29 @@ def report(tree: Path, arch: str, work: Path, compiled: tuple[dict, str] | None 
     return out
 
 
-def ptxas_resources(log: str) -> dict[str, dict[str, int]]:
-    """Registers and spill-store bytes per kernel from ``ptxas -v`` output."""
-    out: dict[str, dict[str, int]] = {}
-    name = None
+def ptxas_report(log: str) -> dict[tuple[str, str], dict[str, int]]:
+    """Registers and spill bytes (stores, loads) per (kernel, architecture) from ``ptxas -v``
+    output (also read by tests/test_cuda_resources.py)."""
+    report: dict[tuple[str, str], dict[str, int]] = {}
+    current = None
     for line in log.splitlines():
-        if m := re.search(r"Compiling entry function '(\w+)'", line):
-            name = m.group(1)
-            out[name] = {}
-        elif name and (m := re.search(r"(\d+) bytes spill stores", line)):
-            out[name]["spill_bytes"] = int(m.group(1))
-        elif name and (m := re.search(r"Used (\d+) registers", line)):
-            out[name]["registers"] = int(m.group(1))
+        if m := re.search(r"Compiling entry function '(\w+)' for '(sm_\d+a?)'", line):
+            current = (m.group(1), m.group(2))
+            report[current] = {}
+        elif current and (m := re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)):
+            report[current].update(spill_stores=int(m.group(1)), spill_loads=int(m.group(2)))
+        elif current and (m := re.search(r"Used (\d+) registers", line)):
+            report[current]["registers"] = int(m.group(1))
+    return report
+
+
+def ptxas_resources(log: str) -> dict[str, dict[str, int]]:
+    """Registers and spill-store bytes per kernel from the ``ptxas -v`` output of one architecture."""
+    out: dict[str, dict[str, int]] = {}
+    for (kernel, _), r in ptxas_report(log).items():
+        out[kernel] = {"spill_bytes": r["spill_stores"]} if "spill_stores" in r else {}
+        if "registers" in r:
+            out[kernel]["registers"] = r["registers"]
     return out
 
 

@@ -162,6 +162,7 @@ def test_sass_report_counts_the_main_loop_by_origin() -> None:
            "    8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads\n"
            "ptxas info    : Used 40 registers, used 0 barriers, 384 bytes cmem[0]\n")
     assert sass_report.ptxas_resources(log) == {"kernel_xyz": {"spill_bytes": 4, "registers": 40}}
+    assert sass_report.ptxas_report(log) == {("kernel_xyz", "sm_90"): {"spill_stores": 4, "spill_loads": 4, "registers": 40}}
 
 
 def test_bench_ops_splits_faiss_rows_over_the_threads_it_is_given(monkeypatch) -> None:

@@ -33,7 +33,17 @@ def ptxas_log(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def report(ptxas_log) -> dict[tuple[str, str], dict[str, int]]:
-    return ptxas_report(ptxas_log)
+    return _sass_report().ptxas_report(ptxas_log)
+
+
+def _sass_report():
+    """benchmarks/sass_report.py (its ptxas and SASS parsers)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import sass_report
+    finally:
+        sys.path.pop(0)
+    return sass_report
 
 
 def ptxas_compile(tmp_path: Path) -> str:
@@ -45,21 +55,6 @@ def ptxas_compile(tmp_path: Path) -> str:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stderr
-
-
-def ptxas_report(log: str) -> dict[tuple[str, str], dict[str, int]]:
-    """Registers and spills per (kernel, architecture)."""
-    report: dict[tuple[str, str], dict[str, int]] = {}
-    current = None
-    for line in log.splitlines():
-        if m := re.search(r"Compiling entry function '(\w+)' for '(sm_\d+a?)'", line):
-            current = (m.group(1), m.group(2))
-            report[current] = {}
-        elif current and (m := re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)):
-            report[current].update(spill_stores=int(m.group(1)), spill_loads=int(m.group(2)))
-        elif current and (m := re.search(r"Used (\d+) registers", line)):
-            report[current]["registers"] = int(m.group(1))
-    return report
 
 
 def test_wgmma_loops_get_no_injected_wait(ptxas_log):
@@ -101,11 +96,7 @@ def test_pipelined_loops_call_no_subroutine_per_slice(tmp_path):
     (the ring's stage or tile index by `%` or `/`) costs ~25-70 instructions a slice. The
     wide wgmma kernel's slice loop leaves its wgmma in flight (waits with gsb0 at 1, never
     0) and the square one waits for them (0)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import sass_report
-    finally:
-        sys.path.pop(0)
+    sass_report = _sass_report()
     try:
         sass_report.find_tool("nvdisasm")
     except SystemExit as exc:
