@@ -212,8 +212,8 @@ class SplineEarlyBird(_EarlyBird):
             heatmap (codes of that many epochs are kept; default ``window``; the
             criterion always uses ``window``).
         batch_size: probe rows per forward pass; default (None): on the first step,
-            :func:`probe_batch_size` of the widest coded layer, found by coding one probe
-            input (256 rows, more for narrow networks; fixed from then on, so every epoch's
+            :func:`probe_batch_size` of the widest coded layer, found by coding two probe
+            inputs (256 rows, more for narrow networks; fixed from then on, so every epoch's
             codes come from the same batches).
         device, backend: passed to ``codes``.
         stop_training: as a ``fit`` callback, stop training once found.
@@ -315,11 +315,12 @@ class SplineEarlyBird(_EarlyBird):
         return result
 
     def _pick_batch_size(self, model: nn.Module, functional: bool) -> None:
-        """Set a default ``batch_size`` (None) from the widest layer of one probe input's codes."""
+        """Set a default ``batch_size`` (None) from the widest layer of two probe inputs' codes
+        (two, not one: a BatchNorm kept in training mode needs more than one value per channel)."""
         if self.batch_size is not None:
             return
         one = codes(
-            model, self.probe[:1], self.layers, device=self.device, progress=False, backend=self.backend, functional=functional
+            model, self.probe[:2], self.layers, device=self.device, progress=False, backend=self.backend, functional=functional
         )
         self.batch_size = probe_batch_size(max([self.probe[0].numel()] + [layer.n_units for _, layer in one.items()]))
 
@@ -335,7 +336,7 @@ class SplineEarlyBird(_EarlyBird):
         if not isinstance(model, nn.Module):
             raise TypeError(f"SplineEarlyBird.step: model must be an nn.Module, got {type(model).__name__}")
         epoch = self._check_epoch(epoch)
-        self._pick_batch_size(model, True)  # before the FLOP counter: the one-input pass is not the probe's
+        self._pick_batch_size(model, True)  # before the FLOP counter: that short pass is not the probe's
         started = time.perf_counter()
         if self.count_flops and self.probe_flops is None:
             counter = FlopCounterMode(display=False)

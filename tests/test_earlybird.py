@@ -192,7 +192,19 @@ def test_probe_batch_size_default() -> None:
         assert eb.batch_size is None
         eb.step(model, 1)
         assert eb.batch_size == expected
-        assert eb.probe_flops == train.count_flops(model.eval(), eb.probe)  # the one-input pass is not counted
+        assert eb.probe_flops == train.count_flops(model.eval(), eb.probe)  # the two-input pass is not counted
+
+
+def test_the_batch_pick_works_with_a_batchnorm_kept_in_training_mode() -> None:
+    # The "disabled train" idiom keeps BatchNorm in training mode, where one input is an error.
+    torch.manual_seed(0)
+    model = models.mlp([3, 8, 2])
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.train = lambda mode=True, m=m: m
+    eb = SplineEarlyBird(torch.randn(10, 3), count_flops=False)
+    eb.step(model, 1)
+    assert eb.batch_size == 4096 and eb.layer_names == ["layers.relu0"]
 
 
 def test_a_probe_in_one_or_several_batches_gives_the_same_distances(toy) -> None:
@@ -287,7 +299,7 @@ def test_steps_after_one_without_functional_calls_skip_their_search(monkeypatch)
     for epoch in (1, 2, 3):
         eb.step(plain, epoch)
     eb.codes_of(other)  # another model is searched again
-    assert calls == [True, True, False, False, True]  # the first codes one probe input: it picks batch_size
+    assert calls == [True, True, False, False, True]  # the first codes two probe inputs: it picks batch_size
     assert eb.distances == {2: 0.0, 3: 0.0} and eb.layer_names == ["layers.relu0", "layers.relu1"]
 
     class Functional(nn.Module):  # a functional ReLU keeps the search on every step
