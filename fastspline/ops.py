@@ -412,7 +412,8 @@ def hamming_total(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = Non
 def _hamming_totals(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], *, backend: str | None = None) -> list[int]:
     """:func:`hamming_total` of each ``(a, b)`` pair, as Python ints (``RegionCodes.distance``
     over all its layers). Each pair is checked as ``hamming_total`` checks it; the cpu
-    backend makes no tensor per total, and device totals come back in one host sync."""
+    pairs go into the extension in one call (no tensor per total), and device totals come
+    back in one host sync."""
     op = "hamming_total"
     checked = [_check_rowwise(op, a, b) for a, b in pairs]
     chosen: dict[str, str] = {}  # device type -> backend: one choice per device type
@@ -424,12 +425,13 @@ def _hamming_totals(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], *, backe
         names.append(chosen[kind])
     if _use_custom_op(*(t for pair in checked for t in pair)):
         return [int(_hamming_total_op(a, b, name)) for (a, b), name in zip(checked, names)]
-    if set(names) == {"cpu"}:  # one call into the extension for every pair
-        return _impl("cpu").hamming_totals_int(checked)
-    totals = [
-        _impl(name).hamming_total_int(a, b) if name == "cpu" else _impl(name).hamming_total(a, b)
-        for (a, b), name in zip(checked, names)
+    totals: list[object] = [
+        None if name == "cpu" else _impl(name).hamming_total(a, b) for (a, b), name in zip(checked, names)
     ]
+    on_cpu = [i for i, name in enumerate(names) if name == "cpu"]
+    if on_cpu:  # one call into the extension for every cpu pair
+        for i, total in zip(on_cpu, _impl("cpu").hamming_totals_int([checked[i] for i in on_cpu])):
+            totals[i] = total
     return [int(t) for t in _host_values(totals)]
 
 
