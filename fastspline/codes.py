@@ -763,7 +763,9 @@ def codes(
     mode = None
     if find_functional:
         # A weight whose first dim happens to equal a batch's rows is not a layer.
-        constants = {id(t) for t in (*model.parameters(), *model.buffers())}
+        constants = {
+            id(t) for m in named.values() for t in (*m._parameters.values(), *m._buffers.values()) if t is not None
+        }
         mode = _FunctionalCalls(recorder, stack, set(hooked), where, constants)
     handles: list[Any] = []
     modes = training_modes(model, named.values())
