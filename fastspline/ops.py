@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_PACK_DTYPES = frozenset(FLOAT_DTYPES)
 # hamming_cdist/topk/radius return int32 distances: a code may have at most this many bits.
 MAX_INT32_BITS = 2**31 - 1
 
@@ -145,6 +146,18 @@ def _float64_floor(op: str, threshold: object) -> float:
     except OverflowError:
         return sys.float_info.max if exact > 0 else -math.inf
     return math.nextafter(value, -math.inf) if Fraction(value) > exact else value
+
+
+def _plain_cpu(t: object) -> bool:
+    """A dense, not lazily negated, plain ``torch.Tensor`` (no subclass: no FakeTensor) on the
+    CPU: what the cpu backend's fast paths below take without the full checks."""
+    return type(t) is torch.Tensor and t.is_cpu and t.layout is torch.strided and not t.is_nested and not t.is_neg()
+
+
+def _cpu_fast(backend: str | None) -> bool:
+    """Whether eager cpu calls may skip to the cpu backend: ``backend`` None or "cpu", the cpu
+    backend loaded, and nothing being compiled. Anything else takes the checked path."""
+    return (backend is None or backend == "cpu") and "cpu" in backends._loaded and not torch.compiler.is_compiling()
 
 
 def _backend_for(op: str, backend: str | None, *tensors: torch.Tensor) -> str:
@@ -357,6 +370,8 @@ def _pack_signs_any_nan(x: torch.Tensor, *, backend: str | None = None) -> tuple
     The ``cpu`` backend finds NaN while packing (one read of ``x``); other backends
     add ``isnan(x.amax())``, a 0-d bool tensor on ``x``'s device (no host sync here).
     """
+    if _cpu_fast(backend) and _plain_cpu(x) and x.dtype in _PACK_DTYPES and x.dim() > 0:
+        return _impl("cpu").pack_signs_any_nan(x, 0.0)  # what the checked path below does with it
     x, threshold, name = _pack_args(x, -1, 0.0, backend)
     if name == "cpu" and not _use_custom_op(x):
         return _impl(name).pack_signs_any_nan(x, threshold)
@@ -415,6 +430,14 @@ def _hamming_totals(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], *, backe
     pairs go into the extension in one call (no tensor per total), and device totals come
     back in one host sync."""
     op = "hamming_total"
+    if _cpu_fast(backend):  # plain cpu codes (RegionCodes' usual case) skip to one extension call
+        for a, b in pairs:
+            if not (_plain_cpu(a) and _plain_cpu(b) and a.dtype is torch.int64 and b.dtype is torch.int64):
+                break
+            if a.dim() == 0 or a.shape != b.shape:
+                break
+        else:
+            return _impl("cpu").hamming_totals_int(pairs)
     checked = [_check_rowwise(op, a, b) for a, b in pairs]
     chosen: dict[str, str] = {}  # device type -> backend: one choice per device type
     names = []

@@ -470,6 +470,62 @@ def test_hamming_totals_of_many_pairs(impl):
         _hamming_totals([pairs[0], (pairs[2][0], pairs[0][1])], backend=impl.backend)
 
 
+class _Subclass(torch.Tensor):
+    pass
+
+
+def test_cpu_shortcuts_take_only_plain_cpu_tensors(monkeypatch):
+    """ops' eager cpu shortcuts (codes()' pack with its NaN flag, RegionCodes' totals) skip the
+    argument checks only for plain dense cpu tensors of the right dtype: a negated view, a
+    tensor subclass, another dtype, a mismatched pair or a backend other than cpu go through
+    the checked path (with its errors), and both paths give the same results."""
+    pytest.importorskip("fastspline._C")
+    from fastspline import ops
+
+    gen = make_gen("cpu_shortcuts")
+    x = torch.randn(70, 130, generator=gen)
+    a, b = (torch.randint(-2**62, 2**62, (9, 3), generator=gen) for _ in range(2))
+    pairs = [(a, b), (a[1::2], b[::2][:4])]
+    want_words = fs.pack_signs(x[:, 1:], backend="reference")
+    want_x = fs.pack_signs(x, backend="reference")
+    want_totals = [int(fs.hamming_total(p, q, backend="reference")) for p, q in pairs]
+    checked: list[str] = []
+    real_pack_args, real_check = ops._pack_args, ops._check_rowwise
+    monkeypatch.setattr(ops, "_pack_args", lambda *args: checked.append("pack") or real_pack_args(*args))
+    monkeypatch.setattr(ops, "_check_rowwise", lambda *args: checked.append("totals") or real_check(*args))
+
+    words, nan = ops._pack_signs_any_nan(x[:, 1:])
+    assert torch.equal(words, want_words) and nan is False
+    assert ops._hamming_totals(pairs) == want_totals
+    assert checked == []  # the shortcuts were taken
+    with monkeypatch.context() as off:
+        off.setattr(ops, "_cpu_fast", lambda backend: False)
+        words, nan = ops._pack_signs_any_nan(x[:, 1:])
+        assert torch.equal(words, want_words) and nan is False
+        assert ops._hamming_totals(pairs) == want_totals
+    assert checked == ["pack", "totals", "totals"]
+
+    for odd in (torch._neg_view(-x), x.as_subclass(_Subclass)):
+        checked.clear()
+        words, _ = ops._pack_signs_any_nan(odd)
+        assert checked == ["pack"] and torch.equal(words, want_x)
+    for odd_a in (torch._neg_view(-a), a.as_subclass(_Subclass)):
+        checked.clear()
+        assert ops._hamming_totals([(odd_a, b)]) == want_totals[:1]
+        assert checked == ["totals"]
+    checked.clear()
+    words, nan = ops._pack_signs_any_nan(x, backend="reference")
+    assert checked == ["pack"] and torch.equal(words, want_x)
+    with pytest.raises(TypeError, match="pack_signs: x must be a floating tensor"):
+        ops._pack_signs_any_nan(torch.zeros(3, 4, dtype=torch.int32))
+    with pytest.raises(TypeError, match="hamming_total: a must be packed codes of dtype torch.int64"):
+        ops._hamming_totals([(a.to(torch.int32), b)])
+    with pytest.raises(ValueError, match="hamming_total: a and b must have the same shape"):
+        ops._hamming_totals([(a, b[:3])])
+    with pytest.raises(ValueError, match="a words dimension"):
+        ops._hamming_totals([(torch.tensor(1), torch.tensor(1))])
+
+
 def test_cpu_extension_hamming_totals_checks_its_arguments():
     """The one-call binding behind the cpu backend's _hamming_totals: sizes checked in C++."""
     pytest.importorskip("fastspline._C")
