@@ -148,12 +148,6 @@ def _float64_floor(op: str, threshold: object) -> float:
     return math.nextafter(value, -math.inf) if Fraction(value) > exact else value
 
 
-def _plain_cpu(t: object) -> bool:
-    """A dense, not lazily negated, plain ``torch.Tensor`` (no subclass: no FakeTensor) on the
-    CPU: what the cpu backend's fast paths below take without the full checks."""
-    return type(t) is torch.Tensor and t.is_cpu and t.layout is torch.strided and not t.is_nested and not t.is_neg()
-
-
 def _cpu_fast(backend: str | None) -> bool:
     """Whether eager cpu calls may skip to the cpu backend: ``backend`` None or "cpu", the cpu
     backend loaded, and nothing being compiled. Anything else takes the checked path."""
@@ -370,7 +364,7 @@ def _pack_signs_any_nan(x: torch.Tensor, *, backend: str | None = None) -> tuple
     The ``cpu`` backend finds NaN while packing (one read of ``x``); other backends
     add ``isnan(x.amax())``, a 0-d bool tensor on ``x``'s device (no host sync here).
     """
-    if _cpu_fast(backend) and _plain_cpu(x) and x.dtype in _PACK_DTYPES and x.dim() > 0:
+    if _cpu_fast(backend) and backends.plain_cpu(x) and x.dtype in _PACK_DTYPES and x.dim() > 0:
         return _impl("cpu").pack_signs_any_nan(x, 0.0)  # what the checked path below does with it
     x, threshold, name = _pack_args(x, -1, 0.0, backend)
     if name == "cpu" and not _use_custom_op(x):
@@ -430,14 +424,10 @@ def _hamming_totals(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], *, backe
     pairs go into the extension in one call (no tensor per total), and device totals come
     back in one host sync."""
     op = "hamming_total"
-    if _cpu_fast(backend):  # plain cpu codes (RegionCodes' usual case) skip to one extension call
-        for a, b in pairs:
-            if not (_plain_cpu(a) and _plain_cpu(b) and a.dtype is torch.int64 and b.dtype is torch.int64):
-                break
-            if a.dim() == 0 or a.shape != b.shape:
-                break
-        else:
-            return _impl("cpu").hamming_totals_int(pairs)
+    if _cpu_fast(backend):  # plain cpu codes (RegionCodes' usual case): one extension call, unchecked
+        totals = _impl("cpu").hamming_totals_plain(pairs)
+        if totals is not None:
+            return totals
     checked = [_check_rowwise(op, a, b) for a, b in pairs]
     chosen: dict[str, str] = {}  # device type -> backend: one choice per device type
     names = []

@@ -485,7 +485,7 @@ def test_cpu_shortcuts_take_only_plain_cpu_tensors(monkeypatch):
     gen = make_gen("cpu_shortcuts")
     x = torch.randn(70, 130, generator=gen)
     a, b = (torch.randint(-2**62, 2**62, (9, 3), generator=gen) for _ in range(2))
-    pairs = [(a, b), (a[1::2], b[::2][:4])]
+    pairs = [(a, b), (a[1:5], b[4:8])]
     want_words = fs.pack_signs(x[:, 1:], backend="reference")
     want_x = fs.pack_signs(x, backend="reference")
     want_totals = [int(fs.hamming_total(p, q, backend="reference")) for p, q in pairs]
@@ -513,6 +513,10 @@ def test_cpu_shortcuts_take_only_plain_cpu_tensors(monkeypatch):
         checked.clear()
         assert ops._hamming_totals([(odd_a, b)]) == want_totals[:1]
         assert checked == ["totals"]
+    strided = int(fs.hamming_total(a[1::2], b[::2][:4], backend="reference"))
+    checked.clear()  # a non-contiguous pair: all go through the checked path (which copies it)
+    assert ops._hamming_totals([pairs[0], (a[1::2], b[::2][:4])]) == [want_totals[0], strided]
+    assert checked == ["totals", "totals"]
     checked.clear()
     words, nan = ops._pack_signs_any_nan(x, backend="reference")
     assert checked == ["pack"] and torch.equal(words, want_x)

@@ -14,6 +14,8 @@ import logging
 import warnings
 from types import ModuleType
 
+import torch
+
 logger = logging.getLogger("fastspline")
 
 # name -> module path; order is the preference order within a device type.
@@ -66,6 +68,12 @@ def available() -> dict[str, str | None]:
         except ValueError as exc:
             out[name] = f"{type(exc).__name__}: {exc}"
     return out
+
+
+def plain_cpu(t: object) -> bool:
+    """A dense, not lazily negated, plain ``torch.Tensor`` (no subclass: no FakeTensor) on the
+    CPU: what the cpu backend's unchecked fast paths (``ops``) may read as raw memory."""
+    return type(t) is torch.Tensor and t.is_cpu and t.layout is torch.strided and not t.is_nested and not t.is_neg()
 
 
 def supports(module: ModuleType, device_type: str) -> bool:

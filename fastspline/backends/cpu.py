@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from fastspline import _C  # ImportError here marks the backend unavailable
-from fastspline.backends import reference
+from fastspline.backends import plain_cpu, reference
 
 NAME = "cpu"
 DEVICE_TYPES = ("cpu",)
@@ -121,6 +121,22 @@ def hamming_totals_int(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> li
     """``hamming_total_int`` of each ``(a, b)`` pair (same shapes), in one call into the extension."""
     words = [(_words(a), _words(b)) for a, b in pairs]  # kept alive through the call
     return _C.hamming_totals([a.data_ptr() for a, _ in words], [b.data_ptr() for _, b in words], [a.numel() for a, _ in words], _threads())
+
+
+def hamming_totals_plain(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[int] | None:
+    """``hamming_totals_int`` for ``ops._hamming_totals``' unchecked path, pointers gathered in
+    one loop; None (nothing run) unless every pair is two contiguous int64 tensors of one shape,
+    not 0-d, that ``backends.plain_cpu`` accepts: the checked path then takes them."""
+    a_ptrs, b_ptrs, sizes = [], [], []
+    for a, b in pairs:
+        if not (plain_cpu(a) and plain_cpu(b) and a.dtype is torch.int64 and b.dtype is torch.int64):
+            return None
+        if not (a.is_contiguous() and b.is_contiguous()) or a.dim() == 0 or a.shape != b.shape:
+            return None
+        a_ptrs.append(a.data_ptr())
+        b_ptrs.append(b.data_ptr())
+        sizes.append(a.numel())
+    return _C.hamming_totals(a_ptrs, b_ptrs, sizes, _threads()) if pairs else []
 
 
 def hamming_cdist(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
