@@ -394,8 +394,8 @@ def _batches(data: Any, batch_size: int, max_samples: int | None) -> tuple[Itera
         if max_samples is not None:
             data = data[:max_samples]
         rows = data.shape[0]
-        if rows <= batch_size:  # one batch: the tensor itself (the early-bird probe's usual case)
-            return (data,), 1
+        if 0 < rows <= batch_size:  # one batch (the early-bird probe's usual case): a view, not the
+            return (data[0:rows],), 1  # caller's tensor, whose shape a forward's in-place op could change
         # Slices, not data.split(): half the cost (~6 us) in the per-epoch early-bird step.
         return (data[i : i + batch_size] for i in range(0, rows, batch_size)), math.ceil(rows / batch_size)
     if isinstance(data, (str, bytes, dict)) or not isinstance(data, Iterable):

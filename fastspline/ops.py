@@ -55,12 +55,14 @@ MAX_INT32_BITS = 2**31 - 1
 # ---------------------------------------------------------------- validation helpers
 
 
-def _require_tensor(op: str, name: str, value: object) -> torch.Tensor:
+def _require_tensor(op: str, name: str, value: object, *, materialize: bool = True) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
     if value.layout != torch.strided or value.is_nested:
         layout = "nested" if value.is_nested else value.layout
         raise TypeError(f"{op}: {name} must be a dense (torch.strided) tensor, got layout {layout}")
+    if materialize and value._is_zerotensor():  # autograd's memoryless zeros (data_ptr 0): real zeros
+        return value.clone()
     return value
 
 
@@ -491,7 +493,7 @@ def hamming_cdist(
     name = _backend_for(op, backend, a)
     if out is None:
         return _run(_hamming_cdist_op, "hamming_cdist", name, a, b)
-    out = _require_tensor(op, "out", out)
+    out = _require_tensor(op, "out", out, materialize=False)  # written: never a copy
     shape = (a.shape[0], b.shape[0])
     if out.dtype != torch.int32 or tuple(out.shape) != shape or not out.is_contiguous() or out.device != a.device:
         raise ValueError(

@@ -85,7 +85,8 @@ def build(out_dir: Path, sanitize: bool = False, mutation: tuple[str, str] | Non
     # instruments division or shifts: those four checks stay off in the sanitized build.
     sanitizers = ["-fsanitize=address,undefined",
                   "-fno-sanitize=shift,integer-divide-by-zero,signed-integer-overflow,float-divide-by-zero"]
-    flags += ["-O1", *sanitizers, "-fno-omit-frame-pointer"] if sanitize else ["-O2"]
+    # A mutant (planted bug) runs one short check: -O1 builds it in ~35 s instead of ~50 (2 cores).
+    flags += ["-O1", *sanitizers, "-fno-omit-frame-pointer"] if sanitize else ["-O1" if mutation else "-O2"]
     tmp = target.with_suffix(".tmp")
     cmd = ["g++", *flags, str(ops), str(ROOT / "csrc/bindings/cuda_module.cpp"), "-o", str(tmp)]
     done = subprocess.run(cmd, capture_output=True, text=True)

@@ -1193,3 +1193,26 @@ def test_a_train_method_replaced_on_the_instance_is_honoured():
     fs.codes(model, torch.randn(10, 4), progress=False, batch_size=5)
     assert seer.seen == [[False, False, True, False, False]] * 2  # as model.eval() leaves them
     assert all(m.training for m in model.modules())
+
+
+class _UnsqueezesItsInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 4)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        x.unsqueeze_(1)  # in place on the batch tensor it was given
+        return self.relu(self.fc(x.squeeze(1)))
+
+
+@pytest.mark.parametrize("rows, batch_size", [(8, 256), (8, 8), (8, 3)])
+def test_a_forward_reshaping_its_input_in_place_leaves_the_data_alone(rows, batch_size):
+    """Batches of a data tensor are views, also when the tensor fits one batch: a forward that
+    changes its input's shape in place changes the view, not the caller's tensor."""
+    x = torch.randn(rows, 3, generator=torch.Generator().manual_seed(0))
+    model = _UnsqueezesItsInput()
+    first = fs.codes(model, x, progress=False, batch_size=batch_size)
+    assert x.shape == (rows, 3)
+    second = fs.codes(model, x, progress=False, batch_size=batch_size)
+    assert x.shape == (rows, 3) and torch.equal(first["relu"].words, second["relu"].words)

@@ -470,6 +470,19 @@ def test_hamming_totals_of_many_pairs(impl):
         _hamming_totals([pairs[0], (pairs[2][0], pairs[0][1])], backend=impl.backend)
 
 
+def test_autograd_zero_tensors_read_as_zeros(impl):
+    """torch._efficientzerotensor (what autograd hands out for zero grads) has no memory behind
+    it (data_ptr 0): every op reads it as the zeros it stands for."""
+    a = torch.randint(-2**62, 2**62, (5, 2), generator=make_gen("zerotensor"))
+    zero = torch._efficientzerotensor(5, 2, dtype=torch.int64)
+    assert not fs.pack_signs(torch._efficientzerotensor(4, 70), backend=impl.backend).any()
+    assert torch.equal(fs.popcount(zero, backend=impl.backend).cpu(), torch.zeros(5, dtype=torch.int64))
+    assert torch.equal(fs.hamming(a, zero, backend=impl.backend).cpu(), fs.popcount(a, backend="reference"))
+    assert int(fs.hamming_total(zero, a, backend=impl.backend)) == int(fs.popcount(a, backend="reference").sum())
+    want = fs.popcount(a, backend="reference").to(torch.int32)[:, None].expand(5, 5)
+    assert torch.equal(fs.hamming_cdist(a, zero, backend=impl.backend).cpu(), want)
+
+
 class _Subclass(torch.Tensor):
     pass
 
@@ -513,6 +526,14 @@ def test_cpu_shortcuts_take_only_plain_cpu_tensors(monkeypatch):
         checked.clear()
         assert ops._hamming_totals([(odd_a, b)]) == want_totals[:1]
         assert checked == ["totals"]
+    for odd_b in (torch._neg_view(-b), b.as_subclass(_Subclass), b.t().contiguous().t()):
+        checked.clear()
+        assert ops._hamming_totals([(a, odd_b)]) == want_totals[:1]
+        assert checked == ["totals"]
+    for zero in (torch._efficientzerotensor(9, 3, dtype=torch.int64),):
+        checked.clear()  # autograd's zero tensor has no memory: the checked path makes real zeros
+        assert ops._hamming_totals([(a, zero), (zero, b)]) == [int(fs.popcount(a).sum()), int(fs.popcount(b).sum())]
+        assert checked == ["totals", "totals"]
     strided = int(fs.hamming_total(a[1::2], b[::2][:4], backend="reference"))
     checked.clear()  # a non-contiguous pair: all go through the checked path (which copies it)
     assert ops._hamming_totals([pairs[0], (a[1::2], b[::2][:4])]) == [want_totals[0], strided]
@@ -524,6 +545,13 @@ def test_cpu_shortcuts_take_only_plain_cpu_tensors(monkeypatch):
         ops._pack_signs_any_nan(torch.zeros(3, 4, dtype=torch.int32))
     with pytest.raises(TypeError, match="hamming_total: a must be packed codes of dtype torch.int64"):
         ops._hamming_totals([(a.to(torch.int32), b)])
+    with pytest.raises(TypeError, match="hamming_total: b must be packed codes of dtype torch.int64"):
+        ops._hamming_totals([(a, b.to(torch.int32))])
+    with pytest.raises(ValueError, match="pack_signs: x must have at least one dimension"):
+        ops._pack_signs_any_nan(torch.tensor(1.0))
+    checked.clear()
+    words, nan = ops._pack_signs_any_nan(torch._efficientzerotensor(3, 70))
+    assert checked == ["pack"] and not words.any() and nan is False
     with pytest.raises(ValueError, match="hamming_total: a and b must have the same shape"):
         ops._hamming_totals([(a, b[:3])])
     with pytest.raises(ValueError, match="a words dimension"):

@@ -72,8 +72,12 @@ def available() -> dict[str, str | None]:
 
 def plain_cpu(t: object) -> bool:
     """A dense, not lazily negated, plain ``torch.Tensor`` (no subclass: no FakeTensor) on the
-    CPU: what the cpu backend's unchecked fast paths (``ops``) may read as raw memory."""
-    return type(t) is torch.Tensor and t.is_cpu and t.layout is torch.strided and not t.is_nested and not t.is_neg()
+    CPU with memory behind it (not autograd's zero tensor): what the cpu backend's unchecked
+    fast paths (``ops``) may read as raw memory."""
+    return (
+        type(t) is torch.Tensor and t.is_cpu and t.layout is torch.strided and not t.is_nested and not t.is_neg()
+        and not t._is_zerotensor()
+    )
 
 
 def supports(module: ModuleType, device_type: str) -> bool:
