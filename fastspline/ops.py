@@ -47,7 +47,6 @@ __all__ = [
 ]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_PACK_DTYPES = frozenset(FLOAT_DTYPES)
 # hamming_cdist/topk/radius return int32 distances: a code may have at most this many bits.
 MAX_INT32_BITS = 2**31 - 1
 
@@ -366,7 +365,7 @@ def _pack_signs_any_nan(x: torch.Tensor, *, backend: str | None = None) -> tuple
     The ``cpu`` backend finds NaN while packing (one read of ``x``); other backends
     add ``isnan(x.amax())``, a 0-d bool tensor on ``x``'s device (no host sync here).
     """
-    if _cpu_fast(backend) and backends.plain_cpu(x) and x.dtype in _PACK_DTYPES and x.dim() > 0:
+    if _cpu_fast(backend) and backends.plain_cpu(x) and x.dtype in FLOAT_DTYPES and x.dim() > 0:
         return _impl("cpu").pack_signs_any_nan(x, 0.0)  # what the checked path below does with it
     x, threshold, name = _pack_args(x, -1, 0.0, backend)
     if name == "cpu" and not _use_custom_op(x):

@@ -112,7 +112,7 @@ def hamming_total(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def hamming_total_int(a: torch.Tensor, b: torch.Tensor) -> int:
-    """``hamming_total`` as a Python int (no tensor made), for ``ops._hamming_totals``."""
+    """``hamming_total`` as a Python int (no tensor made)."""
     a, b = _words(a), _words(b)
     return _C.hamming_total(a.data_ptr(), b.data_ptr(), a.numel(), _threads()) if a.numel() else 0
 
@@ -124,19 +124,15 @@ def hamming_totals_int(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> li
 
 
 def hamming_totals_plain(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[int] | None:
-    """``hamming_totals_int`` for ``ops._hamming_totals``' unchecked path, pointers gathered in
-    one loop; None (nothing run) unless every pair is two contiguous int64 tensors of one shape,
-    not 0-d, that ``backends.plain_cpu`` accepts: the checked path then takes them."""
-    a_ptrs, b_ptrs, sizes = [], [], []
+    """``hamming_totals_int`` for ``ops._hamming_totals``' unchecked path; None (nothing run)
+    unless every pair is two contiguous int64 tensors of one shape, not 0-d, that
+    ``backends.plain_cpu`` accepts: the checked path then takes them."""
     for a, b in pairs:
         if not (plain_cpu(a) and plain_cpu(b) and a.dtype is torch.int64 and b.dtype is torch.int64):
             return None
         if not (a.is_contiguous() and b.is_contiguous()) or a.dim() == 0 or a.shape != b.shape:
             return None
-        a_ptrs.append(a.data_ptr())
-        b_ptrs.append(b.data_ptr())
-        sizes.append(a.numel())
-    return _C.hamming_totals(a_ptrs, b_ptrs, sizes, _threads()) if pairs else []
+    return hamming_totals_int(pairs)
 
 
 def hamming_cdist(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
