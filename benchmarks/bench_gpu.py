@@ -51,10 +51,11 @@ def cuda_time(fn: Callable[[], object], repeats: int, warmup: int = 2, calls: in
         for _ in range(calls):
             fn()
 
+    if DRY_RUN:  # CPU tensors in the emulator, where only the logic counts: one warm-up call, one timed
+        fn()
+        return [median_time(fn, 1, 0)[0]] * repeats
     for _ in range(warmup):
         fn()
-    if DRY_RUN:  # CPU tensors: wall time
-        return [median_time(run, 1, 0)[0] / calls for _ in range(repeats)]
     torch.cuda.synchronize()
     times = []
     for _ in range(repeats):

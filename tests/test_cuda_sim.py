@@ -54,8 +54,9 @@ SANITIZE = os.environ.get("FASTSPLINE_SIM_SANITIZE") == "1"  # tests/sanitize.sh
 
 @pytest.fixture(scope="session")
 def sim_builds() -> dict[str, Path]:
-    """The emulator module and its mutants, compiled two at a time (~15 s each; under
-    FASTSPLINE_SIM_SANITIZE=1 the sanitized module alone), in cuda_sim.build_dir()."""
+    """The emulator module and its mutants, compiled two at a time (~7 s a mutant, sharing
+    one bindings object; under FASTSPLINE_SIM_SANITIZE=1 the sanitized module alone), in
+    cuda_sim.build_dir()."""
     root = cuda_sim.build_dir()
     jobs = {"base": None} if SANITIZE else {"base": None, **MUTANTS}
     with ThreadPoolExecutor(2) as pool:
