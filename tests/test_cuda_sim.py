@@ -117,6 +117,11 @@ def test_fused_search_checks_ignore_the_cdist_switches(sim, monkeypatch, env, va
     or a bad cdist switch must not turn the fused kernels off for good on the device."""
     passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist")
     monkeypatch.setenv(env, value)
+    # the first case of each check (3 words: odd, which the cp.async kernel refuses) shows it;
+    # every case runs in test_self_checks_pass_in_the_emulator
+    assert cuda._TOPK_CASES[0][2] % 2 == 1 and cuda._RADIUS_CASES[0][2] % 2 == 1
+    monkeypatch.setattr(cuda, "_TOPK_CASES", cuda._TOPK_CASES[:1])
+    monkeypatch.setattr(cuda, "_RADIUS_CASES", cuda._RADIUS_CASES[:1])
     assert cuda.topk_status(CPU) is None and cuda.radius_status(CPU) is None
 
 
