@@ -21,7 +21,7 @@ start=$(date +%s)
 FASTSPLINE_CUDA=1 python3 -m pip install --no-build-isolation --no-deps -e . -q 2>&1 | tail -20
 echo "build: $(( $(date +%s) - start )) s"
 python3 -c "import fastspline, pprint; pprint.pprint(fastspline.build_info())" || exit 1
-# Kernels not yet run on a GPU get their per-device self-checks first, all in one process;
+# The kernels get their per-device self-checks first, all in one process;
 # one that disagrees is turned off by the library itself. If that process crashes, each
 # check runs in a process of its own: a kernel whose check crashes it is turned off for
 # the rest of this run (FASTSPLINE_CUDA_DISABLE) and fails it.

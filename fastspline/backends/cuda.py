@@ -503,7 +503,7 @@ def _auto_staging(a: torch.Tensor, b: torch.Tensor, method: str) -> int:
 
 def _static_staging(w: int, candidates: list[int]) -> int:
     """Untimed: the widest mma.sync pipelined kernel from 2,048-bit codes, else synchronous
-    (wgmma, not yet timed on a card, only where timing picks it)."""
+    (wgmma only where timing picks it)."""
     return max(c for c in candidates if c not in _WGMMA_STAGINGS) if w >= _ASYNC_MIN_WORDS else 1
 
 
