@@ -6,7 +6,7 @@
 # (The b1 peaks through wgmma are bench_gpu.py's "b1 wgmma and" probes.) About 2.5 minutes.
 # Writes to $OUT (or benchmarks/results/): cdist-ncu-<staging>.csv and gpu-profile.log.
 #   device run:  bash benchmarks/gpu_profile.sh
-#   STAGINGS="async wide wgmma wgmma-wide sync" (default) picks the cdist stagings profiled.
+#   STAGINGS="wgmma-deep wgmma-wide wgmma async wide sync" (default) picks the cdist stagings profiled.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 FASTSPLINE_TEST_SIM=0
@@ -31,7 +31,7 @@ torch.cuda.nvtx.range_push("profile")
 fs.hamming_cdist(a[:8192], a, out=out)
 torch.cuda.nvtx.range_pop()
 torch.cuda.synchronize()'
-for staging in ${STAGINGS:-async wide wgmma wgmma-wide sync}; do
+for staging in ${STAGINGS:-wgmma-deep wgmma-wide wgmma async wide sync}; do
   echo "== staging $staging" | tee -a "$log"
   FASTSPLINE_CUDA_CDIST=mma-and FASTSPLINE_CUDA_MMA_STAGING=$staging timeout 240 "$ncu" --clock-control none \
     --nvtx --nvtx-include "profile/" --kernel-name "regex:cdist_(mma|wgmma)" --launch-count 1 \

@@ -95,7 +95,9 @@ class FakeModule:
 
 @pytest.fixture
 def checks(monkeypatch, tmp_path):
-    """_child_checks over a fake module file and card, children recorded, the cache in tmp_path."""
+    """_child_checks over a fake module file and card, children recorded, the cache in tmp_path;
+    two wgmma kernels (4, 5) stand for all of them."""
+    monkeypatch.setattr(cuda, "_WGMMA_STAGINGS", (4, 5))
     module = FakeModule(str(tmp_path / "_cuda.so"))
     (tmp_path / "_cuda.so").write_bytes(b"build 1")
     monkeypatch.setattr(cuda, "_cuda", module)

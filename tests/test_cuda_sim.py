@@ -32,8 +32,9 @@ CPU = torch.device("cpu")
 # Planted bugs (ops.cu text -> replacement) the emulator must catch.
 MUTANTS = {
     "short cp.async wait": ("cp_async_wait<kAhead - 1>();", "cp_async_wait<kAhead>();"),
-    # the ring refilling the stage of a slice whose wgmma may still be in flight (wide wgmma)
-    "wgmma slice reloaded in flight": ("kAhead = kRing - 1 - Math::kDepth;", "kAhead = kRing - 1;"),
+    # the ring refilling, one slice too early, the stage of a slice whose wgmma may still be in
+    # flight (wide wgmma) or is about to be issued (deep)
+    "wgmma slice reloaded in flight": ("kAhead = kRing - 1 - Math::kDepth;", "kAhead = kRing - Math::kDepth;"),
     # the swizzle is of shared-address bits: a ring not 1 KiB aligned is read wrongly
     "wgmma ring not aligned to 1 KiB": ("reinterpret_cast<unsigned*>(align_1k(dyn_smem)), tiles, math,",
                                         "reinterpret_cast<unsigned*>(dyn_smem), tiles, math,"),
@@ -105,7 +106,7 @@ def test_self_checks_pass_in_the_emulator(sim, monkeypatch, schedule, copies):
     monkeypatch.setenv("FASTSPLINE_SIM_SCHEDULE", schedule)
     monkeypatch.setenv("FASTSPLINE_SIM_CP_ASYNC", copies)
     for status in (cuda.mma_status, cuda.mma_async_status, cuda.mma_wide_status, cuda.pack_stream_status,
-                   cuda.pack_columns16_status, cuda.wgmma_status, cuda.wgmma_wide_status, cuda.topk_status, cuda.radius_status, cuda.topk_pipelined_status,
+                   cuda.pack_columns16_status, cuda.wgmma_status, cuda.wgmma_wide_status, cuda.wgmma_deep_status, cuda.topk_status, cuda.radius_status, cuda.topk_pipelined_status,
                    cuda.radius_pipelined_status):
         assert status(CPU) is None, status.__name__
 
@@ -136,7 +137,7 @@ def words_pair(n: int, m: int, w: int, gen: torch.Generator) -> tuple[torch.Tens
 @pytest.mark.parametrize("method, staging", [("popc", "auto"), ("mma-xor", "sync"), ("mma-and", "sync"),
                                              ("mma-xor", "async"), ("mma-and", "async"),
                                              ("mma-xor", "wide"), ("mma-and", "wide"), ("mma-and", "wgmma"),
-                                             ("mma-and", "wgmma-wide")])
+                                             ("mma-and", "wgmma-wide"), ("mma-and", "wgmma-deep")])
 @pytest.mark.parametrize("n, m, w", [(1, 1, 2), (127, 129, 4), (130, 260, 18), (40, 300, 34), (129, 70, 66),
                                      (300, 140, 36), (270, 131, 34)])
 def test_cdist_kernels(sim, monkeypatch, method, staging, n, m, w):
@@ -155,7 +156,7 @@ def test_cdist_kernels(sim, monkeypatch, method, staging, n, m, w):
     same(cuda.hamming_cdist(a[n // 2 :], b), want[n // 2 :])
 
 
-@pytest.mark.parametrize("staging", ["async", "wide", "wgmma", "wgmma-wide"])
+@pytest.mark.parametrize("staging", ["async", "wide", "wgmma", "wgmma-wide", "wgmma-deep"])
 def test_async_kernels_refuse_odd_word_counts(sim, monkeypatch, staging):
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-and")
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
@@ -169,10 +170,10 @@ def test_autotune_times_each_staging_once_and_keeps_the_fastest(sim, monkeypatch
     once per shape class; the fastest is kept, results stay bit-exact; off with
     FASTSPLINE_CUDA_AUTOTUNE=0 (the static rule: wide tiles from 2,048 bits)."""
     passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "pipelined wide-tile tensor-core cdist",
-           "wgmma tensor-core cdist", "wide-tile wgmma tensor-core cdist")
+           *(cuda._WGMMA_KINDS.values()))
     monkeypatch.setattr(cuda, "_AUTOTUNE_MIN_WORD_PAIRS", 1)
     monkeypatch.setattr(cuda, "_AUTOTUNE_ROWS", 200)  # the timed sample: 200 x 200 rows
-    fake_ms, timed, real = {1: 3.0, 2: 1.0, 3: 2.0, 4: 1.5, 5: 1.2}, [], cuda._cdist
+    fake_ms, timed, real = {1: 3.0, 2: 1.0, 3: 2.0, 4: 1.5, 5: 1.2, 6: 1.3}, [], cuda._cdist
 
     def fake_time(fn, reps=3):
         seen = []
@@ -187,10 +188,10 @@ def test_autotune_times_each_staging_once_and_keeps_the_fastest(sim, monkeypatch
     a, b = words_pair(300, 260, 34, make_gen("sim-autotune"))
     want = fs.hamming_cdist(a, b, backend="reference")
     same(cuda.hamming_cdist(a, b), want)
-    assert timed == [((200, 34), 1), ((200, 34), 2), ((200, 34), 3), ((200, 34), 4), ((200, 34), 5)]
+    assert timed == [((200, 34), code) for code in range(1, 7)]
     assert list(cuda._tuned.values()) == ["async"] and cuda._auto_staging(a, b, "mma-and") == 2
     same(cuda.hamming_cdist(a[:250], b), want[:250])  # same shape class: no new timing
-    assert len(timed) == 5
+    assert len(timed) == 6
     monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "0")
     assert cuda._auto_staging(a, b, "mma-and") == 3
     monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "yes")
@@ -372,6 +373,12 @@ def mutant_fails(mutant: str, monkeypatch) -> None:
         monkeypatch.setenv("FASTSPLINE_SIM_CP_ASYNC", "early")
         with pytest.raises(RuntimeError, match="sim: .*shared-memory operands changed before its wait"):
             cuda.wgmma_wide_status(CPU)
+        try:  # deep: the stage its next wgmma reads is refilled before it is issued
+            reason = cuda.wgmma_deep_status(CPU)
+        except RuntimeError as exc:
+            assert "shared-memory operands changed before its wait" in str(exc), exc
+        else:
+            assert reason is not None and "disagreed" in reason, reason
         return
     if mutant == "wgmma descriptors per warp":
         with pytest.raises(RuntimeError, match="sim: .*wgmma descriptors differ within a warpgroup"):
@@ -415,7 +422,7 @@ def test_pack_grid_stride_over_sm_counts(sim, monkeypatch, sms, dtype):
 
 
 @pytest.mark.parametrize("sms", [1, 3])
-@pytest.mark.parametrize("staging", ["async", "wide", "wgmma", "wgmma-wide"])
+@pytest.mark.parametrize("staging", ["async", "wide", "wgmma", "wgmma-wide", "wgmma-deep"])
 def test_pipelined_cdist_streams_tiles_over_sm_counts(sim, monkeypatch, sms, staging):
     """The pipelined kernels are persistent: each block runs its tiles' K slices as one
     stream (the ring crosses tile boundaries). One SM: one block takes every tile;
@@ -423,7 +430,7 @@ def test_pipelined_cdist_streams_tiles_over_sm_counts(sim, monkeypatch, sms, sta
     monkeypatch.setenv("FASTSPLINE_SIM_SMS", str(sms))
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
     passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "pipelined wide-tile tensor-core cdist",
-           "wgmma tensor-core cdist", "wide-tile wgmma tensor-core cdist")
+           "wgmma tensor-core cdist", "wide-tile wgmma tensor-core cdist", "deep-ring wgmma tensor-core cdist")
     for method in ("mma-and",) if staging.startswith("wgmma") else ("mma-and", "mma-xor"):
         monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", method)
         for n, m, w in ((300, 270, 34), (520, 130, 2)):
@@ -437,19 +444,19 @@ def test_wgmma_kernels_at_other_shared_memory_bases(sim, monkeypatch, base):
     (align_1k) wherever the dynamic shared memory starts (the emulator's default: 528)."""
     monkeypatch.setenv("FASTSPLINE_SIM_SMEM_BASE", str(base))
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-and")
-    passed("binary tensor-core cdist", "wgmma tensor-core cdist", "wide-tile wgmma tensor-core cdist")
+    passed("binary tensor-core cdist", *(cuda._WGMMA_KINDS.values()))
     a, b = words_pair(200, 300, 34, make_gen("sim-wgmma-base", base))
     want = fs.hamming_cdist(a, b, backend="reference")
-    for staging in ("wgmma", "wgmma-wide"):
+    for staging in ("wgmma", "wgmma-wide", "wgmma-deep"):
         monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
         same(cuda.hamming_cdist(a, b), want)
 
 
-@pytest.mark.parametrize("staging", ["wgmma", "wgmma-wide"])
+@pytest.mark.parametrize("staging", ["wgmma", "wgmma-wide", "wgmma-deep"])
 def test_wgmma_kernels_count_and_only(sim, monkeypatch, staging):
     """wgmma has no b1 XOR: forcing it with the XOR kernel is refused by name, and auto
     never offers it to XOR calls; untimed auto calls keep the mma.sync kernels."""
-    passed("binary tensor-core cdist", "wgmma tensor-core cdist", "wide-tile wgmma tensor-core cdist")
+    passed("binary tensor-core cdist", *(cuda._WGMMA_KINDS.values()))
     monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", "mma-xor")
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
     a = torch.zeros(130, 34, dtype=torch.int64)
@@ -460,4 +467,4 @@ def test_wgmma_kernels_count_and_only(sim, monkeypatch, staging):
     assert code in cuda.staging_candidates(a, a, "mma-and") and code not in cuda.staging_candidates(a, a, "mma-xor")
     monkeypatch.setenv("FASTSPLINE_CUDA_WGMMA_AUTO", "0")
     assert code not in cuda.staging_candidates(a, a, "mma-and")
-    assert cuda._static_staging(34, cuda.staging_candidates(a, a, "mma-and")) not in (4, 5)
+    assert cuda._static_staging(34, cuda.staging_candidates(a, a, "mma-and")) not in cuda._WGMMA_STAGINGS

@@ -1044,16 +1044,22 @@ struct WgmmaTiles {
 struct WgmmaWideTiles {
   static constexpr int kRows = 128, kCols = 256;
 };
-// The wide kernel's ring: 4 stages of 48 KB, its slices' wgmma one deep in flight.
+// The wide kernels' ring: 4 stages of 48 KB. Staging 5 leaves each slice's wgmma one deep in
+// flight and loads 2 slices ahead; staging 6 waits for each slice's wgmma and loads 3 ahead:
+// half as many bytes again in flight per SM (on the H200, wgmma-wide's 96 KB in flight moved
+// 1.6 GB from L2 in the time the square kernel's 2 x 64 KB moved 2.1 GB), for a tensor-core
+// drain per slice. Only timing tells which wins.
 constexpr int kWgmmaWideRing = 4;
 using WgmmaSquareMath = WgmmaMath<WgmmaTiles, kStages, 0>;
 using WgmmaWideMath = WgmmaMath<WgmmaWideTiles, kWgmmaWideRing, 1>;
+using WgmmaDeepMath = WgmmaMath<WgmmaWideTiles, kWgmmaWideRing, 0>;
 
 template <typename Tiles, typename Math>
 constexpr int kWgmmaSmemBytes = async_smem_bytes<Tiles, Math::kRing>() + 1024;  // + room to align the ring to 1,024
 
 // cdist through wgmma (staging 4: WgmmaTiles, WgmmaSquareMath; staging 5: WgmmaWideTiles,
-// WgmmaWideMath; AND, row popcounts from pops_a / pops_b): the cp.async ring and persistent
+// WgmmaWideMath; staging 6: WgmmaWideTiles, WgmmaDeepMath; AND, row popcounts from pops_a /
+// pops_b): the cp.async ring and persistent
 // tiles of cdist_mma_async_kernel. Built with wgmma only for sm_90a (and the emulator):
 // elsewhere it only sets *missing (when given) and computes nothing.
 template <typename Tiles, typename Math>
@@ -1590,11 +1596,13 @@ void row_popcounts(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, 
   check(cudaGetLastError(), "hamming_rows_kernel launch (row popcounts)");
 }
 
-// The wgmma cdist kernels: 128 x 128 tiles (staging 4), 128 x 256 (staging 5).
+// The wgmma cdist kernels: 128 x 128 tiles (staging 4), 128 x 256 (staging 5; 6 loads deeper).
 constexpr auto kWgmmaSquare = cdist_wgmma_kernel<WgmmaTiles, WgmmaSquareMath>;
 constexpr auto kWgmmaWide = cdist_wgmma_kernel<WgmmaWideTiles, WgmmaWideMath>;
+constexpr auto kWgmmaDeep = cdist_wgmma_kernel<WgmmaWideTiles, WgmmaDeepMath>;
 constexpr int kWgmmaSquareBytes = kWgmmaSmemBytes<WgmmaTiles, WgmmaSquareMath>;  // 99,328
-constexpr int kWgmmaWideBytes = kWgmmaSmemBytes<WgmmaWideTiles, WgmmaWideMath>;  // 197,632
+constexpr int kWgmmaWideBytes = kWgmmaSmemBytes<WgmmaWideTiles, WgmmaWideMath>;  // 197,632 (staging 6 too)
+static_assert(kWgmmaSmemBytes<WgmmaWideTiles, WgmmaDeepMath> == kWgmmaWideBytes, "one ring for both wide kernels");
 
 // Whether the wgmma kernels run on the current device: an sm_90 card and this module's
 // sm_90a code (a probe launch of the square kernel, once per device; both are built for
@@ -1630,10 +1638,10 @@ static bool wgmma_compiled(std::uintptr_t stream) {
 
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
                        int64_t ldo, bool use_xor, int staging, std::uintptr_t stream, int64_t* workspace) {
-  if (staging < 0 || staging > 5)
+  if (staging < 0 || staging > 6)
     throw std::invalid_argument(
-        "hamming_cdist_mma: staging must be 0 (auto), 1 (sync), 2 (cp.async), 3 (cp.async, wide tiles), 4 (wgmma) or 5 "
-        "(wgmma, wide tiles)");
+        "hamming_cdist_mma: staging must be 0 (auto), 1 (sync), 2 (cp.async), 3 (cp.async, wide tiles), 4 (wgmma), 5 "
+        "(wgmma, wide tiles) or 6 (wgmma, wide tiles, loaded deeper)");
   if (staging >= 4 && use_xor) throw std::invalid_argument("hamming_cdist_mma: the wgmma kernels count AND only");
   if (n == 0 || m == 0) return;
   const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
@@ -1651,7 +1659,8 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   if (staging >= 4 && !wgmma_compiled(stream))
     throw std::invalid_argument(
         "hamming_cdist_mma: the wgmma kernels need an sm_90 card (compute capability 9.0) and this module's sm_90a code");
-  if (staging == 5 && !smem_ready<kWgmmaWide>(kWgmmaWideBytes, 0))
+  if ((staging == 5 && !smem_ready<kWgmmaWide>(kWgmmaWideBytes, 0)) ||
+      (staging == 6 && !smem_ready<kWgmmaDeep>(kWgmmaWideBytes, 0)))
     throw std::invalid_argument("hamming_cdist_mma: this device has too little shared memory for the wide wgmma kernel");
   if (staging == 3 && !async_smem_ready<WideTiles>()) {
     if (forced == 3)
@@ -1668,11 +1677,12 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   const u64* bp = reinterpret_cast<const u64*>(b);
   if (staging >= 2 && !use_xor) row_popcounts(ap, n, bp, m, w, workspace, s);  // added in the AND kernel's epilogue
   if (staging >= 4) {
-    const bool wide = staging == 5;
+    const bool wide = staging >= 5;
     const int bytes = wide ? kWgmmaWideBytes : kWgmmaSquareBytes;
-    const unsigned grid = wide ? persistent_grid<kWgmmaWide, WgmmaWideTiles>(n, m, bytes)
-                               : persistent_grid<kWgmmaSquare, WgmmaTiles>(n, m, bytes);
-    const auto kernel = wide ? kWgmmaWide : kWgmmaSquare;
+    const unsigned grid = staging == 6   ? persistent_grid<kWgmmaDeep, WgmmaWideTiles>(n, m, bytes)
+                          : wide         ? persistent_grid<kWgmmaWide, WgmmaWideTiles>(n, m, bytes)
+                                         : persistent_grid<kWgmmaSquare, WgmmaTiles>(n, m, bytes);
+    const auto kernel = staging == 6 ? kWgmmaDeep : wide ? kWgmmaWide : kWgmmaSquare;
     kernel<<<grid, kThreads, bytes, s>>>(
         ap, n, bp, m, w, out, ldo, workspace, workspace + n, nullptr);
     check(cudaGetLastError(), "cdist_wgmma_kernel launch");

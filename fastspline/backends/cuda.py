@@ -40,10 +40,12 @@ _BLOCK_BYTES = 1 << 28  # int32 distances held at once by topk / radius (256 MiB
 CDIST_METHODS = ("auto", "popc", "mma-xor", "mma-and")
 # How the tensor-core kernel stages its K slices in shared memory: synchronous loads, or
 # a cp.async pipeline with 128 x 128 or 256 x 128 tiles (mma.sync), or that pipeline
-# feeding Hopper wgmma with 128 x 128 or 128 x 256 tiles (auto: _auto_staging).
-MMA_STAGINGS = {"auto": 0, "sync": 1, "async": 2, "wide": 3, "wgmma": 4, "wgmma-wide": 5}
-_WGMMA_STAGINGS = (4, 5)
-_WGMMA_KINDS = {4: "wgmma tensor-core cdist", 5: "wide-tile wgmma tensor-core cdist"}  # their self-checks' names
+# feeding Hopper wgmma with 128 x 128 or 128 x 256 tiles, the latter loaded 2 or 3 slices
+# ahead (auto: _auto_staging).
+MMA_STAGINGS = {"auto": 0, "sync": 1, "async": 2, "wide": 3, "wgmma": 4, "wgmma-wide": 5, "wgmma-deep": 6}
+_WGMMA_STAGINGS = (4, 5, 6)
+_WGMMA_KINDS = {4: "wgmma tensor-core cdist", 5: "wide-tile wgmma tensor-core cdist",
+                6: "deep-ring wgmma tensor-core cdist"}  # their self-checks' names
 # Codes of at least this many words (2,048 bits) take a pipelined kernel when not timed.
 _ASYNC_MIN_WORDS = 32
 # The tensor-core kernel's 128x128 tiles pay off once both sides have this many rows.
@@ -189,6 +191,13 @@ def wgmma_wide_status(device: torch.device) -> str | None:
     return _pipelined_status(device, _WGMMA_KINDS[5], 5, "wgmma", ("mma-and",))
 
 
+def wgmma_deep_status(device: torch.device) -> str | None:
+    """As :func:`wgmma_wide_status`, for its twin that waits for each slice's wgmma and so
+    loads 3 slices ahead instead of 2 (half as many bytes again in flight per SM, a
+    tensor-core drain per slice)."""
+    return _pipelined_status(device, _WGMMA_KINDS[6], 6, "wgmma", ("mma-and",))
+
+
 # Whether auto calls time the wgmma kernels (FASTSPLINE_CUDA_WGMMA_AUTO): "isolated" (the
 # default) once their self-checks have passed in a child process on this card, "1" with
 # their self-checks in this process, "0" never. Written in sessions 10 and 11 without a
@@ -198,7 +207,7 @@ def wgmma_wide_status(device: torch.device) -> str | None:
 # see _child_cache_path) and only for calls large enough to be timed; forced stagings and
 # the tests run the kernels directly.
 WGMMA_AUTO_MODES = ("isolated", "1", "0")
-_WGMMA_STATUS_NAMES = {4: "wgmma_status", 5: "wgmma_wide_status"}  # looked up when called (tests swap them)
+_WGMMA_STATUS_NAMES = {4: "wgmma_status", 5: "wgmma_wide_status", 6: "wgmma_deep_status"}  # looked up when called (tests swap them)
 _CHILD_TIMEOUT_S = 180.0
 _CHILD_CACHE_ENTRIES = 32  # builds x cards remembered
 _CHILD_MARK = "fastspline-child-check"
@@ -220,7 +229,7 @@ _child_lock = threading.Lock()
 
 
 def _wgmma_status(code: int):
-    """wgmma_status (4) or wgmma_wide_status (5), looked up when called."""
+    """wgmma_status (4), wgmma_wide_status (5) or wgmma_deep_status (6), looked up when called."""
     return globals()[_WGMMA_STATUS_NAMES[code]]
 
 
@@ -308,7 +317,7 @@ def _text(data) -> str:
 
 
 def _child_status(device: torch.device, code: int) -> str | None:
-    """None when the wgmma kernel ``code`` (4, 5) passed its self-check in a child process
+    """None when the wgmma kernel ``code`` (4, 5, 6) passed its self-check in a child process
     on ``device`` (now or, remembered on disk, for this build, card and driver), else why
     not. Checked once per device; the child runs only after the mma.sync kernels passed
     theirs, on compute capability 9.0."""
@@ -357,12 +366,12 @@ def _wgmma_cleared(device: torch.device, code: int) -> bool:
 
 
 def mma_staging(device: torch.device) -> int:
-    """``FASTSPLINE_CUDA_MMA_STAGING`` (auto, sync, async, wide, wgmma, wgmma-wide) as the extension's
+    """``FASTSPLINE_CUDA_MMA_STAGING`` (auto, sync, async, wide, wgmma, wgmma-wide, wgmma-deep) as the extension's
     code; a forced pipelined kernel that failed its check raises. Auto stays 0 here and
     is resolved per call by :func:`_auto_staging`."""
     name = _env("FASTSPLINE_CUDA_MMA_STAGING", MMA_STAGINGS)
     status = {"async": mma_async_status, "wide": mma_wide_status, "wgmma": wgmma_status,
-              "wgmma-wide": wgmma_wide_status}.get(name)
+              "wgmma-wide": wgmma_wide_status, "wgmma-deep": wgmma_deep_status}.get(name)
     if status is not None:
         if (reason := status(device)) is not None:
             raise RuntimeError(f"FASTSPLINE_CUDA_MMA_STAGING={name}: the pipelined kernel is unavailable: {reason}")
