@@ -58,8 +58,8 @@ KERNELS = {
 # Kernels with code for one architecture only (elsewhere a stub): the wgmma cdist kernels.
 ARCH_KERNELS = {
     "sm_90a": {"cdist wgmma square": "cdist_wgmma_kernelINS1_10WgmmaTiles",
-               "cdist wgmma wide": "cdist_wgmma_kernelINS1_14WgmmaWideTilesENS1_9WgmmaMathIS3_Li4ELi1E",
-               "cdist wgmma deep": "cdist_wgmma_kernelINS1_14WgmmaWideTilesENS1_9WgmmaMathIS3_Li4ELi0E"},
+               "cdist wgmma wide": "cdist_wgmma_kernelINS1_14WgmmaWideTilesENS1_9WgmmaMathIS3_Li4ELi1ELb0E",
+               "cdist wgmma deep": "cdist_wgmma_kernelINS1_14WgmmaWideTilesENS1_9WgmmaMathIS3_Li4ELi1ELb1E"},
 }
 MMA = r"(BMMA|HMMA|IMMA|BGMMA|HGMMA|IGMMA)"  # mma.sync and wgmma in the SASS
 

@@ -117,8 +117,8 @@ def test_pipelined_loops_call_no_subroutine_per_slice(compiles, tmp_path):
     """The pipelined kernels' main loops (benchmarks/sass_report.py, the sm_90a SASS that
     H100 / H200 run) keep no subroutine call on the per-slice path: a 64-bit division there
     (the ring's stage or tile index by `%` or `/`) costs ~25-70 instructions a slice. The
-    wide wgmma kernel's slice loop leaves its wgmma in flight (waits with gsb0 at 1, never
-    0) and the square and deep ones wait for them (0)."""
+    wide and deep wgmma kernels' slice loops leave their wgmma in flight (waits with gsb0 at
+    1, never 0) and the square one waits for them (0)."""
     sass_report = _sass_report()
     compiled = compiles["sass"].result()
     if isinstance(compiled, str):
@@ -128,7 +128,7 @@ def test_pipelined_loops_call_no_subroutine_per_slice(compiles, tmp_path):
                   "cdist wgmma square", "cdist wgmma wide", "cdist wgmma deep"):
         assert counts[label]["slice:mma"] > 0, (label, counts[label])
         assert counts[label].get("slice:calls", 0) == 0, (label, counts[label])
-    for label, depth in (("cdist wgmma wide", "0x1"), ("cdist wgmma square", "0x0"), ("cdist wgmma deep", "0x0")):
+    for label, depth in (("cdist wgmma wide", "0x1"), ("cdist wgmma square", "0x0"), ("cdist wgmma deep", "0x1")):
         ins = sass_report.parse(compiled[1], sass_report.ARCH_KERNELS["sm_90a"][label], "ops.cu")
         j, i = sass_report.main_loop(ins)
         waits = [x.text for x in ins[j:i + 1] if x.text.startswith("WARPGROUP.DEPBAR")]

@@ -787,6 +787,7 @@ template <bool kXor, typename Tiles>
 struct MmaSyncMath {
   static constexpr int kFragN = Tiles::kFragN, kRowU32 = kAsyncWords * 2;
   static constexpr int kRing = kStages, kDepth = 0;  // ring stages; slices left in flight after slice()
+  static constexpr bool kLoadAfter = false;          // stream_slices refills before slice()
   int acc[4][kFragN][4] = {};
   int r8, a_row, a_piece, b_row, b_piece;
   __device__ MmaSyncMath() {
@@ -842,7 +843,9 @@ struct MmaSyncMath {
 // while the current tile's last are multiplied by math.slice(stage). math.slice may leave
 // the last Math::kDepth slices' math in flight (wgmma), so the ring loads kRing - 1 -
 // kDepth slices ahead: the stage it refills was read by a slice that every thread has
-// waited for before the barrier. After a tile's last slice, math.finish() (nothing in
+// waited for before the barrier. With Math::kLoadAfter the refill comes after math.slice
+// and a second barrier instead, when every thread has waited for one slice more: one
+// slice further ahead (kRing - kDepth). After a tile's last slice, math.finish() (nothing in
 // flight), on_tile(r0, c0) (the tile's results are in math), then math.clear(); every
 // thread calls it, so it may hold barriers. The loading side keeps a cursor (tile, slice,
 // ring stage) that steps by one entry, the multiplying side nested loops: no division per
@@ -854,7 +857,8 @@ __device__ __forceinline__ void stream_slices(const u64* __restrict__ a, int64_t
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int kRows = Tiles::kRows, kCols = Tiles::kCols, kRowU32 = kAsyncWords * 2;
   constexpr int kStageU32 = (kRows + kCols) * kRowU32;  // A rows, then B rows
-  constexpr int kRing = Math::kRing, kAhead = kRing - 1 - Math::kDepth;  // slices loaded ahead
+  constexpr bool kAfter = Math::kLoadAfter;  // refill after math.slice and a second barrier
+  constexpr int kRing = Math::kRing, kAhead = kRing - 1 - Math::kDepth + (kAfter ? 1 : 0);  // slices loaded ahead
   static_assert(kAhead >= 1, "stream_slices: a ring of kDepth + 2 stages at least");
   const int64_t slices = std::max<int64_t>(1, (w + kAsyncWords - 1) / kAsyncWords);  // w = 0: one empty slice
   const int64_t total = count * slices;  // the stream of (tile, slice)
@@ -914,9 +918,16 @@ __device__ __forceinline__ void stream_slices(const u64* __restrict__ a, int64_t
       cp_async_wait<kAhead - 1>();
       math.landed();
       __syncthreads();  // entry g is in; everyone is done with entry g - 1 - kDepth's stage
-      if (g + kAhead < total) load();
-      cp_async_commit();
+      if (!kAfter) {
+        if (g + kAhead < total) load();
+        cp_async_commit();
+      }
       math.slice(smem_base + cstage * kStageU32 * 4);
+      if (kAfter) {
+        __syncthreads();  // everyone is done with entry g - kDepth's stage
+        if (g + kAhead < total) load();
+        cp_async_commit();
+      }
       if (++cstage == kRing) cstage = 0;
     }
     int64_t r0, c0;  // the tile's last slice is in
@@ -985,9 +996,11 @@ __global__ void __launch_bounds__(kThreads, (kAsyncMinBlocks<kXor, Tiles>)) cdis
 // 4 wgmma m64nNk256 per 1,024-bit slice. kDepth 0: each slice's wgmma are waited for in
 // slice(); 1: the previous slice's (the newest stays in flight over the next barrier,
 // which is why stream_slices then loads one slice less ahead), all of them in finish().
-template <typename Tiles, int Ring, int Depth>
+// LoadAfter: stream_slices refills after slice() and a second barrier (one slice further).
+template <typename Tiles, int Ring, int Depth, bool LoadAfter = false>
 struct WgmmaMath {
   static constexpr int kRing = Ring, kDepth = Depth, kN = Tiles::kCols;
+  static constexpr bool kLoadAfter = LoadAfter;
   static_assert(Tiles::kRows == 64 * (kThreads / 128) && (kN == 128 || kN == 256), "WgmmaMath: 64 rows a warpgroup");
   int acc[kN / 2] = {};
   unsigned a_off, b_off;
@@ -1044,15 +1057,15 @@ struct WgmmaTiles {
 struct WgmmaWideTiles {
   static constexpr int kRows = 128, kCols = 256;
 };
-// The wide kernels' ring: 4 stages of 48 KB. Staging 5 leaves each slice's wgmma one deep in
-// flight and loads 2 slices ahead; staging 6 waits for each slice's wgmma and loads 3 ahead:
-// half as many bytes again in flight per SM (on the H200, wgmma-wide's 96 KB in flight moved
-// 1.6 GB from L2 in the time the square kernel's 2 x 64 KB moved 2.1 GB), for a tensor-core
-// drain per slice. Only timing tells which wins.
+// The wide kernels' ring: 4 stages of 48 KB, each slice's wgmma one deep in flight. Staging
+// 5 refills a stage at the slice's barrier, 2 slices ahead; staging 6 after the slice's
+// wgmma and a second barrier, 3 ahead: half as many bytes again in flight per SM (on the
+// H200, wgmma-wide's 96 KB in flight moved 1.6 GB from L2 in the time the square kernel's
+// 2 x 64 KB moved 2.1 GB), for a second barrier a slice. Only timing tells which wins.
 constexpr int kWgmmaWideRing = 4;
 using WgmmaSquareMath = WgmmaMath<WgmmaTiles, kStages, 0>;
 using WgmmaWideMath = WgmmaMath<WgmmaWideTiles, kWgmmaWideRing, 1>;
-using WgmmaDeepMath = WgmmaMath<WgmmaWideTiles, kWgmmaWideRing, 0>;
+using WgmmaDeepMath = WgmmaMath<WgmmaWideTiles, kWgmmaWideRing, 1, true>;
 
 template <typename Tiles, typename Math>
 constexpr int kWgmmaSmemBytes = async_smem_bytes<Tiles, Math::kRing>() + 1024;  // + room to align the ring to 1,024

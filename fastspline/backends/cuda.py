@@ -192,9 +192,9 @@ def wgmma_wide_status(device: torch.device) -> str | None:
 
 
 def wgmma_deep_status(device: torch.device) -> str | None:
-    """As :func:`wgmma_wide_status`, for its twin that waits for each slice's wgmma and so
-    loads 3 slices ahead instead of 2 (half as many bytes again in flight per SM, a
-    tensor-core drain per slice)."""
+    """As :func:`wgmma_wide_status`, for its twin that refills a ring stage after the
+    slice's wgmma and a second barrier, so 3 slices ahead instead of 2 (half as many bytes
+    again in flight per SM, for one more barrier a slice)."""
     return _pipelined_status(device, _WGMMA_KINDS[6], 6, "wgmma", ("mma-and",))
 
 
