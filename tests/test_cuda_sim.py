@@ -425,7 +425,7 @@ def test_pipelined_cdist_streams_tiles_over_sm_counts(sim, monkeypatch, sms, sta
     monkeypatch.setenv("FASTSPLINE_SIM_SMS", str(sms))
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", staging)
     passed("binary tensor-core cdist", "pipelined (cp.async) tensor-core cdist", "pipelined wide-tile tensor-core cdist",
-           "wgmma tensor-core cdist", "wide-tile wgmma tensor-core cdist", "deep-ring wgmma tensor-core cdist")
+           *(cuda._WGMMA_KINDS.values()))
     for method in ("mma-and",) if staging.startswith("wgmma") else ("mma-and", "mma-xor"):
         monkeypatch.setenv("FASTSPLINE_CUDA_CDIST", method)
         for n, m, w in ((300, 270, 34), (520, 130, 2)):

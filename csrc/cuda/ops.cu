@@ -1617,6 +1617,15 @@ constexpr int kWgmmaSquareBytes = kWgmmaSmemBytes<WgmmaTiles, WgmmaSquareMath>; 
 constexpr int kWgmmaWideBytes = kWgmmaSmemBytes<WgmmaWideTiles, WgmmaWideMath>;  // 197,632 (staging 6 too)
 static_assert(kWgmmaSmemBytes<WgmmaWideTiles, WgmmaDeepMath> == kWgmmaWideBytes, "one ring for both wide kernels");
 
+// A wgmma cdist kernel over its persistent grid (AND; row popcounts in workspace).
+template <auto kernel, typename Tiles>
+void launch_wgmma(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int32_t* out, int64_t ldo,
+                  const int64_t* workspace, int bytes, cudaStream_t s) {
+  const unsigned grid = persistent_grid<kernel, Tiles>(n, m, bytes);
+  kernel<<<grid, kThreads, bytes, s>>>(a, n, b, m, w, out, ldo, workspace, workspace + n, nullptr);
+  check(cudaGetLastError(), "cdist_wgmma_kernel launch");
+}
+
 // Whether the wgmma kernels run on the current device: an sm_90 card and this module's
 // sm_90a code (a probe launch of the square kernel, once per device; both are built for
 // the same targets).
@@ -1672,8 +1681,7 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   if (staging >= 4 && !wgmma_compiled(stream))
     throw std::invalid_argument(
         "hamming_cdist_mma: the wgmma kernels need an sm_90 card (compute capability 9.0) and this module's sm_90a code");
-  if ((staging == 5 && !smem_ready<kWgmmaWide>(kWgmmaWideBytes, 0)) ||
-      (staging == 6 && !smem_ready<kWgmmaDeep>(kWgmmaWideBytes, 0)))
+  if (staging >= 5 && !(staging == 5 ? smem_ready<kWgmmaWide>(kWgmmaWideBytes, 0) : smem_ready<kWgmmaDeep>(kWgmmaWideBytes, 0)))
     throw std::invalid_argument("hamming_cdist_mma: this device has too little shared memory for the wide wgmma kernel");
   if (staging == 3 && !async_smem_ready<WideTiles>()) {
     if (forced == 3)
@@ -1689,18 +1697,9 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   const u64* ap = reinterpret_cast<const u64*>(a);
   const u64* bp = reinterpret_cast<const u64*>(b);
   if (staging >= 2 && !use_xor) row_popcounts(ap, n, bp, m, w, workspace, s);  // added in the AND kernel's epilogue
-  if (staging >= 4) {
-    const bool wide = staging >= 5;
-    const int bytes = wide ? kWgmmaWideBytes : kWgmmaSquareBytes;
-    const unsigned grid = staging == 6   ? persistent_grid<kWgmmaDeep, WgmmaWideTiles>(n, m, bytes)
-                          : wide         ? persistent_grid<kWgmmaWide, WgmmaWideTiles>(n, m, bytes)
-                                         : persistent_grid<kWgmmaSquare, WgmmaTiles>(n, m, bytes);
-    const auto kernel = staging == 6 ? kWgmmaDeep : wide ? kWgmmaWide : kWgmmaSquare;
-    kernel<<<grid, kThreads, bytes, s>>>(
-        ap, n, bp, m, w, out, ldo, workspace, workspace + n, nullptr);
-    check(cudaGetLastError(), "cdist_wgmma_kernel launch");
-    return;
-  }
+  if (staging == 4) return launch_wgmma<kWgmmaSquare, WgmmaTiles>(ap, n, bp, m, w, out, ldo, workspace, kWgmmaSquareBytes, s);
+  if (staging == 5) return launch_wgmma<kWgmmaWide, WgmmaWideTiles>(ap, n, bp, m, w, out, ldo, workspace, kWgmmaWideBytes, s);
+  if (staging == 6) return launch_wgmma<kWgmmaDeep, WgmmaWideTiles>(ap, n, bp, m, w, out, ldo, workspace, kWgmmaWideBytes, s);
   if (staging == 3) return launch_async<WideTiles>(ap, n, bp, m, w, out, ldo, use_xor, workspace, s);
   if (staging == 2) return launch_async<SquareTiles>(ap, n, bp, m, w, out, ldo, use_xor, workspace, s);
   for_row_bands(n, kMmaTile, [&](int64_t r, int64_t rows, unsigned grid_y) {

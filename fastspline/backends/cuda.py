@@ -370,12 +370,12 @@ def mma_staging(device: torch.device) -> int:
     code; a forced pipelined kernel that failed its check raises. Auto stays 0 here and
     is resolved per call by :func:`_auto_staging`."""
     name = _env("FASTSPLINE_CUDA_MMA_STAGING", MMA_STAGINGS)
-    status = {"async": mma_async_status, "wide": mma_wide_status, "wgmma": wgmma_status,
-              "wgmma-wide": wgmma_wide_status, "wgmma-deep": wgmma_deep_status}.get(name)
+    code = MMA_STAGINGS[name]
+    status = _wgmma_status(code) if code in _WGMMA_STAGINGS else {2: mma_async_status, 3: mma_wide_status}.get(code)
     if status is not None:
         if (reason := status(device)) is not None:
             raise RuntimeError(f"FASTSPLINE_CUDA_MMA_STAGING={name}: the pipelined kernel is unavailable: {reason}")
-    return MMA_STAGINGS[name]
+    return code
 
 
 def _cp_async_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
