@@ -59,7 +59,8 @@ KERNELS = {
 ARCH_KERNELS = {
     "sm_90a": {"cdist wgmma square": "cdist_wgmma_kernelINS1_10WgmmaTiles",
                "cdist wgmma wide": "cdist_wgmma_kernelINS1_14WgmmaWideTilesENS1_9WgmmaMathIS3_Li4ELi1ELb0E",
-               "cdist wgmma deep": "cdist_wgmma_kernelINS1_14WgmmaWideTilesENS1_9WgmmaMathIS3_Li4ELi1ELb1E"},
+               "cdist wgmma deep": "cdist_wgmma_kernelINS1_14WgmmaWideTilesENS1_9WgmmaMathIS3_Li4ELi1ELb1E",
+               "cdist wgmma cluster": "cdist_cluster_kernel"},
 }
 MMA = r"(BMMA|HMMA|IMMA|BGMMA|HGMMA|IGMMA)"  # mma.sync and wgmma in the SASS
 
@@ -175,9 +176,9 @@ def main_loop(ins: list[Instr]) -> tuple[int, int]:
     MMAs, the longest loop."""
     ends = loops(ins)
 
-    def key(head: int) -> tuple[int, int]:
+    def key(head: int) -> tuple[int, int]:  # the shortest loop holding the most MMAs
         mmas = sum(1 for y in ins[head:ends[head] + 1] if re.match(MMA, y.text))
-        return (mmas, head) if mmas else (0, ends[head] - head)
+        return (mmas, head - ends[head]) if mmas else (0, ends[head] - head)
 
     head = max(ends, key=key)
     return head, ends[head]

@@ -117,18 +117,19 @@ def test_pipelined_loops_call_no_subroutine_per_slice(compiles, tmp_path):
     """The pipelined kernels' main loops (benchmarks/sass_report.py, the sm_90a SASS that
     H100 / H200 run) keep no subroutine call on the per-slice path: a 64-bit division there
     (the ring's stage or tile index by `%` or `/`) costs ~25-70 instructions a slice. The
-    wide and deep wgmma kernels' slice loops leave their wgmma in flight (waits with gsb0 at
-    1, never 0) and the square one waits for them (0)."""
+    wide, deep and cluster wgmma kernels' slice loops leave their wgmma in flight (waits with
+    gsb0 at 1, never 0) and the square one waits for them (0)."""
     sass_report = _sass_report()
     compiled = compiles["sass"].result()
     if isinstance(compiled, str):
         pytest.skip(compiled)
     counts = sass_report.report(ROOT, "sm_90a", tmp_path, compiled)
     for label in ("cdist async square (and)", "cdist async wide (and)", "topk async", "radius async (fill)",
-                  "cdist wgmma square", "cdist wgmma wide", "cdist wgmma deep"):
+                  "cdist wgmma square", "cdist wgmma wide", "cdist wgmma deep", "cdist wgmma cluster"):
         assert counts[label]["slice:mma"] > 0, (label, counts[label])
         assert counts[label].get("slice:calls", 0) == 0, (label, counts[label])
-    for label, depth in (("cdist wgmma wide", "0x1"), ("cdist wgmma square", "0x0"), ("cdist wgmma deep", "0x1")):
+    for label, depth in (("cdist wgmma wide", "0x1"), ("cdist wgmma square", "0x0"), ("cdist wgmma deep", "0x1"),
+                         ("cdist wgmma cluster", "0x1")):
         ins = sass_report.parse(compiled[1], sass_report.ARCH_KERNELS["sm_90a"][label], "ops.cu")
         j, i = sass_report.main_loop(ins)
         waits = [x.text for x in ins[j:i + 1] if x.text.startswith("WARPGROUP.DEPBAR")]

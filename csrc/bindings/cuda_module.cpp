@@ -83,6 +83,8 @@ PYBIND11_MODULE(FASTSPLINE_CUDA_MODULE, m) {
       },
       py::arg("a"), py::arg("n"), py::arg("b"), py::arg("m"), py::arg("w"), py::arg("out"), py::arg("ldo"),
       py::arg("use_xor"), py::arg("stream"), py::arg("staging") = 0, py::arg("workspace") = 0, gil());
+  m.def("cdist_mma_workspace", &cdist_mma_workspace, py::arg("n"), py::arg("m"), py::arg("w"), py::arg("use_xor"),
+        py::arg("staging"), "int64 words of workspace hamming_cdist_mma needs");
   m.def(
       "hamming_topk_mma",
       [](std::uintptr_t a, int64_t n, std::uintptr_t b, int64_t mm, int64_t w, int k, int splits, std::uintptr_t cand,

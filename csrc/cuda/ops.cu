@@ -770,6 +770,69 @@ __device__ inline void wgmma_wait(int (&d)[kAcc]) {
 #undef FASTSPLINE_D8
 #endif
 
+// Clusters, mbarriers and bulk copies (sm_90a; the emulator's sim:: twins): a CTA's rank in
+// its cluster, the cluster-wide barrier, mbarriers addressed by shared address (arrivals on
+// CTA `rank`'s barrier at the same offset: mapa), and cp.async.bulk global -> shared of
+// every CTA in `mask` (same offsets), each completing `bytes` on its own barrier at `bar`.
+#if defined(FASTSPLINE_CUDA_SIM)
+#define FASTSPLINE_CLUSTER 1
+__device__ inline unsigned cluster_rank() { return sim::cluster_ctarank(); }
+__device__ inline void cluster_sync() { sim::cluster_sync(); }
+__device__ inline void mbar_init(unsigned bar, unsigned count) { sim::mbarrier_init(bar, count); }
+__device__ inline void mbar_fence_init() {}
+__device__ inline void mbar_arrive(unsigned bar, unsigned rank) { sim::mbarrier_arrive(bar, rank, 0); }
+__device__ inline void mbar_expect(unsigned bar, unsigned bytes) { sim::mbarrier_arrive(bar, sim::cluster_ctarank(), bytes); }
+__device__ inline void mbar_wait(unsigned bar, unsigned parity) { sim::mbarrier_wait(bar, parity); }
+__device__ inline void bulk_load(unsigned dst, const void* src, unsigned bytes, unsigned bar, unsigned mask) {
+  sim::bulk_copy(dst, src, bytes, bar, mask);
+}
+#elif defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FASTSPLINE_CLUSTER 1
+__device__ inline unsigned cluster_rank() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ inline void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+__device__ inline void mbar_init(unsigned bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// The barriers' initialisation made visible to the cluster (before a cluster_sync).
+__device__ inline void mbar_fence_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+__device__ inline void mbar_arrive(unsigned bar, unsigned rank) {
+  asm volatile(
+      "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}\n" ::"r"(bar),
+      "r"(rank)
+      : "memory");
+}
+__device__ inline void mbar_expect(unsigned bar, unsigned bytes) {  // this CTA's barrier: tx += bytes, one arrival
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ inline void mbar_wait(unsigned bar, unsigned parity) {  // until the phase of this parity has completed
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+__device__ inline void bulk_load(unsigned dst, const void* src, unsigned bytes, unsigned bar, unsigned mask) {
+  if (mask == 1u << cluster_rank())
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+                 "l"(src), "r"(bytes), "r"(bar)
+                 : "memory");
+  else
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1], %2, [%3], "
+        "%4;\n" ::"r"(dst),
+        "l"(src), "r"(bytes), "r"(bar), "h"((unsigned short)mask)
+        : "memory");
+}
+#endif
+
 // Row popcounts of a tile's rows from 64-bit counts in global memory (0 past the end).
 struct GlobalPops {
   const int64_t* pop;
@@ -1090,6 +1153,145 @@ __global__ void __launch_bounds__(kThreads, (Tiles::kCols == 128 ? FASTSPLINE_BI
   };
   stream_slices<Tiles>(a, n, b, m, w, tiles.count, reinterpret_cast<unsigned*>(align_1k(dyn_smem)), tiles, math,
                        on_tile);
+#else
+  if (missing != nullptr && threadIdx.x == 0 && blockIdx.x == 0) *missing = 1;
+#endif
+}
+
+// ------------------------------------------------------------------ cdist in clusters (staging 7)
+
+// Panels: a's rows re-laid out so that each (128-row panel, 1,024-bit slice) is one
+// contiguous 16 KB block in the ring's swizzled layout (row i's 16-byte piece p at slot
+// p ^ (i % 8)), rows past `rows` and words past w zero: one bulk copy moves it into a ring
+// stage. panels * slices * 1,024 pieces, one thread each (grid-stride).
+constexpr int kPanelRows = 128;
+constexpr int kPanelBytes = kPanelRows * kAsyncWords * 8;  // 16 KB
+
+__global__ void pack_panels_kernel(const u64* __restrict__ x, int64_t rows, int64_t w, int64_t panels, int64_t slices,
+                                   uint4* __restrict__ out) {
+  const int64_t total = panels * slices * kPanelRows * 8;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t row_in = i / 8;  // (panel, slice, row of the panel), row fastest
+    const int r = (int)(row_in % kPanelRows), piece = (int)(i % 8) ^ (r % 8);
+    const int64_t ps = row_in / kPanelRows, row = ps / slices * kPanelRows + r;
+    const int64_t k = ps % slices * kAsyncWords + 2 * piece;
+    u64 lo = 0, hi = 0;
+    if (row < rows) {
+      if (k < w) lo = x[row * w + k];
+      if (k + 1 < w) hi = x[row * w + k + 1];
+    }
+    out[i] = make_uint4((unsigned)lo, (unsigned)(lo >> 32), (unsigned)hi, (unsigned)(hi >> 32));
+  }
+}
+
+// Panels of a matrix of `rows` rows: whole 256-row cluster tiles (two panels each).
+__host__ __device__ inline int64_t cluster_panels(int64_t rows) { return (rows + 255) / 256 * 2; }
+__host__ __device__ inline int64_t slice_count(int64_t w) { return std::max<int64_t>(1, (w + kAsyncWords - 1) / kAsyncWords); }
+
+// cdist in clusters of two CTAs (sm_90a), each a wide wgmma tile (128 x 256, WgmmaMath with
+// one slice in flight) of a 256 x 256 cluster tile: CTA rank r takes rows 128 r .. of it,
+// both the same 256 columns. Per slice each CTA's thread 0 bulk-copies its A panel (16 KB)
+// into its own ring stage and its half of B (16 KB) into both CTAs' stages (multicast), so
+// B is read from L2 once per cluster: a third less L2 traffic per pair than wgmma-wide, and
+// one thread issues the copies. mbarriers per stage: full (thread 0's expect_tx of 48 KB,
+// completed by the three copies that land in it), empty (each warp of both CTAs, after
+// the slice's wgmma completed: the stage may be refilled in both). kAhead slices loaded
+// ahead (kAhead < kClusterRing). Cluster tiles column-fastest, cluster c taking c, c +
+// clusters, ...; the row popcounts come from pops_a / pops_b (AND).
+constexpr int kClusterRing = 4, kClusterAhead = 3;
+constexpr int kClusterStageBytes = (WgmmaWideTiles::kRows + WgmmaWideTiles::kCols) * kAsyncWords * 8;  // 48 KB
+constexpr int kClusterSmemBytes = 1024 + kClusterRing * kClusterStageBytes + 2 * kClusterRing * 8;  // 197,696
+
+template <int kAhead>
+__global__ void __launch_bounds__(kThreads, 1) cdist_cluster_kernel(
+    const uint4* __restrict__ pa, int64_t n, const uint4* __restrict__ pb, int64_t m, int64_t slices,
+    int32_t* __restrict__ out, int64_t ldo, const int64_t* __restrict__ pops_a, const int64_t* __restrict__ pops_b,
+    int* missing) {
+  static_assert(kAhead >= 1 && kAhead < kClusterRing, "cdist_cluster_kernel: 1 <= kAhead < ring stages");
+#if defined(FASTSPLINE_CLUSTER)
+  using Tiles = WgmmaWideTiles;
+  constexpr int kStage = kClusterStageBytes, kPanel16 = kPanelBytes / 16;
+  FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
+  const unsigned ring = smem_addr(align_1k(dyn_smem));
+  const unsigned full0 = ring + kClusterRing * kStage, empty0 = full0 + 8 * kClusterRing;
+  const unsigned rank = cluster_rank();
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kClusterRing; ++s) {
+      mbar_init(full0 + 8 * s, 1);
+      mbar_init(empty0 + 8 * s, 2 * kThreads / 32);
+    }
+    mbar_fence_init();
+  }
+  cluster_sync();  // both CTAs' barriers are initialised before any copy or arrival reaches them
+
+  const int64_t cluster = blockIdx.x / 2, clusters = gridDim.x / 2;
+  const int64_t col_tiles = (m + 255) / 256, tiles = (n + 255) / 256 * col_tiles;
+  const int64_t count = cluster < tiles ? (tiles - 1 - cluster) / clusters + 1 : 0, total = count * slices;
+
+  // Loading (thread 0): entry e = slice ls of tile lt into stage lstage, whose previous
+  // use (entry e - kClusterRing) both CTAs must have released: empty's phase lphase ^ 1.
+  int64_t lt = 0, ls = 0, le = 0;
+  int lstage = 0;
+  unsigned lphase = 0;
+  const uint4 *a_src = nullptr, *b_src = nullptr;  // tile lt's panels at slice 0
+  auto start_tile = [&]() {
+    const int64_t t = cluster + lt * clusters;
+    a_src = pa + (t / col_tiles * 2 + rank) * slices * kPanel16;
+    b_src = pb + (t % col_tiles * 2 + rank) * slices * kPanel16;
+  };
+  auto load = [&]() {
+    const unsigned stage = ring + lstage * kStage, full = full0 + 8 * lstage;
+    if (le >= kClusterRing) mbar_wait(empty0 + 8 * lstage, lphase ^ 1);
+    mbar_expect(full, kStage);
+    bulk_load(stage, a_src + ls * kPanel16, kPanelBytes, full, 1u << rank);
+    bulk_load(stage + kPanelBytes * (1 + rank), b_src + ls * kPanel16, kPanelBytes, full, 3u);
+    ++le;
+    if (++lstage == kClusterRing) lstage = 0, lphase ^= 1;
+    if (++ls == slices) {  // the cluster's next tile
+      ls = 0;
+      lt += 1;
+      if (lt < count) start_tile();
+    }
+  };
+  if (threadIdx.x == 0 && count > 0) {
+    start_tile();
+    for (int e = 0; e < kAhead && e < total; ++e) load();
+  }
+
+  // Multiplying: entry g in stage cstage, full's phase cphase. A warp releases a stage
+  // (arrives on empty in both CTAs) once the stage's wgmma completed: the previous slice's
+  // after this slice's wait, a tile's last after math.finish().
+  WgmmaMath<Tiles, kClusterRing, 1> math;
+  const bool releases = threadIdx.x % 32 == 0;
+  auto release = [&](int stage) {
+    __syncwarp();  // every lane of the warp is past its wait (wgmma.wait_group is per warp, aligned)
+    if (releases) {
+      mbar_arrive(empty0 + 8 * stage, 0);
+      mbar_arrive(empty0 + 8 * stage, 1);
+    }
+  };
+  int64_t g = 0;
+  int cstage = 0, pstage = 0;
+  unsigned cphase = 0;
+  for (int64_t ct = 0; ct < count; ++ct) {
+    for (int64_t cs = 0; cs < slices; ++cs, ++g) {
+      mbar_wait(full0 + 8 * cstage, cphase);
+      math.slice(ring + cstage * kStage);
+      if (cs > 0) release(pstage);
+      if (threadIdx.x == 0 && g + kAhead < total) load();
+      pstage = cstage;
+      if (++cstage == kClusterRing) cstage = 0, cphase ^= 1;
+    }
+    const int64_t t = cluster + ct * clusters;
+    const int64_t r0 = t / col_tiles * 256 + 128 * rank, c0 = t % col_tiles * 256;
+    math.finish();
+    release(pstage);
+    const GlobalPops pop_a{pops_a, r0, n}, pop_b{pops_b, c0, m};
+    store_pairs<Tiles::kRows, Tiles::kCols>(out, ldo, r0, c0, n, m,
+                                            [&](auto store) { wgmma_tile_results(math.acc, pop_a, pop_b, store); });
+    math.clear();
+  }
+  cluster_sync();  // no CTA exits while its peer may still copy into it or arrive on its barriers
 #else
   if (missing != nullptr && threadIdx.x == 0 && blockIdx.x == 0) *missing = 1;
 #endif
@@ -1626,6 +1828,80 @@ void launch_wgmma(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, i
   check(cudaGetLastError(), "cdist_wgmma_kernel launch");
 }
 
+// The clustered wgmma kernel (staging 7): panels packed into the workspace after the row
+// popcounts, then clusters of two CTAs over the 256 x 256 cluster tiles, as many clusters
+// as fit at once (cudaOccupancyMaxActiveClusters, cached per device), at most one a tile.
+constexpr auto kCluster = cdist_cluster_kernel<kClusterAhead>;
+
+static int64_t cluster_workspace(int64_t n, int64_t m, int64_t w) {  // int64 words: popcounts, then a's and b's panels
+  return (n + m + 1) / 2 * 2 + (cluster_panels(n) + cluster_panels(m)) * slice_count(w) * (kPanelBytes / 8);
+}
+
+static unsigned cluster_grid(int64_t n, int64_t m, cudaStream_t s) {
+  static int cached[64] = {};  // clusters resident at once, per device
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  if (device < 0 || device >= 64) device = 0;
+  if (cached[device] == 0) {
+    int clusters = 0;
+#if defined(FASTSPLINE_CUDA_SIM)
+    clusters = sim::max_active_clusters(2);
+#else
+    cudaLaunchConfig_t config = {};
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 2;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    config.gridDim = dim3(2 * (unsigned)sm_count());
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = kClusterSmemBytes;
+    config.stream = s;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    check(cudaOccupancyMaxActiveClusters(&clusters, kCluster, &config), "cudaOccupancyMaxActiveClusters");
+#endif
+    cached[device] = std::max(1, clusters);
+  }
+  const int64_t tiles = (n + 255) / 256 * ((m + 255) / 256);
+  return (unsigned)(2 * std::min<int64_t>(tiles, cached[device]));
+}
+
+static void launch_cluster(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int32_t* out, int64_t ldo,
+                    int64_t* workspace, cudaStream_t s) {
+  const int64_t slices = slice_count(w), pieces_a = cluster_panels(n) * slices * kPanelRows * 8;
+  uint4* pa = reinterpret_cast<uint4*>(workspace + (n + m + 1) / 2 * 2);
+  uint4* pb = pa + pieces_a;
+  pack_panels_kernel<<<grid_for(pieces_a, kThreads), kThreads, 0, s>>>(a, n, w, cluster_panels(n), slices, pa);
+  pack_panels_kernel<<<grid_for(cluster_panels(m) * slices * kPanelRows * 8, kThreads), kThreads, 0, s>>>(
+      b, m, w, cluster_panels(m), slices, pb);
+  check(cudaGetLastError(), "pack_panels_kernel launch");
+  const unsigned grid = cluster_grid(n, m, s);
+  const int64_t *pops_a = workspace, *pops_b = workspace + n;
+  int* missing = nullptr;
+#if defined(FASTSPLINE_CUDA_SIM)
+  sim::launch_cluster(dim3(grid), dim3(kThreads), kClusterSmemBytes, s, 2)(kCluster, pa, n, pb, m, slices, out, ldo,
+                                                                            pops_a, pops_b, missing);
+#else
+  cudaLaunchConfig_t config = {};
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = 2;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  config.gridDim = dim3(grid);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = kClusterSmemBytes;
+  config.stream = s;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  check(cudaLaunchKernelEx(&config, kCluster, (const uint4*)pa, n, (const uint4*)pb, m, slices, out, ldo, pops_a,
+                           pops_b, missing),
+        "cudaLaunchKernelEx (cdist_cluster_kernel)");
+#endif
+  check(cudaGetLastError(), "cdist_cluster_kernel launch");
+}
+
 // Whether the wgmma kernels run on the current device: an sm_90 card and this module's
 // sm_90a code (a probe launch of the square kernel, once per device; both are built for
 // the same targets).
@@ -1660,10 +1936,10 @@ static bool wgmma_compiled(std::uintptr_t stream) {
 
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
                        int64_t ldo, bool use_xor, int staging, std::uintptr_t stream, int64_t* workspace) {
-  if (staging < 0 || staging > 6)
+  if (staging < 0 || staging > 7)
     throw std::invalid_argument(
         "hamming_cdist_mma: staging must be 0 (auto), 1 (sync), 2 (cp.async), 3 (cp.async, wide tiles), 4 (wgmma), 5 "
-        "(wgmma, wide tiles) or 6 (wgmma, wide tiles, loaded deeper)");
+        "(wgmma, wide tiles), 6 (wgmma, wide tiles, loaded deeper) or 7 (wgmma in clusters of two)");
   if (staging >= 4 && use_xor) throw std::invalid_argument("hamming_cdist_mma: the wgmma kernels count AND only");
   if (n == 0 || m == 0) return;
   const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
@@ -1681,7 +1957,9 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   if (staging >= 4 && !wgmma_compiled(stream))
     throw std::invalid_argument(
         "hamming_cdist_mma: the wgmma kernels need an sm_90 card (compute capability 9.0) and this module's sm_90a code");
-  if (staging >= 5 && !(staging == 5 ? smem_ready<kWgmmaWide>(kWgmmaWideBytes, 0) : smem_ready<kWgmmaDeep>(kWgmmaWideBytes, 0)))
+  if (staging >= 5 && !(staging == 5   ? smem_ready<kWgmmaWide>(kWgmmaWideBytes, 0)
+                        : staging == 6 ? smem_ready<kWgmmaDeep>(kWgmmaWideBytes, 0)
+                                       : smem_ready<kCluster>(kClusterSmemBytes, 0)))
     throw std::invalid_argument("hamming_cdist_mma: this device has too little shared memory for the wide wgmma kernel");
   if (staging == 3 && !async_smem_ready<WideTiles>()) {
     if (forced == 3)
@@ -1700,6 +1978,7 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   if (staging == 4) return launch_wgmma<kWgmmaSquare, WgmmaTiles>(ap, n, bp, m, w, out, ldo, workspace, kWgmmaSquareBytes, s);
   if (staging == 5) return launch_wgmma<kWgmmaWide, WgmmaWideTiles>(ap, n, bp, m, w, out, ldo, workspace, kWgmmaWideBytes, s);
   if (staging == 6) return launch_wgmma<kWgmmaDeep, WgmmaWideTiles>(ap, n, bp, m, w, out, ldo, workspace, kWgmmaWideBytes, s);
+  if (staging == 7) return launch_cluster(ap, n, bp, m, w, out, ldo, workspace, s);
   if (staging == 3) return launch_async<WideTiles>(ap, n, bp, m, w, out, ldo, use_xor, workspace, s);
   if (staging == 2) return launch_async<SquareTiles>(ap, n, bp, m, w, out, ldo, use_xor, workspace, s);
   for_row_bands(n, kMmaTile, [&](int64_t r, int64_t rows, unsigned grid_y) {
@@ -1800,6 +2079,11 @@ void hamming_radius_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t
           part, rows, bp, m, w, r, r0, col_tiles, counts + r0 * col_tiles, nullptr, nullptr, nullptr, nullptr);
     check(cudaGetLastError(), "radius_mma_kernel launch");
   });
+}
+
+int64_t cdist_mma_workspace(int64_t n, int64_t m, int64_t w, bool use_xor, int staging) {
+  if (use_xor || staging < 2) return 0;
+  return staging == 7 ? cluster_workspace(n, m, w) : n + m;
 }
 
 int compute_capability() {

@@ -9,19 +9,30 @@
 //   __syncthreads        all threads of the block (a thread that has exited is an error);
 //   __shfl_*_sync, __ballot_sync, __syncwarp, mma.sync, ldmatrix
 //                        all 32 lanes of the warp (full masks only; lanes at different
-//                        collectives are an error: divergence).
+//                        collectives are an error: divergence);
+//   cluster_sync         all threads of the cluster (as __syncthreads).
 // cp.async copies are deferred to the cp.async.wait_group that covers them (or done at
 // issue, FASTSPLINE_SIM_CP_ASYNC=early), so a read before the wait, or a write that lands
 // too early, shows up. mma.sync b1 and ldmatrix follow the fragment layouts of the PTX ISA;
 // wgmma (b1 m64n128k256 / m64n256k256) reads shared memory through its descriptors with the
 // 128-byte swizzle of shared-address bits, at issue and again at its wait_group (operands
 // changed in between fail), with the same descriptors across its warpgroup.
+// Clusters (sim::launch_cluster, along x): the CTAs of one cluster run together, in one
+// schedule, each with its own shared memory; clusters run one after another. mbarriers
+// (arrival count, transaction bytes, phase) live in a side table keyed by CTA and shared
+// address, not in shared memory; a thread waiting on one blocks until its phase completes.
+// Bulk copies (cp.async.bulk, multicast to a CTA mask) land at issue under
+// FASTSPLINE_SIM_CP_ASYNC=early, else only when a thread waits on their barrier's
+// incomplete phase, or when no thread can run; left unlanded at the cluster's exit is an error.
+// __shared__ variables are function statics, shared by all CTAs of a cluster: kernels
+// launched in clusters must use dynamic shared memory only.
 // Shared memory (dynamic) is poisoned at each block's start, and starts at shared address
 // 528 (FASTSPLINE_SIM_SMEM_BASE): 16-byte aligned, nothing more is promised. The order in which threads
-// run between collectives is FASTSPLINE_SIM_SCHEDULE=forward|reverse|random:<seed>, so
-// a missing barrier changes results under some order. Errors (deadlock, divergence,
-// out-of-range shared addresses, a launch over its shared-memory limit) are thrown as
-// std::runtime_error from the launch. One launch at a time (a global lock).
+// run between collectives is FASTSPLINE_SIM_SCHEDULE=forward|reverse|random:<seed> (over the
+// whole cluster), so a missing barrier changes results under some order; stall:<seed> is
+// random with half the warps, drawn anew each round, sitting it out (warps drift apart). Errors (deadlock,
+// divergence, out-of-range shared addresses, a launch over its shared-memory limit) are
+// thrown as std::runtime_error from the launch. One launch at a time (a global lock).
 #pragma once
 
 #if !defined(__x86_64__)
@@ -39,6 +50,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -55,7 +67,7 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-#define __shared__ static  // one block runs at a time: function statics are its shared memory
+#define __shared__ static  // one block (cluster) runs at a time: function statics are its shared memory
 #define __restrict__ __restrict
 
 // ------------------------------------------------------------------ vector and float types
@@ -136,6 +148,8 @@ inline int env_int(const char* name, int fallback) {
   return v && *v ? std::atoi(v) : fallback;
 }
 inline int sm_count() { return std::max(1, env_int("FASTSPLINE_SIM_SMS", 2)); }
+// cudaOccupancyMaxActiveClusters: one CTA per SM.
+inline int max_active_clusters(unsigned cluster) { return std::max(1, sm_count() / (int)std::max(1u, cluster)); }
 constexpr int kOptinSmem = 232448;  // H100 / H200: 227 KB per block
 constexpr int kDefaultSmem = 48 * 1024;
 inline std::map<const void*, int>& smem_optin() {
@@ -244,7 +258,7 @@ inline void start(Context& c, char* base, size_t size, void (*entry)()) {
 constexpr int kWarp = 32;
 constexpr size_t kStack = 256 * 1024;
 
-enum class State { Ready, Barrier, Warp, Done };
+enum class State { Ready, Barrier, Cluster, Mbarrier, Warp, Done };
 enum class Op { None, Shfl, Ballot, SyncWarp, Mma, Ldmatrix };
 
 struct Copy {
@@ -267,8 +281,11 @@ struct Wgmma {
 struct Fiber {
   Context ctx;
   dim3 tid;
-  int linear = 0;
+  int linear = 0;  // thread index within its block
+  int cta = 0;     // its block's rank in the cluster
   State state = State::Ready;
+  uint32_t wait_bar = 0;     // State::Mbarrier: the barrier (own CTA) and the parity of the phase it waits for
+  unsigned wait_parity = 0;
   Op op = Op::None;
   void* record = nullptr;
   std::vector<Copy> pending;
@@ -279,20 +296,45 @@ struct Fiber {
   void* fake_stack = nullptr;
 };
 
+// One CTA of the running cluster.
+struct Cta {
+  dim3 block_idx;
+  std::vector<unsigned char> dyn;  // dynamic shared memory
+  int barrier_arrived = 0;
+  std::vector<int> warp_arrived;
+};
+
+// An mbarrier: arrivals still pending in the current phase (of count), transaction bytes
+// expected minus landed (may dip below 0 until the expect_tx), and the phase number.
+struct Mbarrier {
+  unsigned count = 0, pending = 0;
+  long long tx = 0, phase = 0;
+};
+
+// A bulk copy into one CTA, not landed yet (its barrier's tx not completed either).
+struct Bulk {
+  int cta;
+  uint32_t dst, mbar;
+  const void* src;
+  unsigned bytes;
+};
+
 struct Runtime {
   std::mutex lock;
   std::vector<char> stacks;
-  std::vector<Fiber> fibers;
+  std::vector<Fiber> fibers;  // CTA rank-major: fibers[cta * block.x + linear]
   Fiber* current = nullptr;
   Context sched;
-  dim3 grid, block, block_idx;
-  std::vector<unsigned char> dyn;  // dynamic shared memory
+  dim3 grid, block;
+  unsigned cluster = 1;   // CTAs per cluster
+  std::vector<Cta> ctas;  // the running cluster's, by rank
   size_t dyn_bytes = 0;
   uint32_t dyn_base = 0;  // its shared address (FASTSPLINE_SIM_SMEM_BASE)
-  // The descriptors of each warpgroup's n-th wgmma, and how many of its threads issued it.
-  std::map<std::pair<int, long>, std::pair<std::pair<uint64_t, uint64_t>, int>> wgmma_issues;
-  int barrier_arrived = 0;
-  std::vector<int> warp_arrived;
+  // The descriptors of each (CTA, warpgroup)'s n-th wgmma, and how many of its threads issued it.
+  std::map<std::tuple<int, int, long>, std::pair<std::pair<uint64_t, uint64_t>, int>> wgmma_issues;
+  int cluster_arrived = 0;
+  std::map<std::pair<int, uint32_t>, Mbarrier> mbars;  // by (CTA rank, shared address)
+  std::vector<Bulk> bulk;                              // unlanded bulk copies, in issue order
   std::function<void()> body;
   std::string error;
   bool early_copies = false;
@@ -309,7 +351,14 @@ inline Runtime& rt() {
 
 [[noreturn]] inline void fail(const std::string& what) { throw std::runtime_error("sim: " + what); }
 
-inline char* stack_of(const Fiber& f) { return rt().stacks.data() + (size_t)f.linear * kStack; }
+inline char* stack_of(const Fiber& f) {
+  return rt().stacks.data() + ((size_t)f.cta * rt().block.x + (size_t)f.linear) * kStack;
+}
+
+inline Cta& own_cta() {
+  Runtime& r = rt();
+  return r.ctas[r.current->cta];
+}
 
 // Fiber -> scheduler.
 inline void yield() {
@@ -353,9 +402,8 @@ inline void resume(Fiber& f) {
 }
 
 inline std::string where(const Fiber& f) {
-  const Runtime& r = rt();
-  return "block (" + std::to_string(r.block_idx.x) + "," + std::to_string(r.block_idx.y) + ") thread " +
-         std::to_string(f.linear);
+  const dim3& b = rt().ctas[f.cta].block_idx;
+  return "block (" + std::to_string(b.x) + "," + std::to_string(b.y) + ") thread " + std::to_string(f.linear);
 }
 
 // The index into the dynamic shared memory of `bytes` at shared address addr (16-byte
@@ -368,19 +416,202 @@ inline size_t smem_index(uint64_t addr, size_t bytes, const char* what) {
 }
 
 inline void perform(const Copy& c) {
-  Runtime& r = rt();
   const size_t at = smem_index(c.dst, 16, "cp.async");
-  if (c.valid) std::memcpy(r.dyn.data() + at, c.src, 16);
-  else std::memset(r.dyn.data() + at, 0, 16);
+  unsigned char* dyn = own_cta().dyn.data();
+  if (c.valid) std::memcpy(dyn + at, c.src, 16);
+  else std::memset(dyn + at, 0, 16);
 }
 
-inline void run_block(const std::vector<int>& order, bool shuffle, std::mt19937& rng) {
+// ------------------------------------------------------------------ mbarriers and bulk copies
+
+inline std::string mbarrier_name(int cta, uint32_t addr) {
+  return "mbarrier at shared address " + std::to_string(addr) + " of CTA rank " + std::to_string(cta);
+}
+
+inline std::string mbarrier_state(const Mbarrier& b) {
+  return "(phase " + std::to_string(b.phase) + ", " + std::to_string(b.pending) + " of " + std::to_string(b.count) +
+         " arrivals pending, tx " + std::to_string(b.tx) + ")";
+}
+
+inline Mbarrier& mbarrier(int cta, uint32_t addr, const char* what) {
+  Runtime& r = rt();
+  const auto it = r.mbars.find({cta, addr});
+  if (it == r.mbars.end())
+    fail(std::string(what) + " on the " + mbarrier_name(cta, addr) + " before its mbarrier_init");
+  return it->second;
+}
+
+// Completes the current phase once its arrivals are all in and its bytes all landed: the
+// next phase starts and the threads waiting on the barrier run again.
+inline void mbarrier_check(int cta, uint32_t addr, Mbarrier& b) {
+  if (b.pending != 0) return;
+  if (b.tx < 0)
+    fail("the " + mbarrier_name(cta, addr) + " " + mbarrier_state(b) + " received more bytes than expected");
+  if (b.tx > 0) return;
+  ++b.phase;
+  b.pending = b.count;
+  for (Fiber& f : rt().fibers)
+    if (f.state == State::Mbarrier && f.cta == cta && f.wait_bar == addr) f.state = State::Ready;
+}
+
+// A bulk copy lands: its bytes, then complete_tx on its barrier.
+inline void deliver(const Bulk& c) {
+  Runtime& r = rt();
+  std::memcpy(r.ctas[c.cta].dyn.data() + (c.dst - r.dyn_base), c.src, c.bytes);
+  Mbarrier& b = mbarrier(c.cta, c.mbar, "a bulk copy's complete_tx");
+  b.tx -= c.bytes;
+  mbarrier_check(c.cta, c.mbar, b);
+}
+
+// Lands the queued copies to CTA cta's barrier at addr (all of them: -1), in issue order;
+// false when there were none.
+inline bool land(int cta, uint32_t addr) {
+  Runtime& r = rt();
+  bool any = false;
+  for (size_t i = 0; i < r.bulk.size();) {
+    if (cta >= 0 && (r.bulk[i].cta != cta || r.bulk[i].mbar != addr)) {
+      ++i;
+      continue;
+    }
+    const Bulk c = r.bulk[i];
+    r.bulk.erase(r.bulk.begin() + (long)i);
+    deliver(c);
+    any = true;
+  }
+  return any;
+}
+
+// mbarrier.init on this CTA's barrier at addr: count arrivals a phase, phase 0, tx 0.
+inline void mbarrier_init(uint32_t addr, unsigned count) {
+  Runtime& r = rt();
+  const int cta = r.current->cta;
+  if (addr % 8 != 0 || addr < r.dyn_base || addr - r.dyn_base + 8 > r.dyn_bytes)
+    fail("mbarrier_init at shared address " + std::to_string(addr) + ": unaligned or outside dynamic shared memory");
+  if (count == 0 || count >= (1u << 20)) fail("mbarrier_init with count " + std::to_string(count) + " (1 .. 2^20 - 1)");
+  for (const Bulk& c : r.bulk)
+    if (c.cta == cta && c.mbar == addr)
+      fail("mbarrier_init on the " + mbarrier_name(cta, addr) + " with bulk copies outstanding");
+  Mbarrier& b = r.mbars[{cta, addr}];
+  b.count = b.pending = count;
+  b.tx = b.phase = 0;
+}
+
+// mbarrier.arrive.expect_tx on CTA rank's barrier at addr (mapa for another CTA): tx += tx,
+// then one arrival.
+inline void mbarrier_arrive(uint32_t addr, unsigned rank, unsigned tx = 0) {
+  Runtime& r = rt();
+  if (rank >= r.cluster)
+    fail("mbarrier_arrive on CTA rank " + std::to_string(rank) + " of a cluster of " + std::to_string(r.cluster));
+  Mbarrier& b = mbarrier((int)rank, addr, "mbarrier_arrive");
+  if (b.pending == 0)  // all in, the phase waits for bytes
+    fail("mbarrier_arrive on the " + mbarrier_name((int)rank, addr) + " " + mbarrier_state(b) +
+         ": more arrivals than its count in one phase");
+  b.tx += tx;
+  --b.pending;
+  mbarrier_check((int)rank, addr, b);
+}
+
+// mbarrier.try_wait.parity in a loop on this CTA's barrier: until the phase of this parity
+// has completed (the current phase's parity differs). Late bulk copies to it land first.
+inline void mbarrier_wait(uint32_t addr, unsigned parity) {
+  Runtime& r = rt();
+  Fiber* f = r.current;
+  if (parity > 1) fail("mbarrier_wait with parity " + std::to_string(parity));
+  for (;;) {
+    const Mbarrier& b = mbarrier(f->cta, addr, "mbarrier_wait");
+    if ((unsigned)(b.phase & 1) != parity) return;
+    if (land(f->cta, addr)) continue;
+    f->state = State::Mbarrier;
+    f->wait_bar = addr;
+    f->wait_parity = parity;
+    yield();
+  }
+}
+
+// cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes[.multicast::cluster]:
+// for each CTA rank in cta_mask, bytes from src to its shared address dst, then
+// complete_tx(bytes) on its barrier at mbar.
+inline void bulk_copy(uint32_t dst, const void* src, unsigned bytes, uint32_t mbar, unsigned cta_mask) {
+  Runtime& r = rt();
+  const std::string what = "bulk copy of " + std::to_string(bytes) + " bytes to shared address " + std::to_string(dst);
+  if (bytes == 0 || bytes % 16 != 0) fail(what + ": the size is not a positive multiple of 16");
+  if (dst % 16 != 0 || reinterpret_cast<uintptr_t>(src) % 16 != 0)
+    fail(what + ": source or destination not 16-byte aligned");
+  if (dst < r.dyn_base || dst - r.dyn_base + (size_t)bytes > r.dyn_bytes)
+    fail(what + ": outside dynamic shared memory");
+  if (cta_mask == 0 || (uint64_t)cta_mask >> r.cluster != 0)
+    fail(what + ": CTA mask " + std::to_string(cta_mask) + " empty or outside the cluster of " +
+         std::to_string(r.cluster));
+  for (int c = 0; c < (int)r.cluster; ++c)
+    if (cta_mask >> c & 1) {
+      mbarrier(c, mbar, what.c_str());
+      for (const auto& [key, b] : r.mbars)  // a barrier is not data
+        if (key.first == c && key.second + 8 > dst && key.second < dst + bytes)
+          fail(what + " of CTA rank " + std::to_string(c) + ": overwrites the " + mbarrier_name(c, key.second));
+    }
+  for (int c = 0; c < (int)r.cluster; ++c)
+    if (cta_mask >> c & 1) {
+      const Bulk copy{c, dst, mbar, src, bytes};
+      if (r.early_copies) deliver(copy);
+      else r.bulk.push_back(copy);
+    }
+}
+
+// ------------------------------------------------------------------ scheduler
+
+// Why no thread can run: each distinct wait (per CTA) with the first thread at it.
+inline std::string deadlock() {
+  const Runtime& r = rt();
+  struct Wait {
+    int cta;
+    std::string what, first;
+    int count;
+  };
+  std::vector<Wait> waits;
+  int exited = 0;
+  for (const Fiber& f : r.fibers) {
+    std::string what;
+    const std::string unreached = " that other threads never reach (divergence or an exited thread)";
+    switch (f.state) {
+      case State::Barrier: what = "waits at __syncthreads" + unreached; break;
+      case State::Cluster: what = "waits at cluster_sync" + unreached; break;
+      case State::Warp: what = "waits at a warp collective" + unreached; break;
+      case State::Mbarrier:
+        what = "waits for the phase of parity " + std::to_string(f.wait_parity) + " of the " +
+               mbarrier_name(f.cta, f.wait_bar) + " " + mbarrier_state(r.mbars.at({f.cta, f.wait_bar}));
+        break;
+      case State::Done: ++exited; continue;
+      default: continue;
+    }
+    const auto it =
+        std::find_if(waits.begin(), waits.end(), [&](const Wait& w) { return w.cta == f.cta && w.what == what; });
+    if (it != waits.end()) ++it->count;
+    else waits.push_back({f.cta, what, where(f), 1});
+  }
+  std::string out = "deadlock:";
+  for (size_t i = 0; i < waits.size(); ++i)
+    out += std::string(i ? ";" : "") + " " + waits[i].first + " " + waits[i].what +
+           (waits[i].count > 1 ? " (and " + std::to_string(waits[i].count - 1) + " more threads)" : "");
+  if (exited > 0) out += "; " + std::to_string(exited) + " threads exited";
+  return out;
+}
+
+// Runs the cluster's fibers until all have exited. With none runnable, late bulk copies
+// land (all of them) before it is a deadlock. stall: each round a random half of the warps
+// sits out (a round where that stops everything runs them all), so warps drift apart
+// between the points that order them, as on a GPU.
+inline void run_cluster(const std::vector<int>& order, bool shuffle, bool stall, std::mt19937& rng) {
   Runtime& r = rt();
   const int threads = (int)r.fibers.size();
   std::vector<int> ord = order;
+  std::vector<char> out((threads + kWarp - 1) / kWarp, 0);  // per warp: sits out this round
+  bool everyone = false;
   for (;;) {
     if (shuffle) std::shuffle(ord.begin(), ord.end(), rng);
-    bool progress = false;
+    if (stall)
+      for (char& o : out) o = !everyone && (rng() & 1);
+    everyone = false;
+    bool progress = false, skipped = false;
     int done = 0;
     for (int i : ord) {
       Fiber& f = r.fibers[i];
@@ -389,19 +620,25 @@ inline void run_block(const std::vector<int>& order, bool shuffle, std::mt19937&
         continue;
       }
       if (f.state != State::Ready) continue;
+      if (out[i / kWarp]) {
+        skipped = true;
+        continue;
+      }
       resume(f);
       progress = true;
       if (!r.error.empty()) fail(where(f) + ": " + r.error);
     }
     if (done == threads) return;
-    if (!progress) {  // everyone waits: find out where
-      std::string at;
-      for (const Fiber& f : r.fibers)
-        if (f.state == State::Warp || f.state == State::Barrier) {
-          at = where(f) + (f.state == State::Warp ? " waits at a warp collective" : " waits at __syncthreads");
-          break;
-        }
-      fail("deadlock: " + at + " that other threads never reach (divergence or an exited thread)");
+    if (!progress && skipped) {
+      everyone = true;
+      continue;
+    }
+    if (!progress) {
+      if (!r.bulk.empty()) {
+        land(-1, 0);
+        continue;
+      }
+      fail(deadlock());
     }
   }
 }
@@ -411,17 +648,38 @@ inline void run_block(const std::vector<int>& order, bool shuffle, std::mt19937&
 inline void syncthreads() {
   Runtime& r = rt();
   Fiber* f = r.current;
-  for (const Fiber& g : r.fibers)
-    if (g.state == State::Done) fail(where(*f) + ": __syncthreads after " + where(g) + " exited");
-  if (++r.barrier_arrived == (int)r.fibers.size()) {
-    r.barrier_arrived = 0;
-    for (Fiber& g : r.fibers)
-      if (g.state == State::Barrier) g.state = State::Ready;
+  Cta& cta = r.ctas[f->cta];
+  Fiber* block = &r.fibers[(size_t)f->cta * r.block.x];
+  for (unsigned i = 0; i < r.block.x; ++i)
+    if (block[i].state == State::Done) fail(where(*f) + ": __syncthreads after " + where(block[i]) + " exited");
+  if (++cta.barrier_arrived == (int)r.block.x) {
+    cta.barrier_arrived = 0;
+    for (unsigned i = 0; i < r.block.x; ++i)
+      if (block[i].state == State::Barrier) block[i].state = State::Ready;
   } else {
     f->state = State::Barrier;
   }
   yield();
 }
+
+// barrier.cluster.arrive + barrier.cluster.wait: every thread of every CTA of the cluster.
+inline void cluster_sync() {
+  Runtime& r = rt();
+  Fiber* f = r.current;
+  for (const Fiber& g : r.fibers)
+    if (g.state == State::Done) fail(where(*f) + ": cluster_sync after " + where(g) + " exited");
+  if (++r.cluster_arrived == (int)r.fibers.size()) {
+    r.cluster_arrived = 0;
+    for (Fiber& g : r.fibers)
+      if (g.state == State::Cluster) g.state = State::Ready;
+  } else {
+    f->state = State::Cluster;
+  }
+  yield();
+}
+
+inline unsigned cluster_ctarank() { return (unsigned)rt().current->cta; }
+inline unsigned cluster_nctarank() { return rt().cluster; }
 
 // Every lane of this warp calls with its own record; the last to arrive runs
 // compute(records[32]), then all go on.
@@ -432,7 +690,8 @@ inline void warp_collective(Op op, Rec& rec, unsigned mask, Compute compute) {
   if (mask != 0xffffffffu) fail(where(*f) + ": the simulator supports full-warp masks only");
   if (r.block.x % kWarp != 0) fail("block size is not a multiple of 32");
   const int warp = f->linear / kWarp;
-  Fiber* lanes = &r.fibers[(size_t)warp * kWarp];
+  Fiber* lanes = &r.fibers[(size_t)f->cta * r.block.x + (size_t)warp * kWarp];
+  int& arrived = r.ctas[f->cta].warp_arrived[warp];
   for (int l = 0; l < kWarp; ++l) {
     if (lanes[l].state == State::Done) fail(where(*f) + ": warp collective after lane " + std::to_string(l) + " exited");
     if (lanes[l].state == State::Warp && lanes[l].op != op)
@@ -440,8 +699,8 @@ inline void warp_collective(Op op, Rec& rec, unsigned mask, Compute compute) {
   }
   f->op = op;
   f->record = &rec;
-  if (++r.warp_arrived[warp] == kWarp) {
-    r.warp_arrived[warp] = 0;
+  if (++arrived == kWarp) {
+    arrived = 0;
     Rec* recs[kWarp];
     for (int l = 0; l < kWarp; ++l) recs[l] = static_cast<Rec*>(lanes[l].record);
     compute(recs);
@@ -560,11 +819,11 @@ struct LdmatrixRec {
 inline void ldmatrix_x4(unsigned (&r)[4], uint32_t addr) {
   LdmatrixRec rec{addr, {}};
   warp_collective(Op::Ldmatrix, rec, 0xffffffffu, [](LdmatrixRec** recs) {
-    Runtime& rt_ = rt();
+    const unsigned char* dyn = own_cta().dyn.data();  // the last lane to arrive runs this
     size_t at[kWarp];
     for (int l = 0; l < kWarp; ++l) at[l] = smem_index(recs[l]->addr, 16, "ldmatrix row");
     for (int l = 0; l < kWarp; ++l)
-      for (int q = 0; q < 4; ++q) std::memcpy(&recs[l]->out[q], rt_.dyn.data() + at[8 * q + l / 4] + 4 * (l % 4), 4);
+      for (int q = 0; q < 4; ++q) std::memcpy(&recs[l]->out[q], dyn + at[8 * q + l / 4] + 4 * (l % 4), 4);
   });
   std::memcpy(r, rec.out, sizeof rec.out);
 }
@@ -576,8 +835,9 @@ inline void ldmatrix_x4(unsigned (&r)[4], uint32_t addr) {
 inline uint32_t smem_addr(const void* p) {
   Runtime& r = rt();
   const unsigned char* c = static_cast<const unsigned char*>(p);
-  if (c < r.dyn.data() || c > r.dyn.data() + r.dyn_bytes) fail("shared address outside dynamic shared memory");
-  return r.dyn_base + (uint32_t)(c - r.dyn.data());
+  const unsigned char* dyn = own_cta().dyn.data();
+  if (c < dyn || c > dyn + r.dyn_bytes) fail("shared address outside dynamic shared memory");
+  return r.dyn_base + (uint32_t)(c - dyn);
 }
 
 inline void cp_async16(uint32_t dst, const void* src, bool valid) {
@@ -620,14 +880,14 @@ inline uint64_t wgmma_row(uint64_t desc, int r) {
 }
 
 inline std::vector<int> wgmma_compute(const Wgmma& op) {
-  Runtime& rt_ = rt();
-  const int tid = rt_.current->linear % 128, w = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int tid = rt().current->linear % 128, w = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const unsigned char* dyn = own_cta().dyn.data();
   auto bits = [&](uint64_t desc, int r, uint64_t (&v)[4]) {  // the 32 bytes of row r in the K step
     const uint64_t row = wgmma_row(desc, r);
     for (int piece = 0; piece < 2; ++piece) {
       const uint64_t addr = row + 16 * piece;
       const uint64_t phys = addr ^ (((addr >> 7) & 7) << 4);  // address bits 4-6 ^= bits 7-9
-      std::memcpy(v + 2 * piece, rt_.dyn.data() + smem_index(phys, 16, "wgmma operand"), 16);
+      std::memcpy(v + 2 * piece, dyn + smem_index(phys, 16, "wgmma operand"), 16);
     }
   };
   uint64_t a[2][4];  // this thread's rows of A: 16 w + g and + 8
@@ -649,7 +909,7 @@ inline void wgmma_and(int (&d)[kAcc], uint64_t da, uint64_t db) {
   Runtime& r = rt();
   Fiber* f = r.current;
   // .sync.aligned: the warpgroup's 128 threads issue it together, with the same descriptors.
-  const std::pair<int, long> key{f->linear / 128, f->wgmma_issued++};
+  const std::tuple<int, int, long> key{f->cta, f->linear / 128, f->wgmma_issued++};
   auto& seen = r.wgmma_issues[key];
   if (seen.second == 0) seen.first = {da, db};
   else if (seen.first != std::make_pair(da, db)) fail(where(*f) + ": wgmma descriptors differ within a warpgroup");
@@ -695,7 +955,7 @@ inline void wgmma_wait(int n) {
   f->wgmma_pending = std::move(left);
 }
 
-inline unsigned char* dynamic_smem() { return rt().dyn.data(); }
+inline unsigned char* dynamic_smem() { return own_cta().dyn.data(); }
 
 // Makes p's object escape (the compiler must assume any later opaque call, such as a
 // fiber switch, may read or write it): see tests/cuda_sim.py, which calls this after
@@ -707,6 +967,7 @@ inline void escape(void* p) { asm volatile("" : : "g"(p) : "memory"); }
 struct Launch {
   dim3 grid, block;
   size_t smem;
+  unsigned cluster;  // CTAs per cluster, along x
 
   template <typename... P, typename... A>
   void operator()(void (*kernel)(P...), A&&... args) const {
@@ -717,6 +978,10 @@ struct Launch {
       fail("block must be 1-D with 1..1024 threads, got " + std::to_string(threads));
     if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
       fail("bad grid (" + std::to_string(grid.x) + "," + std::to_string(grid.y) + "," + std::to_string(grid.z) + ")");
+    if (cluster == 0 || cluster > 8) fail("cluster size " + std::to_string(cluster) + ": 1..8 (portable) emulated");
+    if (grid.x % cluster != 0 || (cluster > 1 && (grid.y != 1 || grid.z != 1)))
+      fail("grid (" + std::to_string(grid.x) + "," + std::to_string(grid.y) + "," + std::to_string(grid.z) +
+           ") is not 1-D in whole clusters of " + std::to_string(cluster));
     const auto optin = smem_optin().find(reinterpret_cast<const void*>(kernel));
     const size_t limit = optin == smem_optin().end() ? kDefaultSmem : (size_t)optin->second;
     if (smem > limit)
@@ -726,54 +991,76 @@ struct Launch {
     std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
     r.grid = grid;
     r.block = block;
+    r.cluster = cluster;
     r.dyn_bytes = smem;
-    r.dyn.assign(std::max<size_t>(smem, 16), 0);
+    r.ctas.assign(cluster, Cta{});
+    for (Cta& c : r.ctas) c.dyn.assign(std::max<size_t>(smem, 16), 0);
     r.error.clear();
     r.early_copies = std::getenv("FASTSPLINE_SIM_CP_ASYNC") && std::string(std::getenv("FASTSPLINE_SIM_CP_ASYNC")) == "early";
     const char* base = std::getenv("FASTSPLINE_SIM_SMEM_BASE");
     r.dyn_base = base ? (uint32_t)std::stoul(base) : 528u;  // 16-byte aligned, not 128 or 1,024
     if (r.dyn_base % 16 != 0) fail("FASTSPLINE_SIM_SMEM_BASE must be a multiple of 16");
     r.body = [&params, kernel] { std::apply(kernel, params); };
-    if (r.stacks.size() < threads * kStack) r.stacks.assign(threads * kStack, 0);
+    const size_t all = threads * cluster;  // fibers of a cluster
+    if (r.stacks.size() < all * kStack) r.stacks.assign(all * kStack, 0);
     const char* schedule = std::getenv("FASTSPLINE_SIM_SCHEDULE");
     const std::string mode = schedule ? schedule : "forward";
-    std::vector<int> order(threads);
-    for (size_t i = 0; i < threads; ++i) order[i] = (int)(mode == "reverse" ? threads - 1 - i : i);
-    const bool shuffle = mode.rfind("random", 0) == 0;
-    std::mt19937 rng(shuffle && mode.size() > 7 ? (unsigned)std::atoi(mode.c_str() + 7) : 0u);
+    std::vector<int> order(all);
+    for (size_t i = 0; i < all; ++i) order[i] = (int)(mode == "reverse" ? all - 1 - i : i);
+    const bool stall = mode.rfind("stall", 0) == 0, shuffle = stall || mode.rfind("random", 0) == 0;
+    const size_t colon = mode.find(':');
+    std::mt19937 rng(shuffle && colon != std::string::npos ? (unsigned)std::atoi(mode.c_str() + colon + 1) : 0u);
     for (unsigned bz = 0; bz < grid.z; ++bz)
       for (unsigned by = 0; by < grid.y; ++by)
-        for (unsigned bx = 0; bx < grid.x; ++bx) {
-          r.block_idx = dim3(bx, by, bz);
+        for (unsigned bx = 0; bx < grid.x; bx += cluster) {
           r.wgmma_issues.clear();
-          std::memset(r.dyn.data(), 0xa5, r.dyn.size());  // shared memory starts undefined
-          r.fibers.assign(threads, Fiber{});
-          r.warp_arrived.assign((threads + kWarp - 1) / kWarp, 0);
-          r.barrier_arrived = 0;
-          for (size_t i = 0; i < threads; ++i) {
+          r.mbars.clear();
+          r.bulk.clear();
+          r.cluster_arrived = 0;
+          for (unsigned c = 0; c < cluster; ++c) {
+            Cta& cta = r.ctas[c];
+            cta.block_idx = dim3(bx + c, by, bz);
+            std::memset(cta.dyn.data(), 0xa5, cta.dyn.size());  // shared memory starts undefined
+            cta.barrier_arrived = 0;
+            cta.warp_arrived.assign((threads + kWarp - 1) / kWarp, 0);
+          }
+          r.fibers.assign(all, Fiber{});
+          for (size_t i = 0; i < all; ++i) {
             Fiber& f = r.fibers[i];
-            f.linear = (int)i;
-            f.tid = dim3((unsigned)i, 0, 0);
+            f.cta = (int)(i / threads);
+            f.linear = (int)(i % threads);
+            f.tid = dim3((unsigned)f.linear, 0, 0);
             start(f.ctx, stack_of(f), kStack, entry);
           }
-          run_block(order, shuffle, rng);
+          run_cluster(order, shuffle, stall, rng);
           for (const Fiber& f : r.fibers)
             if (!f.groups.empty() || !f.pending.empty()) fail(where(f) + " exited with cp.async copies outstanding");
           for (const Fiber& f : r.fibers)
             if (!f.wgmma_pending.empty()) fail(where(f) + " exited with wgmma outstanding");
           if (!r.wgmma_issues.empty()) fail("a wgmma issued by only part of a warpgroup");
+          if (!r.bulk.empty())
+            fail("block (" + std::to_string(bx + r.bulk[0].cta) + "," + std::to_string(by) +
+                 ") exited with bulk copies outstanding (" + std::to_string(r.bulk.size()) +
+                 " unlanded, the first to the " + mbarrier_name(r.bulk[0].cta, r.bulk[0].mbar) + ")");
         }
     r.fibers.clear();
     r.body = nullptr;
   }
 };
 
-inline Launch launch(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = nullptr) { return {grid, block, smem}; }
+inline Launch launch_cluster(dim3 grid, dim3 block, size_t smem, cudaStream_t, unsigned cluster) {
+  return {grid, block, smem, cluster};
+}
+inline Launch launch(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t stream = nullptr) {
+  return launch_cluster(grid, block, smem, stream, 1);
+}
+
+inline dim3& block_index() { return own_cta().block_idx; }
 
 }  // namespace sim
 
 #define threadIdx (::sim::rt().current->tid)
-#define blockIdx (::sim::rt().block_idx)
+#define blockIdx (::sim::block_index())
 #define blockDim (::sim::rt().block)
 #define gridDim (::sim::rt().grid)
 
