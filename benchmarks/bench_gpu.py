@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     if cuda in names:
         impls.append(("cuda popc", cuda, {"FASTSPLINE_CUDA_CDIST": "popc"}))
         for m in ("mma-xor", "mma-and"):
-            for staging in ("sync", "async", "wide") + (("wgmma", "wgmma-wide", "wgmma-deep", "wgmma-cluster") if m == "mma-and" else ()):
+            wgmma = ("wgmma", "wgmma-wide", "wgmma-deep", "wgmma-cluster", "wgmma-cluster4") if m == "mma-and" else ()
+            for staging in ("sync", "async", "wide") + wgmma:
                 impls.append((f"cuda {m} {staging}", cuda,
                               {"FASTSPLINE_CUDA_CDIST": m, "FASTSPLINE_CUDA_MMA_STAGING": staging}))
         impls.append(("cuda auto", cuda, {}))

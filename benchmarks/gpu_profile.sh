@@ -8,7 +8,7 @@
 # (The b1 peaks through wgmma are bench_gpu.py's "b1 wgmma and" probes.) About 25 s a staging.
 # Writes to $OUT (or benchmarks/results/): cdist-ncu-<staging>.csv and gpu-profile.log.
 #   device run:  bash benchmarks/gpu_profile.sh
-#   STAGINGS="wgmma-cluster wgmma-deep wgmma-wide wgmma async wide sync" (default) picks the cdist stagings profiled.
+#   STAGINGS="wgmma-cluster4 wgmma-cluster wgmma-deep wgmma-wide wgmma async wide sync" (default) picks the cdist stagings profiled.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 FASTSPLINE_TEST_SIM=0
@@ -45,7 +45,7 @@ sec, name, value, unit = (rows[head].index(c) for c in ("Section Name", "Metric 
 for r in rows[head + 1:]:
     if len(r) > max(sec, name, value, unit) and r[name]:
         print(f"  {r[sec][:30]:30} {r[name][:60]:60} {r[value]:>18} {r[unit]}")'
-for staging in ${STAGINGS:-wgmma-cluster wgmma-deep wgmma-wide wgmma async wide sync}; do
+for staging in ${STAGINGS:-wgmma-cluster4 wgmma-cluster wgmma-deep wgmma-wide wgmma async wide sync}; do
   echo "== staging $staging" | tee -a "$log"
   csv="$out_dir/cdist-ncu-$staging.csv"
   for details in "--print-details all" ""; do

@@ -60,7 +60,8 @@ ARCH_KERNELS = {
     "sm_90a": {"cdist wgmma square": "cdist_wgmma_kernelINS1_10WgmmaTiles",
                "cdist wgmma wide": "cdist_wgmma_kernelINS1_14WgmmaWideTilesENS1_9WgmmaMathIS3_Li4ELi1ELb0E",
                "cdist wgmma deep": "cdist_wgmma_kernelINS1_14WgmmaWideTilesENS1_9WgmmaMathIS3_Li4ELi1ELb1E",
-               "cdist wgmma cluster": "cdist_cluster_kernel"},
+               "cdist wgmma cluster": "cdist_cluster_kernelILi3ELi1E",
+               "cdist wgmma cluster4": "cdist_cluster_kernelILi3ELi2E"},
 }
 MMA = r"(BMMA|HMMA|IMMA|BGMMA|HGMMA|IGMMA)"  # mma.sync and wgmma in the SASS
 

@@ -90,7 +90,7 @@ def test_bench_gpu_dry_run_on_the_emulator(tmp_path, monkeypatch) -> None:
     for op, impl in [("pack_signs", "cuda"), ("pack_signs", "cuda columns16"), ("pack_signs", "cuda stream"),
                      ("write", "torch zero_"), ("hamming_cdist", "cuda auto"), ("hamming_cdist", "cuda mma-and wgmma"),
                      ("hamming_cdist", "cuda mma-and wgmma-wide"), ("hamming_cdist", "cuda mma-and wgmma-deep"),
-                     ("hamming_cdist", "cuda mma-and wgmma-cluster"),
+                     ("hamming_cdist", "cuda mma-and wgmma-cluster"), ("hamming_cdist", "cuda mma-and wgmma-cluster4"),
                      ("hamming_cdist", "cuda auto mma.sync"),
                      ("hamming_cdist", "cuda mma-and wide"),
                      ("hamming_topk k=10", "cuda pipelined"), ("hamming_total", "cuda"), ("peak", "register loop")]:

@@ -95,6 +95,7 @@ def fake(monkeypatch):
     monkeypatch.setattr(cuda, "wgmma_wide_status", lambda device: "not an sm_90 card")
     monkeypatch.setattr(cuda, "wgmma_deep_status", lambda device: "not an sm_90 card")
     monkeypatch.setattr(cuda, "wgmma_cluster_status", lambda device: "not an sm_90 card")
+    monkeypatch.setattr(cuda, "wgmma_cluster4_status", lambda device: "not an sm_90 card")
     monkeypatch.setattr(cuda, "_child_status", lambda device, code: "not an sm_90 card")
     return kernels
 
@@ -345,7 +346,7 @@ def test_wgmma_staging_is_timed_never_static(fake, monkeypatch):
     with the reason."""
     for name in ("mma_async_status", "mma_wide_status"):
         monkeypatch.setattr(cuda, name, lambda device: None)
-    cleared = {4: None, 5: None, 6: None, 7: None}
+    cleared = {4: None, 5: None, 6: None, 7: None, 8: None}
     monkeypatch.setattr(cuda, "_child_status", lambda device, code: cleared[code])
     dev = torch.device("cuda", 0)
     a = torch.zeros(8, 32, dtype=torch.int64)
@@ -370,10 +371,14 @@ def test_wgmma_staging_is_timed_never_static(fake, monkeypatch):
     assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 4, 5, 6]
     monkeypatch.setattr(cuda, "wgmma_cluster_status", lambda device: None)
     assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 4, 5, 6, 7]
+    monkeypatch.setattr(cuda, "wgmma_cluster4_status", lambda device: None)
+    assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 4, 5, 6, 7, 8]
     assert cuda.staging_candidates(a, a, "mma-xor") == [1, 2, 3]
-    assert cuda._static_staging(32, [1, 2, 3, 4, 5, 6, 7]) == 3 and cuda._static_staging(2, [1, 2, 3, 4, 5, 6, 7]) == 1
+    everything = [1, 2, 3, 4, 5, 6, 7, 8]
+    assert cuda._static_staging(32, everything) == 3 and cuda._static_staging(2, everything) == 1
     for name, code, status in (("wgmma", 4, "wgmma_status"), ("wgmma-wide", 5, "wgmma_wide_status"),
-                               ("wgmma-deep", 6, "wgmma_deep_status"), ("wgmma-cluster", 7, "wgmma_cluster_status")):
+                               ("wgmma-deep", 6, "wgmma_deep_status"), ("wgmma-cluster", 7, "wgmma_cluster_status"),
+                               ("wgmma-cluster4", 8, "wgmma_cluster4_status")):
         monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", name)
         assert cuda.mma_staging(dev) == code
         monkeypatch.setattr(cuda, status, lambda device: "disagreed")
@@ -392,7 +397,9 @@ def test_wgmma_runs_in_this_process_only_after_the_child_cleared_it(fake, monkey
     monkeypatch.setattr(cuda, "wgmma_wide_status", lambda device: ran.append(5))
     monkeypatch.setattr(cuda, "wgmma_deep_status", lambda device: ran.append(6))
     monkeypatch.setattr(cuda, "wgmma_cluster_status", lambda device: ran.append(7))
-    child = {4: "its self-check in a child process did not finish (signal 4)", 5: None, 6: "disagreed", 7: "disagreed"}
+    monkeypatch.setattr(cuda, "wgmma_cluster4_status", lambda device: ran.append(8))
+    child = {4: "its self-check in a child process did not finish (signal 4)", 5: None, 6: "disagreed", 7: "disagreed",
+             8: "disagreed"}
     monkeypatch.setattr(cuda, "_child_status", lambda device, code: child[code])
     a = torch.zeros(8, 32, dtype=torch.int64)
     assert cuda.staging_candidates(a, a, "mma-and") == [1, 2, 3, 5] and ran == [5]
@@ -402,7 +409,7 @@ def test_only_calls_large_enough_to_time_start_the_child_check(fake, monkeypatch
     """Auto calls too small to time (or with FASTSPLINE_CUDA_AUTOTUNE=0) never ask for the
     wgmma kernels, so they never start a child process; a timed call asks."""
     for name in ("mma_async_status", "mma_wide_status", "wgmma_status", "wgmma_wide_status", "wgmma_deep_status",
-                 "wgmma_cluster_status"):
+                 "wgmma_cluster_status", "wgmma_cluster4_status"):
         monkeypatch.setattr(cuda, name, lambda device: None)
     asked = []
     monkeypatch.setattr(cuda, "_child_status", lambda device, code: asked.append(code))
@@ -413,5 +420,5 @@ def test_only_calls_large_enough_to_time_start_the_child_check(fake, monkeypatch
     monkeypatch.setenv("FASTSPLINE_CUDA_AUTOTUNE", "0")
     assert cuda._auto_staging(a, a, "mma-and") == 3 and asked == []
     monkeypatch.delenv("FASTSPLINE_CUDA_AUTOTUNE")
-    assert cuda._auto_staging(a, a, "mma-and") == 7 and asked == [4, 5, 6, 7]
-    assert cuda._auto_staging(a, a, "mma-xor") == 3 and asked == [4, 5, 6, 7]
+    assert cuda._auto_staging(a, a, "mma-and") == 8 and asked == [4, 5, 6, 7, 8]
+    assert cuda._auto_staging(a, a, "mma-xor") == 3 and asked == [4, 5, 6, 7, 8]

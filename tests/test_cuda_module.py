@@ -81,15 +81,15 @@ def test_cdist_mma_staging_is_checked_before_any_cuda_call():
     rows not 16-byte aligned) and unknown staging codes, naming why."""
     from fastspline import _cuda
 
-    for staging in (-1, 8):
+    for staging in (-1, 9):
         with pytest.raises(ValueError, match=r"staging must be 0 \(auto\), 1 \(sync\), 2 \(cp.async\), 3 \(cp.async, wide tiles\), "
-                                             r"4 \(wgmma\), 5 \(wgmma, wide tiles\), 6 \(wgmma, wide tiles, loaded deeper\) "
-                                             r"or 7 \(wgmma in clusters of two\)"):
+                                             r"4 \(wgmma\), 5 \(wgmma, wide tiles\), 6 \(wgmma, wide tiles, loaded deeper\), "
+                                             r"7 \(wgmma in clusters of two\) or 8 \(wgmma in clusters of four\)"):
             _cuda.hamming_cdist_mma(16, 4, 16, 4, 2, 16, 4, False, 0, staging)
-    for staging in (4, 5, 6, 7):
+    for staging in (4, 5, 6, 7, 8):
         with pytest.raises(ValueError, match="the wgmma kernels count AND only"):
             _cuda.hamming_cdist_mma(16, 4, 16, 4, 2, 16, 4, True, 0, staging)
-    for staging in (2, 3, 4, 5, 6, 7):  # square and wide tiles, wgmma square, wide, deep and in clusters
+    for staging in (2, 3, 4, 5, 6, 7, 8):  # square and wide tiles, wgmma square, wide, deep and in clusters
         for a, w in ((16, 3), (24, 2)):  # odd w; a misaligned by 8 bytes
             with pytest.raises(ValueError, match="cp.async kernel needs an even word count and 16-byte aligned rows"):
                 _cuda.hamming_cdist_mma(a, 4, 16, 4, w, 16, 4, False, 0, staging)
@@ -167,7 +167,7 @@ def test_kernel_choice_envs_are_validated(monkeypatch):
     monkeypatch.setenv("FASTSPLINE_CUDA_PACK", "stream")
     assert cuda.pack_kernel() == 3
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "pipelined")
-    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_MMA_STAGING must be one of \('auto', 'sync', 'async', 'wide', 'wgmma', 'wgmma-wide', 'wgmma-deep', 'wgmma-cluster'\), got 'pipelined'"):
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_MMA_STAGING must be one of \('auto', 'sync', 'async', 'wide', 'wgmma', 'wgmma-wide', 'wgmma-deep', 'wgmma-cluster', 'wgmma-cluster4'\), got 'pipelined'"):
         cuda.mma_staging(torch.device("cuda", 0))
     monkeypatch.setenv("FASTSPLINE_CUDA_MMA_STAGING", "sync")
     assert cuda.mma_staging(torch.device("cuda", 0)) == 1

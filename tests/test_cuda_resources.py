@@ -125,11 +125,12 @@ def test_pipelined_loops_call_no_subroutine_per_slice(compiles, tmp_path):
         pytest.skip(compiled)
     counts = sass_report.report(ROOT, "sm_90a", tmp_path, compiled)
     for label in ("cdist async square (and)", "cdist async wide (and)", "topk async", "radius async (fill)",
-                  "cdist wgmma square", "cdist wgmma wide", "cdist wgmma deep", "cdist wgmma cluster"):
+                  "cdist wgmma square", "cdist wgmma wide", "cdist wgmma deep", "cdist wgmma cluster",
+                  "cdist wgmma cluster4"):
         assert counts[label]["slice:mma"] > 0, (label, counts[label])
         assert counts[label].get("slice:calls", 0) == 0, (label, counts[label])
     for label, depth in (("cdist wgmma wide", "0x1"), ("cdist wgmma square", "0x0"), ("cdist wgmma deep", "0x1"),
-                         ("cdist wgmma cluster", "0x1")):
+                         ("cdist wgmma cluster", "0x1"), ("cdist wgmma cluster4", "0x1")):
         ins = sass_report.parse(compiled[1], sass_report.ARCH_KERNELS["sm_90a"][label], "ops.cu")
         j, i = sass_report.main_loop(ins)
         waits = [x.text for x in ins[j:i + 1] if x.text.startswith("WARPGROUP.DEPBAR")]

@@ -181,7 +181,7 @@ def test_cdist_async_kernels(monkeypatch, staging, method, w, shape):
 
 
 @needs_cuda_backend
-@pytest.mark.parametrize("staging", ["wgmma", "wgmma-wide", "wgmma-deep", "wgmma-cluster"])
+@pytest.mark.parametrize("staging", ["wgmma", "wgmma-wide", "wgmma-deep", "wgmma-cluster", "wgmma-cluster4"])
 @pytest.mark.parametrize("w", [2, 16, 18, 32, 34, 130])
 @pytest.mark.parametrize("shape", [(1, 1), (127, 129), (128, 256), (300, 517), (1000, 64)])
 def test_cdist_wgmma_kernel(monkeypatch, staging, w, shape):
@@ -193,7 +193,7 @@ def test_cdist_wgmma_kernel(monkeypatch, staging, w, shape):
     from fastspline.backends import cuda
 
     status = {"wgmma": cuda.wgmma_status, "wgmma-wide": cuda.wgmma_wide_status, "wgmma-deep": cuda.wgmma_deep_status,
-              "wgmma-cluster": cuda.wgmma_cluster_status}[staging]
+              "wgmma-cluster": cuda.wgmma_cluster_status, "wgmma-cluster4": cuda.wgmma_cluster4_status}[staging]
     if (reason := status(torch.device("cuda"))) is not None:
         if torch.cuda.get_device_capability() != (9, 0):
             pytest.skip(reason)

@@ -1158,7 +1158,7 @@ __global__ void __launch_bounds__(kThreads, (Tiles::kCols == 128 ? FASTSPLINE_BI
 #endif
 }
 
-// ------------------------------------------------------------------ cdist in clusters (staging 7)
+// ------------------------------------------------------------------ cdist in clusters (stagings 7, 8)
 
 // Panels: a's rows re-laid out so that each (128-row panel, 1,024-bit slice) is one
 // contiguous 16 KB block in the ring's swizzled layout (row i's 16-byte piece p at slot
@@ -1184,33 +1184,38 @@ __global__ void pack_panels_kernel(const u64* __restrict__ x, int64_t rows, int6
   }
 }
 
-// Panels of a matrix of `rows` rows: whole 256-row cluster tiles (two panels each).
-__host__ __device__ inline int64_t cluster_panels(int64_t rows) { return (rows + 255) / 256 * 2; }
+// Panels of a matrix of `rows` rows: whole tiles of `tile` rows (a multiple of 256).
+__host__ __device__ inline int64_t cluster_panels(int64_t rows, int64_t tile = 256) {
+  return (rows + tile - 1) / tile * (tile / kPanelRows);
+}
 __host__ __device__ inline int64_t slice_count(int64_t w) { return std::max<int64_t>(1, (w + kAsyncWords - 1) / kAsyncWords); }
 
-// cdist in clusters of two CTAs (sm_90a), each a wide wgmma tile (128 x 256, WgmmaMath with
-// one slice in flight) of a 256 x 256 cluster tile: CTA rank r takes rows 128 r .. of it,
-// both the same 256 columns. Per slice each CTA's thread 0 bulk-copies its A panel (16 KB)
-// into its own ring stage and its half of B (16 KB) into both CTAs' stages (multicast), so
-// B is read from L2 once per cluster: a third less L2 traffic per pair than wgmma-wide, and
-// one thread issues the copies. mbarriers per stage: full (thread 0's expect_tx of 48 KB,
-// completed by the three copies that land in it), empty (each warp of both CTAs, after
-// the slice's wgmma completed: the stage may be refilled in both). kAhead slices loaded
-// ahead (kAhead < kClusterRing). Cluster tiles column-fastest, cluster c taking c, c +
-// clusters, ...; the row popcounts come from pops_a / pops_b (AND).
+// cdist in clusters of 2 x kCN CTAs (sm_90a), each a wide wgmma tile (128 x 256, WgmmaMath
+// with one slice in flight) of a 256 x 256 kCN cluster tile: CTA rank r = rm + 2 rn takes
+// rows 128 rm .. and columns 256 rn .. of it. Per slice each CTA's thread 0 bulk-copies
+// piece rn of its A panel (16 / kCN KB) into the stages of the CTAs on its rows and piece rm
+// of its B tile (one 16 KB panel) into those on its columns (multicast), so each A panel
+// and B tile crosses L2 once per cluster: per pair a third less L2 traffic than
+// wgmma-wide in 2 x 1 clusters, half in 2 x 2; one thread issues the copies. mbarriers per
+// stage: full (thread 0's expect_tx of 48 KB, completed by the copies that land in it),
+// empty (each warp of every CTA of the cluster, after the slice's wgmma completed: the
+// stage may be refilled everywhere). kAhead slices loaded ahead (kAhead < kClusterRing).
+// Cluster tiles column-fastest, cluster c taking c, c + clusters, ...; the row popcounts
+// come from pops_a / pops_b (AND).
 constexpr int kClusterRing = 4, kClusterAhead = 3;
 constexpr int kClusterStageBytes = (WgmmaWideTiles::kRows + WgmmaWideTiles::kCols) * kAsyncWords * 8;  // 48 KB
 constexpr int kClusterSmemBytes = 1024 + kClusterRing * kClusterStageBytes + 2 * kClusterRing * 8;  // 197,696
 
-template <int kAhead>
+template <int kAhead, int kCN>
 __global__ void __launch_bounds__(kThreads, 1) cdist_cluster_kernel(
     const uint4* __restrict__ pa, int64_t n, const uint4* __restrict__ pb, int64_t m, int64_t slices,
     int32_t* __restrict__ out, int64_t ldo, const int64_t* __restrict__ pops_a, const int64_t* __restrict__ pops_b,
     int* missing) {
   static_assert(kAhead >= 1 && kAhead < kClusterRing, "cdist_cluster_kernel: 1 <= kAhead < ring stages");
+  static_assert(kCN == 1 || kCN == 2, "cdist_cluster_kernel: clusters of 2 x 1 or 2 x 2");
 #if defined(FASTSPLINE_CLUSTER)
   using Tiles = WgmmaWideTiles;
-  constexpr int kStage = kClusterStageBytes, kPanel16 = kPanelBytes / 16;
+  constexpr int kStage = kClusterStageBytes, kPanel16 = kPanelBytes / 16, kCtas = 2 * kCN, kPiece = kPanelBytes / kCN;
   FASTSPLINE_DYNAMIC_SMEM(dyn_smem);
   const unsigned ring = smem_addr(align_1k(dyn_smem));
   const unsigned full0 = ring + kClusterRing * kStage, empty0 = full0 + 8 * kClusterRing;
@@ -1218,14 +1223,16 @@ __global__ void __launch_bounds__(kThreads, 1) cdist_cluster_kernel(
   if (threadIdx.x == 0) {
     for (int s = 0; s < kClusterRing; ++s) {
       mbar_init(full0 + 8 * s, 1);
-      mbar_init(empty0 + 8 * s, 2 * kThreads / 32);
+      mbar_init(empty0 + 8 * s, kCtas * kThreads / 32);
     }
     mbar_fence_init();
   }
   cluster_sync();  // both CTAs' barriers are initialised before any copy or arrival reaches them
 
-  const int64_t cluster = blockIdx.x / 2, clusters = gridDim.x / 2;
-  const int64_t col_tiles = (m + 255) / 256, tiles = (n + 255) / 256 * col_tiles;
+  const unsigned rm = rank % 2, rn = rank / 2;
+  const unsigned a_mask = kCN == 1 ? 1u << rm : 5u << rm, b_mask = 3u << (2 * rn);  // the CTAs on my rows / columns
+  const int64_t cluster = blockIdx.x / kCtas, clusters = gridDim.x / kCtas;
+  const int64_t col_tiles = (m + 256 * kCN - 1) / (256 * kCN), tiles = (n + 255) / 256 * col_tiles;
   const int64_t count = cluster < tiles ? (tiles - 1 - cluster) / clusters + 1 : 0, total = count * slices;
 
   // Loading (thread 0): entry e = slice ls of tile lt into stage lstage, whose previous
@@ -1236,15 +1243,15 @@ __global__ void __launch_bounds__(kThreads, 1) cdist_cluster_kernel(
   const uint4 *a_src = nullptr, *b_src = nullptr;  // tile lt's panels at slice 0
   auto start_tile = [&]() {
     const int64_t t = cluster + lt * clusters;
-    a_src = pa + (t / col_tiles * 2 + rank) * slices * kPanel16;
-    b_src = pb + (t % col_tiles * 2 + rank) * slices * kPanel16;
+    a_src = pa + (t / col_tiles * 2 + rm) * slices * kPanel16 + rn * (kPiece / 16);
+    b_src = pb + ((t % col_tiles * kCN + rn) * 2 + rm) * slices * kPanel16;
   };
   auto load = [&]() {
     const unsigned stage = ring + lstage * kStage, full = full0 + 8 * lstage;
     if (le >= kClusterRing) mbar_wait(empty0 + 8 * lstage, lphase ^ 1);
     mbar_expect(full, kStage);
-    bulk_load(stage, a_src + ls * kPanel16, kPanelBytes, full, 1u << rank);
-    bulk_load(stage + kPanelBytes * (1 + rank), b_src + ls * kPanel16, kPanelBytes, full, 3u);
+    bulk_load(stage + rn * kPiece, a_src + ls * kPanel16, kPiece, full, a_mask);
+    bulk_load(stage + kPanelBytes * (1 + rm), b_src + ls * kPanel16, kPanelBytes, full, b_mask);
     ++le;
     if (++lstage == kClusterRing) lstage = 0, lphase ^= 1;
     if (++ls == slices) {  // the cluster's next tile
@@ -1265,10 +1272,9 @@ __global__ void __launch_bounds__(kThreads, 1) cdist_cluster_kernel(
   const bool releases = threadIdx.x % 32 == 0;
   auto release = [&](int stage) {
     __syncwarp();  // every lane of the warp is past its wait (wgmma.wait_group is per warp, aligned)
-    if (releases) {
-      mbar_arrive(empty0 + 8 * stage, 0);
-      mbar_arrive(empty0 + 8 * stage, 1);
-    }
+    if (releases)
+#pragma unroll
+      for (int r = 0; r < kCtas; ++r) mbar_arrive(empty0 + 8 * stage, r);
   };
   int64_t g = 0;
   int cstage = 0, pstage = 0;
@@ -1283,7 +1289,7 @@ __global__ void __launch_bounds__(kThreads, 1) cdist_cluster_kernel(
       if (++cstage == kClusterRing) cstage = 0, cphase ^= 1;
     }
     const int64_t t = cluster + ct * clusters;
-    const int64_t r0 = t / col_tiles * 256 + 128 * rank, c0 = t % col_tiles * 256;
+    const int64_t r0 = t / col_tiles * 256 + 128 * rm, c0 = (t % col_tiles * kCN + rn) * 256;
     math.finish();
     release(pstage);
     const GlobalPops pop_a{pops_a, r0, n}, pop_b{pops_b, c0, m};
@@ -1828,16 +1834,38 @@ void launch_wgmma(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, i
   check(cudaGetLastError(), "cdist_wgmma_kernel launch");
 }
 
-// The clustered wgmma kernel (staging 7): panels packed into the workspace after the row
-// popcounts, then clusters of two CTAs over the 256 x 256 cluster tiles, as many clusters
-// as fit at once (cudaOccupancyMaxActiveClusters, cached per device), at most one a tile.
-constexpr auto kCluster = cdist_cluster_kernel<kClusterAhead>;
+// The clustered wgmma kernels (staging 7: 2 x 1 clusters, 8: 2 x 2): panels packed into
+// the workspace after the row popcounts, then clusters over the cluster tiles, as many as
+// fit at once (cudaOccupancyMaxActiveClusters, cached per kernel and device), at most one
+// a tile.
+template <int kCN>
+constexpr auto kCluster = cdist_cluster_kernel<kClusterAhead, kCN>;
 
-static int64_t cluster_workspace(int64_t n, int64_t m, int64_t w) {  // int64 words: popcounts, then a's and b's panels
-  return (n + m + 1) / 2 * 2 + (cluster_panels(n) + cluster_panels(m)) * slice_count(w) * (kPanelBytes / 8);
+static int64_t cluster_workspace(int64_t n, int64_t m, int64_t w, int kCN) {  // int64 words: popcounts, then panels
+  return (n + m + 1) / 2 * 2 + (cluster_panels(n) + cluster_panels(m, 256 * kCN)) * slice_count(w) * (kPanelBytes / 8);
 }
 
-static unsigned cluster_grid(int64_t n, int64_t m, cudaStream_t s) {
+#if !defined(FASTSPLINE_CUDA_SIM)
+// A launch configuration of clusters of 2 x kCN CTAs along x (attr: its one attribute).
+template <int kCN>
+cudaLaunchConfig_t cluster_config(unsigned grid, cudaStream_t s, cudaLaunchAttribute* attr) {
+  cudaLaunchConfig_t config = {};
+  attr->id = cudaLaunchAttributeClusterDimension;
+  attr->val.clusterDim.x = 2 * kCN;
+  attr->val.clusterDim.y = 1;
+  attr->val.clusterDim.z = 1;
+  config.gridDim = dim3(grid);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = kClusterSmemBytes;
+  config.stream = s;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  return config;
+}
+#endif
+
+template <int kCN>
+unsigned cluster_grid(int64_t n, int64_t m, cudaStream_t s) {
   static int cached[64] = {};  // clusters resident at once, per device
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
@@ -1845,57 +1873,39 @@ static unsigned cluster_grid(int64_t n, int64_t m, cudaStream_t s) {
   if (cached[device] == 0) {
     int clusters = 0;
 #if defined(FASTSPLINE_CUDA_SIM)
-    clusters = sim::max_active_clusters(2);
+    clusters = sim::max_active_clusters(2 * kCN);
 #else
-    cudaLaunchConfig_t config = {};
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 2;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    config.gridDim = dim3(2 * (unsigned)sm_count());
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = kClusterSmemBytes;
-    config.stream = s;
-    config.attrs = attr;
-    config.numAttrs = 1;
-    check(cudaOccupancyMaxActiveClusters(&clusters, kCluster, &config), "cudaOccupancyMaxActiveClusters");
+    cudaLaunchAttribute attr;
+    const cudaLaunchConfig_t config = cluster_config<kCN>(2 * kCN * (unsigned)sm_count(), s, &attr);
+    check(cudaOccupancyMaxActiveClusters(&clusters, kCluster<kCN>, &config), "cudaOccupancyMaxActiveClusters");
 #endif
     cached[device] = std::max(1, clusters);
   }
-  const int64_t tiles = (n + 255) / 256 * ((m + 255) / 256);
-  return (unsigned)(2 * std::min<int64_t>(tiles, cached[device]));
+  const int64_t tiles = (n + 255) / 256 * ((m + 256 * kCN - 1) / (256 * kCN));
+  return (unsigned)(2 * kCN * std::min<int64_t>(tiles, cached[device]));
 }
 
-static void launch_cluster(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int32_t* out, int64_t ldo,
+template <int kCN>
+void launch_cluster(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int32_t* out, int64_t ldo,
                     int64_t* workspace, cudaStream_t s) {
-  const int64_t slices = slice_count(w), pieces_a = cluster_panels(n) * slices * kPanelRows * 8;
+  const int64_t slices = slice_count(w), panels_a = cluster_panels(n), panels_b = cluster_panels(m, 256 * kCN);
   uint4* pa = reinterpret_cast<uint4*>(workspace + (n + m + 1) / 2 * 2);
-  uint4* pb = pa + pieces_a;
-  pack_panels_kernel<<<grid_for(pieces_a, kThreads), kThreads, 0, s>>>(a, n, w, cluster_panels(n), slices, pa);
-  pack_panels_kernel<<<grid_for(cluster_panels(m) * slices * kPanelRows * 8, kThreads), kThreads, 0, s>>>(
-      b, m, w, cluster_panels(m), slices, pb);
+  uint4* pb = pa + panels_a * slices * kPanelRows * 8;
+  pack_panels_kernel<<<grid_for(panels_a * slices * kPanelRows * 8, kThreads), kThreads, 0, s>>>(a, n, w, panels_a,
+                                                                                                  slices, pa);
+  pack_panels_kernel<<<grid_for(panels_b * slices * kPanelRows * 8, kThreads), kThreads, 0, s>>>(b, m, w, panels_b,
+                                                                                                  slices, pb);
   check(cudaGetLastError(), "pack_panels_kernel launch");
-  const unsigned grid = cluster_grid(n, m, s);
+  const unsigned grid = cluster_grid<kCN>(n, m, s);
   const int64_t *pops_a = workspace, *pops_b = workspace + n;
   int* missing = nullptr;
 #if defined(FASTSPLINE_CUDA_SIM)
-  sim::launch_cluster(dim3(grid), dim3(kThreads), kClusterSmemBytes, s, 2)(kCluster, pa, n, pb, m, slices, out, ldo,
-                                                                            pops_a, pops_b, missing);
+  sim::launch_cluster(dim3(grid), dim3(kThreads), kClusterSmemBytes, s, 2 * kCN)(
+      kCluster<kCN>, pa, n, pb, m, slices, out, ldo, pops_a, pops_b, missing);
 #else
-  cudaLaunchConfig_t config = {};
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = 2;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  config.gridDim = dim3(grid);
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = kClusterSmemBytes;
-  config.stream = s;
-  config.attrs = attr;
-  config.numAttrs = 1;
-  check(cudaLaunchKernelEx(&config, kCluster, (const uint4*)pa, n, (const uint4*)pb, m, slices, out, ldo, pops_a,
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t config = cluster_config<kCN>(grid, s, &attr);
+  check(cudaLaunchKernelEx(&config, kCluster<kCN>, (const uint4*)pa, n, (const uint4*)pb, m, slices, out, ldo, pops_a,
                            pops_b, missing),
         "cudaLaunchKernelEx (cdist_cluster_kernel)");
 #endif
@@ -1936,10 +1946,11 @@ static bool wgmma_compiled(std::uintptr_t stream) {
 
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
                        int64_t ldo, bool use_xor, int staging, std::uintptr_t stream, int64_t* workspace) {
-  if (staging < 0 || staging > 7)
+  if (staging < 0 || staging > 8)
     throw std::invalid_argument(
         "hamming_cdist_mma: staging must be 0 (auto), 1 (sync), 2 (cp.async), 3 (cp.async, wide tiles), 4 (wgmma), 5 "
-        "(wgmma, wide tiles), 6 (wgmma, wide tiles, loaded deeper) or 7 (wgmma in clusters of two)");
+        "(wgmma, wide tiles), 6 (wgmma, wide tiles, loaded deeper), 7 (wgmma in clusters of two) or 8 (wgmma in "
+        "clusters of four)");
   if (staging >= 4 && use_xor) throw std::invalid_argument("hamming_cdist_mma: the wgmma kernels count AND only");
   if (n == 0 || m == 0) return;
   const int64_t col_tiles = (m + kMmaTile - 1) / kMmaTile;
@@ -1959,7 +1970,8 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
         "hamming_cdist_mma: the wgmma kernels need an sm_90 card (compute capability 9.0) and this module's sm_90a code");
   if (staging >= 5 && !(staging == 5   ? smem_ready<kWgmmaWide>(kWgmmaWideBytes, 0)
                         : staging == 6 ? smem_ready<kWgmmaDeep>(kWgmmaWideBytes, 0)
-                                       : smem_ready<kCluster>(kClusterSmemBytes, 0)))
+                        : staging == 7 ? smem_ready<kCluster<1>>(kClusterSmemBytes, 0)
+                                       : smem_ready<kCluster<2>>(kClusterSmemBytes, 0)))
     throw std::invalid_argument("hamming_cdist_mma: this device has too little shared memory for the wide wgmma kernel");
   if (staging == 3 && !async_smem_ready<WideTiles>()) {
     if (forced == 3)
@@ -1978,7 +1990,8 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
   if (staging == 4) return launch_wgmma<kWgmmaSquare, WgmmaTiles>(ap, n, bp, m, w, out, ldo, workspace, kWgmmaSquareBytes, s);
   if (staging == 5) return launch_wgmma<kWgmmaWide, WgmmaWideTiles>(ap, n, bp, m, w, out, ldo, workspace, kWgmmaWideBytes, s);
   if (staging == 6) return launch_wgmma<kWgmmaDeep, WgmmaWideTiles>(ap, n, bp, m, w, out, ldo, workspace, kWgmmaWideBytes, s);
-  if (staging == 7) return launch_cluster(ap, n, bp, m, w, out, ldo, workspace, s);
+  if (staging == 7) return launch_cluster<1>(ap, n, bp, m, w, out, ldo, workspace, s);
+  if (staging == 8) return launch_cluster<2>(ap, n, bp, m, w, out, ldo, workspace, s);
   if (staging == 3) return launch_async<WideTiles>(ap, n, bp, m, w, out, ldo, use_xor, workspace, s);
   if (staging == 2) return launch_async<SquareTiles>(ap, n, bp, m, w, out, ldo, use_xor, workspace, s);
   for_row_bands(n, kMmaTile, [&](int64_t r, int64_t rows, unsigned grid_y) {
@@ -2083,7 +2096,7 @@ void hamming_radius_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t
 
 int64_t cdist_mma_workspace(int64_t n, int64_t m, int64_t w, bool use_xor, int staging) {
   if (use_xor || staging < 2) return 0;
-  return staging == 7 ? cluster_workspace(n, m, w) : n + m;
+  return staging >= 7 ? cluster_workspace(n, m, w, staging == 7 ? 1 : 2) : n + m;
 }
 
 int compute_capability() {

@@ -42,13 +42,14 @@ void hamming_cdist(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, i
 // for row popcounts: else invalid_argument); auto takes 2 from 2,048-bit codes where it
 // applies; 3 the same with 256 x 128 tiles; 4 wgmma with 128 x 128 tiles, 5 wgmma with
 // 128 x 256 tiles and one slice in flight, 6 the same loaded 3 slices ahead instead of 2,
-// 7 wide tiles in clusters of two CTAs sharing B by multicast bulk copies (4-7: AND only,
-// sm_90 cards, else invalid_argument; never auto's static choice).
+// 7 wide tiles in clusters of two CTAs sharing B by multicast bulk copies, 8 in clusters of
+// 2 x 2 sharing A and B (4-8: AND only, sm_90 cards, else invalid_argument; never auto's
+// static choice).
 void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64_t w, int32_t* out,
                        int64_t ldo, bool use_xor, int staging, std::uintptr_t stream, int64_t* workspace = nullptr);
 // The int64 words of workspace hamming_cdist_mma needs for (n, m, w, use_xor, staging): n + m
-// row popcounts for the pipelined AND kernels (staging 2-6), and for staging 7 (wgmma in
-// clusters of two CTAs) a and b re-laid out in 128-row panels after them; 0 without.
+// row popcounts for the pipelined AND kernels (staging 2-6), and for stagings 7 and 8 (wgmma
+// in clusters) a and b re-laid out in 128-row panels after them; 0 without.
 int64_t cdist_mma_workspace(int64_t n, int64_t m, int64_t w, bool use_xor, int staging);
 // Fused top-k on binary tensor cores (sm_80+): for 1 <= k <= 32, cand [n, splits, k] gets
 // each row's k smallest keys (distance << 32 | index of b) over each of `splits` column

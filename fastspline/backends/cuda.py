@@ -41,13 +41,14 @@ CDIST_METHODS = ("auto", "popc", "mma-xor", "mma-and")
 # How the tensor-core kernel stages its K slices in shared memory: synchronous loads, or
 # a cp.async pipeline with 128 x 128 or 256 x 128 tiles (mma.sync), or that pipeline
 # feeding Hopper wgmma with 128 x 128 or 128 x 256 tiles, the latter loaded 2 or 3 slices
-# ahead, or wide tiles in clusters of two CTAs fed by multicast bulk copies from packed
-# panels (auto: _auto_staging).
+# ahead, or wide tiles in clusters of 2 x 1 or 2 x 2 CTAs fed by multicast bulk copies from
+# packed panels (auto: _auto_staging).
 MMA_STAGINGS = {"auto": 0, "sync": 1, "async": 2, "wide": 3, "wgmma": 4, "wgmma-wide": 5, "wgmma-deep": 6,
-                "wgmma-cluster": 7}
-_WGMMA_STAGINGS = (4, 5, 6, 7)
+                "wgmma-cluster": 7, "wgmma-cluster4": 8}
+_WGMMA_STAGINGS = (4, 5, 6, 7, 8)
 _WGMMA_KINDS = {4: "wgmma tensor-core cdist", 5: "wide-tile wgmma tensor-core cdist",
-                6: "deep-ring wgmma tensor-core cdist", 7: "clustered wgmma tensor-core cdist"}  # their self-checks' names
+                6: "deep-ring wgmma tensor-core cdist", 7: "clustered wgmma tensor-core cdist",
+                8: "2x2-clustered wgmma tensor-core cdist"}  # their self-checks' names
 # Codes of at least this many words (2,048 bits) take a pipelined kernel when not timed.
 _ASYNC_MIN_WORDS = 32
 # The tensor-core kernel's 128x128 tiles pay off once both sides have this many rows.
@@ -207,6 +208,12 @@ def wgmma_cluster_status(device: torch.device) -> str | None:
     return _pipelined_status(device, _WGMMA_KINDS[7], 7, "wgmma", ("mma-and",))
 
 
+def wgmma_cluster4_status(device: torch.device) -> str | None:
+    """As :func:`wgmma_cluster_status`, in clusters of 2 x 2 CTAs (256 x 512 pairs): each CTA
+    multicasts half of its A panel to the CTA beside it and its B panel to the one below."""
+    return _pipelined_status(device, _WGMMA_KINDS[8], 8, "wgmma", ("mma-and",))
+
+
 # Whether auto calls time the wgmma kernels (FASTSPLINE_CUDA_WGMMA_AUTO): "isolated" (the
 # default) once their self-checks have passed in a child process on this card, "1" with
 # their self-checks in this process, "0" never. Written in sessions 10 and 11 without a
@@ -217,7 +224,7 @@ def wgmma_cluster_status(device: torch.device) -> str | None:
 # the tests run the kernels directly.
 WGMMA_AUTO_MODES = ("isolated", "1", "0")
 _WGMMA_STATUS_NAMES = {4: "wgmma_status", 5: "wgmma_wide_status", 6: "wgmma_deep_status",
-                       7: "wgmma_cluster_status"}  # looked up when called (tests swap them)
+                       7: "wgmma_cluster_status", 8: "wgmma_cluster4_status"}  # looked up when called (tests swap them)
 _CHILD_TIMEOUT_S = 180.0
 _CHILD_CACHE_ENTRIES = 32  # builds x cards remembered
 _CHILD_MARK = "fastspline-child-check"
@@ -239,8 +246,8 @@ _child_lock = threading.Lock()
 
 
 def _wgmma_status(code: int):
-    """wgmma_status (4), wgmma_wide_status (5), wgmma_deep_status (6) or wgmma_cluster_status
-    (7), looked up when called."""
+    """wgmma_status (4), wgmma_wide_status (5), wgmma_deep_status (6), wgmma_cluster_status (7)
+    or wgmma_cluster4_status (8), looked up when called."""
     return globals()[_WGMMA_STATUS_NAMES[code]]
 
 
@@ -378,7 +385,7 @@ def _wgmma_cleared(device: torch.device, code: int) -> bool:
 
 def mma_staging(device: torch.device) -> int:
     """``FASTSPLINE_CUDA_MMA_STAGING`` (auto, sync, async, wide, wgmma, wgmma-wide, wgmma-deep,
-    wgmma-cluster) as the extension's code; a forced pipelined kernel that failed its check raises. Auto stays 0 here and
+    wgmma-cluster, wgmma-cluster4) as the extension's code; a forced pipelined kernel that failed its check raises. Auto stays 0 here and
     is resolved per call by :func:`_auto_staging`."""
     name = _env("FASTSPLINE_CUDA_MMA_STAGING", MMA_STAGINGS)
     code = MMA_STAGINGS[name]
@@ -744,7 +751,7 @@ def _cdist(
                     if staging is None:
                         staging = mma_staging(a.device) or _auto_staging(a, b, method)
                     # The pipelined AND kernels take row popcounts counted beforehand (n + m
-                    # int64; staging 7 also a's and b's panels after them).
+                    # int64; stagings 7 and 8 also a's and b's panels after them).
                     words = _cuda.cdist_mma_workspace(a.shape[0], b.shape[0], a.shape[1], method == "mma-xor", staging)
                     pops = torch.empty(words, dtype=torch.int64, device=a.device) if words else None
                     _cuda.hamming_cdist_mma(
