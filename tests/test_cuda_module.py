@@ -95,6 +95,9 @@ def test_cdist_mma_staging_is_checked_before_any_cuda_call():
                 _cuda.hamming_cdist_mma(a, 4, 16, 4, w, 16, 4, False, 0, staging)
         with pytest.raises(ValueError, match="the cp.async AND kernel needs a workspace of n \\+ m int64"):
             _cuda.hamming_cdist_mma(16, 4, 32, 4, 2, 16, 4, False, 0, staging)
+        if staging >= 7:  # bulk copies of the packed panels need a 16-byte aligned workspace
+            with pytest.raises(ValueError, match="the clustered kernels' workspace must be 16-byte aligned"):
+                _cuda.hamming_cdist_mma(16, 4, 32, 4, 2, 16, 4, False, 0, staging, 72)
         # Accepted layouts get as far as the device query, which fails without a GPU.
         for use_xor, workspace in ((False, 64), (True, 0))[: 1 if staging >= 4 else 2]:
             with pytest.raises(RuntimeError, match=r"fastspline\._cuda: cudaGetDevice"):

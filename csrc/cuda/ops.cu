@@ -1198,8 +1198,9 @@ __host__ __device__ inline int64_t slice_count(int64_t w) { return std::max<int6
 // and B tile crosses L2 once per cluster: per pair a third less L2 traffic than
 // wgmma-wide in 2 x 1 clusters, half in 2 x 2; one thread issues the copies. mbarriers per
 // stage: full (thread 0's expect_tx of 48 KB, completed by the copies that land in it),
-// empty (each warp of every CTA of the cluster, after the slice's wgmma completed: the
-// stage may be refilled everywhere). kAhead slices loaded ahead (kAhead < kClusterRing).
+// empty (each warp of each CTA this CTA's copies land in, i.e. on its rows or columns, after
+// the slice's wgmma completed: the stage may be refilled in all of them; as CUTLASS's
+// PipelineTmaAsync, no arrivals from a CTA that does not read what it writes). kAhead slices loaded ahead (kAhead < kClusterRing).
 // Cluster tiles column-fastest, cluster c taking c, c + clusters, ...; the row popcounts
 // come from pops_a / pops_b (AND).
 constexpr int kClusterRing = 4, kClusterAhead = 3;
@@ -1223,7 +1224,7 @@ __global__ void __launch_bounds__(kThreads, 1) cdist_cluster_kernel(
   if (threadIdx.x == 0) {
     for (int s = 0; s < kClusterRing; ++s) {
       mbar_init(full0 + 8 * s, 1);
-      mbar_init(empty0 + 8 * s, kCtas * kThreads / 32);
+      mbar_init(empty0 + 8 * s, (kCN + 1) * kThreads / 32);  // each warp of the CTAs on my rows or columns
     }
     mbar_fence_init();
   }
@@ -1272,9 +1273,10 @@ __global__ void __launch_bounds__(kThreads, 1) cdist_cluster_kernel(
   const bool releases = threadIdx.x % 32 == 0;
   auto release = [&](int stage) {
     __syncwarp();  // every lane of the warp is past its wait (wgmma.wait_group is per warp, aligned)
-    if (releases)
+    if (releases)  // in the CTAs whose copies land in this stage: those on my rows or columns
 #pragma unroll
-      for (int r = 0; r < kCtas; ++r) mbar_arrive(empty0 + 8 * stage, r);
+      for (int r = 0; r < kCtas; ++r)
+        if (r % 2 == (int)rm || r / 2 == (int)rn) mbar_arrive(empty0 + 8 * stage, r);
   };
   int64_t g = 0;
   int cstage = 0, pstage = 0;
@@ -1960,6 +1962,8 @@ void hamming_cdist_mma(const uint64_t* a, int64_t n, const uint64_t* b, int64_t 
     throw std::invalid_argument("hamming_cdist_mma: the cp.async kernel needs an even word count and 16-byte aligned rows");
   if (staging >= 2 && !use_xor && workspace == nullptr)
     throw std::invalid_argument("hamming_cdist_mma: the cp.async AND kernel needs a workspace of n + m int64");
+  if (staging >= 7 && (reinterpret_cast<std::uintptr_t>(workspace) & 15) != 0)
+    throw std::invalid_argument("hamming_cdist_mma: the clustered kernels' workspace must be 16-byte aligned");
   // Auto: cp.async from two slices up (2,048+ bits), wide tiles where the card has the
   // shared memory; shorter codes are bound by writing the output, where the synchronous
   // kernel (more blocks per SM) measured 75% of the roofline on an H200.
