@@ -654,6 +654,8 @@ __global__ void __launch_bounds__(kThreads) cdist_mma_kernel(const u64* __restri
 // (hamming_rows_kernel beforehand), so the main loop's shared-memory reads are the
 // fragments alone.
 constexpr int kAsyncWords = 16;                // u64 words per row per slice
+// Slices of w words (w = 0: one empty slice).
+__host__ __device__ inline int64_t slice_count(int64_t w) { return std::max<int64_t>(1, (w + kAsyncWords - 1) / kAsyncWords); }
 constexpr int kAsyncChunks = kAsyncWords / 4;  // 256-bit MMA K chunks per slice
 constexpr int kStages = 3;
 
@@ -923,7 +925,7 @@ __device__ __forceinline__ void stream_slices(const u64* __restrict__ a, int64_t
   constexpr bool kAfter = Math::kLoadAfter;  // refill after math.slice and a second barrier
   constexpr int kRing = Math::kRing, kAhead = kRing - 1 - Math::kDepth + (kAfter ? 1 : 0);  // slices loaded ahead
   static_assert(kAhead >= 1, "stream_slices: a ring of kDepth + 2 stages at least");
-  const int64_t slices = std::max<int64_t>(1, (w + kAsyncWords - 1) / kAsyncWords);  // w = 0: one empty slice
+  const int64_t slices = slice_count(w);
   const int64_t total = count * slices;  // the stream of (tile, slice)
   const unsigned smem_base = smem_addr(smem);
 
@@ -1188,7 +1190,6 @@ __global__ void pack_panels_kernel(const u64* __restrict__ x, int64_t rows, int6
 __host__ __device__ inline int64_t cluster_panels(int64_t rows, int64_t tile = 256) {
   return (rows + tile - 1) / tile * (tile / kPanelRows);
 }
-__host__ __device__ inline int64_t slice_count(int64_t w) { return std::max<int64_t>(1, (w + kAsyncWords - 1) / kAsyncWords); }
 
 // cdist in clusters of 2 x kCN CTAs (sm_90a), each a wide wgmma tile (128 x 256, WgmmaMath
 // with one slice in flight) of a 256 x 256 kCN cluster tile: CTA rank r = rm + 2 rn takes
@@ -1238,9 +1239,10 @@ __global__ void __launch_bounds__(kThreads, 1) cdist_cluster_kernel(
 
   // Loading (thread 0): entry e = slice ls of tile lt into stage lstage, whose previous
   // use (entry e - kClusterRing) both CTAs must have released: empty's phase lphase ^ 1.
-  int64_t lt = 0, ls = 0, le = 0;
+  int64_t lt = 0, ls = 0;
   int lstage = 0;
   unsigned lphase = 0;
+  bool refill = false;  // the ring has wrapped: a stage's previous use must be released first
   const uint4 *a_src = nullptr, *b_src = nullptr;  // tile lt's panels at slice 0
   auto start_tile = [&]() {
     const int64_t t = cluster + lt * clusters;
@@ -1249,12 +1251,11 @@ __global__ void __launch_bounds__(kThreads, 1) cdist_cluster_kernel(
   };
   auto load = [&]() {
     const unsigned stage = ring + lstage * kStage, full = full0 + 8 * lstage;
-    if (le >= kClusterRing) mbar_wait(empty0 + 8 * lstage, lphase ^ 1);
+    if (refill) mbar_wait(empty0 + 8 * lstage, lphase ^ 1);
     mbar_expect(full, kStage);
     bulk_load(stage + rn * kPiece, a_src + ls * kPanel16, kPiece, full, a_mask);
     bulk_load(stage + kPanelBytes * (1 + rm), b_src + ls * kPanel16, kPanelBytes, full, b_mask);
-    ++le;
-    if (++lstage == kClusterRing) lstage = 0, lphase ^= 1;
+    if (++lstage == kClusterRing) lstage = 0, lphase ^= 1, refill = true;
     if (++ls == slices) {  // the cluster's next tile
       ls = 0;
       lt += 1;
@@ -1843,8 +1844,10 @@ void launch_wgmma(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, i
 template <int kCN>
 constexpr auto kCluster = cdist_cluster_kernel<kClusterAhead, kCN>;
 
-static int64_t cluster_workspace(int64_t n, int64_t m, int64_t w, int kCN) {  // int64 words: popcounts, then panels
-  return (n + m + 1) / 2 * 2 + (cluster_panels(n) + cluster_panels(m, 256 * kCN)) * slice_count(w) * (kPanelBytes / 8);
+// The workspace (int64 words): n + m row popcounts, then (from a 16-byte boundary) the panels.
+static int64_t cluster_panels_offset(int64_t n, int64_t m) { return (n + m + 1) / 2 * 2; }
+static int64_t cluster_workspace(int64_t n, int64_t m, int64_t w, int kCN) {
+  return cluster_panels_offset(n, m) + (cluster_panels(n) + cluster_panels(m, 256 * kCN)) * slice_count(w) * (kPanelBytes / 8);
 }
 
 #if !defined(FASTSPLINE_CUDA_SIM)
@@ -1891,7 +1894,7 @@ template <int kCN>
 void launch_cluster(const u64* a, int64_t n, const u64* b, int64_t m, int64_t w, int32_t* out, int64_t ldo,
                     int64_t* workspace, cudaStream_t s) {
   const int64_t slices = slice_count(w), panels_a = cluster_panels(n), panels_b = cluster_panels(m, 256 * kCN);
-  uint4* pa = reinterpret_cast<uint4*>(workspace + (n + m + 1) / 2 * 2);
+  uint4* pa = reinterpret_cast<uint4*>(workspace + cluster_panels_offset(n, m));
   uint4* pb = pa + panels_a * slices * kPanelRows * 8;
   pack_panels_kernel<<<grid_for(panels_a * slices * kPanelRows * 8, kThreads), kThreads, 0, s>>>(a, n, w, panels_a,
                                                                                                   slices, pa);
