@@ -26,7 +26,7 @@ python3 -c "import fastspline, pprint; pprint.pprint(fastspline.build_info())" |
 # check runs in a process of its own: a kernel whose check crashes it is turned off for
 # the rest of this run (FASTSPLINE_CUDA_DISABLE) and fails it.
 checks="mma:mma_status async:mma_async_status wide:mma_wide_status wgmma:wgmma_status wgmma:wgmma_wide_status
-wgmma:wgmma_deep_status wgmma:wgmma_cluster_status wgmma:wgmma_cluster4_status stream:pack_stream_status
+wgmma:wgmma_deep_status cluster:wgmma_cluster_status cluster:wgmma_cluster4_status stream:pack_stream_status
 columns16:pack_columns16_status fused:topk_status fused:radius_status fused:topk_pipelined_status
 fused:radius_pipelined_status"
 disable=""

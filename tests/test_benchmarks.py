@@ -183,3 +183,22 @@ def test_bench_ops_splits_faiss_rows_over_the_threads_it_is_given(monkeypatch) -
     split = bench_ops.faiss_cdist(a, b, pool=pool, threads=3)
     assert pool.blocks == [(0, 3), (3, 6), (6, 10)]
     np.testing.assert_array_equal(split, np.unpackbits(a[:, None] ^ b[None], axis=2).sum(2))
+
+
+def test_gpu_check_self_checks_name_real_checks_and_switches() -> None:
+    """gpu_check.sh's `checks` list (switch:status pairs): each status is a self-check of the
+    cuda backend and each switch a FASTSPLINE_CUDA_DISABLE name that turns that kernel off,
+    so a check that crashes its process turns off its own kernel; every self-check is there."""
+    import re
+
+    cuda = pytest.importorskip("fastspline.backends.cuda", reason="fastspline._cuda not built")
+    script = (BENCHMARKS[0].parent / "gpu_check.sh").read_text()
+    pairs = [p.split(":") for p in re.search(r'^checks="([^"]*)"', script, re.M).group(1).split()]
+    statuses = {name for name in dir(cuda) if name.endswith("_status") and not name.startswith("_")}
+    assert {status for _, status in pairs} == statuses
+    for switch, status in pairs:
+        assert switch in cuda.DISABLE_NAMES, (switch, status)
+    wgmma = {cuda._WGMMA_STATUS_NAMES[code]: cuda._wgmma_switches(code) for code in cuda._WGMMA_STAGINGS}
+    for switch, status in pairs:
+        if status in wgmma:  # the narrowest name that turns it off
+            assert switch == wgmma[status][-1], (switch, status)

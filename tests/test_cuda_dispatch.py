@@ -263,7 +263,7 @@ def test_disable_switch_turns_kernels_off_without_running_their_checks(fake, mon
     assert reason == "disabled by FASTSPLINE_CUDA_DISABLE=stream, fused" and not ran
     assert cuda._self_check("async", torch.device("cpu"), lambda i: ran.append(i), "async") is None and ran == [0]
     monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", "stream,warp")
-    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_DISABLE takes names from \('mma', 'async', 'wide', 'wgmma', 'stream', 'columns16', 'fused'\), got \['warp'\]"):
+    with pytest.raises(ValueError, match=r"FASTSPLINE_CUDA_DISABLE takes names from \('mma', 'async', 'wide', 'wgmma', 'cluster', 'stream', 'columns16', 'fused'\), got \['warp'\]"):
         cuda._self_check("stream pack kernel", torch.device("cpu"), lambda i: None, "stream")
     monkeypatch.delenv("FASTSPLINE_CUDA_DISABLE")
     x = torch.zeros(2, 64)
@@ -271,6 +271,33 @@ def test_disable_switch_turns_kernels_off_without_running_their_checks(fake, mon
     cuda.pack_signs(x, 0.0)  # auto: neither the stream nor the columns16 kernel
     assert fake.calls[-1] == ("pack", 0, 0)
 
+
+# The real status functions (the fake fixture turns the wgmma ones off).
+REAL_WGMMA_STATUS = {code: getattr(cuda, name) for code, name in cuda._WGMMA_STATUS_NAMES.items()}
+REAL_CHILD_STATUS = cuda._child_status
+
+
+def test_cluster_switch_turns_off_the_clustered_wgmma_kernels_only(fake, monkeypatch):
+    """FASTSPLINE_CUDA_DISABLE=cluster: the clustered wgmma kernels (7, 8) only, so that a
+    GPU run can turn them off and keep the other wgmma kernels; wgmma: all five. Their own
+    checks and the child's."""
+    monkeypatch.setattr(cuda, "_index", lambda device: 0)
+    checked = []
+    monkeypatch.setattr(cuda, "_compare_cdist", lambda index, method, staging, shapes: checked.append(staging))
+    monkeypatch.setattr(cuda, "mma_status", lambda device: None)
+    monkeypatch.setattr(cuda, "_child_checks", lambda index: dict.fromkeys(cuda._WGMMA_STAGINGS))
+    dev = torch.device("cuda", 0)
+    for disable, off in [("cluster", {7, 8}), ("wgmma", {4, 5, 6, 7, 8}), ("mma,cluster", {7, 8}), ("", set())]:
+        monkeypatch.setenv("FASTSPLINE_CUDA_DISABLE", disable)
+        cuda._checks.clear()
+        cuda._child_results.clear()
+        checked.clear()
+        for reasons in ({code: REAL_WGMMA_STATUS[code](dev) for code in cuda._WGMMA_STAGINGS},
+                        {code: REAL_CHILD_STATUS(dev, code) for code in cuda._WGMMA_STAGINGS}):
+            assert {code for code, r in reasons.items() if r is not None} == off, (disable, reasons)
+            assert all(reasons[code] == f"disabled by FASTSPLINE_CUDA_DISABLE={disable}" for code in off)
+        assert sorted(checked) == sorted(set(cuda._WGMMA_STAGINGS) - off)  # a disabled kernel runs no check
+    cuda._child_results.clear()
 
 def test_search_takes_the_pipelined_kernels_for_long_aligned_codes(fake, monkeypatch):
     dev = torch.device("cuda", 0)

@@ -78,9 +78,9 @@ class _Unsupported(str):
 
 
 # FASTSPLINE_CUDA_DISABLE: comma-separated kernels never to use (mma, async, wide, wgmma:
-# both wgmma kernels, stream, columns16, fused), e.g. to work around a driver fault; they
-# count as unsupported, without a check.
-DISABLE_NAMES = ("mma", "async", "wide", "wgmma", "stream", "columns16", "fused")
+# every wgmma kernel, cluster: the two clustered wgmma kernels only, stream, columns16,
+# fused), e.g. to work around a driver fault; they count as unsupported, without a check.
+DISABLE_NAMES = ("mma", "async", "wide", "wgmma", "cluster", "stream", "columns16", "fused")
 
 
 def _disabled() -> set[str]:
@@ -90,11 +90,12 @@ def _disabled() -> set[str]:
     return names
 
 
-def _self_check(kind: str, device: torch.device, check, switch: str | None = None) -> str | None:
+def _self_check(kind: str, device: torch.device, check, switch: str | tuple[str, ...] | None = None) -> str | None:
     """Run ``check(index)`` once per device (None: the kernel agrees; else why not) and
     log a warning when a kernel is turned off by a failed check. ``switch``: the
-    kernel's name in ``FASTSPLINE_CUDA_DISABLE`` (read on every call, not cached)."""
-    if switch is not None and switch in _disabled():
+    kernel's names in ``FASTSPLINE_CUDA_DISABLE`` (read on every call, not cached)."""
+    switches = (switch,) if isinstance(switch, str) else switch or ()
+    if not _disabled().isdisjoint(switches):
         return f"disabled by FASTSPLINE_CUDA_DISABLE={os.environ['FASTSPLINE_CUDA_DISABLE']}"
     index = _index(device)
     key = (kind, index)
@@ -147,7 +148,7 @@ def mma_status(device: torch.device) -> str | None:
     return _self_check("binary tensor-core cdist", device, check, "mma")
 
 
-def _pipelined_status(device: torch.device, kind: str, staging: int, switch: str,
+def _pipelined_status(device: torch.device, kind: str, staging: int, switch: str | tuple[str, ...],
                       methods: tuple[str, ...] = ("mma-and", "mma-xor")) -> str | None:
     if (reason := mma_status(device)) is not None:  # every call: FASTSPLINE_CUDA_DISABLE=mma
         return reason
@@ -179,6 +180,11 @@ def mma_wide_status(device: torch.device) -> str | None:
     return _pipelined_status(device, "pipelined wide-tile tensor-core cdist", 3, "wide")
 
 
+def _wgmma_switches(code: int) -> tuple[str, ...]:
+    """The FASTSPLINE_CUDA_DISABLE names that turn wgmma kernel ``code`` off."""
+    return ("wgmma", "cluster") if code in (7, 8) else ("wgmma",)
+
+
 def wgmma_status(device: torch.device) -> str | None:
     """As :func:`mma_async_status`, for the wgmma kernel (the same cp.async ring and 128 x
     128 tiles, each warpgroup's 64 x 128 by wgmma m64n128k256 from shared memory): AND
@@ -205,13 +211,13 @@ def wgmma_cluster_status(device: torch.device) -> str | None:
     """As :func:`wgmma_wide_status`, for the kernel that runs wide tiles in clusters of two
     CTAs: a and b packed into 128-row panels first, each CTA's thread 0 bulk-copying its A
     panel and (multicast to both) half of B per slice, mbarriers for full and empty stages."""
-    return _pipelined_status(device, _WGMMA_KINDS[7], 7, "wgmma", ("mma-and",))
+    return _pipelined_status(device, _WGMMA_KINDS[7], 7, _wgmma_switches(7), ("mma-and",))
 
 
 def wgmma_cluster4_status(device: torch.device) -> str | None:
     """As :func:`wgmma_cluster_status`, in clusters of 2 x 2 CTAs (256 x 512 pairs): each CTA
     multicasts half of its A panel to the CTA beside it and its B panel to the one below."""
-    return _pipelined_status(device, _WGMMA_KINDS[8], 8, "wgmma", ("mma-and",))
+    return _pipelined_status(device, _WGMMA_KINDS[8], 8, _wgmma_switches(8), ("mma-and",))
 
 
 # Whether auto calls time the wgmma kernels (FASTSPLINE_CUDA_WGMMA_AUTO): "isolated" (the
@@ -348,7 +354,7 @@ def _child_status(device: torch.device, code: int) -> str | None:
                 _child_results[index] = _child_checks(index)
         return _child_results[index][code]
 
-    return _self_check(f"{_WGMMA_KINDS[code]} (in a child process)", device, check, "wgmma")
+    return _self_check(f"{_WGMMA_KINDS[code]} (in a child process)", device, check, _wgmma_switches(code))
 
 
 def _child_checks(index: int) -> dict[int, str | None]:
