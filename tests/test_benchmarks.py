@@ -202,3 +202,33 @@ def test_gpu_check_self_checks_name_real_checks_and_switches() -> None:
     for switch, status in pairs:
         if status in wgmma:  # the narrowest name that turns it off
             assert switch == wgmma[status][-1], (switch, status)
+
+
+def test_gpu_check_turns_off_a_kernel_whose_self_check_hangs(tmp_path) -> None:
+    """gpu_check.sh's self-check step with a fake python3: the all-in-one process passes two
+    checks and hangs; the others then run alone, and the one that hangs alone (a clustered
+    wgmma kernel's) turns off its switch for the rest of the run; the two passed are not rerun."""
+    import re
+    import subprocess
+
+    script = (BENCHMARKS[0].parent / "gpu_check.sh").read_text()
+    step = re.search(r"^checks=.*?^export FASTSPLINE_CUDA_DISABLE=\$disable$", script, re.M | re.S).group(0)
+    step = step.replace("timeout 120 ", "timeout 1 ").replace("timeout 45 ", "timeout 1 ")
+    fake = tmp_path / "python3"
+    fake.write_text("#!/usr/bin/env bash\n"
+                    "if [[ \"$2\" == *\"dev = torch.device('cuda')\"* ]]; then\n"
+                    "  echo 'self-check mma_status: passed'; echo 'self-check mma_async_status: passed'; sleep 5; exit 0\n"
+                    "fi\n"
+                    "echo \"alone ${FASTSPLINE_CUDA_DISABLE:-}: $(echo \"$2\" | tail -n 1)\" >> \"$(dirname \"$0\")/alone.log\"\n"
+                    "if [[ \"$2\" == *wgmma_cluster_status* ]]; then sleep 5; fi\n")
+    fake.chmod(0o755)
+    run = subprocess.run(["bash", "-c", f"set -uo pipefail; status=0\n{step}\necho \"disable=$FASTSPLINE_CUDA_DISABLE status=$status\""],
+                         env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}, capture_output=True, text=True,
+                         timeout=120)
+    assert run.stdout.strip().endswith("disable=cluster status=1"), run.stdout + run.stderr
+    assert "!! the cluster kernel crashed or hung its self-check" in run.stdout
+    alone = (tmp_path / "alone.log").read_text().splitlines()
+    ran = [re.search(r"cuda\.(\w+)\(", line).group(1) for line in alone]
+    assert ran[:2] == ["mma_wide_status", "wgmma_status"] and "mma_status" not in ran and "mma_async_status" not in ran
+    assert len(ran) == 12 and ran.index("wgmma_cluster4_status") == ran.index("wgmma_cluster_status") + 1
+    assert alone[ran.index("wgmma_cluster4_status")].startswith("alone cluster:")  # turned off from then on
