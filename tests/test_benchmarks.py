@@ -213,14 +213,14 @@ def test_gpu_check_turns_off_a_kernel_whose_self_check_hangs(tmp_path) -> None:
 
     script = (BENCHMARKS[0].parent / "gpu_check.sh").read_text()
     step = re.search(r"^checks=.*?^export FASTSPLINE_CUDA_DISABLE=\$disable$", script, re.M | re.S).group(0)
-    step = step.replace("timeout 120 ", "timeout 1 ").replace("timeout 45 ", "timeout 1 ")
+    step = step.replace("timeout 120 ", "timeout 2 ").replace("timeout 45 ", "timeout 2 ")
     fake = tmp_path / "python3"
     fake.write_text("#!/usr/bin/env bash\n"
                     "if [[ \"$2\" == *\"dev = torch.device('cuda')\"* ]]; then\n"
-                    "  echo 'self-check mma_status: passed'; echo 'self-check mma_async_status: passed'; sleep 5; exit 0\n"
+                    "  echo 'self-check mma_status: passed'; echo 'self-check mma_async_status: passed'; sleep 30; exit 0\n"
                     "fi\n"
                     "echo \"alone ${FASTSPLINE_CUDA_DISABLE:-}: $(echo \"$2\" | tail -n 1)\" >> \"$(dirname \"$0\")/alone.log\"\n"
-                    "if [[ \"$2\" == *wgmma_cluster_status* ]]; then sleep 5; fi\n")
+                    "if [[ \"$2\" == *wgmma_cluster_status* ]]; then sleep 30; fi\n")
     fake.chmod(0o755)
     run = subprocess.run(["bash", "-c", f"set -uo pipefail; status=0\n{step}\necho \"disable=$FASTSPLINE_CUDA_DISABLE status=$status\""],
                          env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}, capture_output=True, text=True,
