@@ -1201,7 +1201,8 @@ __host__ __device__ inline int64_t cluster_panels(int64_t rows, int64_t tile = 2
 // stage: full (thread 0's expect_tx of 48 KB, completed by the copies that land in it),
 // empty (each warp of each CTA this CTA's copies land in, i.e. on its rows or columns, after
 // the slice's wgmma completed: the stage may be refilled in all of them; as CUTLASS's
-// PipelineTmaAsync, no arrivals from a CTA that does not read what it writes). kAhead slices loaded ahead (kAhead < kClusterRing).
+// PipelineTmaAsync, no arrivals from a CTA that does not read what it writes). kAhead
+// slices loaded ahead (kAhead < kClusterRing).
 // Cluster tiles column-fastest, cluster c taking c, c + clusters, ...; the row popcounts
 // come from pops_a / pops_b (AND).
 constexpr int kClusterRing = 4, kClusterAhead = 3;
@@ -1238,7 +1239,8 @@ __global__ void __launch_bounds__(kThreads, 1) cdist_cluster_kernel(
   const int64_t count = cluster < tiles ? (tiles - 1 - cluster) / clusters + 1 : 0, total = count * slices;
 
   // Loading (thread 0): entry e = slice ls of tile lt into stage lstage, whose previous
-  // use (entry e - kClusterRing) both CTAs must have released: empty's phase lphase ^ 1.
+  // use (entry e - kClusterRing) every CTA it lands in must have released: empty's phase
+  // lphase ^ 1.
   int64_t lt = 0, ls = 0;
   int lstage = 0;
   unsigned lphase = 0;

@@ -185,39 +185,44 @@ def _wgmma_switches(code: int) -> tuple[str, ...]:
     return ("wgmma", "cluster") if code in (7, 8) else ("wgmma",)
 
 
+def _wgmma_pipelined_status(device: torch.device, code: int) -> str | None:
+    """The self-check of wgmma kernel ``code`` (AND only) in this process."""
+    return _pipelined_status(device, _WGMMA_KINDS[code], code, _wgmma_switches(code), ("mma-and",))
+
+
 def wgmma_status(device: torch.device) -> str | None:
     """As :func:`mma_async_status`, for the wgmma kernel (the same cp.async ring and 128 x
     128 tiles, each warpgroup's 64 x 128 by wgmma m64n128k256 from shared memory): AND
     only, on sm_90 cards (H100 / H200) with this module's sm_90a code (else the launcher
     refuses it, which counts as unsupported)."""
-    return _pipelined_status(device, _WGMMA_KINDS[4], 4, "wgmma", ("mma-and",))
+    return _wgmma_pipelined_status(device, 4)
 
 
 def wgmma_wide_status(device: torch.device) -> str | None:
     """As :func:`wgmma_status`, for the wgmma kernel with 128 x 256 tiles (each warpgroup's
     64 x 256 by wgmma m64n256k256, a 4-stage ring of 48 KB stages, each slice's wgmma left
     in flight over the next slice's loads; one block per SM)."""
-    return _pipelined_status(device, _WGMMA_KINDS[5], 5, "wgmma", ("mma-and",))
+    return _wgmma_pipelined_status(device, 5)
 
 
 def wgmma_deep_status(device: torch.device) -> str | None:
     """As :func:`wgmma_wide_status`, for its twin that refills a ring stage after the
     slice's wgmma and a second barrier, so 3 slices ahead instead of 2 (half as many bytes
     again in flight per SM, for one more barrier a slice)."""
-    return _pipelined_status(device, _WGMMA_KINDS[6], 6, "wgmma", ("mma-and",))
+    return _wgmma_pipelined_status(device, 6)
 
 
 def wgmma_cluster_status(device: torch.device) -> str | None:
     """As :func:`wgmma_wide_status`, for the kernel that runs wide tiles in clusters of two
     CTAs: a and b packed into 128-row panels first, each CTA's thread 0 bulk-copying its A
     panel and (multicast to both) half of B per slice, mbarriers for full and empty stages."""
-    return _pipelined_status(device, _WGMMA_KINDS[7], 7, _wgmma_switches(7), ("mma-and",))
+    return _wgmma_pipelined_status(device, 7)
 
 
 def wgmma_cluster4_status(device: torch.device) -> str | None:
     """As :func:`wgmma_cluster_status`, in clusters of 2 x 2 CTAs (256 x 512 pairs): each CTA
     multicasts half of its A panel to the CTA beside it and its B panel to the one below."""
-    return _pipelined_status(device, _WGMMA_KINDS[8], 8, _wgmma_switches(8), ("mma-and",))
+    return _wgmma_pipelined_status(device, 8)
 
 
 # Whether auto calls time the wgmma kernels (FASTSPLINE_CUDA_WGMMA_AUTO): "isolated" (the
