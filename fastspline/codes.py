@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -556,6 +557,9 @@ class _FunctionalCalls(TorchFunctionMode):
         self.hooked = hooked
         self.where = where
         self.constants = constants  # ids of the model's parameters and buffers: never a batch
+        # Tensors computed in forward from constants only (F.relu(self.p * 2) is no layer even
+        # when p's first dim equals the batch's): id -> weak reference, dropped when freed.
+        self.derived: dict[int, weakref.ref] = {}
         self.recorded = 0
         self.names: set[str] = set()
         # Another function mode (outside codes()) could change a relu's output: then pack inputs.
@@ -563,13 +567,14 @@ class _FunctionalCalls(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        constant = self._from_constants(args, kwargs)
         if func not in _FUNCTIONAL or not self.stack.frames:
-            return func(*args, **kwargs)
+            return self._track(func(*args, **kwargs), constant)
         frame = self.stack.frames[-1]
         x = args[0] if args else kwargs.get("input")
         # Calls inside a hooked activation module's own forward are that module's layer.
-        if frame[0] in self.hooked or id(x) in self.constants or not self.recorder.is_batched(x):
-            return func(*args, **kwargs)
+        if frame[0] in self.hooked or constant or not self.recorder.is_batched(x):
+            return self._track(func(*args, **kwargs), constant)
         owner, k = frame
         frame[1] = k + 1
         name = f"{owner}:relu[{k}]"
@@ -580,10 +585,47 @@ class _FunctionalCalls(TorchFunctionMode):
         from_output = func in _SIGN_KEEPING_CALLS and type(x) is torch.Tensor and not self.outer_mode
         if self.where == "pre" and not from_output:
             self.recorder.record(name, x)  # before an in-place call overwrites x
-            return func(*args, **kwargs)
+            return self._track(func(*args, **kwargs), False)
         out = func(*args, **kwargs)
         self.recorder.record(name, out)
+        return self._track(out, False)
+
+    def _is_constant(self, t: torch.Tensor) -> bool:
+        if id(t) in self.constants:
+            return True
+        ref = self.derived.get(id(t))
+        return ref is not None and ref() is t
+
+    def _from_constants(self, args: tuple, kwargs: dict) -> bool:
+        """Every tensor argument (also inside a list or tuple argument) is a constant."""
+        for group in (args, kwargs.values()):
+            for a in group:
+                if isinstance(a, torch.Tensor):
+                    if not self._is_constant(a):
+                        return False
+                elif isinstance(a, (list, tuple)):
+                    for b in a:
+                        if isinstance(b, torch.Tensor) and not self._is_constant(b):
+                            return False
+        return True
+
+    def _track(self, out: Any, constant: bool) -> Any:
+        """Marks ``out`` (a tensor, or tensors in a tuple or list) constant, or unmarks it (an
+        in-place call with data on a constant)."""
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if not isinstance(t, torch.Tensor):
+                continue
+            key = id(t)
+            if constant:
+                if key not in self.constants:
+                    self.derived[key] = weakref.ref(t, lambda ref, key=key: self._forget(key, ref))
+            elif key in self.derived:
+                del self.derived[key]
         return out
+
+    def _forget(self, key: int, ref: weakref.ref) -> None:
+        if self.derived.get(key) is ref:
+            del self.derived[key]
 
 
 # Bounds that survive rounding to any float dtype (float16's smallest normal is 2**-14), so

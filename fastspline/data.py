@@ -119,7 +119,8 @@ def _standardised_split(
     train_x, test_x = _take(x, train_index), _take(x, test_index)
     dims = [0, *range(2, x.dim())]
     mean = train_x.mean(dim=dims, keepdim=True)
-    std = train_x.std(dim=dims, keepdim=True).clamp_min(1e-8)
+    per_channel = train_x.numel() // max(1, x.shape[1])  # one value: the sample std is NaN, use 0 (then 1e-8)
+    std = train_x.std(dim=dims, keepdim=True, correction=1 if per_channel > 1 else 0).clamp_min(1e-8)
     train_x.sub_(mean).div_(std)
     test_x.sub_(mean).div_(std)
     return Split(
@@ -345,6 +346,16 @@ def _labelled(classes: dict[str, list[Path]], label: dict[str, int]) -> tuple[li
     return [p for p, _ in pairs], [y for _, y in pairs]
 
 
+def _eight_bit(image, Image):  # noqa: N803 (PIL's module)
+    """16-bit gray images (modes I;16*, and I holding values past 255) scaled to 8 bits:
+    Pillow's convert to L or RGB clips them at 255 instead."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.int64)
+        if image.mode.startswith("I;16") or values.max(initial=0) > 255:
+            return Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), "L")
+    return image
+
+
 def _read_images(files: list[Path], size: int, channels: int, progress: bool, where: str) -> np.ndarray:
     """uint8 ``[N, channels, size, size]``: each image's shorter side resized to ``size``
     (bilinear), then its centre crop."""
@@ -362,7 +373,7 @@ def _read_images(files: list[Path], size: int, channels: int, progress: bool, wh
         for i, path in enumerate(files):
             try:
                 with Image.open(path) as image:
-                    image = image.convert("RGB" if channels == 3 else "L")
+                    image = _eight_bit(image, Image).convert("RGB" if channels == 3 else "L")
                     w, h = image.size
                     scale = size / min(w, h)
                     w, h = max(size, round(w * scale)), max(size, round(h * scale))

@@ -895,6 +895,37 @@ def test_functional_calls_on_parameters_are_ignored_when_the_batch_has_as_many_r
     assert_clean(model)
 
 
+def test_functional_calls_on_tensors_computed_from_parameters_are_ignored():
+    """A relu of a tensor computed in forward from parameters and buffers only is no layer,
+    even when its first dim equals a batch's rows: it was coded as one (and a last, shorter
+    batch then failed with 'reached for 4 of 12 inputs')."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+            self.p = nn.Parameter(torch.randn(4, 3))
+            self.register_buffer("q", torch.randn(4, 3))
+
+        def forward(self, x):
+            gate = F.relu(torch.cat([self.p * 2.0, self.q]).chunk(2)[0] + 1)  # [4, 3], from constants
+            h = F.relu(self.fc(x))
+            shifted = self.q.clone()
+            shifted.add_(x[:1])  # in place with data: no longer a constant (a layer when 4 rows)
+            return h + gate.sum() + F.relu(shifted).sum()
+
+    torch.manual_seed(0)
+    model, x = Net(), torch.randn(12, 3)
+    with torch.no_grad():
+        expected = torch.from_numpy(np_pack(sign_bits(model.fc(x))))
+    for batch_size in (4, 10, 14):  # 4, 4, 4 rows; 10, 2; 12
+        rc = fs.codes(model, x, progress=False, batch_size=batch_size)
+        names = [":relu[0]"] if batch_size != 4 else [":relu[0]", ":relu[1]"]  # calls counted: the coded ones
+        assert rc.names == names, (batch_size, rc.names)
+        assert torch.equal(rc[":relu[0]"].words, expected)
+    assert_clean(model)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_model_with_a_scripted_submodule():
     torch.manual_seed(0)

@@ -2,6 +2,7 @@
 the offline CIFAR reader on synthetic files, and no downloads."""
 from __future__ import annotations
 
+import math
 import pickle
 import sys
 
@@ -307,3 +308,32 @@ def test_image_folder_official_split_and_gray(tmp_path):
     assert torch.allclose(_unscaled(gray, gray.test.tensors[0])[:, 0, 2, 2], want, atol=1e-5)
     rc = fs.codes(models.vgg("vgg-small", in_channels=3, num_classes=3, input_size=32), split.test.tensors[0], progress=False)
     assert rc.n_samples == 4
+
+
+def test_image_folder_scales_16_bit_gray_images(tmp_path):
+    """16-bit PNGs (Pillow mode I;16) are scaled to 8 bits: Pillow's own convert clips them
+    at 255, which made uniform 16-bit noise almost all white."""
+    from PIL import Image
+
+    for c, level in (("dark", 4096), ("light", 61440)):
+        for i in range(2):
+            path = tmp_path / c / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((4, 4), level + 255 * i, dtype=np.uint16)).save(path)
+            assert Image.open(path).mode.startswith("I")
+    for channels in (1, 3):
+        split = data.image_folder(tmp_path, size=4, channels=channels, test_fraction=0.5, seed=0, progress=False)
+        x = torch.cat([split.train.tensors[0], split.test.tensors[0]])
+        y = torch.cat([split.train.tensors[1], split.test.tensors[1]])
+        pixels = _unscaled(split, x)[:, :, 0, 0].mean(dim=1)  # one level per image
+        want = torch.where(y == 0, 4096 // 256, 61440 // 256).float() / 255
+        assert torch.allclose(pixels, want, atol=2 / 255), (pixels, want)
+
+
+def test_image_folder_one_training_pixel_per_channel_is_not_nan(tmp_path):
+    """size=1 and one training image: one value per channel, whose sample std is NaN."""
+    _save(tmp_path / "a" / "x.png", np.full((4, 4, 3), 100, dtype=np.uint8))
+    _save(tmp_path / "b" / "x.png", np.full((4, 4, 3), 200, dtype=np.uint8))
+    split = data.image_folder(tmp_path, size=1, test_fraction=0.5, progress=False)
+    assert len(split.train) == 1 and all(math.isfinite(s) for s in split.std)
+    assert torch.isfinite(split.train.tensors[0]).all() and torch.isfinite(split.test.tensors[0]).all()

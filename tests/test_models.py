@@ -111,6 +111,20 @@ def test_preresnet_selects_and_default_widths() -> None:
     assert torch.equal(block.select(x), x[:, 24:])
 
 
+def test_channel_select_keeping_every_channel_follows_the_indices() -> None:
+    """All C channels kept skips the copy only while the indices are arange(C): a loaded or
+    edited permutation was ignored."""
+    select = models.ChannelSelect(4, 4)
+    x = torch.arange(8.0).reshape(1, 4, 2)
+    assert select(x) is x
+    select.indices.copy_(torch.tensor([3, 2, 1, 0]))
+    assert torch.equal(select(x), x[:, [3, 2, 1, 0]])
+    select.load_state_dict({"indices": torch.arange(4)})
+    assert select(x) is x
+    select.load_state_dict({"indices": torch.tensor([1, 0, 2, 3])})
+    assert torch.equal(select(x), x[:, [1, 0, 2, 3]])
+
+
 def test_create_by_name() -> None:
     assert isinstance(models.create("vgg16", (3, 32, 32), 100, width=0.0625), models.VGG)
     assert models.create("preresnet56", (1, 8, 8), 10).depth == 56
@@ -146,6 +160,10 @@ def test_invalid_arguments_name_the_argument() -> None:
         model.rebuild([2.5])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="selects"):
         models.PreResNet(20, [65] + models.default_preresnet_widths(20)[1:])
+    with pytest.raises(TypeError, match=r"preresnet: widths\[0\] must be an int, got float 3.7"):
+        models.PreResNet(20, [3.7] + models.default_preresnet_widths(20)[1:])  # was truncated to 3
+    with pytest.raises(ValueError, match=r"preresnet: widths\[1\] must be >= 1, got 0"):
+        models.PreResNet(20, [16, 0] + models.default_preresnet_widths(20)[2:])
     with pytest.raises(ValueError, match="arch"):
         models.build({"arch": "alexnet"})
 

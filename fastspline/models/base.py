@@ -68,24 +68,25 @@ class SplineModel(nn.Module):
 
         Raises ValueError when ``widths`` has the wrong length or a width < 1.
         """
-        check_widths(widths, len(self.widths()), type(self).__name__)
+        check_widths(widths, len(self.widths()), f"{type(self).__name__}.rebuild")
         return self._with_widths([operator.index(w) for w in widths])
 
     def _with_widths(self, widths: list[int]) -> SplineModel:
         raise NotImplementedError
 
 
-def check_widths(widths: object, expected: int, where: str) -> None:
+def check_widths(widths: object, expected: int | None, where: str) -> None:
+    """``widths``: a sequence of ``expected`` (any number when None) ints >= 1."""
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
-        raise TypeError(f"{where}.rebuild: widths must be a sequence of ints, got {type(widths).__name__}")
-    if len(widths) != expected:
-        raise ValueError(f"{where}.rebuild: widths must have {expected} entries, got {len(widths)}")
+        raise TypeError(f"{where}: widths must be a sequence of ints, got {type(widths).__name__}")
+    if expected is not None and len(widths) != expected:
+        raise ValueError(f"{where}: widths must have {expected} entries, got {len(widths)}")
     for i, w in enumerate(widths):
         # operator.index accepts numpy and 0-d torch integers too, but not floats or bools.
         if isinstance(w, bool) or not hasattr(type(w), "__index__"):
-            raise TypeError(f"{where}.rebuild: widths[{i}] must be an int, got {type(w).__name__} {w!r}")
+            raise TypeError(f"{where}: widths[{i}] must be an int, got {type(w).__name__} {w!r}")
         if operator.index(w) < 1:
-            raise ValueError(f"{where}.rebuild: widths[{i}] must be >= 1, got {w}")
+            raise ValueError(f"{where}: widths[{i}] must be >= 1, got {w}")
 
 
 def init_weights(model: nn.Module) -> None:

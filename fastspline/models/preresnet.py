@@ -15,13 +15,16 @@ global average pool -> classifier``.
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from fastspline.models.base import SplineModel, WidthLayer, check_positive_int, check_width, init_weights, spatial_size
+from fastspline.models.base import (
+    SplineModel, WidthLayer, check_positive_int, check_width, check_widths, init_weights, spatial_size,
+)
 
 __all__ = ["ChannelSelect", "PreResNet", "preresnet", "default_preresnet_widths"]
 
@@ -43,11 +46,25 @@ class ChannelSelect(nn.Module):
             raise ValueError(f"ChannelSelect: kept must be in [1, {in_channels}], got {kept}")
         self.in_channels = in_channels
         self.register_buffer("indices", torch.arange(kept, dtype=torch.int64))
+        self._identity_key: tuple | None = None  # indices' (storage, version) when last found to be arange
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.indices.numel() == self.in_channels:
-            return x  # all channels kept, in order: nothing to copy
+        if self.indices.numel() == self.in_channels and self._keeps_all_in_order():
+            return x  # nothing to copy
         return x.index_select(1, self.indices)
+
+    def _keeps_all_in_order(self) -> bool:
+        """``indices`` is ``arange(C)``; checked again only after a write to it (a loaded or
+        edited buffer may hold a permutation)."""
+        if torch.compiler.is_compiling():
+            return False
+        key = (self.indices.data_ptr(), self.indices._version)
+        if key != self._identity_key:
+            order = torch.arange(self.indices.numel(), device=self.indices.device)
+            if not torch.equal(self.indices, order):
+                return False
+            self._identity_key = key
+        return True
 
     def extra_repr(self) -> str:
         return f"{self.in_channels} -> {self.indices.numel()}"
@@ -132,12 +149,11 @@ class PreResNet(SplineModel):
         self.input_size = spatial_size(input_size, 2, "preresnet")
         if widths is None:
             widths = default_preresnet_widths(depth)
-        widths = [int(w) for w in widths]
+        check_widths(widths, None, "preresnet")
+        widths = [operator.index(w) for w in widths]
         expected = 9 * blocks + 1
         if len(widths) != expected:
             raise ValueError(f"preresnet: depth {depth} needs {expected} widths, got {len(widths)}")
-        if min(widths) < 1:
-            raise ValueError(f"preresnet: widths must be >= 1, got {widths}")
         self.depth = depth
         self.in_channels = in_channels
         self.num_classes = num_classes
