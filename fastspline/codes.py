@@ -22,7 +22,7 @@ Layers are found three ways:
   ``"<module path>:relu[k]"`` (the k-th functional call inside that module's
   own forward; ``":relu[k]"`` for the top-level module). Only calls on
   batched tensors (first dim = the batch; never the model's parameters or
-  buffers) count. The interception is
+  buffers, nor tensors computed in forward from them only) count. The interception is
   installed for the first batch only and kept when it found a call, so
   models without functional calls pay nothing for it afterwards
   (``functional=False`` skips it; :class:`~fastspline.earlybird.SplineEarlyBird`

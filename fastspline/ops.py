@@ -60,7 +60,10 @@ def _require_tensor(op: str, name: str, value: object, *, materialize: bool = Tr
     if value.layout != torch.strided or value.is_nested:
         layout = "nested" if value.is_nested else value.layout
         raise TypeError(f"{op}: {name} must be a dense (torch.strided) tensor, got layout {layout}")
-    if materialize and value._is_zerotensor():  # autograd's memoryless zeros (data_ptr 0): real zeros
+    # Autograd's memoryless zeros (data_ptr 0) become real zeros. Not while compiling: Dynamo
+    # cannot trace the check (a graph break per op, an error under fullgraph), and the
+    # compiled graph's tensors are real ones.
+    if materialize and not torch.compiler.is_compiling() and value._is_zerotensor():
         return value.clone()
     return value
 
@@ -131,10 +134,12 @@ def _float64_floor(op: str, threshold: object) -> float:
     Fractions, values beyond the float64 range)."""
     if type(threshold) is float:
         return threshold
+    if type(threshold).__name__ == "ndarray" and getattr(threshold, "shape", None) == () and threshold.dtype.kind in "iuf":
+        threshold = threshold[()]  # a 0-d numpy array (what torch.compile passes for a numpy scalar): its scalar
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
         raise TypeError(f"{op}: threshold must be a real number, got {type(threshold).__name__} {threshold!r}")
     if isinstance(threshold, float):
-        return threshold
+        return float(threshold)  # np.float64 is a float: a plain one (torch.compile made it a tensor)
     if isinstance(threshold, numbers.Rational):
         exact = Fraction(threshold)
     else:  # other real types: numpy floats, whose float() rounds for np.longdouble

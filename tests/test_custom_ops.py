@@ -6,6 +6,7 @@ fastspline/ops.py reports the dtypes, shapes and strides the backend returns.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,6 +114,52 @@ def test_compile_aot_eager_every_backend(backend):
     for rows in (11, 17):
         x = random_floats((130, rows), torch.float32, 0.1, gen)
         _assert_same(compiled(x, b, backend), _pipeline(x, b, backend))
+    torch._dynamo.reset()
+
+
+def _static_pipeline(x: torch.Tensor, b: torch.Tensor, backend: str | None):
+    codes = fs.pack_signs(x, dim=0, threshold=0.1, backend=backend)
+    other = fs.pack_signs(x.flip(1), dim=0, backend=backend)
+    return (
+        fs.hamming_cdist(codes, b, backend=backend) + 1,
+        fs.popcount(codes, backend=backend),
+        fs.hamming(codes, other, backend=backend),
+        fs.hamming_total(codes, other, backend=backend) * 2,
+        fs.hamming_topk(codes, b, 2, backend=backend),
+        fs.bit_transpose(codes, x.shape[0], backend=backend),
+        fs.unpack_bits(codes, x.shape[0], backend=backend),
+    )
+
+
+def test_compile_fullgraph_every_backend(backend):
+    """The ops with static output shapes trace into one graph: no graph break (the input
+    checks once read Tensor._is_zerotensor, which Dynamo cannot trace: every op broke the
+    graph twice and fullgraph=True failed)."""
+    if backend == "cuda@sim":  # the graph holds the ops, whatever runs them: spare the emulator 40 s
+        pytest.skip("traced the same as the other backends; the emulated kernels only cost time")
+    torch._dynamo.reset()
+    gen = make_gen("compile_fullgraph")
+    b = random_words(9, 130, gen)
+    x = random_floats((130, 11), torch.float32, 0.1, gen)
+    compiled = torch.compile(_static_pipeline, fullgraph=True, backend="aot_eager")
+    _assert_same(compiled(x, b, backend), _static_pipeline(x, b, backend))
+    explained = torch._dynamo.explain(_static_pipeline)(x, b, backend)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    torch._dynamo.reset()
+
+
+def test_compile_numpy_threshold():
+    """A numpy float64 threshold (np.percentile's type) under torch.compile: it reached the
+    op as a tensor (np.float64 passed through as a float subclass), or as a 0-d array when
+    made inside the compiled function, and both failed."""
+    torch._dynamo.reset()
+    x = random_floats((4, 70), torch.float32, 0.5, make_gen("compile_numpy"))
+    want = fs.pack_signs(x, threshold=0.5)
+    assert torch.equal(torch.compile(lambda x, t: fs.pack_signs(x, threshold=t), backend="eager")(x, np.float64(0.5)), want)
+    assert torch.equal(torch.compile(lambda x: fs.pack_signs(x, threshold=np.float64(0.5)), backend="eager")(x), want)
+    assert torch.equal(fs.pack_signs(x, threshold=np.array(0.5)), want)
+    with pytest.raises(TypeError, match=r"threshold must be a real number, got ndarray array\(\[0.5\]\)"):
+        fs.pack_signs(x, threshold=np.array([0.5]))
     torch._dynamo.reset()
 
 
