@@ -141,7 +141,11 @@ def add_train_command(subparsers: Any) -> None:
     add_training_arguments(parser)
     add_earlybird_arguments(parser)
     parser.add_argument("--out", default=None, help="run folder (default runs/<model>-<data>-s<seed>)")
-    parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt if it exists")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue from <out>/checkpoint.pt if it exists, with that run's settings (--epochs may grow; "
+        "the lr milestones stay the first run's; without --stop-at-eb a run stopped at its EB trains on)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     parser.set_defaults(func=run_train, check=_check_train_args)
 
@@ -212,6 +216,22 @@ def _check_data_root(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 def _check_out_folder(parser: argparse.ArgumentParser, flag: str, value: str | None) -> None:
     if value is not None and Path(value).exists() and not Path(value).is_dir():
         parser.error(f"{flag} {value!r} is a file, not a folder")
+
+
+# train's arguments that a resumed run must share with the run it continues (--epochs may
+# grow; --device, --threads, --out, --quiet and --stop-at-eb may change).
+_RUN_SETTINGS = (
+    "model", "width", "hidden", "data", "seed", "batch_size", "lr", "momentum", "weight_decay", "milestones",
+    "sparsity", "eb", "eb_threshold", "eb_window", "probe", "probe_size", "canvas_size", "history_depth",
+    "mask_ratio", "mask_threshold", "mask_window",
+)
+
+
+def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings = {name: getattr(args, name) for name in _RUN_SETTINGS}
+    if args.model != "mlp":
+        del settings["hidden"]  # only the mlp reads it
+    return settings
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -289,13 +309,22 @@ def run_train(args: argparse.Namespace) -> int:
         flush=True,
     )
     started = time.perf_counter()
-    history = train.fit(
-        model, split.train, split.test, args.epochs,
-        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, milestones=args.milestones,
-        batch_size=args.batch_size, sparsity=args.sparsity, callbacks=[*detectors, save_at_eb, report],
-        checkpoint=out / "checkpoint.pt", resume=args.resume, seed=args.seed, device=args.device, progress=False,
-    )
+    ran: list[int] = []
+    try:
+        history = train.fit(
+            model, split.train, split.test, args.epochs,
+            lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, milestones=args.milestones,
+            batch_size=args.batch_size, sparsity=args.sparsity,
+            callbacks=[*detectors, save_at_eb, report, lambda model, epoch, record: ran.append(epoch)],
+            checkpoint=out / "checkpoint.pt", resume=args.resume, seed=args.seed, device=args.device, progress=False,
+            settings=_run_settings(args), resume_stopped=not args.stop_at_eb,
+        )
+    except train.ResumeError as exc:
+        raise SystemExit(f"fastspline train: --resume: {exc}") from exc
     elapsed = time.perf_counter() - started
+    if args.resume and not ran:
+        why = "it stopped at its early bird (drop --stop-at-eb to train on)" if history.stopped_early else "it is complete"
+        print(f"fastspline train: nothing to train in {out}: {why}; at epoch {len(history.records)} of {args.epochs}", flush=True)
 
     results: dict[str, Any] = {}
     for detector in detectors:
@@ -788,7 +817,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = getattr(args, "check", None)
     if check is not None:  # a command's own validation, reported as a usage error
         check(parser, args)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:
+        from fastspline.models import InputShapeError
+
+        if not isinstance(exc, InputShapeError):
+            raise
+        # A model that cannot take the data's inputs: one line, not a traceback.
+        raise SystemExit(f"fastspline: --model {args.model} does not fit --data {args.data}: {exc}") from exc
 
 
 if __name__ == "__main__":

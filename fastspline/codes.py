@@ -545,6 +545,17 @@ def _uncompiled(model: nn.Module) -> nn.Module:
     return model._orig_mod if dynamo is not None and isinstance(model, dynamo.OptimizedModule) else model
 
 
+def explain_dtype(exc: RuntimeError, model: nn.Module, x: torch.Tensor, where: str) -> None:
+    """A forward that failed on inputs of another dtype than the model's float parameters
+    (a float64 or int64 probe for a float32 model): raises TypeError saying so, from ``exc``."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype is not None and x.dtype != dtype and (x.is_floating_point() or "dtype" in str(exc)):
+        raise TypeError(
+            f"{where}: the model failed on {x.dtype} inputs; its parameters are {dtype}: convert the inputs "
+            f"(x.to({dtype})) or the model ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
 class _FunctionalCalls(TorchFunctionMode):
     """Records every functional piecewise-linear call made by a module's forward."""
 
@@ -853,12 +864,16 @@ def codes(
                 recorder.start_batch(x.shape[0], n_seen)
                 if x.device != device:
                     x = x.to(device, non_blocking=True)
-                if mode is not None:
-                    with mode:
+                try:
+                    if mode is not None:
+                        with mode:
+                            forward(x)
+                        stack.frames.clear()
+                    else:
                         forward(x)
-                    stack.frames.clear()
-                else:
-                    forward(x)
+                except RuntimeError as exc:
+                    explain_dtype(exc, model, x, "codes")
+                    raise
                 recorder.end_batch()
                 if n_seen == 0:
                     if not recorder.words:

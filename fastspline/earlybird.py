@@ -27,6 +27,7 @@ distance to the newest is <= ``threshold`` (official: p, 0.1, 5).
 from __future__ import annotations
 
 import math
+import operator
 import time
 import weakref
 from collections import deque
@@ -102,8 +103,9 @@ class _EarlyBird:
         return self.fired[self.threshold]
 
     def _check_epoch(self, epoch: object) -> int:
-        if isinstance(epoch, bool) or not isinstance(epoch, int):
+        if isinstance(epoch, bool) or not hasattr(type(epoch), "__index__"):  # ints, numpy ints
             raise TypeError(f"{self._where}.step: epoch must be an int, got {type(epoch).__name__} {epoch!r}")
+        epoch = operator.index(epoch)
         if epoch < 0 or (self.epochs and epoch <= self.epochs[-1]):
             last = self.epochs[-1] if self.epochs else None
             raise ValueError(f"{self._where}.step: epochs must increase and be >= 0, got {epoch} after {last}")

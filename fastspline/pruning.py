@@ -75,7 +75,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fastspline import ops
 from fastspline._modes import restore_modes, set_eval, training_modes
-from fastspline.codes import ACTIVATIONS, _batches, _inputs_of
+from fastspline.codes import ACTIVATIONS, _batches, _inputs_of, explain_dtype
 from fastspline.codes import codes as region_codes
 from fastspline.models.base import WidthLayer
 
@@ -472,7 +472,11 @@ def _structure(model: nn.Module, example: torch.Tensor, where: str) -> list[_Lay
                         )
                     )
             with tracer:
-                model(example)
+                try:
+                    model(example)
+                except RuntimeError as exc:
+                    explain_dtype(exc, model, example, where)
+                    raise
             # read by nothing else later in the forward pass either
             specs = [spec for name, spec in inferred.items() if all(tracer.uses[key] == 1 for key in reads[name])]
             if not specs:

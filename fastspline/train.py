@@ -20,11 +20,12 @@ the first pass over the data.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
@@ -49,6 +50,7 @@ __all__ = [
     "seed_everything",
     "atomic_save",
     "load_checkpoint",
+    "ResumeError",
 ]
 
 _CHECKPOINT_FORMAT = "fastspline.train.checkpoint"
@@ -214,6 +216,37 @@ def evaluate(model: nn.Module, data: object, *, batch_size: int = 1024, device: 
     return loss_sum / x.shape[0], 100.0 * correct / x.shape[0]
 
 
+class ResumeError(ValueError):
+    """A checkpoint that this run cannot resume from (another run's, or damaged)."""
+
+
+def _plain(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``settings`` as JSON values (tuples as lists, other objects as str), as saved."""
+    return None if settings is None else json.loads(json.dumps(dict(settings), default=str))
+
+
+def _stateful_types(callbacks: Sequence[Any]) -> list[str]:
+    return [type(c).__qualname__ for c in callbacks if hasattr(c, "state_dict")]
+
+
+def _check_same_run(state: dict[str, Any], settings: Mapping[str, Any] | None, callbacks: Sequence[Any], path: Any) -> None:
+    """Refuses to resume another run: other settings, or callbacks with state of other types."""
+    where = f"fit: cannot resume from {os.fspath(path)!r}"
+    saved = state.get("settings")
+    if settings is not None and saved is not None:
+        current = _plain(settings)
+        differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if differ:
+            shown = ", ".join(f"{k} {saved.get(k)!r} there, {current.get(k)!r} now" for k in differ)
+            raise ResumeError(f"{where}: it is another run ({shown}); resume with its settings or start a new run")
+    types = state.get("callback_types")
+    if types is not None and types != _stateful_types(callbacks):
+        raise ResumeError(
+            f"{where}: its callbacks with state were {types}, this run's are {_stateful_types(callbacks)} "
+            "(the same detectors, in the same order, are needed to resume)"
+        )
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :func:`fit` (tensors on the CPU; no arbitrary unpickling).
 
@@ -277,6 +310,8 @@ def fit(
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     progress: bool = True,
     eval_batch_size: int = 1024,
+    settings: Mapping[str, Any] | None = None,
+    resume_stopped: bool = False,
 ) -> History:
     """Train ``model`` in place with SGD + multistep lr and return its :class:`History`.
 
@@ -304,6 +339,12 @@ def fit(
         augment: ``augment(x_batch, generator) -> x_batch`` applied to each training batch
             (on the CPU, before the move to ``device``).
         progress: a tqdm bar over epochs.
+        settings: JSON-like values that define the run (data, seed, probe, ...), saved in
+            the checkpoint: resuming from a checkpoint with other settings (or whose
+            callbacks with state are of other types) raises ValueError naming them, instead
+            of mixing two runs.
+        resume_stopped: resuming a run that a callback stopped trains on up to ``epochs``
+            (default: the saved history is returned as it is).
 
     Returns:
         :class:`History`; with ``resume`` it includes the epochs run before.
@@ -335,6 +376,8 @@ def fit(
             raise TypeError(f"fit: callbacks[{i}] is not callable: {callback!r}")
     if resume and checkpoint is None:
         raise ValueError("fit: resume=True needs checkpoint= (the file to resume from)")
+    if settings is not None and not isinstance(settings, Mapping):
+        raise TypeError(f"fit: settings must be a mapping or None, got {type(settings).__name__}")
     if augment is not None and not callable(augment):
         raise TypeError(f"fit: augment must be callable or None, got {type(augment).__name__}")
     train_x, train_y = _as_tensors(train, "train")
@@ -354,6 +397,7 @@ def fit(
 
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint)
+        _check_same_run(state, settings, callbacks, checkpoint)
         # A checkpoint of another model (or a damaged one) must not leave this one, or the callbacks, half loaded.
         backup = copy.deepcopy(model.state_dict())
         callback_backups = [
@@ -381,9 +425,11 @@ def fit(
             for callback, saved in zip(callbacks, callback_backups):
                 if saved is not None:
                     callback.load_state_dict(saved)
-            raise ValueError(f"fit: cannot resume from {os.fspath(checkpoint)!r}: {type(exc).__name__}: {exc}") from exc
+            raise ResumeError(f"fit: cannot resume from {os.fspath(checkpoint)!r}: {type(exc).__name__}: {exc}") from exc
         if history.stopped_early:
-            return history
+            if not resume_stopped:
+                return history
+            history.stopped_early = False
 
     def save(epoch: int) -> None:
         if checkpoint is None:
@@ -404,6 +450,8 @@ def fit(
                 "stopped_early": history.stopped_early,
                 "flops_by_shape": [[list(shape), flops] for shape, flops in flops_by_shape.items()],
                 "callbacks": [c.state_dict() if hasattr(c, "state_dict") else None for c in callbacks],
+                "callback_types": _stateful_types(callbacks),
+                "settings": _plain(settings),
             },
             checkpoint,
         )

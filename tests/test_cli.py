@@ -98,3 +98,51 @@ def test_plot_of_a_model_that_does_not_fit_ends_without_a_traceback(tmp_path) ->
         cli.main(["plot", "canvas", str(tmp_path / "cnn.pt"), "--data", "imagenet"])
     assert info.value.code == 2  # a usage error
     assert [p.name for p in tmp_path.iterdir()] == ["cnn.pt"]
+
+
+def test_resume_refuses_another_run_and_trains_on_after_a_stop_at_eb(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--resume continued a checkpoint whatever the new settings: another seed mixed two
+    runs silently, another probe size or detector list failed with a traceback; and a run
+    stopped at its EB never trained on, even without --stop-at-eb."""
+    out = tmp_path / "run"
+
+    def argv(epochs: int, *flags: str, hidden: tuple[str, ...] = ("8", "8")) -> list[str]:
+        return ["train", "--model", "mlp", "--hidden", *hidden, "--data", "toy-x", "--eb-window", "1", "--quiet",
+                "--out", str(out), "--epochs", str(epochs), *flags]
+
+    assert cli.main(argv(2)) == 0
+    for flags, hidden, message in (
+        (["--seed", "3"], ("8", "8"), "seed 0 there, 3 now"),
+        (["--probe-size", "100"], ("8", "8"), "probe_size 512 there, 100 now"),
+        (["--eb", "mask"], ("8", "8"), "eb ['spline'] there, ['mask'] now"),
+        ([], ("16",), "hidden [8, 8] there, [16] now"),
+    ):
+        with pytest.raises(SystemExit, match="fastspline train: --resume: fit: cannot resume from .*it is another run") as info:
+            cli.main(argv(3, "--resume", *flags, hidden=hidden))
+        assert message in str(info.value)
+        assert train.load_checkpoint(out / "checkpoint.pt")["epoch"] == 2  # untouched
+    assert cli.main(argv(3, "--resume", "--threads", "1")) == 0  # more epochs and other threads: the same run
+    assert [r["epoch"] for r in json.loads((out / "history.json").read_text())["records"]] == [1, 2, 3]
+
+    stopped = tmp_path / "stopped"
+    eb = ["train", "--model", "mlp", "--hidden", "8", "--data", "toy-x", "--epochs", "6", "--eb-threshold", "1",
+          "--eb-window", "1", "--probe-size", "32", "--quiet", "--out", str(stopped)]
+    assert cli.main([*eb, "--stop-at-eb"]) == 0
+    first = json.loads((stopped / "history.json").read_text())
+    assert first["stopped_early"] and len(first["records"]) == 2
+    capsys.readouterr()
+    assert cli.main([*eb, "--stop-at-eb", "--resume"]) == 0  # the same command again: nothing to do, and it says why
+    assert "nothing to train" in (printed := capsys.readouterr().out) and "drop --stop-at-eb to train on" in printed
+    assert json.loads((stopped / "history.json").read_text())["records"] == first["records"]
+    assert cli.main([*eb, "--resume"]) == 0  # without --stop-at-eb: trains on to --epochs
+    after = json.loads((stopped / "history.json").read_text())
+    assert [r["epoch"] for r in after["records"]] == [1, 2, 3, 4, 5, 6] and not after["stopped_early"]
+    assert after["records"][:2] == first["records"]
+
+
+def test_a_model_that_cannot_take_the_data_ends_with_one_line(tmp_path) -> None:
+    for command, model, data in (("train", "vgg11", "toy-x"), ("train", "cnn1d", "digits"), ("run", "preresnet20", "toy-x")):
+        if data == "digits":
+            pytest.importorskip("sklearn")
+        with pytest.raises(SystemExit, match=f"fastspline: --model {model} does not fit --data {data}: create: {model} needs"):
+            cli.main([command, "--model", model, "--data", data, "--epochs", "1", "--quiet", "--out", str(tmp_path / model)])

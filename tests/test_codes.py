@@ -631,7 +631,7 @@ BAD_ARGUMENTS = [
     (dict(layers=5), TypeError, "layers must be None"),
     (dict(device=3), TypeError, "device must be"),
     (dict(backend="nope"), ValueError, "backend must be one of"),
-    (dict(data=[torch.zeros(4, 10, dtype=torch.int64)]), RuntimeError, "dtype"),  # Linear rejects int input
+    (dict(data=[torch.zeros(4, 10, dtype=torch.int64)]), TypeError, "the model failed on torch.int64 inputs; its parameters are torch.float32"),
 ]
 
 

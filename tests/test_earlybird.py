@@ -329,3 +329,24 @@ def test_pickles_after_a_step_without_functional_calls() -> None:
     assert restored.layer_names == eb.layer_names and restored._no_functional is None
     restored.step(model, 2)
     assert restored.distances == {2: 0.0}
+
+
+def test_probe_of_another_dtype_than_the_model_is_named_and_numpy_epochs_count():
+    """A float64 (or float16) probe for a float32 model failed with torch's bare 'mat1 and
+    mat2 must have the same dtype'; numpy integer epochs were refused."""
+    import numpy as np
+
+    model = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    for dtype in (torch.float64, torch.float16):
+        detector = SplineEarlyBird(torch.randn(6, 3, dtype=dtype), window=1)
+        with pytest.raises(TypeError, match=rf"codes: the model failed on {dtype} inputs; its parameters are torch.float32"):
+            detector.step(model, 0)
+        assert detector.epochs == []  # nothing recorded: the detector still works
+        assert detector.step(model.to(dtype), 0) is False
+        model.float()
+    detector = SplineEarlyBird(torch.randn(6, 3), window=1)
+    detector.step(model, np.int64(0))
+    detector.step(model, np.int32(1))
+    assert detector.epochs == [0, 1] and all(type(e) is int for e in detector.epochs)
+    with pytest.raises(TypeError, match="epoch must be an int, got float64"):
+        detector.step(model, np.float64(2))

@@ -669,3 +669,11 @@ def test_batchnorm_called_functionally_with_module_buffers_is_found() -> None:
         ("a1", "bn1", "c1", "c2", "bn2"),
         ("a2", "bn2", "c2", "c3", None),
     ]
+
+
+def test_plan_names_a_probe_dtype_the_model_cannot_take():
+    model = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    for probe in (torch.randint(0, 3, (6, 3)), torch.randn(6, 3, dtype=torch.float64)):
+        with pytest.raises(TypeError, match=rf"plan: the model failed on {probe.dtype} inputs; its parameters are torch.float32"):
+            pruning.plan(model, probe, ratio=0.5)
+    assert pruning.plan(model, torch.randn(6, 3), ratio=0.5) is not None

@@ -27,6 +27,7 @@ __all__ = [
     "CNN1D_CFG",
     "CNN1d",
     "ChannelSelect",
+    "InputShapeError",
     "MLP",
     "MODEL_NAMES",
     "PreResNet",
@@ -69,6 +70,10 @@ def build(config: dict[str, Any]) -> SplineModel:
     raise ValueError(f"build: unknown arch {arch!r}; known: vgg, preresnet, mlp, cnn1d")
 
 
+class InputShapeError(ValueError):
+    """:func:`create`: the model cannot take inputs of that shape (a VGG given vectors, ...)."""
+
+
 def create(
     name: str,
     input_shape: Sequence[int],
@@ -95,7 +100,7 @@ def create(
     shape = tuple(operator.index(s) for s in input_shape)
     if name in VGG_CFGS or name.startswith("preresnet"):
         if len(shape) != 3:
-            raise ValueError(f"create: {name} needs image inputs (C, H, W), got input_shape {shape}")
+            raise InputShapeError(f"create: {name} needs image inputs (C, H, W), got input_shape {shape}")
         if name in VGG_CFGS:
             return vgg(name, shape[0], num_classes, (shape[1], shape[2]), width)
         depth_text = name[len("preresnet"):]
@@ -106,7 +111,7 @@ def create(
         if len(shape) == 1:
             shape = (1, shape[0])
         if len(shape) != 2:
-            raise ValueError(f"create: cnn1d needs sequence inputs (C, L), got input_shape {shape}")
+            raise InputShapeError(f"create: cnn1d needs sequence inputs (C, L), got input_shape {shape}")
         return cnn1d(None, shape[0], num_classes, shape[1], width)
     if name == "mlp":
         check_width(width, "create")
