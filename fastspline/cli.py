@@ -61,7 +61,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", required=True, choices=MODEL_NAMES, help="architecture")
     group.add_argument("--width", type=float, default=1.0, help="multiplier of every prunable width (default 1.0)")
-    group.add_argument("--hidden", type=int, nargs="+", default=[256, 256], help="hidden sizes of --model mlp")
+    group.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden sizes of --model mlp (default 256 256)")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -159,6 +159,7 @@ def _check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--width must be > 0, got {args.width}")
     if not math.isfinite(args.width):
         parser.error(f"--width must be finite, got {args.width}")
+    _check_hidden(parser, args)
     if any(h < 1 for h in args.hidden):
         parser.error(f"--hidden sizes must be >= 1, got {args.hidden}")
     if "none" in args.eb and len(args.eb) > 1:
@@ -189,6 +190,14 @@ def _check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     _check_device(parser, args.device)
     _check_data_root(parser, args)
     _check_out_folder(parser, "--out", args.out)
+
+
+def _check_hidden(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--hidden is the mlp's; given with another model it would be ignored."""
+    if args.hidden is not None and args.model != "mlp":
+        parser.error(f"--hidden sets the hidden sizes of --model mlp; --model {args.model} has none (use --width)")
+    if args.hidden is None:
+        args.hidden = [256, 256]
 
 
 def _check_device(parser: argparse.ArgumentParser, name: str) -> None:
@@ -449,6 +458,7 @@ def _check_pipeline_args(parser: argparse.ArgumentParser, args: argparse.Namespa
     for name in ("seeds", "workers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    _check_hidden(parser, args)
     for policy in args.policy or ():
         if policy not in pruning.POLICIES:
             parser.error(f"--policy must be among {', '.join(pruning.POLICIES)}, got {policy!r}")

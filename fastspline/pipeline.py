@@ -180,6 +180,11 @@ class PipelineConfig:
         _check_choices(self.policies, pruning.POLICIES, "policies", where)
         _check_choices(self.merges, MERGES, "merges", where)
         _check_choices(self.pair_rules, pruning.PAIR_RULES, "pair_rules", where)
+        if set(self.pair_rules) != {"importance"} and not any(p.startswith("spline-") for p in self.policies):
+            raise ValueError(
+                f"{where}: pair_rules {list(self.pair_rules)} order the spline policies' removals, and policies "
+                f"{list(self.policies)} has none"
+            )
         if self.budget not in BUDGETS:
             raise ValueError(f"{where}: budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         for name in ("epochs", "batch_size", "eb_window", "probe_size"):

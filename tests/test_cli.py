@@ -146,3 +146,20 @@ def test_a_model_that_cannot_take_the_data_ends_with_one_line(tmp_path) -> None:
             pytest.importorskip("sklearn")
         with pytest.raises(SystemExit, match=f"fastspline: --model {model} does not fit --data {data}: create: {model} needs"):
             cli.main([command, "--model", model, "--data", data, "--epochs", "1", "--quiet", "--out", str(tmp_path / model)])
+
+
+def test_options_that_would_be_ignored_are_refused(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--hidden with a model other than mlp, and --pair-rule merge-error with no spline
+    policy, were silently ignored."""
+    out = ["--out", str(tmp_path / "run"), "--epochs", "1"]
+    for argv, message in (
+        (["train", "--model", "vgg-small", "--hidden", "5", "--data", "digits"], "--hidden sets the hidden sizes of --model mlp"),
+        (["run", "--model", "cnn1d", "--hidden", "5", "--data", "mnist1d"], "--hidden sets the hidden sizes of --model mlp"),
+        (["run", "--model", "mlp", "--data", "toy-x", "--policy", "l1", "--pair-rule", "merge-error"],
+         "--pair-rule ['merge-error'] order the spline policies' removals, and policies ['l1'] has none"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            cli.main([*argv, *out])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and message in err, err
+    assert not (tmp_path / "run").exists()
