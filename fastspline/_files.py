@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
+import zipfile
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -19,9 +21,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
     try:
-        umask = _umask()
-        if umask is not None:  # mkstemp makes the file 0600; give it the mode open() would
-            os.chmod(tmp, 0o666 & ~umask)
+        try:  # an existing file keeps its permissions (a private 0600 file stays private)
+            mode: int | None = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            umask = _umask()  # mkstemp makes the file 0600; give a new one the mode open() would
+            mode = None if umask is None else 0o666 & ~umask
+        if mode is not None:
+            os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             recorder = _DiskErrors(f)
             try:
@@ -83,6 +89,11 @@ def load_torch_archive(path: str | os.PathLike, where: str, kind: str) -> Any:
     if magic != _ZIP_MAGIC:
         raise ValueError(f"{where}: {os.fspath(path)!r} is not a {kind} (not a torch.save archive)")
     try:
+        # torch.load does not check the members' CRCs: a flipped byte in a tensor would load as data.
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise ValueError(f"member {bad!r} fails its CRC check")
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt archive raises almost anything: TypeError, IndexError, AssertionError, ...
         raise ValueError(f"{where}: {os.fspath(path)!r} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc

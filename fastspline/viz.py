@@ -127,6 +127,10 @@ def _codes_and_logits(
             raise ValueError(f"{where}: model must return logits [N, classes], got {got}")
         outputs.append(out.detach().float().cpu())
 
+    # The grid or canvas in the model's float dtype (they are built in float32).
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype is not None and inputs.is_floating_point():
+        inputs = inputs.to(dtype)
     handle = _uncompiled(model).register_forward_hook(keep)  # the module codes() runs
     try:
         rc = codes(model, inputs, layers, device=device, backend=backend, batch_size=batch_size, progress=False)
@@ -479,7 +483,7 @@ def canvas_contours(
     for name, colour in zip(names, layer_colours):
         layer = rc[name]
         offset = _position_index(layer.unit_shape, position, where)
-        n_channels = layer.unit_shape[0]
+        n_channels = layer.unit_shape[0] if layer.unit_shape else 1  # a [N] activation: one unit
         per_channel = math.prod(layer.unit_shape[1:])
         bits = ops.unpack_bits(layer.words, layer.n_units, backend=backend).numpy().view(np.uint8)
         if isinstance(channels, (int, np.integer)) and not isinstance(channels, bool):

@@ -835,6 +835,29 @@ def test_save_load_round_trip(cnn_codes, tmp_path):
     assert RegionCodes.load(str(path)).names == rc.names
 
 
+def test_load_rejects_a_flipped_byte_and_save_keeps_permissions(cnn_codes, tmp_path):
+    """torch.load does not check the archive's CRCs: a byte flipped inside the words loaded
+    as other codes. Overwriting a file reset its permissions to the umask's (0600 -> 0644)."""
+    import os
+    import zipfile
+
+    _, _, rc = cnn_codes
+    good = tmp_path / "good.pt"
+    rc.save(good)
+    os.chmod(good, 0o600)
+    rc.save(good)
+    assert os.stat(good).st_mode & 0o777 == 0o600
+    data = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as archive:
+        member = next(i for i in archive.infolist() if i.filename.endswith("data/0"))
+    start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)
+    data[start + member.file_size // 2] ^= 0xFF
+    (tmp_path / "flipped.pt").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"is truncated or corrupt \(ValueError: member '.*data/0' fails its CRC check\)"):
+        RegionCodes.load(tmp_path / "flipped.pt")
+    assert RegionCodes.load(good).names == rc.names
+
+
 def test_load_rejects_truncated_and_foreign_files(cnn_codes, tmp_path):
     _, _, rc = cnn_codes
     good = tmp_path / "good.pt"

@@ -353,3 +353,21 @@ def test_training_curves_without_optional_keys_warns_nothing() -> None:
         fig = viz.training_curves([{"epoch": 1, "spline_distance": None}, {"epoch": 2, "test_acc": float("nan")}])
     assert [ax.get_title() for ax in fig.axes] == ["accuracy", "early-bird distance", "training FLOPs"]
     assert fig.axes[2].get_legend() is None
+
+
+def test_plots_of_float64_models_and_of_a_one_unit_activation(tmp_path):
+    """The grid and canvas were float32 whatever the model (a float64 model could not be
+    drawn); canvas_contours failed on a layer coded from an [N] activation (unit_shape ())."""
+
+    class Gate(nn.Module):
+        def forward(self, x):
+            h = torch.relu(x.sum(1))
+            return torch.stack([h, -h], 1)
+
+    torch.manual_seed(0)
+    viz.canvas_contours(Gate(), torch.randn(2), torch.randn(2), n=8, path=tmp_path / "gate.png")
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2)).double()
+    viz.partition_2d(model, resolution=16, path=tmp_path / "partition.png")
+    viz.canvas_contours(model, torch.randn(2, dtype=torch.float64), torch.randn(2, dtype=torch.float64), n=8,
+                        path=tmp_path / "canvas.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["canvas.png", "gate.png", "partition.png"]
