@@ -64,7 +64,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden sizes of --model mlp (default 256 256)")
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+def add_training_arguments(parser: argparse.ArgumentParser, threads: str = "torch's choice") -> None:
     group = parser.add_argument_group("training (paper recipe by default)")
     group.add_argument("--epochs", type=int, default=40)
     group.add_argument("--batch-size", type=int, default=128)
@@ -74,7 +74,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--milestones", type=int, nargs="*", default=None, help="lr x0.1 after these epochs (default 50%% and 75%%)")
     group.add_argument("--sparsity", type=float, default=1e-4, help="BN-gamma L1 penalty s (network slimming; 0 disables)")
     group.add_argument("--device", default="cpu")
-    group.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    group.add_argument("--threads", type=int, default=None, help=f"torch CPU threads (default: {threads})")
 
 
 def add_earlybird_arguments(parser: argparse.ArgumentParser) -> None:
@@ -432,7 +432,7 @@ def add_run_command(subparsers: Any) -> None:
     )
     add_model_arguments(parser)
     add_data_arguments(parser)
-    add_training_arguments(parser)
+    add_training_arguments(parser, threads="1, each run")
     add_pipeline_arguments(parser)
     parser.set_defaults(threads=1, func=run_pipeline_command, check=_check_pipeline_args)
 

@@ -163,17 +163,28 @@ def _cpu_fast(backend: str | None) -> bool:
 def _backend_for(op: str, backend: str | None, *tensors: torch.Tensor) -> str:
     device_type = tensors[0].device.type
     if backend is None:
-        return backends.select(device_type)
+        return _default_backend(device_type)
     if not isinstance(backend, str):
         raise TypeError(f"{op}: backend must be a str or None, got {type(backend).__name__}")
     if backend not in backends.names():
         raise ValueError(f"{op}: backend must be one of {backends.names()} or None, got {backend!r}")
-    module = backends.load(backend)
-    if not backends.supports(module, device_type):
+    if not _runs_on(backend, device_type):
         raise ValueError(
-            f"{op}: backend {backend!r} runs on {module.DEVICE_TYPES} tensors, got a {device_type} tensor"
+            f"{op}: backend {backend!r} runs on {backends.load(backend).DEVICE_TYPES} tensors, got a {device_type} tensor"
         )
     return backend
+
+
+# Constants to torch.compile: their first call may import a backend, which Dynamo cannot
+# trace, so it runs them while tracing instead (fullgraph=True in a fresh process).
+@torch.compiler.assume_constant_result
+def _default_backend(device_type: str) -> str:
+    return backends.select(device_type)
+
+
+@torch.compiler.assume_constant_result
+def _runs_on(backend: str, device_type: str) -> bool:
+    return backends.supports(backends.load(backend), device_type)
 
 
 def _impl(backend: str):

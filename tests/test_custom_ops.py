@@ -148,6 +148,22 @@ def test_compile_fullgraph_every_backend(backend):
     torch._dynamo.reset()
 
 
+def test_compile_fullgraph_as_the_first_call_of_a_process():
+    """The first call picks and imports the backend, which Dynamo cannot trace: fullgraph
+    failed when no eager call had loaded it (the test above runs after others have)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, fastspline as fs\n"
+        "f = lambda x: fs.hamming_cdist(fs.pack_signs(x))\n"
+        "x = torch.randn(20, 100)\n"
+        "assert torch.equal(torch.compile(f, backend='aot_eager', fullgraph=True)(x), f(x))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_compile_numpy_threshold():
     """A numpy float64 threshold (np.percentile's type) under torch.compile: it reached the
     op as a tensor (np.float64 passed through as a float subclass), or as a 0-d array when
