@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 import warnings
 from types import ModuleType
 
@@ -99,5 +101,15 @@ def select(device_type: str) -> str:
                     f"using the pure-torch 'reference' backend for {device_type} tensors (correct, slow)"
                 )
                 logger.warning(message)
-                warnings.warn(message, RuntimeWarning, stacklevel=4)  # the user's call
+                warnings.warn(message, RuntimeWarning, stacklevel=_user_stacklevel())
     return "reference"
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside fastspline, for the caller of this
+    function (Python 3.11 has no ``skip_file_prefixes``)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
