@@ -382,7 +382,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3; 2 with --quick)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (default: all)")
     parser.add_argument("--backend", default=None, help="fastspline backend for codes() (default: the CPU's fastest)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/codes-cpu[-quick].json)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/codes-cpu.json; codes-cpu-quick.json with --quick)")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.n = args.n or (256 if args.quick else 2048)

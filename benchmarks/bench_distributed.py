@@ -176,7 +176,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="passes over all configurations; each keeps its best")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per configuration before it is killed")
     parser.add_argument("--quick", action="store_true", help="a smoke test: 64 inputs, 2 repeats")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/distributed-cpu.json; distributed-cpu-quick.json with --quick)")
     args = parser.parse_args()
     if args.quick:
         args.n, args.repeats, args.batch_size, args.rounds = 64, 2, 32, 1

@@ -147,7 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epoch-repeats", type=int, default=None, help="timed training epochs (default 3, --quick 1)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (default: all usable)")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/earlybird-cpu.json; earlybird-cpu-quick.json with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.width is None:

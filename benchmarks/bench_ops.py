@@ -687,7 +687,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch and faiss threads (default: all)"
     )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/ops-cpu.json)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/ops-cpu.json; ops-cpu-quick.json with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or args.threads < 1:

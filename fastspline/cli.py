@@ -223,8 +223,15 @@ def _check_data_root(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 
 def _check_out_folder(parser: argparse.ArgumentParser, flag: str, value: str | None) -> None:
-    if value is not None and Path(value).exists() and not Path(value).is_dir():
-        parser.error(f"{flag} {value!r} is a file, not a folder")
+    """The folder (made later if missing) must not be, or sit under, a file."""
+    if value is None:
+        return
+    path = Path(value)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                parser.error(f"{flag} {value!r}: {str(folder)!r} is a file, not a folder")
+            return
 
 
 # train's arguments that a resumed run must share with the run it continues (--epochs may

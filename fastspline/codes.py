@@ -38,6 +38,7 @@ activation flattened in C order (for a conv layer ``(c, h, w)`` ->
 from __future__ import annotations
 
 import math
+import operator
 import os
 import sys
 import weakref
@@ -115,8 +116,13 @@ class LayerCodes:
     unit_shape: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        self.unit_shape = tuple(int(s) for s in self.unit_shape)
-        self.n_units = int(self.n_units)
+        try:  # operator.index: ints and numpy/torch integers, not "3" or 3.7
+            self.unit_shape = tuple(operator.index(s) for s in self.unit_shape)
+            self.n_units = operator.index(self.n_units)
+        except TypeError:
+            raise TypeError(
+                f"LayerCodes: n_units and unit_shape must be integers, got {self.n_units!r} and {self.unit_shape!r}"
+            ) from None
         if any(s < 0 for s in self.unit_shape):
             raise ValueError(f"LayerCodes: unit_shape must be non-negative, got {self.unit_shape}")
         if self.n_units != math.prod(self.unit_shape):

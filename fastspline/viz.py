@@ -162,6 +162,16 @@ def _changes_sign(field: np.ndarray) -> bool:
     return bool(field.min() < 0 < field.max())
 
 
+def _draw_decision_boundary(ax: Axes, xs: np.ndarray, ys: np.ndarray, logits: torch.Tensor, handles: list) -> None:
+    """Draw the decision boundary on the ``len(ys) x len(xs)`` grid; add its legend
+    entry only when some part of it is in view."""
+    shown = [f for f in _decision_fields(logits) if _changes_sign(f)]
+    for field in shown:
+        ax.contour(xs, ys, field.reshape(len(ys), len(xs)), levels=[0.0], colors=[DECISION_COLOUR], linewidths=2.0)
+    if shown:
+        handles.append(_line_handle(DECISION_COLOUR, 2.0, "decision boundary"))
+
+
 def _layer_greys(n_layers: int) -> list[str]:
     """Line colours of layers in forward order: earlier layers light grey, the newest near black."""
     if n_layers == 1:
@@ -288,10 +298,7 @@ def _draw_partition(
         width = 1.1 if newest else 0.9
         drawn = _draw_zero_sets(ax, x_np, y_np, bits.reshape(resolution, resolution, layer.n_units), colour, width)
         handles.append(_line_handle(colour, width, f"{name} ({drawn}/{layer.n_units} units)"))
-    for field in _decision_fields(logits):
-        if _changes_sign(field):
-            ax.contour(x_np, y_np, field.reshape(resolution, resolution), levels=[0.0], colors=[DECISION_COLOUR], linewidths=2.0)
-    handles.append(_line_handle(DECISION_COLOUR, 2.0, "decision boundary"))
+    _draw_decision_boundary(ax, x_np, y_np, logits, handles)
     if data is not None:
         _scatter_data(ax, data, where)
     ax.set_xlim(xmin, xmax)
@@ -503,10 +510,7 @@ def canvas_contours(
         drawn = _draw_zero_sets(ax, steps, steps, units, colour, 1.1)
         where_text = "" if per_channel == 1 else f" at {position if isinstance(position, str) else tuple(position)}"
         handles.append(_line_handle(colour, 1.1, f"{name}: {drawn} of {n_channels} channels{where_text}"))
-    for field in _decision_fields(logits):
-        if _changes_sign(field):
-            ax.contour(steps, steps, field.reshape(n, n), levels=[0.0], colors=[DECISION_COLOUR], linewidths=2.0)
-    handles.append(_line_handle(DECISION_COLOUR, 2.0, "decision boundary"))
+    _draw_decision_boundary(ax, steps, steps, logits, handles)
     first, second = ("img0", "img1") if labels is None else (f"img0 (class {labels[0]})", f"img1 (class {labels[1]})")
     ax.annotate(first, (1, 0), xytext=(-4, 4), textcoords="offset points", ha="right", va="bottom", fontsize=8,
                 bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8})
@@ -573,7 +577,8 @@ def _detectors(history: Any, where: str) -> list[_Detector]:
         history = [history]
     if isinstance(history, (list, tuple)) and history and all(isinstance(d, (SplineEarlyBird, MaskEarlyBird)) for d in history):
         return [_Detector(d.name, d.history.numpy(), d.epoch, d.threshold, dict(d.distances)) for d in history]
-    if isinstance(history, (torch.Tensor, np.ndarray)):
+    nested = isinstance(history, (list, tuple)) and bool(history) and all(isinstance(r, (list, tuple)) for r in history)
+    if isinstance(history, (torch.Tensor, np.ndarray)) or nested:
         return [_Detector("distance", _as_matrix(history, where), None, None, {})]
     if isinstance(history, (str, os.PathLike, dict)):
         payload = read_history(history)
@@ -590,7 +595,7 @@ def _detectors(history: Any, where: str) -> list[_Detector]:
         return result
     raise TypeError(
         f"{where}: history must be a run folder, a history.json path or payload, an early-bird detector (or a list), "
-        f"or a distance matrix, got {type(history).__name__}"
+        f"or a distance matrix (tensor, array or list of rows), got {type(history).__name__}"
     )
 
 
@@ -608,7 +613,8 @@ def earlybird_heatmap(
     Args:
         history: a run folder or its ``history.json`` (path or loaded dict), a
             :class:`~fastspline.earlybird.SplineEarlyBird` / ``MaskEarlyBird`` (or a
-            list of them), or a square matrix ``[E + 1, E + 1]`` (NaN where not computed).
+            list of them), or a square matrix ``[E + 1, E + 1]`` (tensor, array or
+            list of rows; NaN where not computed).
         detectors: names to draw (default every detector of the run with a matrix).
         eb_epoch: the EB epoch to mark when ``history`` is a bare matrix.
         title, path, dpi: figure title; write the PNG.

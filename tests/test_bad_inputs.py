@@ -1097,7 +1097,7 @@ CLI_USAGE_ERRORS = [
     ("train-device", [*TRAIN, "--device", "gpu"], "--device 'gpu' is not a torch device"),
     ("train-cifar-root", ["train", "--model", "vgg11", "--data", "cifar10", "--quiet"], "--data cifar10 needs --data-root"),
     ("train-data-root", [*TRAIN, "--data-root", "missing"], "--data-root 'missing' is not a folder"),
-    ("train-out-file", [*TRAIN, "--out", __file__], f"--out {__file__!r} is a file, not a folder"),
+    ("train-out-file", [*TRAIN, "--out", __file__], f"--out {__file__!r}: {__file__!r} is a file, not a folder"),
     ("run-seeds", ["run", "--model", "mlp", "--data", "toy-x", "--seeds", "0"], "--seeds must be >= 1, got 0"),
     ("run-policy", ["run", "--model", "mlp", "--data", "toy-x", "--policy", "magic"], "--policy must be among spline-layerwise"),
     ("run-ratio", ["run", "--model", "mlp", "--data", "toy-x", "--ratio", "2"], "--ratio must be in (0, 1), got 2.0"),
@@ -1114,6 +1114,8 @@ CLI_USAGE_ERRORS = [
     ("plot-source", ["plot", "partition", "missing-run"], "source 'missing-run' does not exist"),
     ("plot-eb-source", ["plot", "eb", "missing/history.json"], "source 'missing/history.json' does not exist"),
     ("plot-out-dir-file", ["plot", "eb", str(Path(__file__).parent), "--out-dir", __file__], "--out-dir", "is a file, not a folder"),
+    ("plot-out-dir-under-a-file", ["plot", "eb", str(Path(__file__).parent), "--out-dir", f"{__file__}/plots"],
+     f"--out-dir '{__file__}/plots': {__file__!r} is a file"),  # was: a traceback from mkdir
     ("bench-name", ["bench"], "the following arguments are required: name"),
     ("bench-unknown", ["bench", "faiss"], "argument name: invalid choice: 'faiss'"),
     ("bench-results-file", ["bench", "--results", __file__, "ops"], "--results", "is a file, not a folder"),

@@ -999,6 +999,8 @@ def test_load_rejects_malformed_layer_entries(tmp_path):
         "name not a str": [{**good, "name": 5}],
         "negative dims": [{**good, "n_units": 6, "unit_shape": [-2, -3], "words": torch.zeros(3, 1, dtype=torch.int64)}],
         "entry a tensor": [torch.zeros(3)],  # was: IndexError
+        "n_units a str": [{**good, "n_units": "70"}],  # was: coerced to 70
+        "unit_shape of floats": [{**good, "unit_shape": [70.5]}],  # was: truncated to 70
     }
     for case, entries in cases.items():
         path = tmp_path / "bad.pt"
@@ -1008,6 +1010,10 @@ def test_load_rejects_malformed_layer_entries(tmp_path):
             pytest.fail(case)
     with pytest.raises(ValueError, match="non-negative"):
         LayerCodes(torch.zeros(3, 1, dtype=torch.int64), 6, (-2, -3))
+    with pytest.raises(TypeError, match="must be integers"):
+        LayerCodes(torch.zeros(3, 1, dtype=torch.int64), 3.0, (3,))
+    layer = LayerCodes(torch.zeros(3, 1, dtype=torch.int64), np.int64(3), (torch.tensor(3),))
+    assert type(layer.n_units) is int and type(layer.unit_shape[0]) is int
     # Pad bits set past the last unit would count as differing units and regions.
     for bad in (1 << 6, -(2**63)):  # bit 70 of a 70-unit code; bit 127, the sign bit
         words = torch.tensor([[0, 0], [5, bad]], dtype=torch.int64)

@@ -69,6 +69,9 @@ def test_partition_counts_the_line_arrangement_and_drops_when_a_unit_is_removed(
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend == ["layers.relu0 (3/3 units)", "decision boundary"]
     assert_not_blank(tmp_path / "three.png")
+    # Unit and decision boundary both off the view (x = 10): neither is listed as drawn.
+    off = viz.partition_2d(lines_model([(1.0, 0.0, -10.0)]), 5.0, 33)
+    assert [t.get_text() for t in off.axes[0].get_legend().get_texts()] == ["layers.relu0 (0/1 units)"]
 
     # Node pruning: unit 2 removed (the smaller model keeps the other units' weights).
     two = models.mlp([2, 2, 2], batch_norm=False)
@@ -127,7 +130,7 @@ def test_canvas_counts_regions_of_the_canvas(tmp_path: Path) -> None:
     assert title_count(fig) == expected
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any(t.startswith("features.relu0: 3 of 8 channels at center") for t in legend)
-    assert any(t.startswith("features.relu1: ") for t in legend) and "decision boundary" in legend
+    assert any(t.startswith("features.relu1: ") for t in legend)  # no decision boundary: classes 0 and 9 only tie
     assert_not_blank(tmp_path / "c.png")
     with pytest.raises(ValueError, match="not a coded layer"):
         viz.canvas_contours(model, img0, img1, ["features.conv0"], n=8)
@@ -190,6 +193,8 @@ def test_earlybird_heatmap_from_a_detector_and_curves_from_a_history() -> None:
     assert len(fig.axes) == 3
     bare = viz.earlybird_heatmap(torch.tensor([[0.0, 0.2], [0.2, 0.0]]), eb_epoch=1)
     assert bare.axes[0].get_title() == "distance EB at epoch 1"
+    rows = viz.earlybird_heatmap([[0.0, 0.2], [0.2, None]], eb_epoch=0)  # a plain list of rows, as in history.json
+    assert rows.axes[0].get_images()[0].get_array().shape == (1, 1)  # epoch 1 was never stepped (None)
 
 
 # ---------------------------------------------------------------- run folders and the CLI
