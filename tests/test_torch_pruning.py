@@ -220,3 +220,83 @@ def test_transposed_conv_filter_norms(groups: int) -> None:
         )
         pruner.step()
         assert up.out_channels == 6 and model(x).shape == (16, 2, 16, 16)
+
+
+def test_a_generator_probe_serves_every_step() -> None:
+    # A generator was read once: the codes made again after the first pruning step found it empty.
+    def pruned(probe: object) -> nn.Sequential:
+        model, x = _duplicate_model()
+        pruner = tp.pruner.MetaPruner(
+            model, example_inputs=x[:1], importance=SplineImportance(model, probe), pruning_ratio=0.5,
+            iterative_steps=2, ignored_layers=[model[8]],
+        )  # fmt: skip
+        pruner.step()
+        pruner.step()
+        return model
+
+    x = _probe()
+    got, want = pruned(x[i : i + 8] for i in range(0, len(x), 8)), pruned(x)
+    assert got[0].out_channels == want[0].out_channels == 4
+    assert all(torch.equal(p, q) for p, q in zip(got.parameters(), want.parameters()))
+
+
+class ConstantBranch(nn.Module):
+    """TokenMLP plus a linear layer over a parameter (no batch dim), done as a module or functionally."""
+
+    def __init__(self, functional: bool) -> None:
+        super().__init__()
+        self.functional = functional
+        self.pos = nn.Parameter(torch.randn(5, 4))
+        self.proj = nn.Linear(4, 4)
+        self.fc1 = nn.Linear(4, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pos = F.linear(self.pos, self.proj.weight, self.proj.bias) if self.functional else self.proj(self.pos)
+        return self.fc2(torch.relu(self.fc1(x + pos)))
+
+
+def test_a_layer_without_batch_dim_outside_the_group() -> None:
+    # Every layer was coded in one pass, which refused `proj` (its output has no batch dim):
+    # no group could be scored, not even fc1's.
+    x = torch.randn(16, 5, 4, generator=torch.Generator().manual_seed(1))
+
+    def scores(functional: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = ConstantBranch(functional).eval()
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=x[:1])
+        group = graph.get_pruning_group(model.fc1, tp.prune_linear_out_channels, idxs=list(range(8)))
+        return SplineImportance(model, x)(group)
+
+    assert torch.equal(scores(False), scores(True))
+
+
+class SharedTrunk(nn.Module):
+    """One conv + BatchNorm applied to the top and the bottom half of the input, in either order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(16, 3)
+        self.bottom_first = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        halves = [x[:, :, :4], x[:, :, 4:]]
+        a, b = (F.relu(self.bn(self.conv(h))).mean((2, 3)) for h in (halves[::-1] if self.bottom_first else halves))
+        return self.fc(torch.cat([a, b], 1))
+
+
+def test_a_shared_module_is_coded_over_every_call() -> None:
+    # Only the first call of a module was coded: with the top halves all zero, every
+    # channel had the same code there and all but one scored as duplicates.
+    torch.manual_seed(0)
+    model = SharedTrunk().eval()
+    x = _probe(16)
+    x[:, :, :4] = 0
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x[:1])
+    group = graph.get_pruning_group(model.conv, tp.prune_conv_out_channels, idxs=list(range(8)))
+    scores = SplineImportance(model, x)(group)
+    assert float(scores.min()) > 0.05
+    model.bottom_first = True  # the same bits, in another order: the same scores
+    assert torch.equal(SplineImportance(model, x)(group), scores)

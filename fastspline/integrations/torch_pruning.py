@@ -30,7 +30,7 @@ Example::
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -68,6 +68,9 @@ class SplineImportance(tp.importance.Importance):
     Codes of every BatchNorm, conv and linear output are computed in one pass
     over the probe when first needed and again whenever a parameter or buffer of
     the model changed (a pruning step, training, ``recalibrate_bn``, a loaded state).
+    When some layer cannot be coded (its output has no batch dim, or not every input
+    reaches it), each group's layers are coded on their own instead. A module called
+    several times per forward has the positions of every call in its codes.
     """
 
     def __init__(
@@ -104,12 +107,17 @@ class SplineImportance(tp.importance.Importance):
             raise ValueError(f"SplineImportance: backend must be None or one of {backends.names()}, got {backend!r}")
         self.model = model
         self.probe = _whole_inputs(probe)  # an (x, y) pair of whole tensors: its inputs, as pruning.plan takes it
+        if isinstance(self.probe, Iterator):  # a generator: kept, as the codes are made again after each change
+            self.probe = list(self.probe)
+            if not self.probe:
+                raise ValueError("SplineImportance: probe is empty")
         self.complement = complement
         self.neighbours = neighbours
         self.batch_size = batch_size
         self.backend = backend
         self._codes: dict[int, tuple[torch.Tensor, int, int]] = {}
         self._state: tuple | None = None
+        self._all_coded = False  # whether one pass coded every layer (else: only the groups' layers)
 
     def _state_key(self) -> tuple:
         # Shape, storage and in-place version of every tensor the forward pass reads:
@@ -117,31 +125,50 @@ class SplineImportance(tp.importance.Importance):
         tensors = (*self.model.parameters(), *self.model.buffers())
         return tuple((tuple(t.shape), t.data_ptr(), t._version) for t in tensors)
 
-    def _node_codes(self, module: nn.Module) -> tuple[torch.Tensor, int, int]:
-        """(unit-major codes [C, P * ceil(N/64)], bits N*P, N) of ``module``'s output."""
+    def _node_codes(self, module: nn.Module, sources: list[nn.Module]) -> tuple[torch.Tensor, int, int]:
+        """(unit-major codes [C, P * ceil(N/64)], bits N*P, N) of ``module``'s output; a module
+        called several times in one forward has the positions of every call."""
         key = self._state_key()
         if key != self._state:
-            named = {name: m for name, m in self.model.named_modules() if isinstance(m, _NORMS + _LINEAR)}
-            rc = region_codes(self.model, self.probe, layers=list(named), progress=False,
-                              batch_size=self.batch_size, backend=self.backend)  # fmt: skip
-            self._codes = {}
-            for name, m in named.items():
-                if name in rc:
-                    layer = rc[name]
-                    if isinstance(m, nn.Linear) and len(layer.unit_shape) > 1:
-                        # A linear layer's channels are its output's last dim (x [N, *, in]), the rest positions.
-                        units = rc.unit_major(name, per_channel=False, backend=self.backend)  # unit = position * C + c
-                        channels = layer.unit_shape[-1]
-                        words = units.reshape(-1, channels, units.shape[1]).transpose(0, 1).reshape(channels, -1)
-                    else:
-                        words = rc.unit_major(name, backend=self.backend)
-                    words = words.cpu().contiguous()
-                    positions = layer.n_units // words.shape[0]
-                    self._codes[id(m)] = (words, layer.n_samples * positions, layer.n_samples)
-            self._state = key
+            self._codes, self._state, self._all_coded = {}, key, False
+            try:
+                self._code(None)
+                self._all_coded = True
+            except ValueError:
+                pass  # a layer the probe cannot code (output not batched, not every input reaches it)
+        if not self._all_coded and id(module) not in self._codes:
+            self._code(sources)  # this group's layers only: an error now names one of them
         if id(module) not in self._codes:
             raise ValueError(f"SplineImportance: {type(module).__name__} was not reached by the probe's forward pass")
         return self._codes[id(module)]
+
+    def _code(self, modules: list[nn.Module] | None) -> None:
+        """Codes of ``modules`` (None: every BatchNorm, conv and linear) in one pass, into the cache."""
+        named = {name: m for name, m in self.model.named_modules() if isinstance(m, _NORMS + _LINEAR)}
+        if modules is not None:
+            wanted = {id(m) for m in modules}
+            named = {name: m for name, m in named.items() if id(m) in wanted and id(m) not in self._codes}
+        if not named:
+            return
+        rc = region_codes(self.model, self.probe, layers=list(named), progress=False,
+                          batch_size=self.batch_size, backend=self.backend)  # fmt: skip
+        for name, m in named.items():
+            calls = [c for c in [name] + [f"{name}#{k}" for k in range(1, len(rc))] if c in rc]  # a shared module's calls
+            parts = []
+            for call in calls:
+                layer = rc[call]
+                if isinstance(m, nn.Linear) and len(layer.unit_shape) > 1:
+                    # A linear layer's channels are its output's last dim (x [N, *, in]), the rest positions.
+                    units = rc.unit_major(call, per_channel=False, backend=self.backend)  # unit = position * C + c
+                    channels = layer.unit_shape[-1]
+                    words = units.reshape(-1, channels, units.shape[1]).transpose(0, 1).reshape(channels, -1)
+                else:
+                    words = rc.unit_major(call, backend=self.backend)
+                parts.append((words.cpu(), layer.n_units // words.shape[0]))
+            if parts:
+                words = torch.cat([w for w, _ in parts], dim=1).contiguous()
+                positions = sum(p for _, p in parts)
+                self._codes[id(m)] = (words, rc.n_samples * positions, rc.n_samples)
 
     @torch.no_grad()
     def __call__(self, group: Any, **kwargs: Any) -> torch.Tensor | None:
@@ -164,7 +191,7 @@ class SplineImportance(tp.importance.Importance):
         rows, comps, bits = [], [], 0
         importance = torch.zeros(n, dtype=torch.float64)
         for module, idxs, roots in sources:
-            words, n_bits, n_samples = self._node_codes(module)
+            words, n_bits, n_samples = self._node_codes(module, [m for m, _, _ in sources])
             placed = torch.zeros(n, words.shape[1], dtype=torch.int64)
             placed[roots] = words[idxs]
             rows.append(placed)
