@@ -36,7 +36,7 @@ Pruning plans are computed once and broadcast (:func:`plan`,
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -246,9 +246,11 @@ class ShardedRegionCodes(RegionCodes):
     ) -> dict[str, torch.Tensor]:
         """:meth:`unit_cdist` of several layers (default: all) with one ``all_reduce``
         for all of them: layer name -> int32 ``[U, U]``. Collective."""
-        chosen = self.names if names is None else list(names)
+        chosen: list[str] = []
 
         def pairs() -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+            # names is read here, in the local step: a bad one fails every rank.
+            chosen.extend(self.names if names is None else list(names))
             if not chosen:
                 raise ValueError("ShardedRegionCodes.unit_cdists: no layers")
             return [(self.unit_major(name, per_channel, backend=backend), None) for name in chosen]
@@ -266,7 +268,15 @@ class ShardedRegionCodes(RegionCodes):
         self, others: Sequence[RegionCodes], reduce: str = "mean", *, backend: str | None = None
     ) -> list[float] | list[dict[str, float]]:
         """:meth:`distance` to each of ``others`` over every rank's shard (one collective each)."""
-        return [self.distance(other, reduce, backend=backend) for other in _check_others(others)]
+        op = "ShardedRegionCodes.distances"
+        _, world = _ranks(op, self.group)
+        # Checked on every rank first: a rank raising alone, or passing fewer others,
+        # would leave the others waiting in a distance collective.
+        checked, error = _run_local(lambda: list(_check_others(others)))
+        counts = _exchange(op, self.group, world, error, None if checked is None else len(checked))
+        if len(set(counts)) > 1:
+            raise ValueError(f"{op}: ranks passed different numbers of others: {counts} (one per rank)")
+        return [self.distance(other, reduce, backend=backend) for other in checked]
 
     def _regions(self, backend: str | None, op: str) -> tuple[int, torch.Tensor]:
         """(distinct regions over all shards, this shard's global region ids); ``op`` names the caller in errors."""
@@ -281,7 +291,8 @@ class ShardedRegionCodes(RegionCodes):
         _, merged_inverse, merged_counts = ops.count_regions(torch.cat(gathered), backend=backend)
         start = sum(u.shape[0] for u in gathered[:rank])
         to_global = merged_inverse[start : start + unique.shape[0]]
-        return int(merged_counts.numel()), to_global[inverse].to(inverse.device)
+        # to_global is on the CPU; inverse where the codes are (a CPU tensor cannot take CUDA indices).
+        return int(merged_counts.numel()), to_global.to(inverse.device)[inverse]
 
     def count_regions(self, *, backend: str | None = None) -> int:
         """Distinct regions of the whole network visited by all ranks' inputs. Collective."""
@@ -356,8 +367,8 @@ def codes(
             unwrapped (its forward would synchronise buffers batch by batch, and
             shards may differ in batches), so layer names have no ``module.`` prefix.
         data: this rank's inputs, in any form ``codes()`` takes (a tensor, e.g.
-            :func:`shard` of the probe; a DataLoader over a ``DistributedSampler`` or a
-            :func:`shard` of a dataset); it may be empty on some ranks.
+            :func:`shard` of the probe; a DataLoader over a ``DistributedSampler`` or over a
+            :func:`shard` of a dataset, not the dataset itself); it may be empty on some ranks.
         group: the process group (default: the world).
         layers, device, where, backend, batch_size, keep_on, functional: as ``codes()``.
         progress: as ``codes()``, but off by default (one bar per rank would interleave).
@@ -373,7 +384,9 @@ def codes(
     def local() -> RegionCodes | None:
         if isinstance(data, torch.Tensor) and data.dim() >= 1 and data.shape[0] == 0:
             return None
-        counted = data if isinstance(data, torch.Tensor) else _CountedBatches(data)
+        # What codes() refuses (a Dataset, a dict, ...) reaches it unwrapped, to fail with its TypeError.
+        iterable = isinstance(data, Iterable) and not isinstance(data, (torch.Tensor, str, bytes, dict))
+        counted = _CountedBatches(data) if iterable else data
         try:
             return _local_codes(
                 model, counted, layers, device=device, where=where, backend=backend,
@@ -517,6 +530,10 @@ def _reduced_cdists(
     result, error = _run_local(local)
     info = None if result is None else [(tuple(p.shape), a.shape[1]) for p, (a, _) in zip(result[0], pairs)]
     reports = _exchange(op, group, world, error, info)
+    lengths = [len(report) for report in reports]
+    if len(set(lengths)) > 1:
+        # Different flat buffers would abort gloo (or hang) in the all_reduce.
+        raise ValueError(f"{op}: ranks asked for different numbers of matrices: {lengths} (one per rank)")
     for i, (shape, _) in enumerate(reports[0]):
         shapes = [report[i][0] for report in reports]
         if any(other != shape for other in shapes):
@@ -617,6 +634,24 @@ class ShardedSplineEarlyBird(earlybird.SplineEarlyBird):
         _, error = _run_local(lambda: super(ShardedSplineEarlyBird, self).__init__(probe, *args, **kwargs))
         _exchange("ShardedSplineEarlyBird", group, world, error, None)
         self.group = group
+
+    def step(self, model: nn.Module, epoch: int) -> bool:
+        """As :meth:`SplineEarlyBird.step`; a collective: a bad ``model`` or ``epoch`` on one rank fails every rank."""
+        op = "ShardedSplineEarlyBird.step"
+        _, world = _ranks(op, self.group)
+
+        def check() -> None:
+            if not isinstance(model, nn.Module):
+                raise TypeError(f"{op}: model must be an nn.Module, got {type(model).__name__}")
+            self._check_epoch(epoch)
+
+        _, error = _run_local(check)
+        _exchange(op, self.group, world, error, None)
+        return super().step(model, epoch)
+
+    def _pick_batch_size(self, model: nn.Module, functional: bool) -> None:
+        # Unwrapped as codes() unwraps: layers= names have no "module." prefix.
+        super()._pick_batch_size(_unwrap(model), functional)
 
     def _codes(self, model: nn.Module, functional: bool) -> RegionCodes:
         return codes(

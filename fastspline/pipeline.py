@@ -201,10 +201,14 @@ class PipelineConfig:
         if self.retrain_lr is not None:
             _check_real(self.retrain_lr, "retrain_lr", where, low=0.0, open_low=True)
         if self.milestones is not None:
+            if isinstance(self.milestones, (str, bytes)) or not isinstance(self.milestones, (tuple, list)):
+                raise TypeError(f"{where}: milestones must be a tuple of ints or None, got {self.milestones!r}")
             for m in self.milestones:
                 _check_int(m, "milestones[]", where, 1)
         if self.data in ("cifar10", "cifar100") and self.data_root is None:
             raise ValueError(f"{where}: data {self.data!r} needs data_root (--data-root: the extracted python version)")
+        if self.data == "image-folder" and self.data_root is None:
+            raise ValueError(f"{where}: data 'image-folder' needs data_root (--data-root: the folder of class folders)")
 
     @property
     def dense_milestones(self) -> list[int]:
@@ -306,7 +310,7 @@ def methods_for(config: PipelineConfig, compare: bool = False) -> list[Method]:
         for m in config.merges
     ]
     if not compare:
-        return chosen
+        return list(dict.fromkeys(chosen))  # repeated policies or merges run once
     every = [Method("never")]
     every += [Method("mask", "slimming", m) for m in config.merges]
     every += chosen
@@ -702,6 +706,8 @@ def run_methods(
         raise ValueError(f"run_methods: seeds must be a non-empty sequence of ints, got {seeds!r}")
     for s in seeds:
         _check_int(s, "seeds[]", "run_methods", 0)
+        if s >= 2**32:  # numpy's global seed (train.seed_everything) takes no more
+            raise ValueError(f"run_methods: seeds[] must be < 2**32, got {s}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"run_methods: seeds must be distinct, got {list(seeds)}")
     if isinstance(methods, (str, bytes)) or not isinstance(methods, Sequence):
@@ -721,6 +727,10 @@ def run_methods(
                 f"run_methods: methods[] pruning needs a policy ({', '.join(pruning.POLICIES)}), a merge ({', '.join(MERGES)}) "
                 f"and a pair_rule ({', '.join(pruning.PAIR_RULES)}), got {method!r}"
             )
+    keys = [m.key for m in methods]
+    if len(set(keys)) != len(keys):
+        # A repeated key would run the same branch again and overwrite its result.
+        raise ValueError(f"run_methods: methods must be distinct, got keys {keys}")
     _check_int(workers, "workers", "run_methods", 1)
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"run_methods: out must be a path or None, got {type(out).__name__}")

@@ -589,6 +589,77 @@ def test_a_bad_argument_on_one_rank_fails_every_rank(tmp_path: Path) -> None:
     assert first["after"] == second["after"] > 1
 
 
+def mismatched_collective_scenario(rank: int, world: int) -> dict[str, Any]:
+    """More arguments that differ between ranks or are bad on one rank only."""
+    rc = distributed.codes(make_net(0), distributed.shard(make_probe()), batch_size=8)
+    other = distributed.codes(make_net(1), distributed.shard(make_probe()), batch_size=8)
+    eb = distributed.ShardedSplineEarlyBird(distributed.shard(make_probe()), batch_size=8)
+    calls = {
+        "names_lengths": lambda: rc.unit_cdists(rc.names[:2] if rank == 0 else rc.names[:1]),
+        "names_type": lambda: rc.unit_cdists(5 if rank == 1 else None),  # type: ignore[arg-type]
+        "others_type": lambda: rc.distances(other if rank == 1 else [other]),  # type: ignore[arg-type]
+        "others_lengths": lambda: rc.distances([other] if rank == 0 else [other, other]),
+        "epoch": lambda: eb.step(make_net(0), -1 if rank == 1 else 1),
+    }
+    result: dict[str, Any] = {}
+    for key, call in calls.items():
+        try:
+            call()
+            result[key] = None
+        except (TypeError, ValueError, RuntimeError, IndexError) as exc:
+            result[key] = (type(exc).__name__, str(exc))
+    result["after"] = rc.distance(other)  # the group still works
+    return result
+
+
+def test_mismatched_arguments_fail_every_rank_clearly(tmp_path: Path) -> None:
+    # Names of different lengths gave an IndexError (or aborted gloo in the all_reduce); a bad
+    # names=, others= or epoch on one rank, or fewer others, left the other rank waiting.
+    first, second = run_ranks(2, mismatched_collective_scenario, tmp_path)
+    expected = ("ValueError",
+                "ShardedRegionCodes.unit_cdists: ranks asked for different numbers of matrices: [2, 1] (one per rank)")
+    assert first["names_lengths"] == second["names_lengths"] == expected
+    expected = ("ValueError", "ShardedRegionCodes.distances: ranks passed different numbers of others: [1, 2] (one per rank)")
+    assert first["others_lengths"] == second["others_lengths"] == expected
+    assert second["names_type"][0] == "TypeError"
+    assert second["others_type"][0] == "TypeError" and "others must be a sequence" in second["others_type"][1]
+    assert second["epoch"][0] == "ValueError" and "epochs must increase and be >= 0" in second["epoch"][1]
+    for key, op in [("names_type", "ShardedRegionCodes.unit_cdists"), ("others_type", "ShardedRegionCodes.distances"),
+                    ("epoch", "ShardedSplineEarlyBird.step")]:  # fmt: skip
+        assert first[key][0] == "RuntimeError" and first[key][1].startswith(f"{op}: rank 1 failed: "), first[key]
+    assert first["after"] == second["after"] > 0
+
+
+def ddp_layers_scenario(rank: int, world: int) -> dict[str, Any]:
+    """ShardedSplineEarlyBird over a DDP model with layers= named as distributed.codes names them;
+    a shard of a dataset passed straight to codes()."""
+    torch.manual_seed(0)
+    ddp = nn.parallel.DistributedDataParallel(models.mlp([2, 8, 8, 2]))
+    probe = torch.randn(20, 2, generator=torch.Generator().manual_seed(1))
+    names = distributed.codes(ddp, distributed.shard(probe)).names
+    eb = distributed.ShardedSplineEarlyBird(distributed.shard(probe), layers=names)
+    result: dict[str, Any] = {"names": names}
+    try:
+        eb.step(ddp, 1)
+        result["step"] = eb.layer_names
+    except (KeyError, ValueError, RuntimeError) as exc:
+        result["step"] = (type(exc).__name__, str(exc))
+    try:
+        distributed.codes(ddp, distributed.shard(TensorDataset(probe, torch.zeros(20))))
+        result["dataset"] = None
+    except (TypeError, ValueError, IndexError, RuntimeError) as exc:
+        result["dataset"] = (type(exc).__name__, str(exc))
+    return result
+
+
+def test_sharded_early_bird_takes_unprefixed_layer_names_of_a_ddp_model(tmp_path: Path) -> None:
+    # Its first step coded two probe rows through the DDP wrapper, whose names have "module.".
+    for got in run_ranks(2, ddp_layers_scenario, tmp_path):
+        assert got["step"] == got["names"] and not got["names"][0].startswith("module.")
+        # A Dataset is not iterated item by item (unbatched inputs): codes()' own TypeError.
+        assert got["dataset"][0] == "TypeError" and "data must be a DataLoader" in got["dataset"][1]
+
+
 def mismatched_src_scenario(rank: int, world: int) -> dict[str, Any]:
     """Ranks passing different src (or an invalid src on one rank) to the broadcasts."""
     calls = {

@@ -4,6 +4,7 @@ retraining schedule continued, seeds in worker processes equal to in-process
 runs, bad arguments rejected with the argument named."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -250,3 +251,20 @@ def test_run_methods_checks_the_methods_before_training() -> None:
             pipeline.run_methods(config, [method], progress=False)
     with pytest.raises(ValueError, match=r"hidden\[\] must be >= 1, got 0"):
         pipeline.PipelineConfig(model="mlp", data="toy-x", hidden=(4, 0)).check()
+
+
+def test_bad_config_seeds_and_repeated_methods_are_refused_before_training() -> None:
+    # milestones=20 failed with "'int' object is not iterable"; image-folder without data_root
+    # passed check(); a seed >= 2**32 failed in numpy; repeated methods trained twice.
+    with pytest.raises(TypeError, match="PipelineConfig: milestones must be a tuple of ints or None, got 20"):
+        pipeline.PipelineConfig(milestones=20).check()
+    with pytest.raises(ValueError, match="PipelineConfig: data 'image-folder' needs data_root"):
+        pipeline.PipelineConfig(data="image-folder").check()
+    config = pipeline.PipelineConfig(model="mlp", data="toy-x", hidden=(4,), epochs=1, probe_size=16)
+    with pytest.raises(ValueError, match=r"run_methods: seeds\[\] must be < 2\*\*32, got 4294967296"):
+        pipeline.run_methods(config, [pipeline.Method("never")], [2**32], progress=False)
+    method = pipeline.Method("end", "random", "affine")
+    with pytest.raises(ValueError, match="run_methods: methods must be distinct"):
+        pipeline.run_methods(config, [method, method], progress=False)
+    twice = dataclasses.replace(config, policies=("random", "random"), merges=("none", "none"))
+    assert pipeline.methods_for(twice) == [pipeline.Method("spline", "random", "none")]
