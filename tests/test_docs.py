@@ -107,3 +107,45 @@ def test_doc_block_runs(name: str, code: str, tmp_path: Path, monkeypatch: pytes
         namespace.update(SETUP[what](tmp_path))
     torch.manual_seed(0)
     exec(compile(code, name, "exec"), namespace)  # noqa: S102 - the docs' own code
+
+
+def cli_lines() -> list[str]:
+    """Every ``fastspline ...`` command of the docs' bash blocks (not the synopses with [options])."""
+    lines = []
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
+            for line in block.splitlines():
+                line = line.split("#")[0].strip()
+                for part in line.split("&&"):
+                    part = part.strip()
+                    if part.startswith("fastspline ") and "[" not in part and "_OR_" not in part:
+                        lines.append(part)
+    return lines
+
+
+CLI_LINES = cli_lines()
+
+
+@pytest.mark.parametrize("line", CLI_LINES)
+def test_doc_command_parses(line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented commands are accepted by the CLI's parser and its checks (not run)."""
+    import shlex
+
+    from fastspline import cli
+
+    monkeypatch.chdir(tmp_path)
+    argv = shlex.split(line)[1:]
+    if argv[0] == "plot":
+        (tmp_path / argv[2]).mkdir(parents=True)  # the run folder it reads
+    parser = cli.build_parser()
+    args = parser.parse_args(argv)
+    check = getattr(args, "check", None)
+    if check is not None:
+        check(parser, args)
+    assert callable(args.func)
+
+
+def test_doc_commands_are_found() -> None:
+    commands = {line.split()[1] for line in CLI_LINES}
+    assert {"demo", "train", "run", "plot"} <= commands, commands
