@@ -352,7 +352,9 @@ def pack_signs(x: torch.Tensor, dim: int = -1, threshold: float = 0.0, *, backen
         dim: the dimension to pack; it becomes the last (words) dimension.
         threshold: a real number; the comparison is exact (``x`` and
             ``threshold`` compared as real numbers, not after rounding the
-            threshold to ``x.dtype``). NaN entries pack as 0.
+            threshold to ``x.dtype``). NaN entries pack as 0. The cpu backend
+            stays exact for subnormals under ``torch.set_flush_denormal(True)``,
+            which torch's own compares (the reference backend) do not.
 
     Returns:
         int64 ``[..., ceil(n/64)]``: the other dims in their order, then words.

@@ -301,6 +301,59 @@ def test_pack_signs_threshold_is_not_rounded_to_dtype(impl, dtype):
         assert oracle.unpack_bits(fs.pack_signs(x, -1, below, backend=impl.backend).numpy(), len(values))[position]
 
 
+# Subnormal bit patterns of each dtype (float16's all become normal float32, so no
+# compare in the kernels ever sees them subnormal; they are here for completeness).
+_SUBNORMAL_BITS = {
+    torch.float32: (torch.int32, [1, 0x7FFFFF]),
+    torch.float64: (torch.int64, [1, 0xFFFFFFFFFFFFF]),
+    torch.float16: (torch.int16, [1, 0x3FF]),
+    torch.bfloat16: (torch.int16, [1, 0x7F]),
+}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_pack_signs_exact_under_flush_denormal(impl, dtype, threads):
+    """torch.set_flush_denormal(True) sets MXCSR.DAZ on the calling thread only: SSE/AVX
+    compares then read subnormals (and a subnormal float32 threshold) as 0. The cpu kernels
+    still compare exactly, on the caller and on OpenMP workers alike (they gave 0 for
+    positive subnormals on the caller, 1 on workers), and leave the caller's DAZ set.
+    The reference backend is torch's own compare, which DAZ changes: cpu backends only."""
+    if impl.backend != "cpu":
+        pytest.skip("exactness under DAZ is the cpu kernels' (torch's own compares flush)")
+    int_dtype, patterns = _SUBNORMAL_BITS[dtype]
+    positive = torch.tensor(patterns, dtype=int_dtype).view(dtype)
+    zero = torch.zeros(1, dtype=dtype)
+    values = torch.cat([positive, -positive, zero, -zero])  # +tiny, +largest subnormal, negatives, +-0
+    # rows (one contiguous word each, and short rows packed as one bit stream), a transposed view
+    # and general strides: every pack path, on enough rows for several tasks per thread
+    x = values.repeat(4096, 11)[:, :64].contiguous()  # [4096, 64]
+    views = [x, x.view(-1, 4), x[:, :4], x.t()[:, :100], x[:, ::3], x[::2].t()[::2]]
+    smallest = float(positive[0].to(torch.float64))
+    thresholds = (0.0, smallest / 2, -smallest / 2, -1e-300, 1e-300, -5e-324, 5e-324)
+    # The expected bits, computed before DAZ is on (it would flush numpy's compares too).
+    cases = [
+        (view, threshold, as_tensor(oracle.pack_bits(view.to(torch.float64).numpy() > threshold)))
+        for view in views
+        for threshold in thresholds
+    ]
+    assert all(want.any() for _, threshold, want in cases if threshold == 0.0)  # positive subnormals set bits
+    previous_threads = torch.get_num_threads()
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU has no flush-denormal mode")
+    try:
+        torch.set_num_threads(threads)
+        for view, threshold, want in cases:
+            got = fs.pack_signs(view, -1, threshold, backend=impl.backend)
+            assert torch.equal(got, want), f"{tuple(view.shape)} {view.stride()} threshold={threshold!r}"
+        # The caller's MXCSR is restored: DAZ is still on (a subnormal times 1 flushes to 0).
+        tiny = torch.tensor([1], dtype=torch.int32).view(torch.float32)
+        assert (tiny * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(previous_threads)
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_pack_signs_known_values(impl, dtype):
     """A hand-checked row: NaN packs 0, -0.0 and 0.0 are not > 0, +inf is, element j is bit j."""

@@ -8,6 +8,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>  // _mm_getcsr / _mm_setcsr (SSE: baseline on x86-64)
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -145,6 +148,28 @@ void prefault(int32_t* data, int64_t count) {
   for (int64_t i = 0; i < count; i += 4096 / sizeof(int32_t)) __atomic_fetch_add(data + i, 0, __ATOMIC_RELAXED);
 }
 
+// pack_signs compares floats exactly, subnormals included. MXCSR.DAZ (set by
+// torch.set_flush_denormal(True), on the calling thread only) makes SSE/AVX compares
+// read subnormal inputs (and a subnormal float32 threshold) as 0, so rows packed on
+// the caller would differ from rows packed on OpenMP workers. Each pack task clears
+// DAZ for its duration and restores the caller's MXCSR after.
+struct ExactFloatCompares {
+#if defined(__x86_64__) || defined(_M_X64)
+  static constexpr unsigned kDaz = 0x0040;
+  unsigned saved = _mm_getcsr();
+  ExactFloatCompares() {
+    if (saved & kDaz) _mm_setcsr(saved & ~kDaz);
+  }
+  ~ExactFloatCompares() {
+    if (saved & kDaz) _mm_setcsr(saved);
+  }
+#else
+  ExactFloatCompares() {}
+#endif
+  ExactFloatCompares(const ExactFloatCompares&) = delete;
+  ExactFloatCompares& operator=(const ExactFloatCompares&) = delete;
+};
+
 // Leading (non-packed) dims of a strided view, with size-1 dims dropped and
 // neighbours merged where memory allows; row-major order of rows is kept.
 struct Dims {
@@ -192,6 +217,7 @@ bool pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
   for (int64_t s : lead.sizes) rows *= s;
   if (rows == 0 || n == 0) return false;
   bool nan = false;  // any NaN seen (only looked for when check_nan)
+  const ExactFloatCompares exact;  // for the threshold's rounding (a subnormal float64 threshold)
   const float thr32 = round_down_to_float(threshold);
   const KernelTable& t = kt();
   const char* base = static_cast<const char*>(x);
@@ -214,6 +240,7 @@ bool pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
     const bool stream = n < 64 && inner_stride == n;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(|| : nan) if (tasks > 1)
     for (int64_t task = 0; task < tasks; ++task) {
+      const ExactFloatCompares exact;
       const int64_t g = task / runs, r0 = (task % runs) * run, rn = std::min(run, inner - r0);
       const char* first = base + (row_offset(outer, g) + r0 * inner_stride) * es;
       uint64_t* dst = out + (g * inner + r0) * w;
@@ -253,6 +280,7 @@ bool pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
     outer.strides.pop_back();
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(|| : nan)
     for (int64_t task = 0; task < groups * i_blocks; ++task) {
+      const ExactFloatCompares exact;
       const int64_t g = task / i_blocks, i0 = (task % i_blocks) * 64;
       const int64_t count = std::min<int64_t>(64, inner - i0);
       const char* plane = base + (row_offset(outer, g) + i0) * es;
@@ -276,6 +304,7 @@ bool pack_signs(const void* x, int dtype, const std::vector<int64_t>& sizes, con
   // General strides: element by element.
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(|| : nan) if (rows * n > kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
+    const ExactFloatCompares exact;
     const char* row = base + row_offset(lead, r) * es;
     for (int64_t k = 0; k < w; ++k) {
       uint64_t word = 0;
