@@ -37,6 +37,7 @@ activation flattened in C order (for a conv layer ``(c, h, w)`` ->
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import os
@@ -81,6 +82,11 @@ _FUNCTIONAL = _SIGN_KEEPING_CALLS | {
     torch.nn.functional.prelu,
     torch.prelu,
 }
+
+# Tensor methods that write into their first argument (``h += z``).
+_INPLACE_DUNDERS = frozenset(
+    f"__i{op}__" for op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or", "xor", "lshift", "rshift", "matmul")
+)
 
 _FILE_FORMAT = "fastspline.RegionCodes"
 _FILE_VERSION = 1
@@ -543,6 +549,17 @@ class _ModuleStack:
             self.frames.pop()
 
 
+def _eager() -> Any:
+    """A context in which every ``torch.compile``d callable runs uncompiled: compiled submodules
+    (``torch.compile(child)`` or ``child.compile()``) and ``model.compile()`` too, whose Dynamo
+    tracing of codes()' hooks failed with an internal AssertionError from the second batch on.
+    Nothing to do when Dynamo was never imported (nothing was compiled)."""
+    if "torch._dynamo.eval_frame" not in sys.modules:
+        return contextlib.nullcontext()
+    set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+    return contextlib.nullcontext() if set_stance is None else set_stance("force_eager")
+
+
 def _uncompiled(model: nn.Module) -> nn.Module:
     """The module a ``torch.compile``'d model wraps (same modules, same names), else ``model``.
     codes() runs it: compiled code replays the module stack's hooks after the graph, so
@@ -586,7 +603,10 @@ class _FunctionalCalls(TorchFunctionMode):
         kwargs = kwargs or {}
         constant = self._from_constants(args, kwargs)
         if func not in _FUNCTIONAL or not self.stack.frames:
-            return self._track(func(*args, **kwargs), constant)
+            out = func(*args, **kwargs)
+            if not constant:
+                self._written_with_data(func, args, kwargs)
+            return self._track(out, constant)
         frame = self.stack.frames[-1]
         x = args[0] if args else kwargs.get("input")
         # Calls inside a hooked activation module's own forward are that module's layer.
@@ -611,7 +631,33 @@ class _FunctionalCalls(TorchFunctionMode):
         if id(t) in self.constants:
             return True
         ref = self.derived.get(id(t))
-        return ref is not None and ref() is t
+        if ref is None or ref() is not t:
+            return False
+        base = t._base  # a view of a tensor that data was written into holds data too
+        return base is None or self._is_constant(base)
+
+    def _written_with_data(self, func: Any, args: tuple, kwargs: dict) -> None:
+        """Unmarks what a call with data wrote into (item assignment ``h[:, :k] = z``, an
+        in-place method, ``inplace=True`` or ``out=``) and the tensor it is a view of: a
+        ``torch.zeros(n, ...)`` filled with data in forward is no constant. Item assignment
+        returns None, and a write through a view returns the view, so _track alone missed both."""
+        name = getattr(func, "__name__", "")
+        if "out" in kwargs:
+            targets = kwargs["out"]
+        elif (
+            func is torch.Tensor.__setitem__
+            or (name.endswith("_") and not name.endswith("__"))
+            or name in _INPLACE_DUNDERS
+            or kwargs.get("inplace") is True
+        ):
+            targets = args[0] if args else kwargs.get("input")
+        else:
+            return
+        for t in targets if isinstance(targets, (tuple, list)) else (targets,):
+            if isinstance(t, torch.Tensor):
+                for u in (t, t._base):
+                    if u is not None:
+                        self.derived.pop(id(u), None)
 
     def _from_constants(self, args: tuple, kwargs: dict) -> bool:
         """Every tensor argument (also inside a list or tuple argument) is a constant."""
@@ -858,7 +904,7 @@ def codes(
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, desc="codes", unit="batch", leave=False)
-        with torch.no_grad():
+        with torch.no_grad(), _eager():
             for batch in batches:
                 x = _inputs_of(batch)
                 if x.dim() == 0:

@@ -949,6 +949,45 @@ def test_functional_calls_on_tensors_computed_from_parameters_are_ignored():
     assert_clean(model)
 
 
+@pytest.mark.parametrize("fill", ["setitem", "through_a_view", "iadd_on_a_view", "out"])
+def test_functional_call_on_a_constant_buffer_filled_with_data_in_forward_is_a_layer(fill):
+    """torch.zeros(n, ...) filled with data in forward holds data: a relu of it is a layer. Item
+    assignment (which returns None) and writes through a view (which return the view) left it
+    marked as computed from constants, and the layer was silently left out."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act, self.out = nn.Linear(4, 6), nn.ReLU(), nn.Linear(8, 3)
+
+        def forward(self, x):
+            z = self.act(self.fc(x))
+            h = torch.zeros(x.shape[0], 8)  # no tensor argument: computed from constants only
+            if fill == "setitem":
+                h[:, :6] = z
+            elif fill == "through_a_view":
+                h.narrow(1, 0, 6).copy_(z)
+            elif fill == "iadd_on_a_view":
+                view = h[:, :6]
+                view += z
+            else:
+                torch.add(z, 0.5, out=h[:, :6])
+            h[:, 6:] = -1.0  # constants only: changes nothing
+            return self.out(F.relu(h - 0.25))
+
+    torch.manual_seed(0)
+    model, x = Net(), torch.randn(7, 4)
+    with torch.no_grad():
+        z1 = model.fc(x)
+        h = torch.zeros(7, 8)
+        h[:, :6] = torch.relu(z1) + (0.5 if fill == "out" else 0.0)
+        h[:, 6:] = -1.0
+    rc = fs.codes(model, x, progress=False, batch_size=3)
+    expected = {"act": z1, ":relu[0]": h - 0.25}
+    assert_codes_equal(rc, {n: torch.from_numpy(np_pack(sign_bits(z))) for n, z in expected.items()}, 7)
+    assert_clean(model)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_model_with_a_scripted_submodule():
     torch.manual_seed(0)
@@ -982,6 +1021,57 @@ def test_compiled_model_gives_the_codes_of_the_original():
     assert torch.equal(rc["_orig_mod.act"].words, torch.from_numpy(np_pack(sign_bits(z1))))
     assert torch.equal(rc["_orig_mod:relu[0]"].words, torch.from_numpy(np_pack(sign_bits(z2))))
     assert_clean(model)
+
+
+@pytest.mark.parametrize("how", ["compile_method", "compiled_child", "model_compile_method"])
+def test_compiled_submodules_and_module_compile_run_uncompiled(how):
+    # Dynamo traced codes()' hooks inside a child compiled with torch.compile(child) or
+    # child.compile(), or a model compiled with model.compile(): from the second batch on it
+    # failed with an internal AssertionError ("Guard failed on the same frame it was created").
+    class Inner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.act, self.b = nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5)
+
+        def forward(self, x):
+            return F.relu(self.b(self.act(self.a(x))))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.c = Inner(), nn.Linear(5, 3)
+
+        def forward(self, x):
+            return torch.relu(self.c(self.inner(x)))
+
+    torch.manual_seed(0)
+    model, x = Net(), torch.randn(9, 4)
+    with torch.no_grad():
+        z1 = model.inner.a(x)
+        z2 = model.inner.b(torch.relu(z1))
+        z3 = model.c(torch.relu(z2))
+    graphs = []
+
+    def backend(gm, example_inputs):  # Dynamo alone, counting the graphs it compiles
+        graphs.append(gm)
+        return gm.forward
+
+    prefix = "inner"
+    if how == "compile_method":
+        model.inner.compile(backend=backend)
+    elif how == "compiled_child":
+        model.inner = torch.compile(model.inner, backend=backend)
+        prefix = "inner._orig_mod"
+    else:
+        model.compile(backend=backend)
+    rc = fs.codes(model, x, progress=False, batch_size=4)
+    expected = {f"{prefix}.act": z1, f"{prefix}:relu[0]": z2, ":relu[0]": z3}
+    assert_codes_equal(rc, {n: torch.from_numpy(np_pack(sign_bits(z))) for n, z in expected.items()}, 9)
+    assert_clean(model)
+    assert not graphs  # ran uncompiled
+    with torch.no_grad():  # compiled again afterwards
+        assert torch.allclose(model(x), model.c(torch.relu(z2)).relu())
+    assert graphs
 
 
 def test_unit_major_per_channel_of_a_layer_without_channels():
