@@ -764,8 +764,11 @@ def _first_tensor_device(modules: Iterable[nn.Module]) -> torch.device:
     return torch.device("cpu")
 
 
-def _resolve_layers(named: dict[str, nn.Module], layers: Sequence[str | nn.Module] | None) -> dict[str, nn.Module]:
-    """The modules to hook, by name; ``named``: ``dict(model.named_modules())``."""
+def _resolve_layers(
+    named: dict[str, nn.Module], layers: Sequence[str | nn.Module] | None, aliases: dict[str, nn.Module]
+) -> dict[str, nn.Module]:
+    """The modules to hook, by name; ``named``: ``dict(model.named_modules())``, ``aliases``
+    the same with every name of a module registered twice (``remove_duplicate=False``)."""
     if layers is None:
         return {name: m for name, m in named.items() if isinstance(m, tuple(ACTIVATIONS))}
     if isinstance(layers, (str, nn.Module)):
@@ -776,6 +779,8 @@ def _resolve_layers(named: dict[str, nn.Module], layers: Sequence[str | nn.Modul
     chosen: dict[str, nn.Module] = {}
     for item in layers:
         if isinstance(item, str):
+            if item not in named and item in aliases:  # a second attribute name of a module: its first
+                item = by_id[id(aliases[item])]
             if item not in named:
                 near = [n for n in named if n and (item in n or n in item)][:5]
                 hint = f"; similar names: {near}" if near else ""
@@ -873,7 +878,8 @@ def codes(
     except RuntimeError as exc:
         raise ValueError(f"codes: device {device!r} is not a torch device ({exc})") from exc
     batches, total = _batches(data, batch_size, max_samples)
-    hooked = _resolve_layers(named, layers)
+    aliases = {} if layers is None else dict(model.named_modules(remove_duplicate=False))
+    hooked = _resolve_layers(named, layers, aliases)
     find_functional = layers is None and functional
 
     recorder = _Recorder(backend, keep_on)

@@ -267,6 +267,24 @@ def test_layers_given_in_a_resnet_and_a_single_name():
     assert single.names == ["blocks.0.bn2"]
 
 
+def test_layers_by_a_second_name_of_a_module():
+    # A module registered under two attribute names: either name picks it (named by its first).
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act = nn.Linear(3, 5), nn.ReLU()
+            self.alias = self.act
+
+        def forward(self, x):
+            return self.act(self.fc(x))
+
+    model, x = Net(), torch.randn(7, 3)
+    by_first = fs.codes(model, x, layers=["act"], progress=False)
+    by_alias = fs.codes(model, x, layers=["alias"], progress=False)  # was: "not a module of the model"
+    assert by_alias.names == by_first.names == ["act"]
+    assert torch.equal(by_alias["act"].words, by_first["act"].words)
+
+
 def test_where_post_codes_the_output():
     class Shift(nn.Module):  # a registered activation whose output sign differs from its input's
         def forward(self, x):
