@@ -334,6 +334,15 @@ def test_pack_kernels(sim, monkeypatch, kernel, dtype):
     assert ran == {"columns": 5, "columns16": 5, "stream": 5}.get(kernel, len(cases))
 
 
+@pytest.mark.parametrize("shape", [(1,) * 9 + (0,), (2,) * 10 + (0,), (2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 5),
+                                   (2,) * 10 + (3,)])
+def test_pack_more_than_nine_dims(sim, shape):
+    """Inputs of more than 9 dims are merged to [rows, n] for the kernel; an empty packed
+    dim gives an empty result (reshape(-1, 0) of an empty input is ambiguous and raised)."""
+    x = torch.randn(shape, generator=make_gen("sim-pack-dims", shape))
+    same(cuda.pack_signs(x, 0.0), fs.pack_signs(x, -1, 0.0, backend="reference"))
+
+
 @pytest.mark.parametrize("schedule", ["forward", "reverse", "random:3"])
 @pytest.mark.parametrize("n, m, w", [(1, 300, 2), (130, 517, 1), (129, 260, 17)])
 def test_fused_search(sim, monkeypatch, schedule, n, m, w):

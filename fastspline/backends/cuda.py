@@ -581,9 +581,9 @@ def pack_kernel() -> int:
 def _pack(x: torch.Tensor, threshold: float, kernel: int, allow: int = 3) -> torch.Tensor:
     n = x.shape[-1]
     out = torch.empty(*x.shape[:-1], (n + 63) // 64, dtype=torch.int64, device=x.device)
-    if x.dim() > 9:  # the kernel takes up to 8 leading dims; merging them may copy
-        x = x.reshape(-1, n)
     if out.numel() > 0:
+        if x.dim() > 9:  # the kernel takes up to 8 leading dims; merging them may copy (not when empty:
+            x = x.reshape(-1, n)  # reshape(-1, 0) is ambiguous and raises)
         with torch.cuda.device(x.device):
             _cuda.pack_signs(
                 x.data_ptr(), _DTYPE_CODES[x.dtype], list(x.shape), list(x.stride()), threshold,
