@@ -6,7 +6,10 @@ tests need no backend fixture; backend-specific refusals are at the end.
 """
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -382,3 +385,33 @@ def test_cpu_set_isa_unknown(isa):
 def test_sparse_inputs_are_rejected(call, name):
     with pytest.raises(TypeError, match=rf"\b{name} must be a dense"):
         call()
+
+
+TOPK_OUT_OF_MEMORY = """
+import resource
+import torch, fastspline as fs
+def vm():
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
+m = 1 << 25
+a, b = torch.zeros(1, 1, dtype=torch.int64), torch.zeros(1, 1, dtype=torch.int64).expand(m, 1)
+fs.hamming_topk(a, b[:1000], 5, backend="cpu")  # threads and pools made before the limit
+# Room for the outputs, two copies of b and 256 MiB, not for the 512 MiB of top-k candidates.
+limit = vm() + m * 12 + 2 * m * 8 + (256 << 20)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    fs.hamming_topk(a, b, m, backend="cpu")
+    print("no error")
+except MemoryError as exc:
+    print("MemoryError:", exc)
+"""
+
+
+@pytest.mark.skipif(not cpu_available(), reason="the cpu backend is not built")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
+def test_topk_out_of_memory_is_a_memory_error_not_an_abort():
+    """The per-thread candidate heaps are allocated inside an OpenMP region, where an
+    escaping std::bad_alloc called std::terminate (the process died with SIGABRT)."""
+    done = subprocess.run([sys.executable, "-c", TOPK_OUT_OF_MEMORY], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MemoryError: hamming_topk: k=33554432 needs 0.5 GiB of candidates per thread" in done.stdout, done.stdout

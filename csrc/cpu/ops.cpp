@@ -13,8 +13,10 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <stdexcept>
 #include <utility>
 
@@ -461,22 +463,43 @@ void scan_rows(const uint64_t* a, int64_t n, const uint64_t* b, int64_t m, int64
   const KernelTable& t = kt();
   const PackedB pb = pack_b(t, b, m, w, threads);
   const int64_t tb = tile_b(w), a_tiles = ceil_div(n, kTileA);
+  // An exception may not leave an OpenMP region (std::terminate: the process dies).
+  // The first one (a visitor's buffers failing to allocate: top-k keeps 64 * k
+  // entries per thread) is kept, the remaining tasks skipped, and it is rethrown after.
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
+  auto keep = [&] {
+#pragma omp critical(fastspline_scan_rows)
+    if (!error) error = std::current_exception();
+    failed.store(true, std::memory_order_relaxed);
+  };
 #pragma omp parallel num_threads(threads) if (n * m * std::max<int64_t>(w, 1) > kParallelMin)
   {
     auto visitor = make_visitor();
-    std::vector<int32_t> dist(kTileA * tb);
+    std::vector<int32_t> dist;
+    try {
+      dist.resize(kTileA * tb);
+    } catch (...) {
+      keep();
+    }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t ia = 0; ia < a_tiles; ++ia) {
-      const int64_t i0 = ia * kTileA, na = std::min(kTileA, n - i0);
-      visitor.begin(i0, na);
-      for (int64_t j0 = 0; j0 < m; j0 += tb) {
-        const int64_t nb = std::min(tb, m - j0);
-        compute_tile(t, a, i0, na, pb, j0, nb, w, dist.data(), tb);
-        for (int64_t i = 0; i < na; ++i) visitor.row(i0 + i, i, dist.data() + i * tb, j0, nb);
+      if (failed.load(std::memory_order_relaxed)) continue;
+      try {
+        const int64_t i0 = ia * kTileA, na = std::min(kTileA, n - i0);
+        visitor.begin(i0, na);
+        for (int64_t j0 = 0; j0 < m; j0 += tb) {
+          const int64_t nb = std::min(tb, m - j0);
+          compute_tile(t, a, i0, na, pb, j0, nb, w, dist.data(), tb);
+          for (int64_t i = 0; i < na; ++i) visitor.row(i0 + i, i, dist.data() + i * tb, j0, nb);
+        }
+        visitor.end(i0, na);
+      } catch (...) {
+        keep();
       }
-      visitor.end(i0, na);
     }
   }
+  if (error) std::rethrow_exception(error);
 }
 
 // Bounded max-heap of (distance, index) per row: it keeps the k smallest pairs.

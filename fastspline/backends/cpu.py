@@ -152,10 +152,18 @@ def hamming_topk(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor
     dist = torch.empty(a.shape[0], k, dtype=torch.int32)
     index = torch.empty(a.shape[0], k, dtype=torch.int64)
     if dist.numel() > 0:
-        _C.hamming_topk(
-            a.data_ptr(), a.shape[0], b.data_ptr(), b.shape[0], a.shape[1], k,
-            dist.data_ptr(), index.data_ptr(), _threads(),
-        )
+        threads = _threads()
+        try:
+            _C.hamming_topk(
+                a.data_ptr(), a.shape[0], b.data_ptr(), b.shape[0], a.shape[1], k,
+                dist.data_ptr(), index.data_ptr(), threads,
+            )
+        except MemoryError as exc:  # each thread keeps k candidates of up to 64 rows of a
+            need = min(a.shape[0], 64) * k * 16
+            raise MemoryError(
+                f"hamming_topk: k={k} needs {need / 2**30:.1f} GiB of candidates per thread ({threads} threads) "
+                "besides the outputs; use a smaller k, or hamming_radius"
+            ) from exc
     return dist, index
 
 
