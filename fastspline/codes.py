@@ -765,10 +765,9 @@ def _first_tensor_device(modules: Iterable[nn.Module]) -> torch.device:
 
 
 def _resolve_layers(
-    named: dict[str, nn.Module], layers: Sequence[str | nn.Module] | None, aliases: dict[str, nn.Module]
+    model: nn.Module, named: dict[str, nn.Module], layers: Sequence[str | nn.Module] | None
 ) -> dict[str, nn.Module]:
-    """The modules to hook, by name; ``named``: ``dict(model.named_modules())``, ``aliases``
-    the same with every name of a module registered twice (``remove_duplicate=False``)."""
+    """The modules to hook, by name; ``named``: ``dict(model.named_modules())``."""
     if layers is None:
         return {name: m for name, m in named.items() if isinstance(m, tuple(ACTIVATIONS))}
     if isinstance(layers, (str, nn.Module)):
@@ -779,8 +778,11 @@ def _resolve_layers(
     chosen: dict[str, nn.Module] = {}
     for item in layers:
         if isinstance(item, str):
-            if item not in named and item in aliases:  # a second attribute name of a module: its first
-                item = by_id[id(aliases[item])]
+            if item not in named:  # a second attribute name of a module: named by its first
+                try:
+                    item = by_id.get(id(model.get_submodule(item)), item)
+                except AttributeError:
+                    pass
             if item not in named:
                 near = [n for n in named if n and (item in n or n in item)][:5]
                 hint = f"; similar names: {near}" if near else ""
@@ -878,8 +880,7 @@ def codes(
     except RuntimeError as exc:
         raise ValueError(f"codes: device {device!r} is not a torch device ({exc})") from exc
     batches, total = _batches(data, batch_size, max_samples)
-    aliases = {} if layers is None else dict(model.named_modules(remove_duplicate=False))
-    hooked = _resolve_layers(named, layers, aliases)
+    hooked = _resolve_layers(model, named, layers)
     find_functional = layers is None and functional
 
     recorder = _Recorder(backend, keep_on)

@@ -153,7 +153,10 @@ class SplineImportance(tp.importance.Importance):
         rc = region_codes(self.model, self.probe, layers=list(named), progress=False,
                           batch_size=self.batch_size, backend=self.backend)  # fmt: skip
         for name, m in named.items():
-            calls = [c for c in [name] + [f"{name}#{k}" for k in range(1, len(rc))] if c in rc]  # a shared module's calls
+            calls, call = [], name
+            while call in rc:  # a shared module's calls: name, name#1, name#2, ...
+                calls.append(call)
+                call = f"{name}#{len(calls)}"
             parts = []
             for call in calls:
                 layer = rc[call]
@@ -190,8 +193,9 @@ class SplineImportance(tp.importance.Importance):
             return None  # nothing to code: Torch-Pruning skips the group
         rows, comps, bits = [], [], 0
         importance = torch.zeros(n, dtype=torch.float64)
+        modules = [m for m, _, _ in sources]
         for module, idxs, roots in sources:
-            words, n_bits, n_samples = self._node_codes(module, [m for m, _, _ in sources])
+            words, n_bits, n_samples = self._node_codes(module, modules)
             placed = torch.zeros(n, words.shape[1], dtype=torch.int64)
             placed[roots] = words[idxs]
             rows.append(placed)
